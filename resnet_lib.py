@@ -1,0 +1,1066 @@
+"""Compact ResNets on CIFAR-10: models, data pipeline, training loop and evaluation.
+
+One module, imported by every notebook and runnable as a command line::
+
+    python resnet_lib.py train --model lite --recipe modern --epochs 40 --out results/lite
+
+It needs only torch, torchvision, numpy and tqdm at import time (torchinfo is imported
+inside `summary`), and importing it has no side effects: no downloads, no seeding.
+
+Layout (read top to bottom):
+  1. models     `RBL` block, `ResNet` builder, the seed's `lite()` / `improved()`
+  2. data       `load_cifar10` (official python format, restricted unpickler, md5 checks)
+  3. pipeline   device-resident uint8 data, batched crop / flip / cutout on the device
+  4. training   `TrainConfig`, `RECIPES`, `fit`, `evaluate`, `train_and_evaluate`
+  5. CLI        `python resnet_lib.py train ...`
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import pickle
+import platform
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+__all__ = [
+    "CLASSES", "PARAM_BUDGET", "RBL", "ResNet", "ARCHS", "lite", "improved", "build_model",
+    "count_params", "check_budget", "layer_table", "summary",
+    "CIFAR10", "DataError", "load_cifar10", "read_batch", "channel_stats",
+    "augment", "normalize", "TrainConfig", "RECIPES", "ConfigError", "TrainingDiverged",
+    "fit", "evaluate", "EvalResult", "train_and_evaluate", "load_checkpoint", "resolve_device",
+]
+
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+PARAM_BUDGET = 5_000_000  # the mini-project's hard limit on trainable parameters
+
+
+class BudgetError(ValueError):
+    """A model has more parameters than PARAM_BUDGET and over-budget was not allowed."""
+
+
+# ---------------------------------------------------------------------------------------
+# 1. Models
+# ---------------------------------------------------------------------------------------
+# Architectures as data: (stage widths, residual blocks per stage). The stem is a 3x3 conv
+# to widths[0]; every stage after the first halves the resolution with a stride-2 block.
+ARCHS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "lite": ((16, 32, 64), (1, 1, 1)),  # seed report: 78,042 parameters
+    "improved": ((64, 128, 256, 512), (1, 1, 1, 1)),  # seed report: 4,903,242 parameters
+}
+
+
+class RBL(nn.Module):
+    """Residual block, named as in the seed report's summary tables ("RBL").
+
+    Two 3x3 conv + BN, ReLU between them, and a shortcut that is the identity, or a
+    1x1 conv + BN projection when the shape changes. Convs have no bias (BN follows).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+        # Explicit attributes (not nn.Sequential / nn.Identity) so that the layer table
+        # lists exactly the seed's rows: an identity shortcut adds no row at all.
+        self.shortcut_conv: nn.Conv2d | None = None
+        self.shortcut_bn: nn.BatchNorm2d | None = None
+        if stride != 1 or in_ch != out_ch:
+            self.shortcut_conv = nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False)
+            self.shortcut_bn = nn.BatchNorm2d(out_ch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.conv1(x)
+        x = self.bn1(x)
+        x = F.relu(x)
+        x = self.conv2(x)
+        x = self.bn2(x)
+        if self.shortcut_conv is not None:
+            shortcut = self.shortcut_conv(shortcut)
+            shortcut = self.shortcut_bn(shortcut)
+        x = x + shortcut
+        x = F.relu(x)
+        return x
+
+
+class ResNet(nn.Module):
+    """CIFAR ResNet built from data: `widths` per stage and `blocks_per_stage`.
+
+    Raises BudgetError when the model has more than PARAM_BUDGET parameters, unless
+    `allow_over_budget=True`.
+    """
+
+    def __init__(
+        self,
+        widths: tuple[int, ...],
+        blocks_per_stage: tuple[int, ...],
+        num_classes: int = 10,
+        allow_over_budget: bool = False,
+    ) -> None:
+        super().__init__()
+        if len(widths) != len(blocks_per_stage) or not widths:
+            raise ValueError(f"widths {widths} and blocks_per_stage {blocks_per_stage} must be non-empty and of equal length")
+        self.widths = tuple(widths)
+        self.blocks_per_stage = tuple(blocks_per_stage)
+        self.conv1 = nn.Conv2d(3, widths[0], 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        blocks = []
+        in_ch = widths[0]
+        for stage, (width, n_blocks) in enumerate(zip(widths, blocks_per_stage)):
+            for i in range(n_blocks):
+                stride = 2 if stage > 0 and i == 0 else 1
+                blocks.append(RBL(in_ch, width, stride))
+                in_ch = width
+        self.stages = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_ch, num_classes)
+        check_budget(self, allow_over_budget)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(x)
+        x = self.bn1(x)
+        x = F.relu(x)
+        x = self.stages(x)
+        x = self.pool(x)
+        x = torch.flatten(x, 1)
+        x = self.fc(x)
+        return x
+
+
+def lite(**kwargs: Any) -> ResNet:
+    """The seed's Lite ResNet: 16/32/64 channels, one block per stage, 78,042 parameters."""
+    return ResNet(*ARCHS["lite"], **kwargs)
+
+
+def improved(**kwargs: Any) -> ResNet:
+    """The seed's Improved ResNet: 64/128/256/512 channels, one block per stage, 4,903,242 parameters."""
+    return ResNet(*ARCHS["improved"], **kwargs)
+
+
+def build_model(name: str, seed: int | None = None, allow_over_budget: bool = False) -> ResNet:
+    """Build a named architecture; with `seed`, its initial weights are reproducible.
+
+    The seed is applied inside `torch.random.fork_rng`, so the global RNG is untouched.
+    """
+    if name not in ARCHS:
+        raise ConfigError(f"unknown model {name!r}; valid choices: {', '.join(ARCHS)}")
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        return ResNet(*ARCHS[name], allow_over_budget=allow_over_budget)
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def check_budget(model: nn.Module, allow_over_budget: bool = False) -> int:
+    """Return the parameter count; raise BudgetError above PARAM_BUDGET unless allowed."""
+    n = count_params(model)
+    if n > PARAM_BUDGET and not allow_over_budget:
+        raise BudgetError(
+            f"model has {n:,} parameters, over the {PARAM_BUDGET:,} budget; "
+            "pass allow_over_budget=True to build or train it anyway"
+        )
+    return n
+
+
+class LayerRow(NamedTuple):
+    name: str  # e.g. "Conv2d-1", numbered like the seed's torchsummary tables
+    output_shape: tuple[int, ...]  # without the batch dimension
+    params: int  # parameters owned directly by this layer (a block owns none itself)
+
+
+def layer_table(model: nn.Module) -> list[LayerRow]:
+    """The seed-style layer table of `model` for one 3x32x32 image, via torchinfo.
+
+    Rows are the leaf layers and the residual blocks in execution order, as in the
+    seed report's tables; containers (nn.Sequential, the ResNet itself) are left out.
+    """
+    import torchinfo  # an extra: imported here so that the module imports without it
+
+    device = next(model.parameters()).device
+    stats = torchinfo.summary(model, input_size=(1, 3, 32, 32), device=device, mode="eval", verbose=0)
+    # torchinfo lists a block before its layers (pre-forward order); the seed's
+    # torchsummary lists it after them (when its forward returns). Emit blocks late.
+    ordered, open_blocks = [], []
+    for info in stats.summary_list:
+        while open_blocks and info.depth <= open_blocks[-1].depth:
+            ordered.append(open_blocks.pop())
+        if isinstance(info.module, RBL):
+            open_blocks.append(info)
+        elif info.is_leaf_layer:
+            ordered.append(info)
+    ordered.extend(reversed(open_blocks))
+    rows = []
+    for info in ordered:
+        own = sum(p.numel() for p in info.module.parameters(recurse=False))
+        rows.append(LayerRow(f"{info.class_name}-{len(rows) + 1}", tuple(info.output_size[1:]), own))
+    return rows
+
+
+def summary(model: nn.Module, file: Any = None) -> list[LayerRow]:
+    """Print the layer table in the seed report's format and return its rows."""
+    rows = layer_table(model)
+    line = "-" * 64
+    out = [line, f"{'Layer (type)':>20}  {'Output Shape':>25} {'Param #':>15}", "=" * 64]
+    for r in rows:
+        shape = "[-1, " + ", ".join(str(s) for s in r.output_shape) + "]"
+        out.append(f"{r.name:>20}  {shape:>25} {r.params:>15,}")
+    total = count_params(model)
+    out += [line, f"Total params: {total:,}", f"Trainable params: {total:,}", "Non-trainable params: 0", line]
+    print("\n".join(out), file=file)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------
+# 2. Data: the official CIFAR-10 python format
+# ---------------------------------------------------------------------------------------
+# From the dataset's page (and torchvision.datasets.CIFAR10, which uses the same values).
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
+CIFAR10_FOLDER = "cifar-10-batches-py"
+CIFAR10_TRAIN_MD5 = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+}
+CIFAR10_TEST_MD5 = {"test_batch": "40351d587109b95175f43aff81a1287e"}
+
+# Per-channel mean and std of the 50,000 official training images, pixels scaled to
+# [0, 1], std over all pixels of a channel: what `channel_stats` returns on the full
+# training set. Reference only: the pipeline recomputes them from whatever training set
+# it is given (notebook 01 compares the two). The std often copied into CIFAR code,
+# (0.2023, 0.1994, 0.2010), is the mean of per-image stds: a different, smaller number.
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+
+class DataError(RuntimeError):
+    """The data folder is missing, incomplete, corrupt or unsafe; the message says what to do."""
+
+
+# Exactly what a CIFAR batch pickle needs to rebuild its numpy arrays: numpy 1.x writes
+# numpy.core.*, numpy 2.x writes numpy._core.*. Anything else (os.system, eval, ...) is
+# refused before it can run.
+_PICKLE_ALLOWED = {
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+}
+
+
+class RefusedPickle(pickle.UnpicklingError):
+    """A pickle asked for a global outside the allow-list; nothing of it was run."""
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _PICKLE_ALLOWED:
+            return super().find_class(module, name)
+        raise RefusedPickle(f"global '{module}.{name}' is not allowed in a CIFAR batch file")
+
+
+def safe_unpickle(path: str | Path) -> Any:
+    """Unpickle a file allowing only numpy array reconstruction (never arbitrary code)."""
+    with open(path, "rb") as f:
+        return _RestrictedUnpickler(f, encoding="latin1").load()
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read one batch file: uint8 images (N, 3, 32, 32) and int64 labels (N,).
+
+    Raises DataError naming the file for anything that is not a valid CIFAR-10 batch.
+    """
+    path = Path(path)
+    try:
+        obj = safe_unpickle(path)
+    except RefusedPickle as e:
+        raise DataError(f"{path}: refused: {e}; the file may be malicious, nothing in it was run") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, MemoryError, AttributeError) as e:
+        raise DataError(f"{path}: truncated or corrupt batch file ({type(e).__name__}: {e})") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: expected a dict with 'data' and 'labels', got {type(obj).__name__}")
+    obj = {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
+    if "data" not in obj or "labels" not in obj:
+        raise DataError(f"{path}: expected keys 'data' and 'labels', found {sorted(obj)}")
+    data, labels = obj["data"], obj["labels"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8:
+        kind = data.dtype if isinstance(data, np.ndarray) else type(data).__name__
+        raise DataError(f"{path}: 'data' must be a uint8 array of N x 3072 pixels, got {kind}")
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise DataError(f"{path}: 'data' must have shape (N, 3072) (3x32x32, channel-major), got {data.shape}")
+    labels = np.asarray(labels)
+    if labels.shape != (data.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{path}: 'labels' must be {data.shape[0]} integers, got shape {labels.shape} of {labels.dtype}")
+    if labels.size and (labels.min() < 0 or labels.max() >= len(CLASSES)):
+        raise DataError(f"{path}: labels must lie in 0..{len(CLASSES) - 1}, found {labels.min()}..{labels.max()}")
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
+@dataclass
+class CIFAR10:
+    """CIFAR-10 in memory: uint8 images (N, 3, 32, 32) and int64 labels, as CPU tensors."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    root: str = ""
+    official: bool = True  # every file matched its official md5
+    classes: tuple[str, ...] = CLASSES
+
+    def __repr__(self) -> str:
+        kind = "official" if self.official else "non-official (md5 differs)"
+        return f"CIFAR10({len(self.train_y):,} train, {len(self.test_y):,} test, {kind}, root={self.root!r})"
+
+
+def default_data_dir() -> Path:
+    """$DATA_DIR if set, else `data/` next to this file (so notebooks work from any cwd)."""
+    return Path(os.environ.get("DATA_DIR") or Path(__file__).resolve().parent / "data")
+
+
+def _download(root: Path) -> None:
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    print(f"CIFAR-10 not found in {root}; downloading the official archive (163 MB) ...", file=sys.stderr)
+    try:
+        download_and_extract_archive(CIFAR10_URL, str(root), md5=CIFAR10_ARCHIVE_MD5)
+    except Exception as e:  # network errors come in many types (URLError, OSError, ...)
+        raise DataError(
+            f"could not download CIFAR-10 ({type(e).__name__}: {e}).\n"
+            f"Put the official python version in {root / CIFAR10_FOLDER} (data_batch_1..5, test_batch), "
+            f"or point at an existing copy with --data-dir DIR / DATA_DIR=DIR (the folder that contains {CIFAR10_FOLDER}/)."
+        ) from None
+
+
+def load_cifar10(data_dir: str | Path | None = None, download: bool = True) -> CIFAR10:
+    """Load CIFAR-10 from `data_dir/cifar-10-batches-py/` (the layout torchvision uses).
+
+    Missing files are downloaded (official archive, md5-checked) when `download` is true.
+    A folder whose files differ from the official md5 sums (a subset, say) loads with one
+    warning that says how many images it holds. Batch files are unpickled with an
+    allow-list, so a malicious file cannot run code.
+    """
+    root = Path(data_dir) if data_dir is not None else default_data_dir()
+    folder = root / CIFAR10_FOLDER
+    expected = {**CIFAR10_TRAIN_MD5, **CIFAR10_TEST_MD5}
+    missing = [name for name in expected if not (folder / name).is_file()]
+    if missing and download:
+        _download(root)
+        missing = [name for name in expected if not (folder / name).is_file()]
+    if missing:
+        raise DataError(
+            f"CIFAR-10 files missing in {folder}: {', '.join(missing)}.\n"
+            f"Download the python version of CIFAR-10 and extract it into {root}, "
+            "allow the automatic download (download=True, no --no-download), "
+            f"or point at an existing copy with --data-dir DIR / DATA_DIR=DIR (the folder that contains {CIFAR10_FOLDER}/)."
+        )
+    official = True
+    parts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name, md5 in expected.items():
+        path = folder / name
+        if path.stat().st_size == 0:
+            raise DataError(f"{path}: file is empty")
+        official &= _md5(path) == md5
+        parts[name] = read_batch(path)
+    train_x = np.concatenate([parts[n][0] for n in CIFAR10_TRAIN_MD5])
+    train_y = np.concatenate([parts[n][1] for n in CIFAR10_TRAIN_MD5])
+    test_x, test_y = parts["test_batch"]
+    if not official:
+        warnings.warn(
+            f"{folder} is not the official CIFAR-10 (md5 differs): {len(train_y):,} training and "
+            f"{len(test_y):,} test images", stacklevel=2,
+        )
+    return CIFAR10(
+        torch.from_numpy(train_x), torch.from_numpy(train_y),
+        torch.from_numpy(np.ascontiguousarray(test_x)), torch.from_numpy(test_y),
+        root=str(root), official=official,
+    )
+
+
+def channel_stats(x: torch.Tensor, chunk: int = 10_000) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images (N, 3, H, W), pixels scaled to [0, 1].
+
+    Accumulates sums in float64 over chunks, so the full training set needs little memory.
+    """
+    total = torch.zeros(x.shape[1], dtype=torch.float64)
+    total_sq = torch.zeros_like(total)
+    for i in range(0, len(x), chunk):
+        b = x[i : i + chunk].to(torch.float64) / 255.0
+        total += b.sum(dim=(0, 2, 3))
+        total_sq += (b * b).sum(dim=(0, 2, 3))
+    n = len(x) * x.shape[2] * x.shape[3]
+    mean = total / n
+    std = (total_sq / n - mean * mean).clamp_min(0).sqrt()
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
+# ---------------------------------------------------------------------------------------
+# 3. Pipeline: whole dataset as uint8 on the training device, batched augmentation there
+# ---------------------------------------------------------------------------------------
+def augment(
+    x: torch.Tensor, generator: torch.Generator, crop: bool = True, flip: bool = True, pad: int = 4
+) -> torch.Tensor:
+    """Random crop (zero padding `pad`) and horizontal flip of a whole uint8 batch (B, C, H, W).
+
+    Random draws come from `generator` (a CPU generator, so runs are reproducible on any
+    device and resumable); the pixel work is one gather on x's device.
+    """
+    b, _, h, w = x.shape
+    if crop:
+        dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device)
+        dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device)
+        padded = F.pad(x, (pad, pad, pad, pad))
+        rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+        cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+        batch = torch.arange(b, device=x.device)[:, None, None, None]
+        chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+        x = padded[batch, chans, rows, cols]
+    if flip:
+        mask = torch.rand(b, generator=generator).lt(0.5).to(x.device)
+        x = torch.where(mask[:, None, None, None], x.flip(3), x)
+    return x
+
+
+def cutout(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Zero one size x size square per image (centre uniform over the image, clipped at the border).
+
+    Applied after normalization, so zero is the dataset mean.
+    """
+    b, _, h, w = x.shape
+    cy = torch.randint(0, h, (b,), generator=generator).to(x.device)
+    cx = torch.randint(0, w, (b,), generator=generator).to(x.device)
+    ys = torch.arange(h, device=x.device)[None, :]
+    xs = torch.arange(w, device=x.device)[None, :]
+    in_y = (ys - cy[:, None]).abs() <= size // 2 - (1 - size % 2) * (ys >= cy[:, None])
+    in_x = (xs - cx[:, None]).abs() <= size // 2 - (1 - size % 2) * (xs >= cx[:, None])
+    mask = in_y[:, :, None] & in_x[:, None, :]
+    return x.masked_fill(mask[:, None], 0.0)
+
+
+def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> float32 (x/255 - mean) / std, as one multiply-add."""
+    scale = 1.0 / (255.0 * std)
+    shift = -mean / std
+    return torch.addcmul(shift.view(1, -1, 1, 1), x.float(), scale.view(1, -1, 1, 1))
+
+
+# ---------------------------------------------------------------------------------------
+# 4. Training
+# ---------------------------------------------------------------------------------------
+class ConfigError(ValueError):
+    """An invalid TrainConfig field; the message lists the valid choices."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message names the epoch and step."""
+
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "cosine", "onecycle")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. Fields map one-to-one to notebook
+    parameters (upper-cased there: `epochs` -> EPOCHS) and to CLI options (--epochs)."""
+
+    model: str = "lite"  # lite | improved
+    recipe: str = "custom"  # which preset this came from (informational)
+    optimizer: str = "sgd"  # sgd | adam | adamw
+    lr: float = 0.1  # peak learning rate
+    momentum: float = 0.9  # SGD only
+    nesterov: bool = True  # SGD only
+    weight_decay: float = 5e-4
+    schedule: str = "onecycle"  # constant | cosine | onecycle (linear warm-up, linear decay)
+    warmup_epochs: float = 0.0  # linear warm-up from 0, for cosine and onecycle too
+    label_smoothing: float = 0.0
+    crop: bool = True  # random 32x32 crop of the image zero-padded by 4 pixels
+    flip: bool = True  # random horizontal flip
+    cutout: int = 0  # side of the cutout square in pixels, 0 = off
+    epochs: int = 40
+    batch_size: int = 128
+    seed: int = 0
+    device: str = "auto"  # auto = cuda, then mps, then cpu
+    bf16: bool = True  # bf16 autocast, CUDA only (ignored elsewhere)
+    channels_last: bool = True
+    compile: bool = False  # torch.compile the training model
+    tta: bool = False  # flip test-time augmentation in the final evaluation
+    train_subset: int = 0  # train on a seeded random subset of this many images, 0 = all
+    allow_over_budget: bool = False
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        def choice(name: str, valid: tuple[str, ...]) -> None:
+            if getattr(self, name) not in valid:
+                raise ConfigError(f"{name}={getattr(self, name)!r} is not valid; choose one of: {', '.join(valid)}")
+
+        choice("model", tuple(ARCHS))
+        choice("optimizer", OPTIMIZERS)
+        choice("schedule", SCHEDULES)
+        if not (isinstance(self.device, str) and (self.device in DEVICES or self.device.startswith("cuda:"))):
+            raise ConfigError(f"device={self.device!r} is not valid; choose one of: {', '.join(DEVICES)}, or cuda:N")
+        for name in ("epochs", "batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ConfigError(f"{name}={v!r} must be a positive integer")
+        for name in ("train_subset", "cutout", "seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ConfigError(f"{name}={v!r} must be a non-negative integer")
+        for name in ("lr", "momentum", "weight_decay", "warmup_epochs", "label_smoothing"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ConfigError(f"{name}={v!r} must be a finite, non-negative number")
+        if self.lr == 0:
+            raise ConfigError("lr must be positive")
+        if self.label_smoothing >= 1:
+            raise ConfigError(f"label_smoothing={self.label_smoothing} must be below 1")
+        for name in ("nesterov", "crop", "flip", "bf16", "channels_last", "compile", "tta", "allow_over_budget"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be True or False")
+
+    @classmethod
+    def from_recipe(cls, recipe: str, **overrides: Any) -> "TrainConfig":
+        """A named preset from RECIPES, with any field overridden (None = keep the preset's)."""
+        if recipe not in RECIPES:
+            raise ConfigError(f"unknown recipe {recipe!r}; valid choices: {', '.join(RECIPES)}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ConfigError(f"unknown TrainConfig field(s) {unknown}; valid fields: {', '.join(sorted(known))}")
+        values = {**RECIPES[recipe], "recipe": recipe}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if recipe == "seed" and values.get("optimizer") in ("adam", "adamw") and "lr" not in overrides:
+            values["lr"] = 1e-3  # the usual Adam default; the report does not give its rates
+        return cls(**values)
+
+
+RECIPES: dict[str, dict[str, Any]] = {
+    # What the seed report did: 40 epochs, no augmentation, constant learning rate,
+    # SGD + momentum (or Adam). The report gives no learning rates, batch size or weight
+    # decay; these are the course-standard values (SGD 0.01 / Adam 0.001, batch 128).
+    "seed": dict(
+        optimizer="sgd", lr=0.01, momentum=0.9, nesterov=False, weight_decay=0.0, schedule="constant",
+        warmup_epochs=0.0, label_smoothing=0.0, crop=False, flip=False, cutout=0, epochs=40,
+        batch_size=128, tta=False,
+    ),
+    # The best 40-epoch recipe we can justify: crop + flip augmentation, Nesterov SGD with
+    # a one-cycle schedule (linear warm-up, linear decay to zero), weight decay 5e-4 and
+    # label smoothing 0.1 (as in the fast-CIFAR literature, e.g. Page's DAWNBench ResNet
+    # and airbench), flip test-time augmentation.
+    "modern": dict(
+        optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4, schedule="onecycle",
+        warmup_epochs=2.0, label_smoothing=0.1, crop=True, flip=True, cutout=0, epochs=40,
+        batch_size=128, tta=True,
+    ),
+}
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' -> cuda if available, then mps, then cpu."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
+    """Multiplier of the peak lr at `step` (0-based): linear warm-up, then the schedule."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return max(0.0, 1.0 - progress)  # onecycle: linear decay to zero
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+                               weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+class _Prepared(NamedTuple):
+    """Data placed on the training device, plus the normalization it uses."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+
+
+def training_images(data: CIFAR10, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images a run trains on: all of data.train_*, or a seeded subset of them."""
+    x, y = data.train_x, data.train_y
+    if cfg.train_subset:
+        if cfg.train_subset > len(y):
+            raise ConfigError(f"train_subset={cfg.train_subset} exceeds the {len(y)} training images")
+        idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.train_subset]
+        x, y = x[idx], y[idx]
+    return x, y
+
+
+def _prepare(data: CIFAR10, cfg: TrainConfig, device: torch.device) -> _Prepared:
+    x, y = training_images(data, cfg)
+    # Normalization statistics come from the images we train on (see channel_stats).
+    mean, std = channel_stats(x)
+    return _Prepared(
+        x.to(device), y.to(device),
+        torch.tensor(mean, dtype=torch.float32, device=device), torch.tensor(std, dtype=torch.float32, device=device),
+    )
+
+
+def _batches(p: _Prepared, cfg: TrainConfig, gen: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of augmented, normalized training batches (the last one may be smaller)."""
+    n = len(p.train_y)
+    perm = torch.randperm(n, generator=gen).to(p.train_x.device)
+    for start in range(0, n, cfg.batch_size):
+        idx = perm[start : start + cfg.batch_size]
+        x = augment(p.train_x[idx], gen, crop=cfg.crop, flip=cfg.flip)
+        x = normalize(x, p.mean, p.std)
+        if cfg.cutout:
+            x = cutout(x, cfg.cutout, gen)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        yield x, p.train_y[idx]
+
+
+def _autocast(device: torch.device, cfg: TrainConfig):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
+
+
+class EvalResult(NamedTuple):
+    loss: float
+    accuracy: float
+    logits: torch.Tensor  # (N, 10) float32 on the CPU
+    predictions: torch.Tensor  # (N,) int64 on the CPU
+    labels: torch.Tensor  # (N,) int64 on the CPU
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    data: CIFAR10,
+    split: str = "test",
+    tta: bool = False,
+    batch_size: int = 1000,
+    stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+    bf16: bool = True,
+) -> EvalResult:
+    """Loss, accuracy, logits and predictions of `model` on a split ('test' or 'train').
+
+    Normalizes with `stats` (mean, std) if given, else with the statistics of
+    `data.train_x`, as training did. With `tta`, logits are averaged over the image and
+    its horizontal mirror. Runs on the model's device; restores its train/eval mode.
+    """
+    if split not in ("test", "train"):
+        raise ValueError(f"split={split!r}; valid choices: test, train")
+    x_all, y_all = (data.test_x, data.test_y) if split == "test" else (data.train_x, data.train_y)
+    param = next(model.parameters())
+    device = param.device
+    mean, std = stats if stats is not None else channel_stats(data.train_x)
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=device)
+    std_t = torch.tensor(std, dtype=torch.float32, device=device)
+    channels_last = param.dim() == 4 and param.is_contiguous(memory_format=torch.channels_last)
+    was_training = model.training
+    model.eval()
+    logits = []
+    try:
+        for start in range(0, len(y_all), batch_size):
+            x = normalize(x_all[start : start + batch_size].to(device), mean_t, std_t)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda"):
+                out = model(x).float()
+                if tta:
+                    out = 0.5 * (out + model(x.flip(3)).float())
+            logits.append(out.cpu())
+    finally:
+        model.train(was_training)
+    logits_t = torch.cat(logits) if logits else torch.zeros(0, len(CLASSES))
+    loss = F.cross_entropy(logits_t, y_all).item() if len(y_all) else float("nan")
+    preds = logits_t.argmax(1)
+    acc = (preds == y_all).float().mean().item() if len(y_all) else float("nan")
+    return EvalResult(loss, acc, logits_t, preds, y_all.clone())
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over `path`:
+    a crash at any moment leaves either the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable (not possible on every OS/filesystem)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+def _check_writable(folder: Path) -> None:
+    """Fail now, not after 40 epochs, if results cannot be written to `folder`."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise OSError(f"cannot write to {folder} ({e.strerror or e}); choose another output folder") from None
+
+
+# Config fields that may differ between a checkpoint and the run that resumes it:
+# they change how fast it runs, not what it computes.
+_RESUME_FREE = {"device", "compile", "bf16", "channels_last", "tta", "allow_over_budget"}
+
+
+def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, model: nn.Module, path: Path) -> None:
+    if saved.get("config", {}).get("model") != cfg.model:
+        raise ValueError(f"{path} is a checkpoint of model {saved.get('config', {}).get('model')!r}, not {cfg.model!r}")
+    diffs = {
+        k: (saved["config"].get(k), v)
+        for k, v in dataclasses.asdict(cfg).items()
+        if k not in _RESUME_FREE and saved["config"].get(k) != v
+    }
+    if diffs:
+        text = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diffs.items())
+        raise ValueError(f"{path} was written with a different config ({text}); use another output folder or the same config")
+    if saved.get("num_params") != count_params(model):
+        raise ValueError(f"{path} holds {saved.get('num_params')} parameters, the model has {count_params(model)}")
+
+
+HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "seconds", "images_per_sec")
+
+
+def fit(
+    model: nn.Module,
+    data: CIFAR10,
+    cfg: TrainConfig,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, list[float]]:
+    """Train `model` on `data.train_*` as `cfg` says; return the per-epoch history.
+
+    After every epoch the test split is evaluated (no TTA) and, if `checkpoint` is given,
+    model, optimizer, scheduler, RNG states, config and history are saved there
+    atomically. With `resume`, training continues from that checkpoint and ends with the
+    same result as an uninterrupted run (bit-identical on the CPU with the same seed).
+    """
+    cfg.validate()
+    check_budget(model, cfg.allow_over_budget)
+    device = resolve_device(cfg.device)
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
+    if checkpoint is not None:
+        _check_writable(checkpoint.parent)
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    prepared = _prepare(data, cfg, device)
+    stats = (tuple(prepared.mean.tolist()), tuple(prepared.std.tolist()))
+    steps_per_epoch = math.ceil(len(prepared.train_y) / cfg.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch
+    warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
+
+    optimizer = make_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, total_steps, warmup_steps, cfg.schedule)
+    )
+    gen = torch.Generator().manual_seed(cfg.seed)
+    history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
+    start_epoch = 0
+    if resume and checkpoint is not None and checkpoint.exists():
+        saved = load_checkpoint_dict(checkpoint)
+        _check_resumable(saved, cfg, model, checkpoint)
+        model.load_state_dict(saved["model_state"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        gen.set_state(saved["rng"]["data"])
+        history = {k: list(v) for k, v in saved["history"].items()}
+        start_epoch = int(saved["epoch"])
+
+    step_model = torch.compile(model) if cfg.compile else model
+    bar = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch, disable=not progress,
+               desc=f"{cfg.model}/{cfg.recipe}", unit="step", dynamic_ncols=True)
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            model.train()
+            t0 = time.perf_counter()
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.int64)
+            bad_step = torch.full((), -1, device=device, dtype=torch.int64)
+            seen = 0
+            lr_now = optimizer.param_groups[0]["lr"]
+            for step, (x, y) in enumerate(_batches(prepared, cfg, gen)):
+                with _autocast(device, cfg):
+                    logits = step_model(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                detached = loss.detach()
+                # Record the first non-finite step on the device; checked below without
+                # a host sync on every step.
+                bad_step = torch.where((bad_step < 0) & ~torch.isfinite(detached), step, bad_step)
+                loss_sum += detached * len(y)
+                correct += (logits.argmax(1) == y).sum()
+                seen += len(y)
+                bar.update(1)
+                if step % 20 == 19 or step == steps_per_epoch - 1:
+                    _raise_if_diverged(bad_step, epoch, steps_per_epoch)
+                    bar.set_postfix(epoch=f"{epoch + 1}/{cfg.epochs}", loss=f"{loss_sum.item() / seen:.3f}")
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds = time.perf_counter() - t0
+            ev = evaluate(model, data, "test", tta=False, stats=stats, bf16=cfg.bf16)
+            history["epoch"].append(epoch + 1)
+            history["lr"].append(lr_now)
+            history["train_loss"].append(loss_sum.item() / seen)
+            history["train_acc"].append(correct.item() / seen)
+            history["test_loss"].append(ev.loss)
+            history["test_acc"].append(ev.accuracy)
+            history["seconds"].append(seconds)
+            history["images_per_sec"].append(seen / seconds)
+            bar.set_postfix(epoch=f"{epoch + 1}/{cfg.epochs}", loss=f"{history['train_loss'][-1]:.3f}",
+                            test_acc=f"{ev.accuracy:.2%}")
+            if checkpoint is not None:
+                _atomic_save(
+                    {
+                        "format": 1,
+                        "epoch": epoch + 1,
+                        "config": dataclasses.asdict(cfg),
+                        "num_params": count_params(model),
+                        "stats": {"mean": list(stats[0]), "std": list(stats[1])},
+                        "model_state": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "rng": {"data": gen.get_state()},
+                        "history": history,
+                    },
+                    checkpoint,
+                )
+    finally:
+        bar.close()
+    return history
+
+
+def _raise_if_diverged(bad_step: torch.Tensor, epoch: int, steps_per_epoch: int) -> None:
+    s = int(bad_step.item())
+    if s >= 0:
+        raise TrainingDiverged(
+            f"loss became NaN or infinite at epoch {epoch + 1}, step {s + 1}/{steps_per_epoch}; "
+            "lower the learning rate. The checkpoint of the last completed epoch (if any) is kept."
+        )
+
+
+def load_checkpoint_dict(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint with weights_only=True: tensors and plain containers, no code."""
+    path = Path(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"{path}: refused to load (not a plain-tensor checkpoint): {e}") from None
+    except (EOFError, RuntimeError, OSError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise ValueError(f"{path}: truncated or corrupt checkpoint ({type(e).__name__}: {e})") from None
+
+
+def load_checkpoint(path: str | Path, device: str = "auto") -> tuple[ResNet, dict[str, Any]]:
+    """Rebuild the model stored in a checkpoint; return (model in eval mode, checkpoint dict)."""
+    saved = load_checkpoint_dict(path)
+    cfg = saved.get("config", {})
+    name = cfg.get("model")
+    if name not in ARCHS:
+        raise ValueError(f"{path}: unknown model {name!r} in checkpoint; valid: {', '.join(ARCHS)}")
+    model = build_model(name, allow_over_budget=bool(cfg.get("allow_over_budget")))
+    if saved.get("num_params") != count_params(model):
+        raise ValueError(f"{path}: holds {saved.get('num_params')} parameters, model {name!r} has {count_params(model)}")
+    model.load_state_dict(saved["model_state"])
+    model.to(resolve_device(device)).eval()
+    return model, saved
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    return x
+
+
+def write_json(obj: Any, path: str | Path) -> None:
+    """Write JSON atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(_jsonable(obj), f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{device.type} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def train_and_evaluate(
+    cfg: TrainConfig,
+    data: CIFAR10 | None = None,
+    data_dir: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    download: bool = True,
+    resume: bool = False,
+    progress: bool = True,
+) -> tuple[ResNet, dict[str, Any]]:
+    """The whole job: load data, build the model, fit, evaluate, write results.
+
+    Writes `out_dir/checkpoint.pt` (every epoch) and `out_dir/results.json`, returns
+    (trained model, results dict). The results say what produced them: data, epochs,
+    device, wall time.
+    """
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        _check_writable(out)
+    if data is None:
+        data = load_cifar10(data_dir, download=download)
+    device = resolve_device(cfg.device)
+    model = build_model(cfg.model, seed=cfg.seed, allow_over_budget=cfg.allow_over_budget)
+    t0 = time.perf_counter()
+    history = fit(model, data, cfg, checkpoint=out / "checkpoint.pt" if out else None, resume=resume, progress=progress)
+    wall = time.perf_counter() - t0
+    stats = channel_stats(training_images(data, cfg)[0])
+    final = evaluate(model, data, "test", tta=cfg.tta, stats=stats, bf16=cfg.bf16)
+    results = {
+        "config": dataclasses.asdict(cfg),
+        "num_params": count_params(model),
+        "history": history,
+        "final": {
+            "train_acc": history["train_acc"][-1],  # running accuracy on augmented batches, last epoch
+            "test_loss": final.loss,
+            "test_acc": final.accuracy,
+            "tta": cfg.tta,
+        },
+        "data": {"root": data.root, "official": data.official, "n_train": len(data.train_y), "n_test": len(data.test_y)},
+        "device": device_name(device),
+        "wall_seconds": wall,
+        "torch": torch.__version__,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if out is not None:
+        write_json(results, out / "results.json")
+    return model, results
+
+
+# ---------------------------------------------------------------------------------------
+# 5. Command line
+# ---------------------------------------------------------------------------------------
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One option per TrainConfig field (default None = the recipe's value)."""
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "recipe":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            typ = {"int": int, "float": float}.get(str(f.type), str)
+            choices = {"model": tuple(ARCHS), "optimizer": OPTIMIZERS, "schedule": SCHEDULES}.get(f.name)
+            parser.add_argument(flag, type=typ, default=None, choices=choices)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="resnet_lib.py", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train one model and write results.json + checkpoint.pt")
+    train.add_argument("--recipe", choices=tuple(RECIPES), default="modern")
+    train.add_argument("--data-dir", default=None, help="folder containing cifar-10-batches-py/ (default: $DATA_DIR or ./data)")
+    train.add_argument("--out", default="results/run", help="output folder for results.json and checkpoint.pt")
+    train.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
+    train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it exists")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_config_options(train)
+    args = parser.parse_args(argv)
+
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name != "recipe"}
+    try:
+        cfg = TrainConfig.from_recipe(args.recipe, **overrides)
+        _, res = train_and_evaluate(cfg, data_dir=args.data_dir, out_dir=args.out, download=not args.no_download,
+                                    resume=args.resume, progress=not args.quiet)
+    except (DataError, ConfigError, BudgetError, TrainingDiverged, OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    fin = res["final"]
+    print(
+        f"{cfg.model} {cfg.recipe}: test acc {fin['test_acc']:.2%}{' (flip TTA)' if fin['tta'] else ''}, "
+        f"train acc {fin['train_acc']:.2%}, {res['num_params']:,} params, {cfg.epochs} epochs, "
+        f"{res['data']['n_train']:,} train images, {res['wall_seconds']:.0f} s on {res['device']} -> {Path(args.out) / 'results.json'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
