@@ -12,7 +12,8 @@ Layout (read top to bottom):
   2. data       `load_cifar10` (official python format, restricted unpickler, md5 checks)
   3. pipeline   device-resident uint8 data, batched crop / flip / cutout on the device
   4. training   `TrainConfig`, `RECIPES`, `fit`, `evaluate`, `train_and_evaluate`
-  5. CLI        `python resnet_lib.py train ...`
+     inference  `predict`, `export_safetensors`, `load_pretrained`
+  5. CLI        `python resnet_lib.py train | predict | export ...`
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ __all__ = [
     "CIFAR10", "DataError", "load_cifar10", "read_batch", "channel_stats",
     "augment", "normalize", "TrainConfig", "RECIPES", "ConfigError", "TrainingDiverged",
     "fit", "evaluate", "EvalResult", "train_and_evaluate", "load_checkpoint", "resolve_device",
+    "split_train_val", "predict", "export_safetensors", "load_pretrained", "load_for_inference",
+    "read_unlabeled", "write_submission",
 ]
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -344,6 +347,15 @@ class CIFAR10:
     root: str = ""
     official: bool = True  # every file matched its official md5
     classes: tuple[str, ...] = CLASSES
+    _stats: tuple[tuple[float, ...], tuple[float, ...]] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) per channel of all training images (validation split included:
+        pixel statistics carry no label information), computed once with channel_stats."""
+        if self._stats is None:
+            self._stats = channel_stats(self.train_x)
+        return self._stats
 
     def __repr__(self) -> str:
         kind = "official" if self.official else "non-official (md5 differs)"
@@ -524,6 +536,10 @@ class TrainConfig:
     compile: bool = False  # torch.compile the training model
     tta: bool = False  # flip test-time augmentation in the final evaluation
     train_subset: int = 0  # train on a seeded random subset of this many images, 0 = all
+    # Validation images held out of the training set (seeded): < 1 is a fraction, >= 1 a
+    # count, 0 none. 0.1 is 5,000 of the official 50,000. Model selection uses these,
+    # never the test set, which is only evaluated for reporting.
+    val_size: float = 0.1
     allow_over_budget: bool = False
 
     def __post_init__(self) -> None:
@@ -553,6 +569,9 @@ class TrainConfig:
                 raise ConfigError(f"{name}={v!r} must be a finite, non-negative number")
         if self.lr == 0:
             raise ConfigError("lr must be positive")
+        v = self.val_size
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (v >= 1 and v != int(v)):
+            raise ConfigError(f"val_size={v!r} must be 0, a fraction below 1, or a whole number of images")
         if self.label_smoothing >= 1:
             raise ConfigError(f"label_smoothing={self.label_smoothing} must be below 1")
         for name in ("nesterov", "crop", "flip", "bf16", "channels_last", "compile", "tta", "allow_over_budget"):
@@ -638,21 +657,40 @@ class _Prepared(NamedTuple):
     std: torch.Tensor
 
 
-def training_images(data: CIFAR10, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """The images a run trains on: all of data.train_*, or a seeded subset of them."""
+def val_count(n_train: int, val_size: float) -> int:
+    """Number of validation images that `val_size` holds out of `n_train`."""
+    n = round(val_size * n_train) if val_size < 1 else int(val_size)
+    if n >= n_train:
+        raise ConfigError(f"val_size={val_size} leaves no training images out of {n_train}")
+    return n
+
+
+def split_train_val(
+    data: CIFAR10, cfg: TrainConfig
+) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """((train_x, train_y), (val_x, val_y)) for a run: a seeded permutation of the training
+    set, the first `val_size` images for validation, then `train_subset` of the rest (or all)."""
     x, y = data.train_x, data.train_y
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(cfg.seed))
+    n_val = val_count(len(y), cfg.val_size)
+    val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:]
     if cfg.train_subset:
-        if cfg.train_subset > len(y):
-            raise ConfigError(f"train_subset={cfg.train_subset} exceeds the {len(y)} training images")
-        idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.train_subset]
-        x, y = x[idx], y[idx]
-    return x, y
+        if cfg.train_subset > len(train_idx):
+            raise ConfigError(f"train_subset={cfg.train_subset} exceeds the {len(train_idx)} training images left after validation")
+        train_idx = train_idx[: cfg.train_subset]
+    if not cfg.train_subset and n_val == 0:
+        train_idx = torch.arange(len(y))  # all of it, in the original order
+    return (x[train_idx], y[train_idx]), (x[val_idx], y[val_idx])
+
+
+def training_images(data: CIFAR10, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images a run trains on (what is left after the validation split and subset)."""
+    return split_train_val(data, cfg)[0]
 
 
 def _prepare(data: CIFAR10, cfg: TrainConfig, device: torch.device) -> _Prepared:
     x, y = training_images(data, cfg)
-    # Normalization statistics come from the images we train on (see channel_stats).
-    mean, std = channel_stats(x)
+    mean, std = data.stats  # normalization from the training set (see CIFAR10.stats)
     return _Prepared(
         x.to(device), y.to(device),
         torch.tensor(mean, dtype=torch.float32, device=device), torch.tensor(std, dtype=torch.float32, device=device),
@@ -689,25 +727,45 @@ class EvalResult(NamedTuple):
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    data: CIFAR10,
+    data: CIFAR10 | tuple[torch.Tensor, torch.Tensor],
     split: str = "test",
     tta: bool = False,
     batch_size: int = 1000,
     stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
     bf16: bool = True,
 ) -> EvalResult:
-    """Loss, accuracy, logits and predictions of `model` on a split ('test' or 'train').
+    """Loss, accuracy, logits and predictions of `model` on a split ('test' or 'train') of
+    `data`, or on explicit `(images, labels)` (uint8 images, as for the validation split).
 
-    Normalizes with `stats` (mean, std) if given, else with the statistics of
-    `data.train_x`, as training did. With `tta`, logits are averaged over the image and
-    its horizontal mirror. Runs on the model's device; restores its train/eval mode.
+    Normalizes with `stats` (mean, std) if given, else with `data.stats`, as training
+    did. With `tta`, logits are averaged over the image and its horizontal mirror. Runs
+    on the model's device; restores its train/eval mode.
     """
-    if split not in ("test", "train"):
-        raise ValueError(f"split={split!r}; valid choices: test, train")
-    x_all, y_all = (data.test_x, data.test_y) if split == "test" else (data.train_x, data.train_y)
+    if isinstance(data, CIFAR10):
+        if split not in ("test", "train"):
+            raise ValueError(f"split={split!r}; valid choices: test, train")
+        x_all, y_all = (data.test_x, data.test_y) if split == "test" else (data.train_x, data.train_y)
+        stats = stats if stats is not None else data.stats
+    else:
+        x_all, y_all = data
+        if stats is None:
+            raise ValueError("pass stats=(mean, std) when evaluating explicit (images, labels)")
+    logits_t = _logits(model, x_all, stats, tta=tta, batch_size=batch_size, bf16=bf16)
+    loss = F.cross_entropy(logits_t, y_all).item() if len(y_all) else float("nan")
+    preds = logits_t.argmax(1)
+    acc = (preds == y_all).float().mean().item() if len(y_all) else float("nan")
+    return EvalResult(loss, acc, logits_t, preds, y_all.clone())
+
+
+@torch.no_grad()
+def _logits(
+    model: nn.Module, x_all: torch.Tensor, stats: tuple[tuple[float, ...], tuple[float, ...]],
+    tta: bool = False, batch_size: int = 1000, bf16: bool = True,
+) -> torch.Tensor:
+    """float32 logits (N, 10) on the CPU for uint8 images (N, 3, 32, 32), in eval mode."""
     param = next(model.parameters())
     device = param.device
-    mean, std = stats if stats is not None else channel_stats(data.train_x)
+    mean, std = stats
     mean_t = torch.tensor(mean, dtype=torch.float32, device=device)
     std_t = torch.tensor(std, dtype=torch.float32, device=device)
     channels_last = param.dim() == 4 and param.is_contiguous(memory_format=torch.channels_last)
@@ -715,7 +773,7 @@ def evaluate(
     model.eval()
     logits = []
     try:
-        for start in range(0, len(y_all), batch_size):
+        for start in range(0, len(x_all), batch_size):
             x = normalize(x_all[start : start + batch_size].to(device), mean_t, std_t)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -726,11 +784,7 @@ def evaluate(
             logits.append(out.cpu())
     finally:
         model.train(was_training)
-    logits_t = torch.cat(logits) if logits else torch.zeros(0, len(CLASSES))
-    loss = F.cross_entropy(logits_t, y_all).item() if len(y_all) else float("nan")
-    preds = logits_t.argmax(1)
-    acc = (preds == y_all).float().mean().item() if len(y_all) else float("nan")
-    return EvalResult(loss, acc, logits_t, preds, y_all.clone())
+    return torch.cat(logits) if logits else torch.zeros(0, len(CLASSES))
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -787,7 +841,11 @@ def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, model: nn.Module, 
         raise ValueError(f"{path} holds {saved.get('num_params')} parameters, the model has {count_params(model)}")
 
 
-HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "seconds", "images_per_sec")
+# Per-epoch history. lr: at the start of the epoch; train_*: running values over the
+# epoch's augmented batches; val_*/test_*: after the epoch, no TTA (val_* NaN without a
+# validation split); seconds and images_per_sec: training only, evaluation excluded.
+HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
+                "seconds", "images_per_sec")
 
 
 def fit(
@@ -815,7 +873,8 @@ def fit(
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     prepared = _prepare(data, cfg, device)
-    stats = (tuple(prepared.mean.tolist()), tuple(prepared.std.tolist()))
+    stats = data.stats
+    val_xy = split_train_val(data, cfg)[1]
     steps_per_epoch = math.ceil(len(prepared.train_y) / cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
     warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
@@ -871,17 +930,20 @@ def fit(
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - t0
+            val = evaluate(model, val_xy, stats=stats, bf16=cfg.bf16) if len(val_xy[1]) else None
             ev = evaluate(model, data, "test", tta=False, stats=stats, bf16=cfg.bf16)
             history["epoch"].append(epoch + 1)
             history["lr"].append(lr_now)
             history["train_loss"].append(loss_sum.item() / seen)
             history["train_acc"].append(correct.item() / seen)
+            history["val_loss"].append(val.loss if val else math.nan)
+            history["val_acc"].append(val.accuracy if val else math.nan)
             history["test_loss"].append(ev.loss)
             history["test_acc"].append(ev.accuracy)
             history["seconds"].append(seconds)
             history["images_per_sec"].append(seen / seconds)
             bar.set_postfix(epoch=f"{epoch + 1}/{cfg.epochs}", loss=f"{history['train_loss'][-1]:.3f}",
-                            test_acc=f"{ev.accuracy:.2%}")
+                            **({"val_acc": f"{val.accuracy:.2%}"} if val else {"test_acc": f"{ev.accuracy:.2%}"}))
             if checkpoint is not None:
                 _atomic_save(
                     {
@@ -992,27 +1054,185 @@ def train_and_evaluate(
     t0 = time.perf_counter()
     history = fit(model, data, cfg, checkpoint=out / "checkpoint.pt" if out else None, resume=resume, progress=progress)
     wall = time.perf_counter() - t0
-    stats = channel_stats(training_images(data, cfg)[0])
-    final = evaluate(model, data, "test", tta=cfg.tta, stats=stats, bf16=cfg.bf16)
+    (train_x, _), val_xy = split_train_val(data, cfg)
+    val = evaluate(model, val_xy, tta=cfg.tta, stats=data.stats, bf16=cfg.bf16) if len(val_xy[1]) else None
+    test = evaluate(model, data, "test", tta=cfg.tta, stats=data.stats, bf16=cfg.bf16)
+    val_acc = [a for a in history["val_acc"] if not math.isnan(a)]
     results = {
         "config": dataclasses.asdict(cfg),
         "num_params": count_params(model),
         "history": history,
+        # The final (last-epoch) model. Test numbers are for reporting only; any choice
+        # (best epoch, early stopping, tuning) must use the validation numbers.
         "final": {
             "train_acc": history["train_acc"][-1],  # running accuracy on augmented batches, last epoch
-            "test_loss": final.loss,
-            "test_acc": final.accuracy,
+            "val_loss": val.loss if val else None,
+            "val_acc": val.accuracy if val else None,
+            "test_loss": test.loss,
+            "test_acc": test.accuracy,
             "tta": cfg.tta,
+            "best_val_epoch": history["epoch"][val_acc.index(max(val_acc))] if val_acc else None,
         },
-        "data": {"root": data.root, "official": data.official, "n_train": len(data.train_y), "n_test": len(data.test_y)},
+        "data": {"root": data.root, "official": data.official, "n_train": len(train_x),
+                 "n_val": len(val_xy[1]), "n_test": len(data.test_y)},
         "device": device_name(device),
         "wall_seconds": wall,
+        "train_seconds": sum(history["seconds"]),
         "torch": torch.__version__,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if out is not None:
         write_json(results, out / "results.json")
     return model, results
+
+
+# ---------------------------------------------------------------------------------------
+# 4b. Inference on new images, and shareable weights
+# ---------------------------------------------------------------------------------------
+def as_nchw_uint8(images: Any) -> torch.Tensor:
+    """uint8 images as (N, 3, 32, 32) from (N, 32, 32, 3), (N, 3, 32, 32) or flat
+    channel-major rows (N, 3072) as in the CIFAR batch files."""
+    x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
+    if x.dtype != torch.uint8:
+        raise ValueError(f"images must be uint8 (0..255), got {x.dtype}")
+    if x.ndim == 2 and x.shape[1] == 3 * 32 * 32:
+        return x.reshape(-1, 3, 32, 32)
+    if x.ndim == 4 and tuple(x.shape[1:]) == (3, 32, 32):
+        return x
+    if x.ndim == 4 and tuple(x.shape[1:]) == (32, 32, 3):
+        return x.permute(0, 3, 1, 2).contiguous()
+    raise ValueError(f"images must have shape (N, 32, 32, 3), (N, 3, 32, 32) or (N, 3072); got {tuple(x.shape)}")
+
+
+def predict(
+    model: nn.Module,
+    images: Any,
+    stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+    tta: bool = False,
+    batch_size: int = 1000,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(labels (N,), probabilities (N, 10)) for uint8 images in any layout as_nchw_uint8 takes.
+
+    `stats` is the normalization the model was trained with (a checkpoint's "stats");
+    default: the reference statistics of the official training set.
+    """
+    x = as_nchw_uint8(images)
+    stats = stats if stats is not None else (CIFAR10_MEAN, CIFAR10_STD)
+    probs = _logits(model, x, stats, tta=tta, batch_size=batch_size).softmax(1)
+    return probs.argmax(1), probs
+
+
+def _stats_of(saved: dict[str, Any]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    return tuple(saved["stats"]["mean"]), tuple(saved["stats"]["std"])
+
+
+EXPORT_FORMAT = "resnet_lib/1"
+
+
+def export_safetensors(checkpoint: str | Path, out: str | Path) -> Path:
+    """Write a checkpoint's weights as safetensors (no pickle), with its config,
+    normalization statistics and parameter count in the file's metadata."""
+    from safetensors.torch import save_file
+
+    model, saved = load_checkpoint(checkpoint, device="cpu")
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    meta = {
+        "format": EXPORT_FORMAT,
+        "model": saved["config"]["model"],
+        "num_params": str(saved["num_params"]),
+        "config": json.dumps(saved["config"]),
+        "stats": json.dumps(saved["stats"]),
+    }
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(out), metadata=meta)
+    return out
+
+
+def load_pretrained(path: str | Path, device: str = "auto") -> tuple[ResNet, dict[str, Any]]:
+    """Rebuild the model of an exported .safetensors file; return (model in eval mode,
+    {"config", "stats", "num_params"}). Refuses a file whose parameter count or tensors
+    do not match the architecture its metadata names."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
+    if meta.get("format") != EXPORT_FORMAT:
+        raise ValueError(f"{path}: metadata format {meta.get('format')!r}, expected {EXPORT_FORMAT!r} (export it with resnet_lib.py export)")
+    config = json.loads(meta["config"])
+    name = config.get("model")
+    if name not in ARCHS:
+        raise ValueError(f"{path}: unknown model {name!r}; valid: {', '.join(ARCHS)}")
+    model = build_model(name, allow_over_budget=bool(config.get("allow_over_budget")))
+    n_file = sum(v.numel() for k, v in state.items() if "running_" not in k and "num_batches" not in k)
+    if int(meta.get("num_params", -1)) != count_params(model) or n_file != count_params(model):
+        raise ValueError(
+            f"{path}: holds {n_file:,} parameters (metadata says {meta.get('num_params')}), "
+            f"but model {name!r} has {count_params(model):,}; refusing to load"
+        )
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: tensors do not match model {name!r}: {e}") from None
+    model.to(resolve_device(device)).eval()
+    return model, {"config": config, "stats": json.loads(meta["stats"]), "num_params": count_params(model)}
+
+
+def load_for_inference(path: str | Path, device: str = "auto") -> tuple[ResNet, tuple[tuple[float, ...], tuple[float, ...]]]:
+    """(model, normalization stats) from a training checkpoint (.pt) or an export (.safetensors)."""
+    if str(path).endswith(".safetensors"):
+        model, meta = load_pretrained(path, device)
+    else:
+        model, meta = load_checkpoint(path, device)
+    return model, _stats_of(meta)
+
+
+def read_unlabeled(path: str | Path) -> tuple[torch.Tensor, list[Any]]:
+    """(uint8 images (N, 3, 32, 32), ids) from a .npy array, or a pickle holding a dict with
+    'data' and optionally 'ids' (loaded with the restricted unpickler, never pickle.load)."""
+    path = Path(path)
+    if path.suffix == ".npy":
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except ValueError as e:
+            raise DataError(f"{path}: not a plain numpy array ({e})") from None
+        x = as_nchw_uint8(arr)
+        return x, list(range(len(x)))
+    try:
+        obj = safe_unpickle(path)
+    except RefusedPickle as e:
+        raise DataError(f"{path}: refused: {e}; nothing in it was run") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, AttributeError) as e:
+        raise DataError(f"{path}: unreadable pickle ({type(e).__name__}: {e})") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: expected a dict with 'data' (and optionally 'ids'), got {type(obj).__name__}")
+    obj = {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
+    if "data" not in obj:
+        raise DataError(f"{path}: no 'data' key (found {sorted(obj)})")
+    try:
+        x = as_nchw_uint8(np.asarray(obj["data"]))
+    except ValueError as e:
+        raise DataError(f"{path}: {e}") from None
+    ids = obj.get("ids", obj.get("id"))
+    ids = list(range(len(x))) if ids is None else [i.item() if hasattr(i, "item") else i for i in ids]
+    if len(ids) != len(x):
+        raise DataError(f"{path}: {len(ids)} ids for {len(x)} images")
+    return x, ids
+
+
+def write_submission(path: str | Path, ids: list[Any], labels: torch.Tensor) -> Path:
+    """CSV with header ID,Labels (labels as class indices), the class-competition format."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["ID,Labels"] + [f"{i},{int(c)}" for i, c in zip(ids, labels.tolist())]
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 # ---------------------------------------------------------------------------------------
@@ -1032,6 +1252,37 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, type=typ, default=None, choices=choices)
 
 
+def _cmd_train(args: argparse.Namespace) -> None:
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name != "recipe"}
+    cfg = TrainConfig.from_recipe(args.recipe, **overrides)
+    _, res = train_and_evaluate(cfg, data_dir=args.data_dir, out_dir=args.out, download=not args.no_download,
+                                resume=args.resume, progress=not args.quiet)
+    fin = res["final"]
+    val = f"val acc {fin['val_acc']:.2%}, " if fin["val_acc"] is not None else ""
+    print(
+        f"{cfg.model} {cfg.recipe}: {val}test acc {fin['test_acc']:.2%}{' (flip TTA)' if fin['tta'] else ''}, "
+        f"train acc {fin['train_acc']:.2%}, {res['num_params']:,} params, {cfg.epochs} epochs, "
+        f"{res['data']['n_train']:,} train images, {res['wall_seconds']:.0f} s on {res['device']} -> {Path(args.out) / 'results.json'}"
+    )
+
+
+def _cmd_predict(args: argparse.Namespace) -> None:
+    model, stats = load_for_inference(args.checkpoint, args.device)
+    images, ids = read_unlabeled(args.input)
+    labels, _ = predict(model, images, stats=stats, tta=args.tta)
+    write_submission(args.out, ids, labels)
+    counts = torch.bincount(labels, minlength=len(CLASSES)).tolist()
+    print(f"{len(labels):,} predictions -> {args.out}")
+    for name, n in zip(CLASSES, counts):
+        print(f"  {name:>10} {n:>7,}  {'#' * round(40 * n / max(1, max(counts)))}")
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    out = export_safetensors(args.checkpoint, args.out)
+    model, meta = load_pretrained(out, device="cpu")  # prove it loads back
+    print(f"{meta['config']['model']} ({meta['num_params']:,} params) -> {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="resnet_lib.py", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -1043,22 +1294,27 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it exists")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_config_options(train)
-    args = parser.parse_args(argv)
+    train.set_defaults(run=_cmd_train)
 
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name != "recipe"}
+    pred = sub.add_parser("predict", help="label unlabeled images; write a submission CSV (ID,Labels)")
+    pred.add_argument("--checkpoint", required=True, help="checkpoint.pt from training, or an exported .safetensors")
+    pred.add_argument("--input", required=True, help=".npy uint8 array, or a pickle of a dict with 'data' (and 'ids')")
+    pred.add_argument("--out", default="submission.csv")
+    pred.add_argument("--tta", action=argparse.BooleanOptionalAction, default=False, help="flip test-time augmentation")
+    pred.add_argument("--device", default="auto")
+    pred.set_defaults(run=_cmd_predict)
+
+    exp = sub.add_parser("export", help="write a checkpoint's weights and config as .safetensors")
+    exp.add_argument("--checkpoint", required=True)
+    exp.add_argument("--out", default="model.safetensors")
+    exp.set_defaults(run=_cmd_export)
+
+    args = parser.parse_args(argv)
     try:
-        cfg = TrainConfig.from_recipe(args.recipe, **overrides)
-        _, res = train_and_evaluate(cfg, data_dir=args.data_dir, out_dir=args.out, download=not args.no_download,
-                                    resume=args.resume, progress=not args.quiet)
+        args.run(args)
     except (DataError, ConfigError, BudgetError, TrainingDiverged, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    fin = res["final"]
-    print(
-        f"{cfg.model} {cfg.recipe}: test acc {fin['test_acc']:.2%}{' (flip TTA)' if fin['tta'] else ''}, "
-        f"train acc {fin['train_acc']:.2%}, {res['num_params']:,} params, {cfg.epochs} epochs, "
-        f"{res['data']['n_train']:,} train images, {res['wall_seconds']:.0f} s on {res['device']} -> {Path(args.out) / 'results.json'}"
-    )
     return 0
 
 

@@ -40,30 +40,29 @@ def test_same_seed_same_history(cifar):
         assert h1[k] == h2[k], k
 
 
-def test_resume_gives_the_same_result_as_an_uninterrupted_run(cifar, tmp_path):
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(cifar, tmp_path, monkeypatch):
     cfg = tiny_config(epochs=3, cutout=8)
     full_model = rl.build_model("lite", seed=0)
     full = fit_quiet(full_model, cifar, cfg, checkpoint=tmp_path / "full.pt")
 
-    # "interrupted" after epoch 1: a run with epochs=1 would change the schedule, so
-    # instead stop the real run by making epoch 2 raise, then resume.
+    # "Interrupted" early in epoch 2 (a run with epochs=1 would change the schedule): the
+    # batch iterator of the second epoch raises after two steps, then we resume.
     ck = tmp_path / "part.pt"
     part_model = rl.build_model("lite", seed=0)
-    calls = {"n": 0}
-    real_eval = rl.evaluate
+    real_batches = rl._batches
+    epochs_started = []
 
-    def crash_on_second_epoch(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real_eval(*a, **k)
+    def interrupted(*a, **k):
+        epochs_started.append(1)
+        for i, batch in enumerate(real_batches(*a, **k)):
+            if len(epochs_started) == 2 and i == 2:
+                raise KeyboardInterrupt
+            yield batch
 
-    rl.evaluate = crash_on_second_epoch
-    try:
+    with monkeypatch.context() as m:
+        m.setattr(rl, "_batches", interrupted)
         with pytest.raises(KeyboardInterrupt):
             fit_quiet(part_model, cifar, cfg, checkpoint=ck)
-    finally:
-        rl.evaluate = real_eval
     assert torch.load(ck, weights_only=True)["epoch"] == 1
 
     resumed_model = rl.build_model("lite", seed=123)  # weights come from the checkpoint
@@ -97,7 +96,7 @@ def test_resume_refuses_another_model_or_config(cifar, tmp_path):
 
 def test_nan_loss_stops_with_epoch_and_step(cifar, tmp_path):
     cfg = tiny_config(epochs=3, lr=1e12, warmup_epochs=0.0, label_smoothing=0.0)
-    with pytest.raises(rl.TrainingDiverged, match=r"epoch \d+, step \d+/7"):
+    with pytest.raises(rl.TrainingDiverged, match=r"epoch \d+, step \d+/6"):
         fit_quiet(rl.build_model("lite", seed=0), cifar, cfg, checkpoint=tmp_path / "c.pt")
 
 
@@ -157,10 +156,10 @@ def test_cli_train_writes_results_json(cifar_dir, tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "lite modern: test acc" in proc.stdout and "78,042 params" in proc.stdout
+    assert "lite modern: val acc" in proc.stdout and "test acc" in proc.stdout and "78,042 params" in proc.stdout
     res = json.loads((out / "results.json").read_text())
     assert res["config"]["epochs"] == 1 and res["config"]["tta"] is False and res["config"]["batch_size"] == 64
-    assert res["num_params"] == 78_042 and res["data"]["n_train"] == 200 and not res["data"]["official"]
+    assert res["num_params"] == 78_042 and res["data"]["n_train"] == 180 and res["data"]["n_val"] == 20 and not res["data"]["official"]
     assert 0 <= res["final"]["test_acc"] <= 1 and (out / "checkpoint.pt").exists()
 
 
@@ -172,3 +171,26 @@ def test_cli_errors_are_one_line_not_a_traceback(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: CIFAR-10 files missing") and "Traceback" not in proc.stderr
+
+
+def test_validation_split_is_seeded_disjoint_and_recorded(cifar):
+    cfg = tiny_config(val_size=0.25, epochs=1)
+    (tx, ty), (vx, vy) = rl.split_train_val(cifar, cfg)
+    assert len(vy) == 50 and len(ty) == 150
+    (tx2, _), (vx2, _) = rl.split_train_val(cifar, cfg)
+    assert torch.equal(vx, vx2) and torch.equal(tx, tx2)
+    flat = lambda x: {bytes(img.numpy().tobytes()) for img in x}  # noqa: E731
+    assert not flat(tx) & flat(vx)  # no image is in both
+    (_, _), (vx3, _) = rl.split_train_val(cifar, tiny_config(val_size=0.25, seed=1))
+    assert not torch.equal(vx, vx3)
+    assert len(rl.split_train_val(cifar, tiny_config(val_size=30))[1][1]) == 30
+    (ax, _), (nx, _) = rl.split_train_val(cifar, tiny_config(val_size=0))
+    assert torch.equal(ax, cifar.train_x) and len(nx) == 0
+    history = fit_quiet(rl.build_model("lite", seed=0), cifar, cfg)
+    assert 0 <= history["val_acc"][0] <= 1 and 0 <= history["test_acc"][0] <= 1
+    no_val = fit_quiet(rl.build_model("lite", seed=0), cifar, tiny_config(val_size=0, epochs=1))
+    assert math.isnan(no_val["val_acc"][0])
+    with pytest.raises(rl.ConfigError, match="val_size"):
+        tiny_config(val_size=2.5)
+    with pytest.raises(rl.ConfigError, match="leaves no training images"):
+        rl.split_train_val(cifar, tiny_config(val_size=200))
