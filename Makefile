@@ -17,5 +17,37 @@ $(VENV)/.installed: requirements.txt
 test: setup
 	$(PY) -m pytest -q
 
+# The main job: every notebook in order with papermill (scripts/run_notebooks.py); executed
+# copies in runs/. Unset variables keep the notebooks' defaults (full CIFAR-10, 40 epochs,
+# results/ and figures/), e.g. make run DATA_DIR=../shared/data/cifar10-mini EPOCHS=2
+run: setup
+	$(PY) scripts/run_notebooks.py $(if $(DATA_DIR),--data-dir "$(DATA_DIR)") $(if $(EPOCHS),--epochs $(EPOCHS)) \
+		$(if $(filter 1 true yes,$(SMOKE)),--smoke) $(if $(DEVICE),--device $(DEVICE)) \
+		$(if $(RESULTS_DIR),--results-dir "$(RESULTS_DIR)") $(if $(FIGURES_DIR),--figures-dir "$(FIGURES_DIR)")
+
+# Speed benchmark (bench/README.md): this machine's CPU by default; DEVICE=cuda runs the
+# GPU part with the system python3 (GPU machines have torch but no package registry, so
+# no venv there); BENCH_ARGS passes more options, e.g. BENCH_ARGS=--quick.
+BENCH_DEPS := $(if $(filter cuda%,$(DEVICE)),,setup)
+bench: $(BENCH_DEPS)
+	$(if $(BENCH_DEPS),$(PY),$(PYTHON)) bench/bench.py $(if $(DEVICE),--device $(DEVICE)) $(BENCH_ARGS)
+
+# The paper: LaTeX fragments generated from RESULTS_DIR and FIGURES_DIR (default results/ and
+# figures/) into report/generated/, then report/report.pdf with pdflatex (twice, for the
+# references). Without pdflatex, installs Debian's LaTeX (about 53 MB to download, 160 MB
+# installed; needs root or sudo): apt-get install --no-install-recommends $(TEX_PACKAGES)
+TEX_PACKAGES := texlive-latex-base texlive-latex-recommended texlive-fonts-recommended
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+report: setup
+	$(PY) scripts/make_report_inputs.py --results "$(or $(RESULTS_DIR),results)" \
+		--figures "$(or $(FIGURES_DIR),figures)" --out report/generated
+	@command -v pdflatex >/dev/null || { echo "pdflatex not found: installing $(TEX_PACKAGES)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		--no-install-recommends $(TEX_PACKAGES) >/dev/null; } && command -v pdflatex >/dev/null \
+		|| { echo "error: no pdflatex; install: apt-get install --no-install-recommends $(TEX_PACKAGES)"; exit 1; }
+	cd report && rm -f report.log && for pass in 1 2; do pdflatex -interaction=nonstopmode -halt-on-error report.tex \
+		>/dev/null || { tail -n 40 report.log; echo "error: LaTeX failed; full log in report/report.log"; exit 1; }; done
+	@echo "built report/report.pdf"
+
 clean:
 	rm -rf results runs .pytest_cache

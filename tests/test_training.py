@@ -130,6 +130,8 @@ def test_recipes():
     assert (seed.optimizer, seed.schedule, seed.crop, seed.flip, seed.epochs) == ("sgd", "constant", False, False, 40)
     adam = rl.TrainConfig.from_recipe("seed", model="improved", optimizer="adam")
     assert adam.lr == 1e-3
+    assert rl.TrainConfig.from_recipe("seed", optimizer="adam", lr=None).lr == 1e-3  # as the CLI passes it
+    assert rl.TrainConfig.from_recipe("seed", optimizer="adam", lr=0.01).lr == 0.01
     modern = rl.TrainConfig.from_recipe("modern")
     assert modern.crop and modern.flip and modern.nesterov and modern.label_smoothing > 0 and modern.tta
     with pytest.raises(rl.ConfigError, match="valid choices: seed, modern"):

@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""Run the numbered notebooks in order with papermill: the project's main job.
+
+    python scripts/run_notebooks.py [--data-dir DIR] [--epochs N] [--smoke] [--device DEV]
+        [--results-dir DIR] [--figures-dir DIR] [--out runs] [--only 02 05] [-p NAME VALUE]...
+
+Each notebook gets the options its `parameters` cell declares (DATA_DIR, EPOCHS, SMOKE,
+DEVICE, RESULTS_DIR, FIGURES_DIR; -p sets any other); options left out keep the notebook's
+defaults (full CIFAR-10, 40 epochs, results/ and figures/ in the repository). Executed
+copies are written to --out (runs/, git-ignored). The first failing notebook stops the
+run with a message naming it and its failing cell; the exit status is then 1.
+
+    python scripts/run_notebooks.py --strip
+
+removes the outputs of the committed notebooks, except those of cells tagged
+nbval-check-output (the tests compare them), before committing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+CHECKED = "nbval-check-output"
+
+
+def notebooks(only: list[str] | None = None) -> list[Path]:
+    """notebooks/NN_*.ipynb in order; `only` selects by number prefix or file stem."""
+    found = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    if not only:
+        return found
+    chosen = [p for p in found if any(p.stem == o or p.stem.startswith(o.zfill(2) + "_") for o in only)]
+    missing = [o for o in only if not any(p.stem == o or p.stem.startswith(o.zfill(2) + "_") for p in chosen)]
+    if missing:
+        raise SystemExit(f"error: no notebook matches {missing}; have: {', '.join(p.stem for p in found)}")
+    return chosen
+
+
+def parse_value(text: str) -> Any:
+    """A -p value as papermill's CLI reads it: a Python literal (1, 0.1, True, None, [..]) or else a string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def failing_cell(executed: Path, error: Any) -> str:
+    """'cell N (In [k], line L: that line)' for the failing cell, N counted in the source notebook."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(executed, as_version=4)
+    except (OSError, ValueError):
+        return f"cell In [{error.exec_count}]"
+    n = 0
+    for cell in nb.cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags or "papermill-error-cell-tag" in tags:
+            continue  # added by papermill, not in the source notebook
+        n += 1
+        errors = [out for out in cell.get("outputs", []) if out.get("output_type") == "error"]
+        if errors:
+            # IPython's traceback names the cell's failing line: "Cell In[4], line 11".
+            frames = (re.match(r"Cell In\[\d+\], line (\d+)", re.sub(r"\x1b\[[0-9;]*m", "", t)) for t in errors[0].traceback)
+            line_no = next((int(m.group(1)) for m in frames if m), 0)
+            lines = cell.source.splitlines()
+            text = lines[line_no - 1] if 0 < line_no <= len(lines) else next((ln for ln in lines if ln.strip()), "")
+            return f"cell {n} (In [{cell.execution_count}], line {line_no or '?'}: {text.strip()[:90]})"
+    return f"cell In [{error.exec_count}]"
+
+
+def run(paths: list[Path], params: dict[str, Any], out: Path, quiet: bool) -> int:
+    import papermill as pm
+
+    out.mkdir(parents=True, exist_ok=True)
+    declared = {p: pm.inspect_notebook(str(p)) for p in paths}
+    unused = sorted(set(params) - set().union(*(set(d) for d in declared.values())))
+    if unused:
+        print(f"error: no notebook has parameter(s) {unused}", file=sys.stderr)
+        return 2
+    t_all = time.perf_counter()
+    for i, path in enumerate(paths, 1):
+        given = {k: v for k, v in params.items() if k in declared[path]}
+        executed = out / path.name
+        print(f"[{i}/{len(paths)}] {path.relative_to(ROOT)} {given or ''} -> {executed}", flush=True)
+        t0 = time.perf_counter()
+        try:
+            pm.execute_notebook(
+                str(path), str(executed), parameters=given, cwd=str(ROOT), progress_bar=False,
+                stdout_file=None if quiet else sys.stdout, stderr_file=None if quiet else sys.stderr,
+            )
+        except pm.PapermillExecutionError as e:
+            print(f"\nFAILED: {path.relative_to(ROOT)}, {failing_cell(executed, e)}\n  {e.ename}: {e.evalue}\n"
+                  f"  The executed copy, with the traceback, is {executed}", file=sys.stderr)
+            return 1
+        except Exception as e:  # kernel died, missing kernel, unreadable notebook, ...
+            print(f"\nFAILED: {path.relative_to(ROOT)}: {type(e).__name__}: {e}", file=sys.stderr)
+            return 1
+        print(f"    done in {time.perf_counter() - t0:.0f} s", flush=True)
+    print(f"{len(paths)} notebook(s) ran in {time.perf_counter() - t_all:.0f} s; executed copies in {out}")
+    return 0
+
+
+def strip(paths: list[Path]) -> None:
+    """Remove outputs and execution counts, except in nbval-checked cells."""
+    import nbformat
+
+    for path in paths:
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type != "code":
+                continue
+            checked = CHECKED in cell.metadata.get("tags", [])
+            # nbval treats a cell without an execution count as never run and refuses its
+            # stored outputs, so checked cells keep a (constant) one.
+            cell.execution_count = 1 if checked else None
+            if not checked:
+                cell.outputs = []
+            for out in cell.outputs:
+                if "execution_count" in out:
+                    out["execution_count"] = None
+            for key in ("execution", "papermill"):
+                cell.metadata.pop(key, None)
+        nb.metadata.pop("papermill", None)
+        nbformat.write(nb, path)
+        print("stripped", path.relative_to(ROOT))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__.split("\n", 2)[2])
+    ap.add_argument("--data-dir", help="folder containing cifar-10-batches-py/ (default: $DATA_DIR or <repo>/data)")
+    ap.add_argument("--epochs", type=int, help="epochs of every training run (default: the recipes' 40)")
+    ap.add_argument("--smoke", action="store_true", help="tiny, seconds-long configuration (for tests)")
+    ap.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
+    ap.add_argument("--results-dir", help="default: <repo>/results")
+    ap.add_argument("--figures-dir", help="default: <repo>/figures")
+    ap.add_argument("--out", default=str(ROOT / "runs"), help="folder for the executed notebooks (default: runs/)")
+    ap.add_argument("--only", nargs="+", metavar="NB", help="run only these notebooks (numbers or names), in order")
+    ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                    help="any other notebook parameter, e.g. -p BATCH_SIZE 256")
+    ap.add_argument("--quiet", action="store_true", help="do not stream the notebooks' output")
+    ap.add_argument("--strip", action="store_true", help="strip the committed notebooks' outputs and exit")
+    args = ap.parse_args(argv)
+
+    paths = notebooks(args.only)
+    if args.strip:
+        strip(paths)
+        return 0
+    # Paths are resolved here, against the caller's working folder, so that the kernel
+    # (which runs in the repository root) reads and writes where the caller meant.
+    params: dict[str, Any] = {name: parse_value(value) for name, value in args.parameter}
+    for name, value in (("DATA_DIR", args.data_dir), ("RESULTS_DIR", args.results_dir), ("FIGURES_DIR", args.figures_dir)):
+        if value:
+            params[name] = str(Path(value).expanduser().resolve())
+    if args.epochs is not None:
+        params["EPOCHS"] = args.epochs
+    if args.device:
+        params["DEVICE"] = args.device
+    if args.smoke:
+        params["SMOKE"] = True
+    return run(paths, params, Path(args.out).resolve(), args.quiet)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

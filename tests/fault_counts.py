@@ -1,0 +1,39 @@
+"""Print how many faults tests/test_faults.py injects and how many bad inputs it tries.
+
+    python tests/fault_counts.py            # "N faults injected, M bad inputs tried"
+    python tests/fault_counts.py --detail   # the same, then one line per group
+
+The numbers come from the suite's own case lists (FAULT_CASES, BAD_INPUT_CASES), the
+lists its tests are parametrized over, so the README's counts cannot drift from the tests.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def counts() -> tuple[dict[str, int], dict[str, int]]:
+    """({fault group: cases}, {bad-input group: cases})."""
+    import test_faults
+
+    return ({k: len(v) for k, v in test_faults.FAULT_CASES.items()},
+            {k: len(v) for k, v in test_faults.BAD_INPUT_CASES.items()})
+
+
+def main(argv: list[str]) -> int:
+    faults, bad = counts()
+    print(f"{sum(faults.values())} faults injected, {sum(bad.values())} bad inputs tried")
+    if "--detail" in argv:
+        for title, groups in (("faults injected", faults), ("bad inputs tried", bad)):
+            print(f"\n{title}:")
+            for name, n in groups.items():
+                print(f"  {n:>4}  {name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,943 @@
+"""Fault injection: killed processes, wrong data folders, malicious and mismatched files,
+invalid parameters, unwritable folders and divergence. Nothing here is skipped.
+
+Every group of cases is a module-level list that its test is parametrized over;
+FAULT_CASES and BAD_INPUT_CASES below collect them, and tests/fault_counts.py prints
+their sizes (the counts quoted in the README's "Reliability" section).
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import errno
+import io
+import json
+import os
+import pickle
+import queue
+import random
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+import pytest
+import torch
+
+import resnet_lib as rl
+from conftest import ROOT, synthetic_images, tiny_config, write_cifar
+
+WORKER = Path(__file__).with_name("_train_worker.py")
+FOLDER = rl.CIFAR10_FOLDER
+
+
+def one_error(excinfo: pytest.ExceptionInfo) -> str:
+    """The message of an error that is one clear error: no chained traceback under it."""
+    e = excinfo.value
+    assert e.__cause__ is None and (e.__context__ is None or e.__suppress_context__), "chained traceback"
+    return str(e)
+
+
+def must_not_run(what: str) -> Callable[..., Any]:
+    def fail(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError(f"{what} was called: the error came too late")
+
+    return fail
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One intra-op thread while this module runs (module scope: autouse fixtures come
+    first, so the module-scoped checkpoint fixture trains with it too). On a small shared
+    CPU, two spinning OpenMP threads made a 6-step epoch take 16 s instead of 0.5 s."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Fail the test if data loading or training starts: errors must come before them."""
+    monkeypatch.setattr(rl, "fit", must_not_run("fit (training)"))
+    monkeypatch.setattr(rl, "load_cifar10", must_not_run("load_cifar10 (data loading)"))
+
+
+# ---------------------------------------------------------------------------------------
+# Subprocess workers that the tests SIGKILL
+# ---------------------------------------------------------------------------------------
+class Worker:
+    """tests/_train_worker.py in a subprocess; its output lines arrive on a queue."""
+
+    def __init__(self, *args: Any) -> None:
+        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+        self.proc = subprocess.Popen([sys.executable, str(WORKER), *map(str, args)], stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, env=env)
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.seen: list[str] = []
+        self._pump = threading.Thread(target=self._read, daemon=True)
+        self._pump.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def _next(self, deadline: float) -> str | None:
+        try:
+            line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+        except queue.Empty:
+            raise AssertionError("worker timed out; output so far:\n" + "\n".join(self.seen)) from None
+        if line is not None:
+            self.seen.append(line)
+        return line
+
+    def wait_for(self, prefix: str, timeout: float = 240) -> str:
+        deadline = time.monotonic() + timeout
+        while (line := self._next(deadline)) is not None:
+            if line.startswith(prefix):
+                return line
+        raise AssertionError(f"worker exited ({self.proc.wait()}) before {prefix!r}:\n" + "\n".join(self.seen))
+
+    def finish(self, timeout: float = 240) -> list[str]:
+        """Wait for the end of its output; returns every line it printed."""
+        deadline = time.monotonic() + timeout
+        while self._next(deadline) is not None:
+            pass
+        self.proc.wait(timeout=30)
+        return self.seen
+
+    def sigkill(self) -> int:
+        self.proc.send_signal(signal.SIGKILL)
+        self.finish(timeout=60)
+        return self.proc.returncode
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def workers():
+    started: list[Worker] = []
+    yield lambda *args: started.append(Worker(*args)) or started[-1]
+    for w in started:
+        w.stop()
+
+
+def temps(path: Path) -> list[Path]:
+    return sorted(path.parent.glob(path.name + ".*.tmp"))
+
+
+def assert_complete(path: Path) -> int:
+    """The checkpoint loads and is entirely one save (every tensor holds its epoch); returns the epoch."""
+    from _train_worker import PAYLOAD_FLOATS
+
+    saved = rl.load_checkpoint_dict(path)
+    epoch = saved["epoch"]
+    assert saved["payload"].shape == (PAYLOAD_FLOATS,) and bool((saved["payload"] == epoch).all())
+    assert all(bool((t == epoch).all()) for t in saved["model_state"].values())
+    return epoch
+
+
+# Kill points of the training process: (epoch, step) in the forward pass of that step,
+# after the epoch's earlier steps changed the weights in memory.
+KILL_MID_EPOCH = [(2, 4)]
+
+
+@pytest.mark.parametrize("epoch, step", KILL_MID_EPOCH)
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, workers, epoch, step):
+    data_dir = write_cifar(tmp_path / "cifar")
+    full = workers("train", data_dir, tmp_path / "full.pt", tmp_path / "full.json")
+    part = workers("train", data_dir, tmp_path / "part.pt", tmp_path / "part.json",
+                   "--pause-epoch", epoch, "--pause-step", step)
+    part.wait_for("PAUSED")
+    assert rl.load_checkpoint_dict(tmp_path / "part.pt")["epoch"] == epoch - 1  # the kill lands mid-epoch
+    assert part.sigkill() == -signal.SIGKILL
+    assert rl.load_checkpoint_dict(tmp_path / "part.pt")["epoch"] == epoch - 1
+    assert not temps(tmp_path / "part.pt") and not (tmp_path / "part.json").exists()
+
+    resumed = workers("train", data_dir, tmp_path / "part.pt", tmp_path / "part.json", "--resume")
+    assert "DONE" in resumed.finish() and "DONE" in full.finish(), resumed.seen + full.seen
+    a = json.loads((tmp_path / "full.json").read_text())
+    b = json.loads((tmp_path / "part.json").read_text())
+    assert b["steps_trained"] < a["steps_trained"]  # it continued; it did not start over
+    assert a["history"]["epoch"] == [1, 2, 3] and set(a["history"]) >= {"train_loss", "test_acc", "val_loss"}
+    for key in a["history"]:
+        assert b["history"][key] == a["history"][key], key  # exactly: same floats
+    assert b["state_hash"] == a["state_hash"]  # bit-identical final weights
+
+
+# Kill points inside _atomic_save, placed deterministically by the worker.
+KILL_IN_SAVE = ["mid-write", "before-rename"]
+
+
+@pytest.mark.parametrize("where", KILL_IN_SAVE)
+def test_sigkill_inside_a_save_keeps_the_previous_checkpoint_whole(tmp_path, workers, where):
+    path = tmp_path / "checkpoint.pt"
+    w = workers("save", path, "--first", 1, "--count", 2, "--pause", where)
+    assert w.wait_for("PAUSED") == f"PAUSED 3 {where}"
+    [tmp] = temps(path)  # the kill lands while the new file exists only as a temporary
+    assert w.sigkill() == -signal.SIGKILL
+    assert assert_complete(path) == 2  # the previous save, entire
+    if where == "mid-write":
+        with pytest.raises(ValueError, match="truncated or corrupt checkpoint"):
+            rl.load_checkpoint_dict(tmp)  # what a non-atomic save would have left at `path`
+    assert temps(path) == [tmp]  # SIGKILL leaves no chance to clean up ...
+    from _train_worker import checkpoint_of
+
+    rl._atomic_save(checkpoint_of(4), path)  # ... the next save removes the dead writer's file
+    assert assert_complete(path) == 4 and temps(path) == []
+
+
+RANDOM_KILL_SEEDS = [0, 1, 2]
+
+
+@pytest.mark.parametrize("seed", RANDOM_KILL_SEEDS)
+def test_sigkill_at_a_random_moment_while_saving(tmp_path, workers, seed):
+    path = tmp_path / "checkpoint.pt"
+    w = workers("save", path, "--first", 1, "--count", 10_000)
+    w.wait_for("SAVED 1")
+    time.sleep(random.Random(seed).uniform(0.0, 0.6))
+    assert w.sigkill() == -signal.SIGKILL
+    last = [line for line in w.seen if line.startswith(("SAVING", "SAVED"))][-1]
+    n = int(last.split()[1])
+    epoch = assert_complete(path)
+    assert epoch == n if last.startswith("SAVED") else epoch in (n - 1, n)
+    assert len(temps(path)) <= 1  # at most the one save that was cut short
+
+
+def test_disk_full_during_a_save_keeps_the_last_checkpoint(cifar, tmp_path, monkeypatch):
+    real_save = torch.save
+    calls = []
+
+    def disk_full_on_second_save(obj, f, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            f.write(b"PK\x03\x04 half a zip file")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    ck = tmp_path / "checkpoint.pt"
+    cfg = tiny_config(epochs=2)
+    with monkeypatch.context() as m:
+        m.setattr(torch, "save", disk_full_on_second_save)
+        with pytest.raises(OSError, match="No space left"):
+            rl.fit(rl.build_model("lite", seed=0), cifar, cfg, checkpoint=ck, progress=False)
+    assert rl.load_checkpoint_dict(ck)["epoch"] == 1 and temps(ck) == []
+    history = rl.fit(rl.build_model("lite", seed=0), cifar, cfg, checkpoint=ck, resume=True, progress=False)
+    assert history["epoch"] == [1, 2]  # space freed: the run continues from epoch 1
+
+
+# ---------------------------------------------------------------------------------------
+# Data folders that are wrong in the ways users manage
+# ---------------------------------------------------------------------------------------
+def batch_path(root: Path, name: str) -> Path:
+    return root / FOLDER / name
+
+
+def rewrite(name: str, **fields: Any) -> Callable[[Path], None]:
+    """Rewrite one batch file with some of its fields replaced (None: remove the field)."""
+
+    def mutate(root: Path) -> None:
+        path = batch_path(root, name)
+        obj = pickle.loads(path.read_bytes())
+        for k, v in fields.items():
+            if v is None:
+                obj.pop(k)
+            else:
+                obj[k] = v(obj) if callable(v) else v
+        path.write_bytes(pickle.dumps(obj, protocol=4))
+
+    return mutate
+
+
+def remove(name: str) -> Callable[[Path], None]:
+    return lambda root: batch_path(root, name).unlink()
+
+
+def truncate(name: str, keep: int | float) -> Callable[[Path], None]:
+    def mutate(root: Path) -> None:
+        p = batch_path(root, name)
+        b = p.read_bytes()
+        p.write_bytes(b[: int(keep * len(b)) if isinstance(keep, float) else keep])
+
+    return mutate
+
+
+def write_bytes(name: str, content: bytes) -> Callable[[Path], None]:
+    return lambda root: batch_path(root, name).write_bytes(content)
+
+
+def as_directory(name: str) -> Callable[[Path], None]:
+    def mutate(root: Path) -> None:
+        batch_path(root, name).unlink()
+        batch_path(root, name).mkdir()
+
+    return mutate
+
+
+class BadData(NamedTuple):
+    id: str
+    mutate: Callable[[Path], None]
+    message: str  # regex: the file and what was expected
+    download: bool = False
+
+
+LABELS_AS_NAMES = lambda obj: [rl.CLASSES[i] for i in obj["labels"]]  # noqa: E731
+# A protocol-5 pickle whose first frame claims 2**64 - 1 bytes: the unpickler raises
+# OverflowError, which used to escape read_batch as a raw traceback.
+HUGE_FRAME = b"\x80\x05\x95" + b"\xff" * 8 + b"}."
+
+BAD_DATA = [
+    BadData("missing train batch", remove("data_batch_3"),
+            r"files missing in .*cifar-10-batches-py: data_batch_3 \(expected data_batch_1..data_batch_5 and test_batch\)"),
+    BadData("test_batch missing", remove("test_batch"), r"files missing in .*: test_batch \(expected .*test_batch\)"),
+    BadData("test_batch missing, download on: not downloaded over the user's files", remove("test_batch"),
+            r"files missing in .*: test_batch .*not downloaded over them", download=True),
+    BadData("batch file is a folder", as_directory("data_batch_1"), r"files missing in .*: data_batch_1 \(expected"),
+    BadData("empty file", write_bytes("data_batch_2", b""),
+            r"data_batch_2: file is empty \(0 bytes\); expected a CIFAR-10 python-version batch"),
+    BadData("truncated to half", truncate("data_batch_4", 0.5),
+            r"data_batch_4: truncated or corrupt batch file .*expected a CIFAR-10 python-version batch"),
+    BadData("truncated to 10 bytes", truncate("test_batch", 10), r"test_batch: truncated or corrupt batch file"),
+    BadData("HTML error page instead of a batch", write_bytes("data_batch_1", b"<!DOCTYPE html><title>404</title>"),
+            r"data_batch_1: truncated or corrupt batch file .*expected a CIFAR-10"),
+    BadData("pickle frame length overflow", write_bytes("data_batch_5", HUGE_FRAME),
+            r"data_batch_5: truncated or corrupt batch file \(OverflowError"),
+    BadData("images as HWC (N, 32, 32, 3)", rewrite("data_batch_2", data=lambda o: o["data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)),
+            r"data_batch_2: 'data' must have shape \(N, 3072\) .*got \(40, 32, 32, 3\)"),
+    BadData("rows of 3073 values", rewrite("data_batch_3", data=np.zeros((40, 3073), np.uint8)),
+            r"data_batch_3: 'data' must have shape \(N, 3072\).*got \(40, 3073\)"),
+    BadData("flat 1-D pixels", rewrite("test_batch", data=lambda o: o["data"].ravel()),
+            r"test_batch: 'data' must have shape \(N, 3072\).*got \(307200,\)"),
+    BadData("no images", rewrite("data_batch_1", data=np.zeros((0, 3072), np.uint8), labels=[]),
+            r"data_batch_1: holds no images; expected 'data' of shape \(N, 3072\) with N > 0"),
+    BadData("images as float32 in [0, 1]", rewrite("data_batch_1", data=lambda o: o["data"].astype(np.float32) / 255),
+            r"data_batch_1: 'data' must be a uint8 array of N x 3072 pixels, got float32"),
+    BadData("images as int64", rewrite("test_batch", data=lambda o: o["data"].astype(np.int64)),
+            r"test_batch: 'data' must be a uint8 array .*got int64"),
+    BadData("images as a list", rewrite("data_batch_2", data=lambda o: o["data"].tolist()),
+            r"data_batch_2: 'data' must be a uint8 array .*got list"),
+    BadData("label 10 out of range", rewrite("data_batch_5", labels=lambda o: [10] + o["labels"][1:]),
+            r"data_batch_5: labels must lie in 0..9, found \d..10"),
+    BadData("label -1 out of range", rewrite("test_batch", labels=lambda o: [-1] + o["labels"][1:]),
+            r"test_batch: labels must lie in 0..9, found -1..\d"),
+    BadData("one label too few", rewrite("data_batch_4", labels=lambda o: o["labels"][:-1]),
+            r"data_batch_4: 'labels' must be 40 integers, got shape \(39,\)"),
+    BadData("labels as floats", rewrite("data_batch_1", labels=lambda o: [float(v) for v in o["labels"]]),
+            r"data_batch_1: 'labels' must be 40 integers, got shape \(40,\) of float64"),
+    BadData("labels as class names", rewrite("data_batch_2", labels=LABELS_AS_NAMES),
+            r"data_batch_2: 'labels' must be 40 integers, got shape \(40,\) of <U"),
+    BadData("CIFAR-100 keys (fine_labels)", rewrite("test_batch", labels=None, fine_labels=lambda o: [0] * 40),
+            r"test_batch: expected keys 'data' and 'labels', found \[.*'fine_labels'"),
+    BadData("a list instead of a dict", write_bytes("data_batch_3", pickle.dumps([1, 2, 3])),
+            r"data_batch_3: expected a dict with 'data' and 'labels', got list"),
+]
+
+
+@pytest.mark.parametrize("case", BAD_DATA, ids=[c.id for c in BAD_DATA])
+def test_bad_data_folder_gives_one_clear_error(cifar_dir, case, monkeypatch):
+    import torchvision.datasets.utils as tvu
+
+    monkeypatch.setattr(tvu, "download_and_extract_archive", must_not_run("the download"))
+    case.mutate(cifar_dir)
+    with pytest.raises(rl.DataError, match=case.message) as e:
+        rl.load_cifar10(cifar_dir, download=case.download)
+    assert "Traceback" not in one_error(e)
+
+
+def data_dir_is_archive_file(tmp_path: Path) -> tuple[Path, str]:
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    archive.write_bytes(b"\x1f\x8b not really")
+    return archive, r"cifar-10-python.tar.gz is a file, not a folder; expected the folder that contains cifar-10-batches-py/ .*tar xzf"
+
+
+def data_dir_is_binary_version(tmp_path: Path) -> tuple[Path, str]:
+    (tmp_path / "cifar-10-batches-bin").mkdir()
+    (tmp_path / "cifar-10-batches-bin" / "data_batch_1.bin").write_bytes(b"\0" * 3073)
+    return tmp_path, r"files missing in .*: data_batch_1, .*found the binary version of CIFAR-10; the python version is needed"
+
+
+BAD_DATA_DIRS = [data_dir_is_archive_file, data_dir_is_binary_version]
+
+
+@pytest.mark.parametrize("make", BAD_DATA_DIRS)
+def test_wrong_kind_of_data_folder_says_what_to_do(tmp_path, make):
+    path, message = make(tmp_path)
+    with pytest.raises(rl.DataError, match=message) as e:
+        rl.load_cifar10(path, download=False)
+    one_error(e)
+
+
+def test_pointing_at_the_batches_folder_itself_works(cifar_dir):
+    with pytest.warns(UserWarning, match="not the official"):
+        data = rl.load_cifar10(cifar_dir / FOLDER, download=False)
+    assert len(data.train_y) == 200 and len(data.test_y) == 100
+
+
+def corruptions() -> list[tuple[str, Callable[[bytes], bytes]]]:
+    """Seeded damage to a valid batch file: truncations, overwritten bytes, flipped bits."""
+    rng = random.Random(0)
+    cases = []
+    for i in range(8):
+        cut = rng.randrange(1, 4000) if i < 5 else rng.randrange(4000, 120_000)
+        cases.append((f"truncate@{cut}", lambda b, cut=cut: b[:cut]))
+    for _ in range(8):
+        pos, val = rng.randrange(0, 400), rng.randrange(256)
+        cases.append((f"byte{pos}={val}", lambda b, pos=pos, val=val: b[:pos] + bytes([val]) + b[pos + 1 :]))
+    for _ in range(8):
+        pos, bit = rng.randrange(0, 300), rng.randrange(8)
+        cases.append((f"bitflip{pos}.{bit}", lambda b, pos=pos, bit=bit: b[:pos] + bytes([b[pos] ^ (1 << bit)]) + b[pos + 1 :]))
+    return cases
+
+
+CORRUPTIONS = corruptions()
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_damaged_batch_files_either_load_or_raise_data_error(tmp_path, protocol):
+    """A damaged file must never escape as some other exception (a raw traceback)."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 40)
+    blob = pickle.dumps({"data": synthetic_images(labels, rng), "labels": labels.tolist()}, protocol=protocol)
+    path = tmp_path / "data_batch_1"
+    outcomes = []
+    for name, damage in CORRUPTIONS:
+        path.write_bytes(damage(blob))
+        try:
+            x, y = rl.read_batch(path)
+            outcomes.append("loaded")
+            assert x.shape[1:] == (3, 32, 32) and x.dtype == np.uint8 and 0 <= y.min() and y.max() <= 9, name
+        except rl.DataError as e:
+            outcomes.append("refused")
+            assert str(e).startswith(f"{path}: "), name
+    truncated = [o for (name, _), o in zip(CORRUPTIONS, outcomes) if name.startswith("truncate")]
+    assert truncated == ["refused"] * 8  # damaged pixels may load (the md5 check flags them), a cut file never
+
+
+# ---------------------------------------------------------------------------------------
+# Malicious pickles: as a batch file and as a checkpoint
+# ---------------------------------------------------------------------------------------
+class Payload:
+    """An object whose unpickling calls `func(*args)`, which would create `marker`."""
+
+    def __init__(self, func: Callable[..., Any], args: tuple) -> None:
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def payloads(marker: Path) -> dict[str, Payload]:
+    m = str(marker)
+    return {
+        "os.system": Payload(os.system, (f"touch '{m}'",)),
+        "subprocess.call": Payload(subprocess.call, (["touch", m],)),
+        "builtins.exec": Payload(builtins.exec, (f"open({m!r}, 'w').close()",)),
+        "builtins.eval": Payload(builtins.eval, (f"__import__('pathlib').Path({m!r}).touch()",)),
+    }
+
+
+PAYLOADS = list(payloads(Path("x")))
+
+
+@pytest.mark.parametrize("kind", PAYLOADS)
+def test_payloads_are_live(tmp_path, kind):
+    """Control: each payload really runs under plain pickle.load, so the refusals below
+    are proof that the loaders ran nothing."""
+    marker = tmp_path / "pwned"
+    pickle.loads(pickle.dumps(payloads(marker)[kind], protocol=2))
+    assert marker.exists()
+
+
+def place_in_batch(root: Path, payload: Payload, protocol: int) -> Callable[[], Any]:
+    write_cifar(root, per_batch=10, n_test=10)
+    with open(batch_path(root, "data_batch_2"), "wb") as f:
+        pickle.dump({"data": payload, "labels": [0]}, f, protocol=protocol)
+    return lambda: rl.load_cifar10(root, download=False)
+
+
+def place_in_checkpoint(root: Path, payload: Payload, how: str) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "checkpoint.pt"
+    obj = {"format": 1, "epoch": 1, "config": {"model": "lite"}, "model_state": {"w": payload}}
+    if how == "zip":
+        torch.save(obj, path)
+    elif how == "legacy":
+        torch.save(obj, path, _use_new_zipfile_serialization=False)
+    else:
+        path.write_bytes(pickle.dumps(obj, protocol=2))
+    return path
+
+
+PLACEMENTS = ["batch file (pickle protocol 2)", "batch file (pickle protocol 0)", "checkpoint (torch zip)",
+              "checkpoint (legacy torch format)", "checkpoint (plain pickle)", "checkpoint given to resume",
+              "checkpoint, with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1"]
+MALICIOUS = [(p, k) for p in PLACEMENTS for k in PAYLOADS]
+
+
+@pytest.mark.parametrize("placement, kind", MALICIOUS)
+def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path, monkeypatch, placement, kind):
+    marker = tmp_path / "pwned"
+    payload = payloads(marker)[kind]
+    monkeypatch.chdir(tmp_path)
+    if placement.startswith("batch file"):
+        load = place_in_batch(tmp_path / "cifar", payload, protocol=int(placement[-2]))
+        with pytest.raises(rl.DataError, match=r"data_batch_2: refused: global '.*' is not allowed.*nothing in it was run") as e:
+            load()
+    elif placement == "checkpoint given to resume":
+        ck = place_in_checkpoint(tmp_path / "out", payload, "zip")
+        monkeypatch.setattr(rl, "fit", must_not_run("fit"))
+        monkeypatch.setattr(rl, "load_cifar10", must_not_run("load_cifar10"))
+        with pytest.raises(ValueError, match=rf"{ck.name}: refused to load: .*nothing in it was run") as e:
+            rl.train_and_evaluate(tiny_config(), out_dir=ck.parent, resume=True, progress=False)
+    else:
+        how = "zip" if "zip" in placement or "FORCE" in placement else "legacy" if "legacy" in placement else "raw"
+        if "FORCE" in placement:
+            monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+        ck = place_in_checkpoint(tmp_path / "out", payload, how)
+        with pytest.raises(ValueError, match=rf"{ck.name}: refused to load: .*nothing in it was run") as e:
+            rl.load_checkpoint(ck, device="cpu")
+    func = kind.split(".")[1]  # the message names what it refused: posix.system, subprocess.call, exec, eval
+    assert re.search(rf"(global '\S+\.{func}' is not allowed|asks for (\S+\.)?{func},)", one_error(e)), str(e.value)
+    assert not marker.exists()
+
+
+def test_cli_refuses_a_malicious_checkpoint_and_runs_nothing(tmp_path):
+    marker = tmp_path / "pwned"
+    ck = place_in_checkpoint(tmp_path / "out", payloads(marker)["os.system"], "zip")
+    np.save(tmp_path / "x.npy", np.zeros((2, 32, 32, 3), np.uint8))
+    proc = subprocess.run([sys.executable, str(ROOT / "resnet_lib.py"), "predict", "--checkpoint", str(ck),
+                           "--input", str(tmp_path / "x.npy"), "--out", str(tmp_path / "s.csv")],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "refused to load: it asks for posix.system" in proc.stderr and "nothing in it was run" in proc.stderr
+    assert not marker.exists() and not (tmp_path / "s.csv").exists()
+
+
+# ---------------------------------------------------------------------------------------
+# Checkpoints: damaged, foreign, of the other model or of another config
+# ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> tuple[Path, dict[str, Any]]:
+    """A real one-epoch Lite checkpoint (tiny_config(epochs=1)) and its dict."""
+    root = tmp_path_factory.mktemp("ck")
+    with pytest.warns(UserWarning):
+        data = rl.load_cifar10(write_cifar(root / "cifar"), download=False)
+    ck = root / "checkpoint.pt"
+    rl.fit(rl.build_model("lite", seed=0), data, tiny_config(epochs=1), checkpoint=ck, progress=False)
+    return ck, rl.load_checkpoint_dict(ck)
+
+
+def variant(saved: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    out = dict(saved)
+    for k, v in changes.items():
+        if v is None:
+            out.pop(k)
+        else:
+            out[k] = v(saved) if callable(v) else v
+    return out
+
+
+def save_to(obj: Any) -> Callable[[Path, dict], Any]:
+    return lambda path, saved: torch.save(obj(saved) if callable(obj) else obj, path)
+
+
+def raw_bytes(make: Callable[[bytes], bytes]) -> Callable[[Path, dict], Any]:
+    def write(path: Path, saved: dict) -> None:
+        buf = io.BytesIO()
+        torch.save(saved, buf)
+        path.write_bytes(make(buf.getvalue()))
+
+    return write
+
+
+def tampered_state(saved: dict[str, Any]) -> dict[str, Any]:
+    state = dict(saved["model_state"])
+    state["fc.weight"] = torch.zeros(64, 10)  # transposed: same count, wrong shape
+    return variant(saved, model_state=state)
+
+
+BAD_CHECKPOINTS = [
+    ("empty file", raw_bytes(lambda b: b""), r"truncated or corrupt checkpoint .*expected a checkpoint.pt written by resnet_lib"),
+    ("truncated to 10%", raw_bytes(lambda b: b[: len(b) // 10]), r"truncated or corrupt checkpoint"),
+    ("truncated to 99%", raw_bytes(lambda b: b[: len(b) * 99 // 100]), r"truncated or corrupt checkpoint"),
+    ("HTML error page", raw_bytes(lambda b: b"<html>Not Found</html>"), r"refused to load: it is not a plain-tensor torch file"),
+    ("a bare state_dict (torch.save(model.state_dict()))", save_to(lambda s: s["model_state"]),
+     r"is a bare state_dict \(\d+ tensors\), not a resnet_lib checkpoint"),
+    ("a tensor", save_to(torch.zeros(3)), r"holds a Tensor, not a resnet_lib checkpoint \(a dict with format, epoch, config"),
+    ("no stats or num_params", save_to(lambda s: variant(s, stats=None, num_params=None)),
+     r"not a resnet_lib checkpoint: no 'num_params', 'stats' \(expected format, epoch"),
+    ("a newer format", save_to(lambda s: variant(s, format=2)), r"checkpoint format 2; this resnet_lib reads format 1"),
+    ("tensors of the wrong shape", save_to(tampered_state), r"its tensors do not match model 'lite'"),
+    ("a folder instead of a file", lambda path, saved: path.mkdir(), r"cannot read the checkpoint \(Is a directory\)"),
+    ("parameter count of another model", save_to(lambda s: variant(s, num_params=4_903_242)),
+     r"holds 4903242 parameters, model 'lite' has 78042"),
+]
+
+
+@pytest.mark.parametrize("name, write, message", BAD_CHECKPOINTS, ids=[c[0] for c in BAD_CHECKPOINTS])
+def test_bad_checkpoint_gives_one_clear_error(checkpoint, tmp_path, name, write, message):
+    path = tmp_path / "classmate.pt"
+    write(path, checkpoint[1])
+    with pytest.raises(ValueError, match=message) as e:
+        rl.load_checkpoint(path, device="cpu")
+    assert one_error(e).startswith(str(path))
+
+
+def test_weights_only_checkpoint_cannot_be_resumed(checkpoint, tmp_path, no_training):
+    out = tmp_path / "out"
+    out.mkdir()
+    torch.save(variant(checkpoint[1], optimizer=None, scheduler=None), out / "checkpoint.pt")
+    with pytest.raises(ValueError, match=r"cannot be resumed: it has no optimizer, scheduler \(a weights-only checkpoint\)"):
+        rl.train_and_evaluate(tiny_config(epochs=1), out_dir=out, resume=True)
+
+
+def put_checkpoint(saved: dict[str, Any], out: Path, **config: Any) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(variant(saved, config=lambda s: {**s["config"], **config}), out / "checkpoint.pt")
+    return out / "checkpoint.pt"
+
+
+# (what is given, how, expected message)
+MISMATCHES = [
+    ("improved config, resume", dict(model="improved"), r"is a checkpoint of model 'lite', not 'improved'"),
+    ("lr 0.2, resume", dict(lr=0.2), r"different config \(lr: checkpoint 0.05 vs now 0.2\)"),
+    ("adam with a constant schedule, resume", dict(optimizer="adam", schedule="constant"),
+     r"different config \(optimizer: checkpoint 'sgd' vs now 'adam', .*schedule: checkpoint 'onecycle' vs now 'constant'\)"),
+    ("improved, evaluate", dict(model="improved"), r"is a checkpoint of model 'lite', not 'improved'; load the checkpoint of that run"),
+    ("epochs 40, evaluate", dict(epochs=40), r"different config \(epochs: checkpoint 1 vs expected 40\)"),
+]
+
+
+@pytest.mark.parametrize("name, given, message", MISMATCHES, ids=[m[0] for m in MISMATCHES])
+def test_checkpoint_of_another_model_or_config_says_which(checkpoint, tmp_path, monkeypatch, name, given, message):
+    ck, saved = checkpoint
+    if name.endswith("resume"):
+        out = tmp_path / "out"
+        put_checkpoint(saved, out)
+        before = (out / "checkpoint.pt").read_bytes()
+        monkeypatch.setattr(rl, "fit", must_not_run("fit"))
+        monkeypatch.setattr(rl, "load_cifar10", must_not_run("load_cifar10"))
+        cfg = tiny_config(**{"epochs": 1, **given})
+        with pytest.raises(ValueError, match=message) as e:
+            rl.train_and_evaluate(cfg, out_dir=out, resume=True)
+        assert (out / "checkpoint.pt").read_bytes() == before
+    else:
+        with pytest.raises(ValueError, match=message) as e:
+            rl.load_checkpoint(ck, device="cpu", expect=tiny_config(**{"epochs": 1, **given}))
+    assert one_error(e).startswith(str(ck if name.endswith("evaluate") else tmp_path / "out" / "checkpoint.pt"))
+
+
+def test_evaluating_with_the_right_expectation_loads(checkpoint):
+    model, saved = rl.load_checkpoint(checkpoint[0], device="cpu", expect=tiny_config(epochs=1, device="cuda", tta=True))
+    assert rl.count_params(model) == 78_042 and saved["epoch"] == 1  # speed-only fields may differ
+    model, _ = rl.load_checkpoint(checkpoint[0], device="cpu", expect={"model": "lite"})
+
+
+def test_an_unfinished_run_is_not_overwritten_without_resume(checkpoint, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    ck = put_checkpoint(checkpoint[1], out, epochs=3)  # a 3-epoch run that stopped after epoch 1
+    before = ck.read_bytes()
+    monkeypatch.setattr(rl, "load_cifar10", must_not_run("load_cifar10"))
+    with pytest.raises(ValueError, match=r"holds an unfinished run \(epoch 1 of 3\); continue it with --resume") as e:
+        rl.train_and_evaluate(tiny_config(epochs=3), out_dir=out)
+    one_error(e)
+    assert ck.read_bytes() == before
+    # A finished run may be replaced by a new one (rerunning a notebook): it gets to training.
+    put_checkpoint(checkpoint[1], out)
+
+    class Reached(Exception):
+        pass
+
+    def reached(*a, **k):
+        raise Reached
+
+    monkeypatch.setattr(rl, "load_cifar10", reached)
+    with pytest.raises(Reached):
+        rl.train_and_evaluate(tiny_config(epochs=1), out_dir=out)
+
+
+# ---------------------------------------------------------------------------------------
+# Invalid parameters: library (what a notebook's parameters cell feeds) and command line
+# ---------------------------------------------------------------------------------------
+WIDE = ((64, 128, 256, 640), (1, 1, 1, 1))  # 6,560,074 parameters: over the budget
+
+# Overrides a papermill parameters cell can produce (-p EPOCHS 0, -r LR fast, ...), not
+# repeating tests/test_training.py's list.
+INVALID_PARAMS = [
+    (dict(model="Lite"), r"model='Lite' is not valid; choose one of: lite, improved"),
+    (dict(model="resnet18"), r"choose one of: lite, improved"),
+    (dict(optimizer="SGD"), r"optimizer='SGD' is not valid; choose one of: sgd, adam, adamw"),
+    (dict(optimizer="adagrad"), r"choose one of: sgd, adam, adamw"),
+    (dict(epochs=-3), r"epochs=-3 must be a positive integer"),
+    (dict(epochs=2.5), r"epochs=2.5 must be a positive integer"),
+    (dict(epochs="40"), r"epochs='40' must be a positive integer"),  # papermill -r passes strings
+    (dict(batch_size=0), r"batch_size=0 must be a positive integer"),
+    (dict(batch_size=True), r"batch_size=True must be a positive integer"),
+    (dict(lr="0.1"), r"lr='0.1' must be a finite, non-negative number"),
+    (dict(lr=float("inf")), r"lr=inf must be a finite, non-negative number"),
+    (dict(lr=-0.1), r"lr=-0.1 must be a finite, non-negative number"),
+    (dict(lr=0), r"lr must be positive"),
+    (dict(model="wide"), r"model='wide' has 6,560,074 parameters, over the 5,000,000 budget; choose one of: lite, improved, or set allow_over_budget=True"),
+]
+
+
+@pytest.mark.parametrize("overrides, message", INVALID_PARAMS, ids=[repr(o) for o, _ in INVALID_PARAMS])
+def test_invalid_parameters_are_rejected_before_training(overrides, message, tmp_path, monkeypatch, no_training):
+    monkeypatch.setitem(rl.ARCHS, "wide", WIDE)  # an architecture a user added, over the budget
+    with pytest.raises(rl.ConfigError, match=message) as e:
+        rl.TrainConfig.from_recipe("modern", **overrides)
+    one_error(e)
+    # A notebook that edits a valid config after building it is caught by train_and_evaluate
+    # before the output folder, the data or training are touched.
+    cfg = tiny_config()
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
+    with pytest.raises(rl.ConfigError, match=message):
+        rl.train_and_evaluate(cfg, out_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_over_budget_is_allowed_only_when_asked(monkeypatch):
+    monkeypatch.setitem(rl.ARCHS, "wide", WIDE)
+    cfg = rl.TrainConfig.from_recipe("modern", model="wide", allow_over_budget=True)
+    assert rl.count_params(rl.build_model(cfg.model, allow_over_budget=True)) > rl.PARAM_BUDGET
+    with pytest.raises(rl.BudgetError, match=r"over the 5,000,000 budget"):
+        rl.build_model("wide")
+
+
+def run_main(argv: list[str], capsys) -> tuple[int, str]:
+    try:
+        code = rl.main(argv)
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+# CLI arguments after `train` (the base arguments point at no data, so a check that came
+# after data loading would fail differently). Message: regexes that must all be in stderr.
+INVALID_CLI = [
+    (["--model", "vgg"], [r"invalid choice: 'vgg'", r"lite", r"improved"]),
+    (["--optimizer", "rmsprop"], [r"invalid choice: 'rmsprop'", r"sgd", r"adamw"]),
+    (["--recipe", "fancy"], [r"invalid choice: 'fancy'", r"seed", r"modern"]),
+    (["--schedule", "step"], [r"invalid choice: 'step'", r"onecycle"]),
+    (["--epochs", "0"], [r"^error: epochs=0 must be a positive integer$"]),
+    (["--epochs", "-5"], [r"^error: epochs=-5 must be a positive integer$"]),
+    (["--epochs", "ten"], [r"argument --epochs: invalid int value: 'ten'"]),
+    (["--batch-size", "0"], [r"^error: batch_size=0 must be a positive integer$"]),
+    (["--lr", "fast"], [r"argument --lr: invalid float value: 'fast'"]),
+    (["--lr", "nan"], [r"^error: lr=nan must be a finite, non-negative number$"]),
+    (["--lr", "-1"], [r"^error: lr=-1.0 must be a finite, non-negative number$"]),
+    (["--device", "tpu"], [r"^error: device='tpu' is not valid; choose one of: auto, cpu, cuda, mps"]),
+    (["--val-size", "2.5"], [r"^error: val_size=2.5 must be 0, a fraction below 1, or a whole number"]),
+    (["--model", "wide"], [r"^error: model='wide' has 6,560,074 parameters, over the 5,000,000 budget; choose one of: lite, improved"]),
+]
+
+
+@pytest.mark.parametrize("args, messages", INVALID_CLI, ids=[" ".join(a) for a, _ in INVALID_CLI])
+def test_cli_rejects_invalid_parameters_before_training(args, messages, tmp_path, capsys, monkeypatch, no_training):
+    monkeypatch.setitem(rl.ARCHS, "wide", WIDE)  # --model choices come from ARCHS
+    out = tmp_path / "out"
+    code, err = run_main(["train", "--data-dir", str(tmp_path / "nowhere"), "--no-download", "--out", str(out),
+                          "--quiet", "--device", "cpu", *args], capsys)
+    assert code == 2
+    for m in messages:
+        assert any(re.search(m, line) for line in err.splitlines()), (m, err)
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_cli_invalid_parameter_in_a_real_process(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "resnet_lib.py"), "train", "--epochs", "0", "--out",
+                           str(tmp_path / "out"), "--data-dir", str(tmp_path / "nowhere"), "--quiet"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr == "error: epochs=0 must be a positive integer\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_resume_with_another_config_says_which_and_keeps_the_checkpoint(checkpoint, tmp_path, capsys, no_training):
+    out = tmp_path / "out"
+    cli_cfg = rl.TrainConfig.from_recipe("modern", epochs=1, device="cpu")
+    ck = put_checkpoint(checkpoint[1], out, **dataclasses.asdict(cli_cfg))
+    before = ck.read_bytes()
+    base = ["train", "--resume", "--epochs", "1", "--device", "cpu", "--out", str(out), "--quiet", "--no-download",
+            "--data-dir", str(tmp_path / "nowhere")]
+    code, err = run_main(base + ["--lr", "0.2"], capsys)
+    assert code == 2 and err.startswith(f"error: {ck} was written with a different config (lr: checkpoint 0.1 vs now 0.2)")
+    code, err = run_main(base + ["--model", "improved"], capsys)
+    assert code == 2 and err.startswith(f"error: {ck} is a checkpoint of model 'lite', not 'improved'")
+    assert ck.read_bytes() == before
+
+
+# Parameters given to a notebook through papermill: the notebook must stop in its
+# configuration cell (before data loading and training) with the library's message.
+NOTEBOOK = ROOT / "notebooks" / "02_train_lite.ipynb"
+A_FILE = "<a file>"  # replaced by the path of a regular file: a folder that cannot be created
+NOTEBOOK_CASES = [
+    ({"MODEL": "vgg"}, "ConfigError", r"model='vgg' is not valid; choose one of: lite, improved"),
+    ({"LR": "fast"}, "ConfigError", r"lr='fast' must be a finite, non-negative number"),
+    ({"RESULTS_DIR": A_FILE}, "OSError", r"cannot write to .*: .*results is a file, not a folder"),
+    ({"FIGURES_DIR": A_FILE}, "OSError", r"cannot write to .*: .*figures is a file, not a folder"),
+]
+
+
+@pytest.mark.parametrize("params, ename, message", NOTEBOOK_CASES, ids=[repr(p) for p, _, _ in NOTEBOOK_CASES])
+def test_notebook_rejects_bad_parameters_in_its_configuration_cell(tmp_path, monkeypatch, params, ename, message):
+    import nbformat
+    import papermill
+
+    monkeypatch.setenv("SMOKE", "1")
+    monkeypatch.setenv("DATA_DIR", str(write_cifar(tmp_path / "data", per_batch=20, n_test=20)))
+    monkeypatch.setenv("RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("FIGURES_DIR", str(tmp_path / "figures"))
+    monkeypatch.setenv("PYTHONWARNINGS", "ignore")
+    params = dict(params)
+    for name, value in params.items():
+        if value == A_FILE:
+            params[name] = str(tmp_path / name.split("_")[0].lower())
+            Path(params[name]).write_text("a file where a folder should be")
+    out = tmp_path / "executed.ipynb"
+    with pytest.raises(papermill.PapermillExecutionError) as e:
+        papermill.execute_notebook(str(NOTEBOOK), str(out), parameters=params, kernel_name="python3",
+                                   cwd=str(ROOT), progress_bar=False)
+    assert e.value.ename == ename and re.search(message, e.value.evalue), (e.value.ename, e.value.evalue)
+    cells = [c for c in nbformat.read(out, as_version=4).cells if c.cell_type == "code"]
+    config_cell = next(i for i, c in enumerate(cells) if "TrainConfig.from_recipe" in c.source)
+    first_load = next(i for i, c in enumerate(cells) if "load_cifar10" in c.source)
+    failed = next(i for i, c in enumerate(cells) if any(o.output_type == "error" for o in c.outputs))
+    assert config_cell < first_load and failed <= config_cell, (
+        f"failed in code cell {failed}, after the configuration cell {config_cell}: {cells[failed].source[:80]!r}")
+    assert not list(tmp_path.rglob("checkpoint.pt")) and not list(tmp_path.rglob("results.json"))
+
+
+# ---------------------------------------------------------------------------------------
+# Output folders that cannot be written
+# ---------------------------------------------------------------------------------------
+def out_is_a_file(tmp: Path) -> tuple[Path, str]:
+    (tmp / "results").write_text("a file where the results folder should be")
+    return tmp / "results", r"cannot write to .*results: .*results is a file, not a folder"
+
+
+def parent_is_a_file(tmp: Path) -> tuple[Path, str]:
+    (tmp / "figures").write_text("")
+    return tmp / "figures" / "run1", r"cannot write to .*figures/run1: .*figures is a file, not a folder"
+
+
+def permission_denied(tmp: Path, monkeypatch=None) -> tuple[Path, str]:
+    # The tests may run as root, for whom chmod does not forbid writing: the refusal is
+    # injected where the check writes its probe file.
+    def denied(*a, **k):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", denied)
+    return tmp / "readonly", r"cannot write to .*readonly \(Permission denied\); choose another output folder"
+
+
+UNWRITABLE = [out_is_a_file, parent_is_a_file, permission_denied]
+UNWRITABLE_USES = ["train_and_evaluate out_dir", "CLI --out", "figures folder check"]
+
+
+@pytest.mark.parametrize("use", UNWRITABLE_USES)
+@pytest.mark.parametrize("make", UNWRITABLE)
+def test_unwritable_folder_fails_before_training(tmp_path, capsys, monkeypatch, no_training, make, use):
+    folder, message = make(tmp_path, monkeypatch) if make is permission_denied else make(tmp_path)
+    if use == "train_and_evaluate out_dir":
+        with pytest.raises(OSError, match=message) as e:
+            rl.train_and_evaluate(tiny_config(), out_dir=folder)
+        one_error(e)
+    elif use == "CLI --out":
+        code, err = run_main(["train", "--out", str(folder), "--quiet", "--no-download", "--data-dir",
+                              str(tmp_path / "nowhere")], capsys)
+        assert code == 2 and re.match("error: " + message, err), err
+    else:  # what a notebook's parameters cell calls for FIGURES_DIR
+        with pytest.raises(OSError, match=message):
+            rl.check_writable(folder)
+
+
+# ---------------------------------------------------------------------------------------
+# Divergence
+# ---------------------------------------------------------------------------------------
+def test_divergence_after_a_good_epoch_keeps_that_checkpoint(cifar, tmp_path):
+    """NaN from the second epoch on: fit stops naming epoch and step; the checkpoint of
+    epoch 1 stays, whole and finite, and a run without --resume will not overwrite it."""
+    cfg = tiny_config(epochs=3)
+    model = rl.build_model("lite", seed=0)
+    steps = -(-len(rl.split_train_val(cifar, cfg)[0][1]) // cfg.batch_size)
+    calls = {"n": 0}
+
+    def nan_from_epoch_2(module, inputs, output):
+        if module.training:
+            calls["n"] += 1
+            if calls["n"] > steps:
+                return output * float("nan")
+        return output
+
+    model.register_forward_hook(nan_from_epoch_2)
+    ck = tmp_path / "out" / "checkpoint.pt"
+    with pytest.raises(rl.TrainingDiverged, match=rf"loss became NaN or infinite at epoch 2, step 1/{steps}; lower the learning rate"):
+        rl.fit(model, cifar, cfg, checkpoint=ck, progress=False)
+    saved = rl.load_checkpoint_dict(ck)
+    assert saved["epoch"] == 1 and saved["history"]["epoch"] == [1]
+    assert all(torch.isfinite(t).all() for t in saved["model_state"].values() if t.is_floating_point())
+    good, _ = rl.load_checkpoint(ck, device="cpu")
+    assert np.isfinite(rl.evaluate(good, cifar).loss)
+    with pytest.raises(ValueError, match=r"unfinished run \(epoch 1 of 3\)"):
+        rl.train_and_evaluate(cfg, data=cifar, out_dir=ck.parent, progress=False)
+
+
+def test_huge_learning_rate_stops_the_cli_with_a_clear_message(cifar_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning, match="not the official CIFAR-10"):
+        code, err = run_main(["train", "--lr", "1e12", "--warmup-epochs", "0", "--label-smoothing", "0", "--epochs", "2",
+                              "--batch-size", "32", "--device", "cpu", "--data-dir", str(cifar_dir), "--no-download",
+                              "--out", str(out), "--quiet"], capsys)
+    assert code == 2
+    assert err.startswith("error: loss became NaN or infinite at epoch 1, step ") and "lower the learning rate" in err
+    assert "Traceback" not in err and not (out / "results.json").exists()
+
+
+def test_ctrl_c_during_cli_training_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # what SIGINT (Ctrl-C, a stopped Colab cell) raises mid-epoch
+
+    monkeypatch.setattr(rl, "fit", interrupted)
+    with pytest.warns(UserWarning, match="not the official CIFAR-10"):
+        code, err = run_main(["train", "--out", str(tmp_path / "out"), "--quiet", "--device", "cpu", "--no-download",
+                              "--data-dir", str(write_cifar(tmp_path / "cifar"))], capsys)
+    assert code == 130 and "Traceback" not in err
+    assert err == f"interrupted. {tmp_path / 'out' / 'checkpoint.pt'} holds the last completed epoch; rerun with --resume to continue.\n"
+
+
+# ---------------------------------------------------------------------------------------
+# What the suite injects and tries, for tests/fault_counts.py and the README
+# ---------------------------------------------------------------------------------------
+FAULT_CASES: dict[str, list] = {
+    "SIGKILL of a training process mid-epoch, then resume": KILL_MID_EPOCH,
+    "SIGKILL inside a checkpoint save (mid-write, before the rename)": KILL_IN_SAVE,
+    "SIGKILL at a random moment while saving": RANDOM_KILL_SEEDS,
+    "disk full during a save": [test_disk_full_during_a_save_keeps_the_last_checkpoint],
+    "Ctrl-C during command-line training": [test_ctrl_c_during_cli_training_says_how_to_resume],
+    "loss divergence (NaN mid-run, huge learning rate)": [test_divergence_after_a_good_epoch_keeps_that_checkpoint,
+                                                          test_huge_learning_rate_stops_the_cli_with_a_clear_message],
+}
+BAD_INPUT_CASES: dict[str, list] = {
+    "wrong data folders and batch files": BAD_DATA + BAD_DATA_DIRS,
+    "damaged batch files (seeded truncations, bytes, bit flips; pickle protocols 2 and 5)": CORRUPTIONS * 2,
+    "malicious pickles (batch files and checkpoints)": MALICIOUS + [test_cli_refuses_a_malicious_checkpoint_and_runs_nothing],
+    "damaged or foreign checkpoints": BAD_CHECKPOINTS + [test_weights_only_checkpoint_cannot_be_resumed],
+    "checkpoints of the other model or another config": MISMATCHES + [test_an_unfinished_run_is_not_overwritten_without_resume]
+    + ["CLI --resume --lr", "CLI --resume --model"],
+    "invalid parameters (library / notebook parameters)": INVALID_PARAMS,
+    "invalid command-line parameters": INVALID_CLI + [test_cli_invalid_parameter_in_a_real_process],
+    "invalid notebook parameters (papermill) and notebook folders": NOTEBOOK_CASES,
+    "unwritable output or figures folders": [(m, u) for m in UNWRITABLE for u in UNWRITABLE_USES],
+}

@@ -1,0 +1,185 @@
+"""Notebooks: committed form, nbval in smoke mode, the papermill runner end to end, and the
+figure / table helpers they call. Everything runs on synthetic data written here."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+import torch
+
+import resnet_lib as rl
+from conftest import ROOT, write_cifar
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+RUNNER = ROOT / "scripts" / "run_notebooks.py"
+CHECKED = "nbval-check-output"
+RUNS = ["lite-seed-sgd", "lite-modern", "improved-modern", "improved-seed-sgd", "improved-seed-adam"]
+FIGURES = ["class_balance", "samples_per_class", "augmentation_preview", "lite_training_curves",
+           "improved_training_curves", "optimizer_comparison", "per_class_accuracy",
+           *[f"confusion_matrix_{r}" for r in RUNS], *[f"misclassified_{r}" for r in RUNS]]
+# Parameters that are not TrainConfig fields: folders, smoke mode, and per-notebook choices.
+EXTRA_PARAMS = {"SMOKE", "DATA_DIR", "RESULTS_DIR", "FIGURES_DIR", "RECIPES", "RUNS", "MISCLASSIFIED"}
+
+
+def smoke_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for a smoke run on a synthetic CIFAR-10 folder (200 train, 50 test images)."""
+    data = write_cifar(tmp_path / "data", per_batch=40, n_test=50)
+    return {**os.environ, "SMOKE": "1", "DATA_DIR": str(data), "RESULTS_DIR": str(tmp_path / "results"),
+            "FIGURES_DIR": str(tmp_path / "figures")}
+
+
+def test_the_five_numbered_notebooks_exist():
+    assert [p.stem for p in NOTEBOOKS] == [
+        "01_data_exploration", "02_train_lite", "03_train_improved", "04_optimizer_comparison", "05_evaluation"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_notebook_is_thin_and_parameterized(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    # First code cell: the Colab/any-folder setup with the placeholder URL for maintainers.
+    assert "google.colab" in code[0].source and 'REPO_URL = "https://github.com/OWNER/compact-resnets-cifar10"' in code[0].source
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    params = papermill.inspect_notebook(str(path))
+    assert {"SMOKE", "DATA_DIR", "FIGURES_DIR"} <= set(params)
+    fields = {f.name for f in dataclasses.fields(rl.TrainConfig)}
+    for name in params:
+        assert name.isupper() and (name.lower() in fields or name in EXTRA_PARAMS), name
+    # No bulky outputs: only the nbval-checked cells keep theirs, and no cell keeps a count.
+    for cell in code:
+        if CHECKED not in cell.metadata.get("tags", []):
+            assert cell.outputs == [] and cell.execution_count is None, cell.source[:60]
+    assert path.stat().st_size < 30_000
+
+
+@pytest.mark.parametrize("stem, count", [("02_train_lite", "78,042"), ("03_train_improved", "4,903,242"),
+                                         ("04_optimizer_comparison", "4,903,242")])
+def test_parameter_count_cells_are_checked_with_committed_output(stem, count):
+    nb = nbformat.read(ROOT / "notebooks" / f"{stem}.ipynb", as_version=4)
+    checked = [c for c in nb.cells if CHECKED in c.metadata.get("tags", [])]
+    assert len(checked) == 1 and checked[0].execution_count is not None  # else nbval ignores the outputs
+    text = "".join(o.get("text", "") for o in checked[0].outputs)
+    assert count in text
+
+
+def test_nbval_runs_every_notebook_in_smoke_mode(tmp_path):
+    env = smoke_env(tmp_path)
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",
+           *map(str, NOTEBOOKS)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
+    n_cells = sum(c.cell_type == "code" for p in NOTEBOOKS for c in nbformat.read(p, as_version=4).cells)
+    assert re.search(rf"\b{n_cells} passed\b", proc.stdout), proc.stdout[-2000:]
+
+
+def test_runner_smoke_end_to_end_writes_every_figure_and_result(tmp_path):
+    env = smoke_env(tmp_path)
+    out = tmp_path / "runs"
+    cmd = [sys.executable, str(RUNNER), "--smoke", "--data-dir", env["DATA_DIR"], "--results-dir", env["RESULTS_DIR"],
+           "--figures-dir", env["FIGURES_DIR"], "--out", str(out)]
+    clean = {k: v for k, v in env.items() if k not in ("SMOKE", "DATA_DIR", "RESULTS_DIR", "FIGURES_DIR")}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=clean, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    assert "improved-modern: reusing" in proc.stdout  # 04 reuses 03's run of the same config
+    assert sorted(p.name for p in out.glob("*.ipynb")) == [p.name for p in NOTEBOOKS]
+    # Every exported figure is also shown in its executed notebook.
+    shown = sum("image/png" in o.get("data", {}) for p in out.glob("*.ipynb")
+                for c in nbformat.read(p, as_version=4).cells for o in c.get("outputs", []))
+    assert shown == len(FIGURES)
+
+    figures = Path(env["FIGURES_DIR"])
+    for name in FIGURES:
+        pdf, png = figures / f"{name}.pdf", figures / f"{name}.png"
+        assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 1000, pdf
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000, png
+
+    results = Path(env["RESULTS_DIR"])
+    for run in RUNS:
+        res = json.loads((results / run / "results.json").read_text())
+        assert rl.run_name(res["config"]) == run and res["config"]["epochs"] == 1
+        assert (results / run / "checkpoint.pt").stat().st_size > 0
+    for ext in ("csv", "md", "tex"):
+        assert (results / f"results_table.{ext}").stat().st_size > 0
+    with open(results / "results_table.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["run"] for r in rows] == ["lite-seed-sgd", "lite-modern", "improved-seed-sgd", "improved-seed-adam", "improved-modern"]
+    assert [r["test acc reported by the seed (%)"] for r in rows] == ["79.87", "", "89.68", "91.52", ""]
+    assert {r["parameters"] for r in rows} == {"78042", "4903242"}
+
+
+def test_runner_failure_names_the_notebook_and_cell_and_exits_nonzero(tmp_path):
+    env = smoke_env(tmp_path)
+    cmd = [sys.executable, str(RUNNER), "--only", "02", "--epochs", "0", "--quiet", "--out", str(tmp_path / "runs")]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert re.search(r"FAILED: notebooks/02_train_lite\.ipynb, cell \d+ \(In \[\d+\], line \d+: configs = ", proc.stderr), proc.stderr
+    assert "ConfigError: epochs=0 must be a positive integer" in proc.stderr
+    assert (tmp_path / "runs" / "02_train_lite.ipynb").is_file()
+    assert not (tmp_path / "results").exists()  # it failed before training
+
+
+def test_runner_rejects_a_parameter_no_notebook_has(tmp_path):
+    proc = subprocess.run([sys.executable, str(RUNNER), "-p", "EPOCH", "3", "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "EPOCH" in proc.stderr
+
+
+# ------------------------------------------------------------------ figure and table helpers
+def test_save_figure_writes_vector_pdf_with_embedded_truetype_fonts_and_png(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fig = rl.plot_class_balance(rl.CIFAR10(torch.zeros(20, 3, 32, 32, dtype=torch.uint8), torch.arange(20) % 10,
+                                           torch.zeros(10, 3, 32, 32, dtype=torch.uint8), torch.arange(10)))
+    pdf, png = rl.save_figure(fig, "balance", tmp_path / "figs")
+    raw = pdf.read_bytes()
+    assert b"/FontFile2" in raw and b"/Type3" not in raw  # TrueType (fonttype 42) embedded
+    from PIL import Image
+
+    with Image.open(png) as im:
+        dpi = im.info["dpi"]
+    assert round(dpi[0]) == 200
+    with pytest.raises(ValueError, match="bare file name"):
+        rl.save_figure(fig, "balance.pdf", tmp_path)
+
+
+def test_confusion_matrix_per_class_accuracy_and_confused_pairs():
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 2, 2, 3, 3])
+    preds = torch.tensor([0, 0, 1, 1, 1, 0, 2, 3, 3, 2])
+    cm = rl.confusion_matrix(labels, preds, num_classes=4)
+    assert cm.tolist() == [[2, 2, 0, 0], [1, 1, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1]]
+    ev = rl.EvalResult(0.0, 0.5, torch.zeros(10, 4), preds, labels)
+    classes = ("a", "b", "c", "d")
+    assert rl.per_class_accuracy({"run": ev}, classes)["run"].tolist() == [50.0, 50.0, 50.0, 50.0]
+    pairs = rl.confused_pairs({"run": ev}, k=2, classes=classes)
+    assert pairs[["class A", "class B", "A predicted as B", "B predicted as A", "confusions"]].values.tolist() == [
+        ["a", "b", 2, 1, 3], ["c", "d", 1, 1, 2]]
+
+
+def test_results_table_and_write_table_formats(tmp_path):
+    cfg = rl.TrainConfig.from_recipe("seed", model="improved", optimizer="adam")
+    res = {"config": dataclasses.asdict(cfg), "num_params": 4_903_242, "history": {"epoch": [1, 2]},
+           "final": {"train_acc": 0.5, "val_acc": None, "test_acc": 0.25, "tta": False},
+           "data": {"official": False, "n_train": 100, "n_test": 50}, "device": "cpu", "wall_seconds": 90.0}
+    table = rl.results_table([res])
+    row = table.iloc[0]
+    assert (row["run"], row["optimizer"], row["test acc (%)"], row["epochs"]) == ("improved-seed-adam", "Adam", 25.0, 2)
+    assert row["test acc reported by the seed (%)"] == 91.52 and "val acc (%)" not in table  # no validation split
+    csv_path, md_path, tex_path = rl.write_table(table, tmp_path / "t")
+    md = md_path.read_text().splitlines()
+    assert md[0].startswith("| run | model |") and "| 4,903,242 |" in md[2] and "subset, 100 train / 50 test" in md[2]
+    tex = tex_path.read_text()
+    assert "\\toprule" in tex and "test acc (\\%)" in tex and "improved-seed-adam" in tex and "4,903,242" in tex
+    assert csv_path.read_text().splitlines()[1].startswith("improved-seed-adam,Improved,seed,Adam,4903242,50.0,25.0")

@@ -1,0 +1,331 @@
+"""The report generators (scripts/make_report_inputs.py, scripts/update_readme_results.py) on
+synthetic results files that the tests write: what the paper and the README say for no runs,
+partial runs on a subset, and full CIFAR-10 runs. No LaTeX here: `make report` compiles."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, tiny_config
+
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import make_report_inputs as mri  # noqa: E402
+import resnet_lib as rl  # noqa: E402
+import update_readme_results as urr  # noqa: E402
+
+RUNS = ("lite-seed-sgd", "lite-modern", "improved-seed-sgd", "improved-seed-adam", "improved-modern")
+MINI = {"root": "/somewhere/cifar10-mini", "official": False, "n_train": 3663, "n_val": 407, "n_test": 1015}
+FULL = {"root": "/data", "official": True, "n_train": 45_000, "n_val": 5_000, "n_test": 10_000}
+
+
+def fake_result(name: str, test_acc: float, val_acc: float, data: dict, epochs: int = 2,
+                device: str = "cpu (x86_64, 2 threads)", wall: float = 30.0, train_subset: int = 0) -> dict:
+    """A results.json as resnet_lib.train_and_evaluate writes it, with chosen numbers."""
+    model, recipe, *opt = name.split("-")
+    cfg = rl.TrainConfig.from_recipe(recipe, model=model, epochs=epochs, train_subset=train_subset,
+                                     **({"optimizer": opt[0]} if opt else {}))
+    hist = {k: [] for k in rl.HISTORY_KEYS}
+    for e in range(1, epochs + 1):
+        f = e / epochs
+        for k, v in dict(epoch=e, lr=cfg.lr, train_loss=2.0 - f, train_acc=0.9 * f * val_acc + 0.05, val_loss=2.1 - f,
+                         val_acc=f * val_acc, test_loss=2.1 - f, test_acc=f * test_acc, seconds=wall / epochs,
+                         images_per_sec=1000.0 * e).items():
+            hist[k].append(v)
+    return {
+        "config": dataclasses.asdict(cfg), "num_params": rl.count_params(rl.build_model(model)), "history": hist,
+        "final": {"train_acc": hist["train_acc"][-1], "val_loss": 1.0, "val_acc": val_acc, "test_loss": 1.0,
+                  "test_acc": test_acc, "tta": cfg.tta, "best_val_epoch": epochs},
+        "data": data, "device": device, "wall_seconds": wall, "train_seconds": wall * 0.9, "torch": torch.__version__,
+        "finished": "2026-01-02T03:04:05+0000",
+    }
+
+
+def write_runs(results: Path, runs: dict[str, dict]) -> Path:
+    for name, res in runs.items():
+        (results / name).mkdir(parents=True, exist_ok=True)
+        (results / name / "results.json").write_text(json.dumps(res))
+    return results
+
+
+def generate(tmp_path: Path, runs: dict[str, dict] | None = None, figures: list[str] = ()) -> tuple[dict, Path]:
+    results = write_runs(tmp_path / "results", runs or {})
+    results.mkdir(exist_ok=True)
+    fig_dir = tmp_path / "figures"
+    fig_dir.mkdir(exist_ok=True)
+    for name in figures:
+        (fig_dir / name).write_bytes(b"\x89PNG placeholder for a path test")
+    out = tmp_path / "report" / "generated"
+    return mri.write_inputs(results, fig_dir, out), out
+
+
+def read(out: Path, name: str) -> str:
+    return (out / name).read_text()
+
+
+def test_expected_runs_are_the_notebooks_five():
+    assert list(mri.expected_runs()) == list(RUNS)
+
+
+def test_no_results_builds_every_fragment_and_says_so(tmp_path):
+    manifest, out = generate(tmp_path)
+    assert manifest["runs"] == [] and manifest["missing_runs"] == list(RUNS)
+    assert sorted(p.name for p in out.glob("*.tex")) == manifest["files"]
+    assert read(out, "results_table.tex").count("not run") == len(RUNS)
+    assert "no training runs" in read(out, "abstract.tex")
+    assert "No training run has produced results" in read(out, "provenance.tex")
+    assert "not available" in read(out, "per_class.tex")
+    assert "\\includegraphics" not in "".join(read(out, f) for f in manifest["files"])
+
+
+def test_subset_runs_are_labelled_and_not_compared_with_the_seed(tmp_path):
+    runs = {"lite-modern": fake_result("lite-modern", 0.4567, 0.44, MINI, wall=95.0),
+            "improved-seed-sgd": fake_result("improved-seed-sgd", 0.3012, 0.31, MINI, wall=30.0)}
+    manifest, out = generate(tmp_path, runs)
+    table = read(out, "results_table.tex")
+    assert manifest["runs"] == ["lite-modern", "improved-seed-sgd"] and manifest["full_cifar10_runs"] == []
+    assert "45.67$^\\dagger$" in table  # modern recipe: flip TTA is marked
+    assert "30.12 &" in table and table.count("not run") == 3
+    # What produced it: data, sizes, caveat, epochs, device, wall time.
+    assert "cifar10-mini, 3,663/407/1,015 train/val/test images, test = held-out training images" in table
+    assert "2 epochs" in table and "cpu (x86\\_64, 2 threads)" in table and "wall time 2.1 min in all" in table
+    assert "No run used the full CIFAR-10" in table
+    seed = read(out, "seed_comparison.tex")
+    assert seed.count("n/c") >= 2 and not re.search(r"& (\+|\$-\$)\d", seed)  # no difference against the seed's claims
+    assert "measures no CIFAR-10 accuracy" in read(out, "abstract.tex")
+    assert "neither confirmed nor refuted" in read(out, "seed_discussion.tex")
+    assert "recipe moves" not in read(out, "seed_discussion.tex")  # no Lite seed run, no Improved modern run
+    lim = read(out, "limitations.tex")
+    assert "far shorter" in lim and "Not run in this build: " + mri.tt_list(["lite-seed-sgd"]) in lim
+
+
+def test_full_runs_are_compared_with_the_seed_and_selected_by_validation(tmp_path):
+    runs = {
+        "lite-seed-sgd": fake_result("lite-seed-sgd", 0.8000, 0.79, FULL, epochs=40, device="NVIDIA H100"),
+        "improved-seed-sgd": fake_result("improved-seed-sgd", 0.9012, 0.90, FULL, epochs=40, device="NVIDIA H100"),
+        # The highest test accuracy but not the highest validation accuracy: never "best".
+        "improved-seed-adam": fake_result("improved-seed-adam", 0.9300, 0.88, FULL, epochs=40, device="NVIDIA H100"),
+    }
+    manifest, out = generate(tmp_path, runs)
+    assert manifest["full_cifar10_runs"] == list(runs)
+    seed = read(out, "seed_comparison.tex")
+    claims = mri.seed_claims()
+    assert f"& {mri.signed(80.00 - claims['lite-seed-sgd'][1])} &" in seed  # ours minus the seed's claim
+    assert f"& {mri.signed(90.12 - claims['improved-seed-sgd'][1])} &" in seed
+    assert mri.signed(-2.5) == "$-$2.50" and mri.signed(0.125) == "+0.12"
+    assert "improved-seed-sgd" in read(out, "abstract.tex") and "90.12" in read(out, "abstract.tex")
+    assert "full CIFAR-10, 45,000/5,000/10,000 train/val/test images, official test set" in read(out, "results_table.tex")
+    assert "against the seed's" in read(out, "seed_discussion.tex")
+    assert "recipe moves" not in read(out, "seed_discussion.tex")  # no modern run to compare with
+    opt = read(out, "optimizer.tex")
+    assert "Adam is 2.88 points above" in opt  # 93.00 - 90.12
+    # Binomial 95% half-width on 10,000 images at the wider of the two accuracies.
+    assert f"{100 * 1.96 * np.sqrt(0.9012 * 0.0988 / 10_000):.2f} points" in opt
+    assert "No run used the full" not in read(out, "results_table.tex")
+
+
+def test_modern_against_seed_recipe_on_the_same_data(tmp_path):
+    runs = {"lite-seed-sgd": fake_result("lite-seed-sgd", 0.60, 0.58, MINI, epochs=3),
+            "lite-modern": fake_result("lite-modern", 0.7525, 0.74, MINI, epochs=3),
+            "improved-seed-sgd": fake_result("improved-seed-sgd", 0.5, 0.5, MINI, epochs=3),
+            "improved-modern": fake_result("improved-modern", 0.6, 0.6, FULL, epochs=3)}  # other data: no sentence
+    _, out = generate(tmp_path, runs)
+    text = read(out, "seed_discussion.tex")
+    assert "moves Lite from validation 58.00\\% $\\to$ 74.00\\%, test 60.00\\% $\\to$ 75.25\\% (+15.25 points)" in text
+    assert "moves Improved" not in text
+
+
+def test_architecture_tables_come_from_the_code(tmp_path):
+    _, out = generate(tmp_path)
+    arch = read(out, "arch_tables.tex")
+    for name in ("lite", "improved"):
+        model = rl.build_model(name)
+        for row in rl.layer_table(model):
+            assert f"{row.name} & [{', '.join(map(str, row.output_shape))}] & {row.params:,} \\\\" in arch
+        assert f"Total &  & {rl.count_params(model):,}" in arch
+    numbers = read(out, "numbers.tex")
+    assert f"\\newcommand{{\\LiteParams}}{{{rl.count_params(rl.lite()):,}}}" in numbers
+    assert f"\\newcommand{{\\ParamBudget}}{{{rl.PARAM_BUDGET:,}}}" in numbers
+    recipes = read(out, "recipes_table.tex")
+    assert f"peak learning rate & {rl.RECIPES['seed']['lr']:g} / 0.001 & {rl.RECIPES['modern']['lr']:g}" in recipes
+
+
+def test_figures_are_included_only_when_present(tmp_path):
+    runs = {"improved-modern": fake_result("improved-modern", 0.5, 0.5, MINI)}
+    manifest, out = generate(tmp_path, runs, figures=["improved_training_curves.png",
+                                                      "confusion_matrix_improved-modern.png"])
+    curves, confusion = read(out, "fig_curves.tex"), read(out, "fig_confusion.tex")
+    # Paths relative to the folder pdflatex runs in (the parent of generated/).
+    assert "\\includegraphics[width=0.85\\textwidth]{../figures/improved_training_curves.png}" in curves
+    assert "lite\\_training\\_curves" in curves.split("Not in this build")[1]
+    assert "\\ref{fig:litecurves}" not in curves and "\\ref{fig:improvedcurves}" in curves
+    assert "../figures/confusion_matrix_improved-modern.png" in confusion
+    assert "confusion\\_matrix\\_lite-modern" in confusion.split("Not in this build")[1]
+    assert read(out, "fig_optimizer.tex").startswith("\\noindent\\emph{Not in this build")
+    assert "per_class_accuracy" in manifest["missing_figures"]
+
+
+def test_figure_older_than_its_results_is_flagged(tmp_path):
+    runs = {"lite-modern": fake_result("lite-modern", 0.5, 0.5, MINI), "improved-modern": fake_result("improved-modern", 0.5, 0.5, MINI)}
+    write_runs(tmp_path / "results", runs)
+    (tmp_path / "figures").mkdir()
+    for name in ("lite_training_curves.png", "improved_training_curves.png", "class_balance.png"):
+        (tmp_path / "figures" / name).write_bytes(b"png")
+    os.utime(tmp_path / "figures" / "lite_training_curves.png", (1, 1))  # drawn long before the results
+    os.utime(tmp_path / "figures" / "class_balance.png", (1, 1))  # shows data, not results: never stale
+    manifest, out = generate(tmp_path, {})
+    assert manifest["figures_older_than_results"] == {"lite_training_curves": ["lite-modern"]}
+    curves = read(out, "fig_curves.tex").split("\\end{figure*}")
+    assert "Warning: drawn before the current results of " + mri.tt_list(["lite-modern"]) in curves[0]
+    assert "Warning" not in curves[1] and "Warning" not in read(out, "fig_data.tex")
+
+
+def test_figure_path_latex_cannot_include_is_an_error(tmp_path):
+    fig_dir = tmp_path / "figs#1"
+    fig_dir.mkdir()
+    (fig_dir / "class_balance.png").write_bytes(b"png")
+    with pytest.raises(mri.ResultsError, match="LaTeX cannot include"):
+        mri.write_inputs(tmp_path / "results", fig_dir, tmp_path / "report" / "generated")
+
+
+def write_per_class(results: Path, runs: list[str]) -> None:
+    """notebook 05's CSV files, written by resnet_lib's own functions from synthetic predictions."""
+    labels = torch.arange(10).repeat_interleave(10)  # 10 test images per class
+    evals = {}
+    for i, name in enumerate(runs):
+        preds = labels.clone()
+        preds[labels == 3] = 5  # every cat predicted as dog
+        preds[torch.nonzero(labels == 1).flatten()[: 2 + i]] = 9  # some automobiles as trucks
+        evals[name] = rl.EvalResult(0.0, (preds == labels).float().mean().item(), torch.zeros(100, 10), preds, labels)
+    rl.write_table(rl.per_class_accuracy(evals).reset_index(), results / "per_class_accuracy")
+    rl.write_table(rl.confused_pairs(evals, k=5), results / "confused_pairs")
+
+
+def test_per_class_analysis_from_notebook_05_files(tmp_path):
+    runs = {"lite-modern": fake_result("lite-modern", 0.6, 0.70, MINI),
+            "improved-modern": fake_result("improved-modern", 0.6, 0.55, MINI)}
+    write_runs(tmp_path / "results", runs)
+    write_per_class(tmp_path / "results", list(runs))
+    old = (tmp_path / "results" / "per_class_accuracy.csv").stat().st_mtime - 100
+    for name in runs:  # results older than the CSV: not stale
+        os.utime(tmp_path / "results" / name / "results.json", (old, old))
+    _, out = generate(tmp_path, {})
+    text = read(out, "per_class.tex")
+    assert "lite-modern}, the run with the highest validation accuracy" in text
+    assert "hardest class is cat (0.0\\%)" in text
+    assert "most confused pair is cat/dog: 10 cat images predicted as dog and 0 the other way" in text
+    assert "automobile & \\textbf{80.0} & 70.0" in text  # best run per class in bold
+    assert "older than" not in text
+    os.utime(tmp_path / "results" / "improved-modern" / "results.json")  # now newer than the CSV
+    _, out = generate(tmp_path, {})
+    assert "older than the results of " + mri.tt_list(["improved-modern"]) in read(out, "per_class.tex")
+
+
+def test_per_class_file_with_another_layout_fails_loudly(tmp_path):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "per_class_accuracy.csv").write_text("klass,lite-modern\nairplane,1.0\n")
+    with pytest.raises(mri.ResultsError, match="'class' column"):
+        generate(tmp_path)
+
+
+def test_broken_results_file_is_an_error_naming_it(tmp_path, capsys):
+    bad = tmp_path / "results" / "lite-modern"
+    bad.mkdir(parents=True)
+    (bad / "results.json").write_text('{"config": ')
+    assert mri.main(["--results", str(tmp_path / "results"), "--figures", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "lite-modern/results.json: unreadable" in capsys.readouterr().err
+    (bad / "results.json").write_text('{"config": {}}')
+    with pytest.raises(mri.ResultsError, match="missing num_params"):
+        mri.load_runs(tmp_path / "results")
+
+
+def test_latex_specials_are_escaped(tmp_path):
+    runs = {"lite-modern": fake_result("lite-modern", 0.5, 0.5, MINI, device="GPU_#1 & 50% ~fast")}
+    _, out = generate(tmp_path, runs)
+    assert "GPU\\_\\#1 \\& 50\\% \\textasciitilde{}fast" in read(out, "results_table.tex")
+
+
+def test_report_source_types_no_results(tmp_path):
+    """report.tex takes every number from generated/: no typed percentages or accuracies,
+    and it inputs exactly the fragments the generator writes."""
+    tex = (ROOT / "report" / "report.tex").read_text()
+    body = "\n".join("" if line.lstrip().startswith("\\bibitem") else line.split("%")[0] for line in tex.splitlines())
+    assert not re.search(r"\d\s*\\%", body), "a typed percentage in report.tex"
+    assert not re.search(r"\b\d{1,3}\.\d{2}\b", body), "a typed two-decimal number in report.tex"
+    manifest, _ = generate(tmp_path)
+    inputs = set(re.findall(r"\\input\{generated/(\w+)\}", tex))
+    assert inputs == {f.removesuffix(".tex") for f in manifest["files"]}
+
+
+def test_results_written_by_train_and_evaluate_are_read(tmp_path, cifar):
+    """The contract with the library: a real (tiny) results.json, not just the fake one."""
+    cfg = tiny_config(epochs=1, channels_last=False)  # channels_last is slow on small CPU batches
+    rl.train_and_evaluate(cfg, data=cifar, out_dir=tmp_path / "results" / rl.run_name(cfg), progress=False)
+    manifest, out = generate(tmp_path)
+    assert manifest["runs"] == ["lite-modern"]
+    assert "non-official folder 'cifar'" in read(out, "results_table.tex")
+
+
+# ---------------------------------------------------------------------------------------
+# README
+# ---------------------------------------------------------------------------------------
+README = "# Project\n\nIntro.\n\n## Results\n\n<!-- results:start -->\nstale\n<!-- results:end -->\n\n## Next\n"
+
+
+def test_readme_block_replaced_between_markers(tmp_path):
+    runs = {"lite-modern": fake_result("lite-modern", 0.4567, 0.44, MINI)}
+    write_runs(tmp_path / "results", runs)
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "lite_training_curves.png").write_bytes(b"png")
+    readme = tmp_path / "README.md"
+    readme.write_text(README)
+    readme.chmod(0o644)
+    assert urr.main(["--readme", str(readme), "--results", str(tmp_path / "results"),
+                     "--figures", str(tmp_path / "figures")]) == 0
+    text = readme.read_text()
+    assert text.startswith("# Project\n\nIntro.\n\n## Results\n\n<!-- results:start -->\n")
+    assert text.endswith("<!-- results:end -->\n\n## Next\n") and "stale" not in text
+    assert "| `lite-modern` | SGD + Nesterov momentum | 78,042 |" in text and "45.67 †" in text
+    assert text.count("*not run*") == (len(RUNS) - 1) + 3  # results table, and seed table rows
+    assert "No run here used the full CIFAR-10" in text and "`make run`" in text
+    assert "![Lite ResNet: loss and accuracy per epoch](figures/lite_training_curves.png)" in text
+    assert mri.REGENERATE in text
+    assert readme.stat().st_mode & 0o777 == 0o644
+    # Idempotent: a second run changes nothing.
+    urr.main(["--readme", str(readme), "--results", str(tmp_path / "results"), "--figures", str(tmp_path / "figures")])
+    assert readme.read_text() == text
+
+
+def test_readme_skips_a_figure_drawn_before_its_results(tmp_path):
+    write_runs(tmp_path / "results", {"improved-modern": fake_result("improved-modern", 0.5, 0.5, MINI)})
+    (tmp_path / "figures").mkdir()
+    for name in ("improved_training_curves.png", "confusion_matrix_improved-modern.png"):
+        (tmp_path / "figures" / name).write_bytes(b"png")
+    os.utime(tmp_path / "figures" / "improved_training_curves.png", (1, 1))
+    block = urr.render_block(tmp_path / "results", tmp_path / "figures", tmp_path)
+    assert "(figures/confusion_matrix_improved-modern.png)" in block and "improved_training_curves" not in block
+
+
+def test_readme_without_results_shows_no_numbers(tmp_path):
+    block = urr.render_block(tmp_path / "none", tmp_path / "none", tmp_path)
+    assert "No training run has produced results yet" in block
+    assert not re.search(r"\d+\.\d+ ?%", block)
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("no markers", "exactly once"),
+    (README + "<!-- results:start -->", "exactly once"),
+    ("<!-- results:end -->\n<!-- results:start -->\n", "comes before"),
+])
+def test_readme_markers_must_be_there_once_and_in_order(tmp_path, text, problem):
+    with pytest.raises(urr.MarkerError, match=problem):
+        urr.replace_block(text, "block")
