@@ -665,7 +665,10 @@ def figure_runs(name: str, runs: dict[str, dict[str, Any]]) -> list[str]:
     """The runs whose results a figure shows (none for the data figures)."""
     for model in rl.ARCHS:
         if name == f"{model}_training_curves":
-            return [n for n, r in runs.items() if r["config"]["model"] == model]
+            # Notebook 02 trains (and plots) both Lite recipes; notebook 03 only the modern
+            # Improved run: the Improved seed-recipe runs belong to notebook 04's figure.
+            return [n for n, r in runs.items() if r["config"]["model"] == model
+                    and (model == "lite" or r["config"]["recipe"] != "seed")]
     if name == "optimizer_comparison":
         return [n for n in expected_runs() if n.startswith("improved-") and n in runs]
     if name == "per_class_accuracy":
