@@ -1908,6 +1908,30 @@ def plot_misclassified(images: torch.Tensor, ev: EvalResult, n: int = 20, cols: 
     return fig
 
 
+def plot_predictions(images: torch.Tensor, probs: torch.Tensor, n: int = 10, cols: int = 5,
+                     title: str | None = None, classes: tuple[str, ...] = CLASSES) -> Any:
+    """Predictions on unlabeled images: the n most confident (top rows) and the n least
+    confident (bottom rows), each labelled with the predicted class and its probability."""
+    conf, pred = probs.max(dim=1)
+    order = torch.argsort(conf, descending=True)
+    groups = [("most confident", order[:n]), ("least confident", order.flip(0)[:n])]
+    rows_per = max(1, math.ceil(n / cols))
+    plt, style = _pyplot()
+    with style:
+        fig, axes = plt.subplots(2 * rows_per, cols, figsize=(1.35 * cols, 2.3 * rows_per + 0.6), squeeze=False,
+                                 gridspec_kw=dict(wspace=0.25, hspace=0.5))
+        for ax in axes.flat:
+            ax.set_axis_off()
+        for g, (label, idx) in enumerate(groups):
+            for k, i in enumerate(idx.tolist()):
+                ax = axes[g * rows_per + k // cols, k % cols]
+                ax.set_axis_on()
+                head = f"{label}\n" if k == 0 else "\n"
+                _show_image(ax, images[i], f"{head}{classes[int(pred[i])]} {conf[i]:.0%}")
+        fig.suptitle(title or f"Predictions on {len(probs):,} unlabeled images (predicted class, its probability)", y=1.0)
+    return fig
+
+
 # ---------------------------------------------------------------------------------------
 # 5. Command line
 # ---------------------------------------------------------------------------------------
