@@ -1070,14 +1070,8 @@ def fit(
             checked = seen = 0
             lr_now = optimizer.param_groups[0]["lr"]
             for step, (x, y) in enumerate(_batches(prepared, cfg, gen)):
-                with _autocast(device, cfg):
-                    logits = step_model(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                losses[step] = loss.detach()
+                loss, logits = train_step(step_model, optimizer, scheduler, x, y, cfg, device)
+                losses[step] = loss
                 torch.eq(logits.argmax(1), y, out=hits[seen : seen + len(y)])
                 seen += len(y)
                 sizes.append(len(y))
@@ -1122,6 +1116,22 @@ def fit(
     finally:
         bar.close()
     return history
+
+
+def train_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+    x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimization step on a prepared batch; returns (detached loss, logits) without a
+    host sync. Shared by `fit` and the benchmark's fixed-batch ceiling."""
+    with _autocast(device, cfg):
+        logits = model(x)
+    loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return loss.detach(), logits
 
 
 def _mean_loss(losses: torch.Tensor, sizes: list[int]) -> float:

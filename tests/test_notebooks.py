@@ -28,7 +28,7 @@ FIGURES = ["class_balance", "samples_per_class", "augmentation_preview", "lite_t
            "improved_training_curves", "optimizer_comparison", "per_class_accuracy",
            *[f"confusion_matrix_{r}" for r in RUNS], *[f"misclassified_{r}" for r in RUNS]]
 # Parameters that are not TrainConfig fields: folders, smoke mode, and per-notebook choices.
-EXTRA_PARAMS = {"SMOKE", "DATA_DIR", "RESULTS_DIR", "FIGURES_DIR", "RECIPES", "RUNS", "MISCLASSIFIED"}
+EXTRA_PARAMS = {"SMOKE", "DATA_DIR", "RESULTS_DIR", "FIGURES_DIR", "RECIPES", "RUNS", "MISCLASSIFIED", "PREDICT_IMAGES"}
 
 
 def smoke_env(tmp_path: Path) -> dict[str, str]:
@@ -97,10 +97,16 @@ def test_runner_smoke_end_to_end_writes_every_figure_and_result(tmp_path):
     # Every exported figure is also shown in its executed notebook.
     shown = sum("image/png" in o.get("data", {}) for p in out.glob("*.ipynb")
                 for c in nbformat.read(p, as_version=4).cells for o in c.get("outputs", []))
-    assert shown == len(FIGURES)
+    assert shown == len(FIGURES) + 1  # + the inference section's predictions of the best run
 
     figures = Path(env["FIGURES_DIR"])
-    for name in FIGURES:
+    # notebook 05 picks the run with the best validation accuracy for its inference section
+    val_acc = {run: json.loads((Path(env["RESULTS_DIR"]) / run / "results.json").read_text())["final"]["val_acc"]
+               for run in RUNS}
+    predicted = [p.stem[len("predictions_"):] for p in figures.glob("predictions_*.png")]
+    assert len(predicted) == 1 and val_acc[predicted[0]] == max(val_acc.values()), (predicted, val_acc)
+    best = predicted[0]
+    for name in [*FIGURES, f"predictions_{best}"]:
         pdf, png = figures / f"{name}.pdf", figures / f"{name}.png"
         assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 1000, pdf
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000, png
@@ -112,6 +118,9 @@ def test_runner_smoke_end_to_end_writes_every_figure_and_result(tmp_path):
         assert (results / run / "checkpoint.pt").stat().st_size > 0
     for ext in ("csv", "md", "tex"):
         assert (results / f"results_table.{ext}").stat().st_size > 0
+    submission = (results / "submission_sample.csv").read_text().splitlines()
+    assert submission[0] == "ID,Labels" and len(submission) == 1 + 50  # the smoke set's 50 test images
+    assert (results / best / "model.safetensors").stat().st_size > 0
     with open(results / "results_table.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["run"] for r in rows] == ["lite-seed-sgd", "lite-modern", "improved-seed-sgd", "improved-seed-adam", "improved-modern"]

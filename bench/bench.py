@@ -1,0 +1,723 @@
+"""Training-throughput benchmark of the project's pipeline (`resnet_lib`).
+
+Three ways of training the same model with the same batch size, side by side (one timed
+window of each per round, rounds interleaved so that a change in machine load hits all
+of them alike; img/s is the median over windows after a warm-up round):
+
+  reference  the loop most CIFAR repositories ship: a torchvision.datasets.CIFAR10-style
+             Dataset (HWC uint8 -> PIL image per sample) with RandomCrop(32, padding=4),
+             RandomHorizontalFlip, ToTensor, Normalize, through a DataLoader; fp32, NCHW.
+  pipeline   `resnet_lib.fit` itself (device-resident uint8 data, batched augmentation,
+             channels_last, bf16 autocast on CUDA, torch.compile unless --compile off),
+             one epoch per window, on a training set of exactly `steps` batches.
+  ceiling    the pipeline's model and training step (same autocast, compile, loss,
+             optimizer) on one fixed, already-prepared batch: no data pipeline at all.
+
+Sections (`--sections`): `throughput` (both models), `epoch` (CUDA: one full-size epoch
+of 50,000 synthetic images through `fit`, seconds per epoch and the projected 40-epoch
+time, compile/warm-up apart) and `accuracy` (CPU, Lite, the mini CIFAR set: epochs and
+seconds the `modern` recipe needs to reach the test accuracy of the `seed` recipe after
+40 epochs). Defaults: CPU runs throughput + accuracy (accuracy only when the data
+folder exists), CUDA runs throughput + epoch.
+
+    python bench/bench.py                    # CPU; make bench
+    python bench/bench.py --device cuda      # GPU part (sized for the issue's 4-minute budget)
+    python bench/bench.py --quick            # smoke run, seconds
+
+Writes bench/results/latest-<device>.json (hardware, versions, settings, every window)
+and latest-<device>.md (the printed tables). Needs only torch, torchvision, numpy, tqdm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torchvision
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import resnet_lib as rl  # noqa: E402
+
+DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data" / "cifar10-mini"
+MODELS = ("lite", "improved")
+
+# Targets from the issue that asked for this benchmark (see bench/README.md).
+CPU_MIN_SPEEDUP = {"lite": 1.6, "improved": 1.3}  # pipeline / best reference loop
+MIN_FRACTION_OF_CEILING = 0.90
+GPU_MAX_EPOCH_SECONDS = {"lite": 0.25, "improved": 0.45}  # one 50,000-image epoch
+FULL_EPOCH_IMAGES = 50_000  # the CIFAR-10 training set
+FULL_TEST_IMAGES = 10_000  # the CIFAR-10 test set (evaluated after every epoch by fit)
+PROJECTED_EPOCHS = 40  # the seed report's training length
+
+# Default timed steps per window: same for every method of a model. On the CPU, Improved
+# (about 20x the FLOPs of Lite) gets fewer steps so that `make bench` stays short.
+DEFAULT_STEPS = {"cpu": {"lite": 24, "improved": 3}, "cuda": {"lite": 50, "improved": 50}}
+# Reference-loop workers: on CUDA what most repositories ship (2) and a generous 8; on the
+# CPU see `fairness_note`.
+DEFAULT_WORKERS = {"cpu": (0, 1), "cuda": (2, 8)}
+
+
+# ---------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda if available, else cpu)")
+    p.add_argument("--models", default=",".join(MODELS), help="comma-separated: lite,improved")
+    p.add_argument("--sections", default=None, help="comma-separated: throughput,epoch,accuracy (default: cpu -> throughput,accuracy; cuda -> throughput,epoch)")
+    p.add_argument("--batch-size", type=int, default=None, help="default: the modern recipe's batch size on this device")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per window (default: cpu lite 24 / improved 3, cuda 50)")
+    p.add_argument("--windows", type=int, default=5, help="timed windows per method (median reported)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed warm-up rounds before the timed ones")
+    p.add_argument("--workers", default=None, help="reference DataLoader num_workers to measure, comma-separated (default: cpu 0,1; cuda 2,8)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's default, normally one per core)")
+    p.add_argument("--compile", choices=("on", "off"), default="on",
+                   help="torch.compile the pipeline's (and the ceiling's) model, as fit does with compile=True; "
+                        "falls back to off, with a message, where compiling fails (default: on)")
+    p.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=False,
+                   help="set torch.backends.cudnn.benchmark for every method (default off: fit does not set it)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a TrainConfig field of the pipeline/ceiling config, e.g. --set bf16=false (repeatable)")
+    p.add_argument("--epoch-images", type=int, default=FULL_EPOCH_IMAGES, help="images in the full-size epoch section")
+    p.add_argument("--epoch-runs", type=int, default=3, help="epochs run in the full-size epoch section (the first is warm-up/compile)")
+    p.add_argument("--data-dir", default=None, help=f"CIFAR-10 folder for the accuracy section (default: {DEFAULT_DATA_DIR} if it exists)")
+    p.add_argument("--accuracy-epochs", type=int, default=40, help="epochs of the seed and modern runs in the accuracy section")
+    p.add_argument("--out", default=None, help="JSON path (default: bench/results/latest-<device>.json)")
+    p.add_argument("--quick", action="store_true", help="smoke run: 2 steps x 2 windows, Lite only, 2-epoch accuracy section")
+    p.add_argument("--strict", action="store_true", help="exit with status 1 when a target is missed")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.models = "lite" if args.models == ",".join(MODELS) else args.models
+        args.steps = args.steps or 2
+        args.windows = min(args.windows, 2)
+        args.epoch_images = min(args.epoch_images, 2048)
+        args.epoch_runs = min(args.epoch_runs, 2)
+        args.accuracy_epochs = min(args.accuracy_epochs, 2)
+    return args
+
+
+def resolve_bench_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda but torch.cuda.is_available() is False on this machine")
+    if device.type not in ("cpu", "cuda"):
+        raise SystemExit(f"error: --device {name}: only cpu and cuda are benchmarked")
+    return device
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """--set FIELD=VALUE pairs -> typed TrainConfig overrides."""
+    types = {f.name: str(f.type) for f in dataclasses.fields(rl.TrainConfig)}
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or key not in types:
+            raise SystemExit(f"error: --set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(types)}")
+        typ = types[key]
+        if typ == "bool":
+            if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise SystemExit(f"error: --set {item!r}: {key} takes true or false")
+            out[key] = raw.lower() in ("true", "1", "yes")
+        else:
+            out[key] = {"int": int, "float": float}.get(typ, str)(raw)
+    return out
+
+
+def config_for(recipe: str, model: str, device: torch.device, **overrides: Any) -> rl.TrainConfig:
+    """A recipe's TrainConfig for `model` on `device`, training on all given images
+    (no validation split: the benchmark's training sets are sized to whole windows)."""
+    fields = {f.name for f in dataclasses.fields(rl.TrainConfig)}
+    extra = {"val_size": 0} if "val_size" in fields else {}
+    return rl.TrainConfig.from_recipe(recipe, model=model, device=str(device), **extra, **overrides)
+
+
+def fairness_note(device: torch.device, threads: int, workers: tuple[int, ...]) -> str:
+    if device.type == "cpu":
+        return (
+            f"CPU: every method trains with torch.set_num_threads({threads}) in this one process, on the same "
+            f"{len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()} cores. "
+            "The reference runs with num_workers=0 (per-sample PIL transforms in the training process, between "
+            "steps) and num_workers=1 (one worker process preparing batches while the training threads compute, "
+            "sharing the same cores, as a user of such a repository would run it here); targets compare the "
+            "pipeline with the faster of the reference runs. The reference runs eager, as those repositories do."
+        )
+    return (
+        f"CUDA: reference DataLoader with num_workers={' and '.join(map(str, workers))} (2 is what most "
+        "repositories ship), pin_memory=False, fp32 (cuDNN's default TF32 convolutions), NCHW, no compile."
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------
+def synthetic_cifar(n_train: int, n_test: int, seed: int = 0) -> rl.CIFAR10:
+    """Uniform random uint8 images and labels in CIFAR-10's layout. Pixel values do not
+    change the cost of any step (nothing is decoded), so throughput needs no real data."""
+    g = torch.Generator().manual_seed(seed)
+    return rl.CIFAR10(
+        torch.randint(0, 256, (n_train, 3, 32, 32), dtype=torch.uint8, generator=g),
+        torch.randint(0, 10, (n_train,), generator=g),
+        torch.randint(0, 256, (n_test, 3, 32, 32), dtype=torch.uint8, generator=g),
+        torch.randint(0, 10, (n_test,), generator=g),
+        root="synthetic", official=False,
+    )
+
+
+class ArrayCIFAR(torch.utils.data.Dataset):
+    """What torchvision.datasets.CIFAR10 does per item: index an (N, 32, 32, 3) uint8
+    numpy array, make a PIL image, apply the transform."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Callable[[Image.Image], torch.Tensor]) -> None:
+        self.data = np.ascontiguousarray(images.numpy().transpose(0, 2, 3, 1))  # HWC, as CIFAR10.data
+        self.targets = labels.tolist()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.transform(Image.fromarray(self.data[index])), self.targets[index]
+
+
+def reference_loader(data: rl.CIFAR10, batch_size: int, num_workers: int, total_batches: int) -> torch.utils.data.DataLoader:
+    """The usual CIFAR training loader (e.g. kuangliu/pytorch-cifar): shuffled, per-sample
+    PIL transforms. The sampler runs over as many epochs as `total_batches` needs, so one
+    iterator serves every window (worker start-up falls in the warm-up round)."""
+    import torchvision.transforms as T
+
+    transform = T.Compose([
+        T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
+        T.Normalize(rl.CIFAR10_MEAN, rl.CIFAR10_STD),
+    ])
+    dataset = ArrayCIFAR(data.train_x, data.train_y, transform)
+    sampler = torch.utils.data.RandomSampler(
+        dataset, num_samples=total_batches * batch_size, generator=torch.Generator().manual_seed(0)
+    )
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, drop_last=True)
+
+
+# ---------------------------------------------------------------------------------------
+# Timing
+# ---------------------------------------------------------------------------------------
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def make_step(model: nn.Module, cfg: rl.TrainConfig, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """One training step exactly as `rl.fit` takes it (compile call, autocast, loss,
+    optimizer, scheduler), without fit's per-step bookkeeping. Keep in step with fit."""
+    step_model = torch.compile(model, dynamic=False) if cfg.compile else model
+    optimizer = rl.make_optimizer(model, cfg)
+    # A LambdaLR like fit's; a constant factor, since the schedule's value costs nothing.
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        rl.train_step(step_model, optimizer, scheduler, x, y, cfg, device)
+
+    return step
+
+
+def timed(device: torch.device, run: Callable[[], None]) -> float:
+    sync(device)
+    t0 = time.perf_counter()
+    run()
+    sync(device)
+    return time.perf_counter() - t0
+
+
+class Method:
+    """A way of training, measured one window at a time: `window()` returns its seconds."""
+
+    def __init__(self, name: str, window: Callable[[], float], close: Callable[[], None] = lambda: None) -> None:
+        self.name, self.window, self.close = name, window, close
+        self.seconds: list[float] = []
+        self.warmup_seconds: list[float] = []
+
+
+def pipeline_method(model: nn.Module, data: rl.CIFAR10, cfg: rl.TrainConfig) -> Method:
+    """One window = one epoch of rl.fit over exactly `steps` batches; fit's own timing
+    (first step to the device sync after the last, evaluation excluded)."""
+    one_epoch = dataclasses.replace(cfg, epochs=1)
+
+    def window() -> float:
+        return rl.fit(model, data, one_epoch, progress=False)["seconds"][0]
+
+    return Method("pipeline", window)
+
+
+def ceiling_method(model: nn.Module, data: rl.CIFAR10, cfg: rl.TrainConfig, device: torch.device, steps: int) -> Method:
+    """The pipeline's model and step on one batch prepared once (augmented, normalized,
+    in the pipeline's layout, on the device)."""
+    mean, std = (torch.tensor(s, dtype=torch.float32, device=device) for s in data.stats)
+    x = data.train_x[: cfg.batch_size].to(device)
+    x = rl.augment(x, torch.Generator().manual_seed(0), crop=cfg.crop, flip=cfg.flip)
+    x = rl.normalize(x, mean, std, channels_last=cfg.channels_last)
+    y = data.train_y[: cfg.batch_size].to(device)
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    step = make_step(model, cfg, device)
+
+    def window() -> float:
+        model.train()
+
+        def run() -> None:
+            for _ in range(steps):
+                step(x, y)
+
+        return timed(device, run)
+
+    return Method("ceiling", window)
+
+
+def reference_method(name: str, data: rl.CIFAR10, cfg: rl.TrainConfig, device: torch.device, steps: int,
+                     num_workers: int, total_windows: int) -> Method:
+    """The reference loop on its own fp32, NCHW, uncompiled copy of the model."""
+    ref_cfg = dataclasses.replace(cfg, bf16=False, channels_last=False, compile=False)
+    model = rl.build_model(name, seed=0).to(device)
+    step = make_step(model, ref_cfg, device)
+    loader = reference_loader(data, cfg.batch_size, num_workers, steps * total_windows)
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]] = iter(loader)
+
+    def window() -> float:
+        model.train()
+
+        def run() -> None:
+            for _ in range(steps):
+                x, y = next(batches)
+                step(x.to(device), y.to(device))
+
+        return timed(device, run)
+
+    def close() -> None:
+        nonlocal batches
+        batches = iter(())  # drops the DataLoader iterator: its workers exit
+
+    return Method(f"reference, num_workers={num_workers}", window, close)
+
+
+def throughput(name: str, model: nn.Module, device: torch.device, args: argparse.Namespace, cfg: rl.TrainConfig,
+               steps: int, workers: tuple[int, ...]) -> dict[str, Any]:
+    """Interleaved rounds of one window per method; img/s = median over timed windows.
+    `model` serves the pipeline and the ceiling (compiled once when compile is on)."""
+    data = synthetic_cifar(steps * cfg.batch_size, n_test=32)  # a tiny test split: fit evaluates it per window
+    rounds = args.warmup + args.windows
+    methods = [pipeline_method(model, data, cfg), ceiling_method(model, data, cfg, device, steps)]
+    methods += [reference_method(name, data, cfg, device, steps, nw, rounds) for nw in workers]
+    try:
+        for r in range(rounds):
+            for m in methods:
+                s = m.window()
+                (m.warmup_seconds if r < args.warmup else m.seconds).append(s)
+            print(f"  {name} round {r + 1}/{rounds}" + (" (warm-up)" if r < args.warmup else "") + ": "
+                  + ", ".join(f"{m.name} {steps * cfg.batch_size / (m.warmup_seconds + m.seconds)[-1]:,.0f} img/s" for m in methods),
+                  flush=True)
+    finally:
+        for m in methods:
+            m.close()
+    images = steps * cfg.batch_size
+    result: dict[str, Any] = {"steps_per_window": steps, "images_per_window": images, "methods": {}}
+    for m in methods:
+        rates = [images / s for s in m.seconds]
+        result["methods"][m.name] = {
+            "images_per_sec": statistics.median(rates),
+            "min_images_per_sec": min(rates),
+            "max_images_per_sec": max(rates),
+            "window_seconds": m.seconds,
+            "warmup_window_seconds": m.warmup_seconds,
+        }
+    rate = {k: v["images_per_sec"] for k, v in result["methods"].items()}
+    refs = {k: v for k, v in rate.items() if k.startswith("reference")}
+    best_ref = max(refs, key=refs.get)  # the faster reference by median img/s
+
+    def ratio(a: str, b: str) -> float:
+        return paired_ratio(result["methods"][a]["window_seconds"], result["methods"][b]["window_seconds"])
+
+    def key(ref: str) -> str:
+        return ref.replace(", ", "_").replace("=", "")
+
+    result["ratios"] = {
+        "statistic": "median over timed rounds of the per-round ratio of img/s (the methods of a round run back to back)",
+        "best_reference": best_ref,
+        "pipeline_over_best_reference": ratio("pipeline", best_ref),
+        **{f"pipeline_over_{key(k)}": ratio("pipeline", k) for k in refs},
+        "pipeline_over_ceiling": ratio("pipeline", "ceiling"),
+        "best_reference_over_ceiling": ratio(best_ref, "ceiling"),
+        "ratio_of_medians": {
+            "pipeline_over_best_reference": rate["pipeline"] / refs[best_ref],
+            "pipeline_over_ceiling": rate["pipeline"] / rate["ceiling"],
+        },
+    }
+    return result
+
+
+def paired_ratio(seconds_a: list[float], seconds_b: list[float]) -> float:
+    """Median over rounds of (img/s of a) / (img/s of b) = seconds of b / seconds of a, for
+    windows of equal size timed in the same rounds: load that changes between rounds
+    cancels out of each ratio."""
+    return statistics.median(b / a for a, b in zip(seconds_a, seconds_b))
+
+
+# ---------------------------------------------------------------------------------------
+# Full-size epoch (CUDA) and time to accuracy (CPU)
+# ---------------------------------------------------------------------------------------
+def full_epoch(model: nn.Module, device: torch.device, args: argparse.Namespace, cfg: rl.TrainConfig) -> dict[str, Any]:
+    """`epoch_runs` epochs of rl.fit over `epoch_images` synthetic images with a fresh
+    (never compiled) model: the first epoch carries compilation and warm-up, the others
+    are steady state."""
+    data = synthetic_cifar(args.epoch_images, FULL_TEST_IMAGES if args.epoch_images >= FULL_EPOCH_IMAGES else 256)
+    run_cfg = dataclasses.replace(cfg, epochs=args.epoch_runs)
+    t0 = time.perf_counter()
+    history = rl.fit(model, data, run_cfg, progress=False)
+    wall = time.perf_counter() - t0
+    seconds = history["seconds"]
+    steady = statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0]
+    evals = []
+    for _ in range(3):  # what fit adds after every epoch: the test-split evaluation
+        evals.append(timed(device, lambda: rl.evaluate(model, data, "test", stats=data.stats, bf16=cfg.bf16)))
+    eval_s = statistics.median(evals)
+    warm = seconds[0] - steady
+    return {
+        "images": args.epoch_images,
+        "test_images": len(data.test_y),
+        "batch_size": cfg.batch_size,
+        "steps_per_epoch": math.ceil(args.epoch_images / cfg.batch_size),
+        "epoch_seconds": steady,
+        "images_per_sec": args.epoch_images / steady,
+        "epoch_seconds_all": seconds,
+        "first_epoch_seconds": seconds[0],
+        "compile_and_warmup_seconds": warm,
+        "eval_seconds": eval_s,
+        "fit_wall_seconds": wall,
+        f"projected_{PROJECTED_EPOCHS}_epochs_train_seconds": PROJECTED_EPOCHS * steady,
+        f"projected_{PROJECTED_EPOCHS}_epochs_seconds": warm + PROJECTED_EPOCHS * (steady + eval_s),
+    }
+
+
+def time_to_accuracy(data: rl.CIFAR10, epochs: int, threads: int) -> dict[str, Any]:
+    """Lite on the CPU: the seed recipe's test accuracy after `epochs` epochs, and the
+    first epoch at which the modern recipe (same epochs, its own schedule) reaches it."""
+    runs = {}
+    for recipe in ("seed", "modern"):
+        cfg = config_for(recipe, "lite", torch.device("cpu"), epochs=epochs, seed=0)
+        print(f"  accuracy: training lite/{recipe} for {epochs} epochs on {len(data.train_y):,} images ...", flush=True)
+        t0 = time.perf_counter()
+        history = rl.fit(rl.build_model("lite", seed=0), data, cfg, progress=sys.stderr.isatty())
+        runs[recipe] = {"config": dataclasses.asdict(cfg), "history": history, "wall_seconds": time.perf_counter() - t0}
+    target = runs["seed"]["history"]["test_acc"][-1]
+    modern = runs["modern"]["history"]
+    reached = next((i for i, a in enumerate(modern["test_acc"]) if a >= target), None)
+    seed_s, modern_s = runs["seed"]["history"]["seconds"], modern["seconds"]
+    k = None if reached is None else reached + 1
+    # Epoch times are also given as epochs x the run's median epoch: a competing process
+    # can slow single epochs many-fold (seen here: 2.2 s epochs taking 40 s), and the
+    # median ignores such epochs. `disturbed` says when the sums are inflated that way.
+    med = {"seed": statistics.median(seed_s), "modern": statistics.median(modern_s)}
+    disturbed = any(sum(v["history"]["seconds"]) > 1.25 * len(v["history"]["seconds"]) * med[r] for r, v in runs.items())
+    result: dict[str, Any] = {
+        "model": "lite", "device": "cpu", "threads": threads, "epochs": epochs,
+        "train_images": len(data.train_y), "test_images": len(data.test_y),
+        "data": {"root": data.root, "official": data.official},
+        "seed_final_test_acc": target,
+        "modern_final_test_acc": modern["test_acc"][-1],
+        "modern_epochs_to_target": k,
+        "seed_train_seconds": sum(seed_s),
+        "modern_train_seconds_to_target": None if k is None else sum(modern_s[:k]),
+        "median_epoch_seconds": med,
+        "seed_train_seconds_median_based": epochs * med["seed"],
+        "modern_train_seconds_to_target_median_based": None if k is None else k * med["modern"],
+        "disturbed_by_other_load": disturbed,
+        "note": "test accuracy without TTA after each epoch; seconds = training time (fit's per-epoch timing, "
+                "evaluation excluded); *_median_based = epochs x the run's median epoch time",
+        "runs": runs,
+    }
+    if k is not None:
+        result["speedup_epochs"] = epochs / k
+        result["speedup_seconds"] = sum(seed_s) / sum(modern_s[:k])
+        result["speedup_seconds_median_based"] = (epochs * med["seed"]) / (k * med["modern"])
+    return result
+
+
+# ---------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------
+def cpu_busy_fraction(seconds: float = 1.0) -> float | None:
+    """Fraction of all CPU time spent busy over the next `seconds` (Linux /proc/stat):
+    other processes competing with the benchmark. None where /proc/stat is missing."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+        return sum(values), idle
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+def environment(device: torch.device, threads: int) -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    info: dict[str, Any] = {
+        "hardware": {
+            "device": rl.device_name(device),
+            "cpu": cpu,
+            "cpu_count": os.cpu_count(),
+            "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "torch_threads": threads,
+            "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+            "cpu_busy_before_start": cpu_busy_fraction(),
+        },
+        "software": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+            "numpy": np.__version__,
+            "platform": platform.platform(),
+        },
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info["hardware"].update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
+                                gpu_capability=f"{props.major}.{props.minor}", gpu_multiprocessors=props.multi_processor_count)
+        info["software"].update(cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
+                                cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
+                                matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32)
+    return info
+
+
+def throughput_table(device: torch.device, results: dict[str, Any], batch_size: int) -> str:
+    lines = [f"Throughput on {device.type}, batch {batch_size}: images/s, median of the timed windows (spread: min-max); "
+             "ratios: median over rounds of the per-round ratio (one window of each method per round, back to back)", ""]
+    first = next(iter(results.values()))
+    refs = [k for k in first["methods"] if k.startswith("reference")]
+    head = (["model", "method", "steps/window", "img/s", "spread"] + [f"x {r.replace('reference, ', 'ref ')}" for r in refs]
+            + ["of ceiling", "warm-up window (s)"])
+    lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    for name, res in results.items():
+        secs = {k: v["window_seconds"] for k, v in res["methods"].items()}
+        for method, m in res["methods"].items():
+            rate = m["images_per_sec"]
+            row = [name, method, str(res["steps_per_window"]), f"{rate:,.0f}",
+                   f"{m['min_images_per_sec']:,.0f}-{m['max_images_per_sec']:,.0f}"]
+            row += [f"{paired_ratio(secs[method], secs[r]):.2f}" for r in refs]
+            row += [f"{paired_ratio(secs[method], secs['ceiling']):.0%}", "+".join(f"{s:.1f}" for s in m["warmup_window_seconds"])]
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def epoch_table(results: dict[str, Any]) -> str:
+    lines = [f"Full-size epoch through rl.fit (synthetic images; projected {PROJECTED_EPOCHS} epochs = compile/warm-up + "
+             f"{PROJECTED_EPOCHS} x (epoch + test evaluation))", ""]
+    head = ["model", "images", "batch", "epoch (s)", "img/s", "first epoch (s)", "compile + warm-up (s)", "eval (s)",
+            f"{PROJECTED_EPOCHS} epochs (s)"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    for name, r in results.items():
+        lines.append("| " + " | ".join([
+            name, f"{r['images']:,}", str(r["batch_size"]), f"{r['epoch_seconds']:.3f}", f"{r['images_per_sec']:,.0f}",
+            f"{r['first_epoch_seconds']:.2f}", f"{r['compile_and_warmup_seconds']:.2f}", f"{r['eval_seconds']:.3f}",
+            f"{r[f'projected_{PROJECTED_EPOCHS}_epochs_seconds']:.1f}",
+        ]) + " |")
+    return "\n".join(lines)
+
+
+def accuracy_text(r: dict[str, Any]) -> str:
+    lines = [f"Time to accuracy (Lite, CPU, {r['threads']} threads, {r['train_images']:,} training / {r['test_images']:,} test images, {r['data']['root']})", ""]
+    lines += [f"- seed recipe: {r['seed_final_test_acc']:.2%} test accuracy after {r['epochs']} epochs, "
+              f"{r['seed_train_seconds']:.0f} s of training (median epoch {r['median_epoch_seconds']['seed']:.2f} s)",
+              f"- modern recipe: {r['modern_final_test_acc']:.2%} after {r['epochs']} epochs "
+              f"(median epoch {r['median_epoch_seconds']['modern']:.2f} s)"]
+    if r["modern_epochs_to_target"] is None:
+        lines.append(f"- modern recipe never reached {r['seed_final_test_acc']:.2%} within {r['epochs']} epochs")
+    else:
+        lines.append(f"- modern recipe reaches {r['seed_final_test_acc']:.2%} after {r['modern_epochs_to_target']} epochs "
+                     f"({r['speedup_epochs']:.1f}x fewer), {r['modern_train_seconds_to_target']:.0f} s of training "
+                     f"({r['speedup_seconds']:.1f}x less time; from median epochs: "
+                     f"{r['modern_train_seconds_to_target_median_based']:.0f} s vs {r['seed_train_seconds_median_based']:.0f} s, "
+                     f"{r['speedup_seconds_median_based']:.1f}x)")
+    if r["disturbed_by_other_load"]:
+        lines.append("- warning: some epochs ran far slower than the run's median (other processes competed for the "
+                     "CPU): the seconds from median epochs are the better estimate")
+    return "\n".join(lines)
+
+
+def check_targets(device: torch.device, report: dict[str, Any]) -> list[dict[str, Any]]:
+    checks = []
+    for name, res in report.get("throughput", {}).items():
+        ratios = res["ratios"]
+        if device.type == "cpu" and name in CPU_MIN_SPEEDUP:
+            checks.append({"target": f"{name}: pipeline >= {CPU_MIN_SPEEDUP[name]}x the best reference loop (CPU)",
+                           "value": round(ratios["pipeline_over_best_reference"], 3),
+                           "ok": ratios["pipeline_over_best_reference"] >= CPU_MIN_SPEEDUP[name]})
+        checks.append({"target": f"{name}: pipeline >= {MIN_FRACTION_OF_CEILING:.0%} of the fixed-batch ceiling ({device.type})",
+                       "value": round(ratios["pipeline_over_ceiling"], 3),
+                       "ok": ratios["pipeline_over_ceiling"] >= MIN_FRACTION_OF_CEILING})
+    for name, res in report.get("full_epoch", {}).items():
+        if device.type == "cuda" and name in GPU_MAX_EPOCH_SECONDS and res["images"] == FULL_EPOCH_IMAGES:
+            checks.append({"target": f"{name}: <= {GPU_MAX_EPOCH_SECONDS[name]} s per 50,000-image epoch (GPU)",
+                           "value": round(res["epoch_seconds"], 4), "ok": res["epoch_seconds"] <= GPU_MAX_EPOCH_SECONDS[name]})
+    return checks
+
+
+def write_outputs(report: dict[str, Any], markdown: str, out: Path) -> None:
+    rl.write_json(report, out)
+    out.with_suffix(".md").write_text(markdown + "\n")
+
+
+# ---------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = resolve_bench_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
+    torch.manual_seed(0)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = sorted(set(models) - set(MODELS))
+    if unknown:
+        raise SystemExit(f"error: unknown model(s) {unknown}; choose from {', '.join(MODELS)}")
+    default_sections = "throughput,accuracy" if device.type == "cpu" else "throughput,epoch"
+    sections = [s.strip() for s in (args.sections or default_sections).split(",") if s.strip()]
+    if set(sections) - {"throughput", "epoch", "accuracy"}:
+        raise SystemExit(f"error: --sections {args.sections!r}: choose from throughput, epoch, accuracy")
+    workers = tuple(int(w) for w in args.workers.split(",")) if args.workers else DEFAULT_WORKERS[device.type]
+    overrides = parse_overrides(args.set)
+    compile_on = args.compile == "on"
+    state = {"compile": compile_on}  # turned off if torch.compile fails on this machine
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = args.cudnn_benchmark
+
+    def pipeline_config(name: str) -> rl.TrainConfig:
+        kw = {**overrides, "compile": state["compile"], "seed": 0}
+        if args.batch_size:
+            kw["batch_size"] = args.batch_size
+        return config_for("modern", name, device, **kw)
+
+    batch_size = pipeline_config(models[0]).batch_size
+    out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"latest-{device.type}.json"
+    report: dict[str, Any] = {
+        "benchmark": "bench/bench.py",
+        "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, "bench/bench.py", *(argv if argv is not None else sys.argv[1:])]),
+        **environment(device, threads),
+        "settings": {
+            "device": str(device), "models": models, "sections": sections, "batch_size": batch_size,
+            "windows": args.windows, "warmup_rounds": args.warmup, "reference_num_workers": list(workers),
+            "compile": compile_on, "cudnn_benchmark": bool(device.type == "cuda" and args.cudnn_benchmark),
+            "config_overrides": overrides, "fairness": fairness_note(device, threads, workers),
+            "throughput_data": "synthetic uniform uint8 images and labels (pixel values do not change any step's cost)",
+            "pipeline_config": {name: dataclasses.asdict(pipeline_config(name)) for name in models},
+        },
+    }
+    t_start = time.perf_counter()
+    print(f"bench: {report['hardware']['device']}, torch {torch.__version__}, batch {batch_size}, sections {', '.join(sections)}", flush=True)
+    print(f"bench: {report['settings']['fairness']}", flush=True)
+    busy = report["hardware"]["cpu_busy_before_start"]
+    if device.type == "cpu" and busy is not None and busy > 0.2:
+        print(f"bench: warning: the CPU was {busy:.0%} busy with other processes just before the start: "
+              "they compete with the benchmark, so its numbers are noisy", flush=True)
+    markdown: list[str] = [""]  # the heading, written at the end (compile may be turned off)
+
+    # One model per architecture for the epoch and throughput sections: with compile on,
+    # it is compiled once (in the epoch section when that runs, so its first epoch shows
+    # the compile time), and the throughput section's warm-up round only re-checks guards.
+    shared = {name: rl.build_model(name, seed=0) for name in models}
+
+    def measure(section: str, name: str, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """run(); if torch.compile fails on this machine, report that once and measure
+        again without it (the JSON records the error), so one command always finishes."""
+        try:
+            return run()
+        except Exception as e:  # dynamo/inductor failures come in many types
+            if not state["compile"]:
+                raise
+            msg = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
+            print(f"bench: torch.compile failed in the {section} section ({name}): {msg}; continuing with compile off", flush=True)
+            state["compile"] = False
+            report["settings"].update(compile=False, compile_error=msg,
+                                      pipeline_config={n: dataclasses.asdict(pipeline_config(n)) for n in models})
+            torch._dynamo.reset()
+            shared[name] = rl.build_model(name, seed=0)
+            return run()
+    if "epoch" in sections:  # default on CUDA only; on request elsewhere (slow on a CPU)
+        report["full_epoch"] = {}
+        for name in models:
+            print(f"bench: full-size epoch, {name}: {args.epoch_runs} epochs of {args.epoch_images:,} images ...", flush=True)
+            report["full_epoch"][name] = measure(
+                "epoch", name, lambda: full_epoch(shared[name], device, args, pipeline_config(name)))
+            write_outputs(report, "\n\n".join(markdown), out)
+        markdown.append(epoch_table(report["full_epoch"]))
+        print("\n" + markdown[-1] + "\n", flush=True)
+
+    if "throughput" in sections:
+        report["throughput"] = {}
+        for name in models:
+            steps = args.steps or DEFAULT_STEPS[device.type][name]
+            print(f"bench: throughput, {name}: {args.warmup} warm-up + {args.windows} timed rounds of {steps} steps ...", flush=True)
+            report["throughput"][name] = measure(
+                "throughput", name, lambda: throughput(name, shared[name], device, args, pipeline_config(name), steps, workers))
+            write_outputs(report, "\n\n".join(markdown), out)
+        markdown.append(throughput_table(device, report["throughput"], batch_size))
+        print("\n" + markdown[-1] + "\n", flush=True)
+
+    if "accuracy" in sections:
+        data_dir = Path(args.data_dir) if args.data_dir else DEFAULT_DATA_DIR
+        if device.type != "cpu":
+            print("bench: accuracy section skipped: it is defined on the CPU (run it with --device cpu)", flush=True)
+        elif not (data_dir / rl.CIFAR10_FOLDER).is_dir():
+            print(f"bench: accuracy section skipped: no CIFAR-10 folder at {data_dir} (give --data-dir)", flush=True)
+            report["time_to_accuracy"] = {"skipped": f"no CIFAR-10 folder at {data_dir}"}
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a subset's md5 warning; `official` is recorded
+                data = rl.load_cifar10(data_dir, download=False)
+            report["time_to_accuracy"] = time_to_accuracy(data, args.accuracy_epochs, threads)
+            markdown.append(accuracy_text(report["time_to_accuracy"]))
+            print("\n" + markdown[-1] + "\n", flush=True)
+
+    markdown[0] = (f"Benchmark on {report['hardware']['device']} ({report['hardware']['cpu']}), torch {torch.__version__}, "
+                   f"{report['started']}; compile {'on' if state['compile'] else 'off'}.")
+    report["targets"] = check_targets(device, report)
+    report["hardware"]["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    report["hardware"]["cpu_busy_after_end"] = cpu_busy_fraction()
+    report["total_seconds"] = time.perf_counter() - t_start
+    if report["targets"]:
+        markdown.append("Targets\n\n" + "\n".join(f"- {'PASS' if c['ok'] else 'MISS'}: {c['target']}: {c['value']}" for c in report["targets"]))
+        print(markdown[-1], flush=True)
+    write_outputs(report, "\n\n".join(markdown), out)
+    print(f"\nbench: {report['total_seconds']:.0f} s; wrote {out} and {out.with_suffix('.md')}", flush=True)
+    return 1 if args.strict and not all(c["ok"] for c in report["targets"]) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
