@@ -367,6 +367,11 @@ class CIFAR10:
             self._stats = channel_stats(self.train_x)
         return self._stats
 
+    def head(self, n_train: int, n_test: int) -> "CIFAR10":
+        """The first n_train training and n_test test images (smoke runs); same root and md5 status."""
+        return CIFAR10(self.train_x[:n_train], self.train_y[:n_train], self.test_x[:n_test], self.test_y[:n_test],
+                       root=self.root, official=self.official)
+
     def __repr__(self) -> str:
         kind = "official" if self.official else "non-official (md5 differs)"
         return f"CIFAR10({len(self.train_y):,} train, {len(self.test_y):,} test, {kind}, root={self.root!r})"
