@@ -15,10 +15,12 @@ of them alike; img/s is the median over windows after a warm-up round):
 
 Sections (`--sections`): `throughput` (both models), `epoch` (CUDA: one full-size epoch
 of 50,000 synthetic images through `fit`, seconds per epoch and the projected 40-epoch
-time, compile/warm-up apart) and `accuracy` (CPU, Lite, the mini CIFAR set: epochs and
+time, compile/warm-up apart), `accuracy` (CPU, Lite, the mini CIFAR set: epochs and
 seconds the `modern` recipe needs to reach the test accuracy of the `seed` recipe after
-40 epochs). Defaults: CPU runs throughput + accuracy (accuracy only when the data
-folder exists), CUDA runs throughput + epoch.
+40 epochs) and `options` (the mini CIFAR set: the `modern` recipe with and without the
+speed options and the GPU batch size, 3 seeds each). Defaults: CPU runs throughput +
+accuracy, CUDA runs throughput + epoch + options (sections on real images only when the
+data folder exists).
 
     python bench/bench.py                    # CPU; make bench
     python bench/bench.py --device cuda      # GPU part (sized for the issue's 4-minute budget)
@@ -81,7 +83,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda if available, else cpu)")
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated: lite,improved")
-    p.add_argument("--sections", default=None, help="comma-separated: throughput,epoch,accuracy (default: cpu -> throughput,accuracy; cuda -> throughput,epoch)")
+    p.add_argument("--sections", default=None, help="comma-separated: throughput,epoch,accuracy,options (default: cpu -> throughput,accuracy; cuda -> throughput,epoch,options)")
     p.add_argument("--batch-size", type=int, default=None, help="default: the modern recipe's batch size on this device")
     p.add_argument("--steps", type=int, default=None, help="timed steps per window (default: cpu lite 24 / improved 3, cuda 50)")
     p.add_argument("--windows", type=int, default=5, help="timed windows per method (median reported)")
@@ -97,8 +99,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="override a TrainConfig field of the pipeline/ceiling config, e.g. --set bf16=false (repeatable)")
     p.add_argument("--epoch-images", type=int, default=FULL_EPOCH_IMAGES, help="images in the full-size epoch section")
     p.add_argument("--epoch-runs", type=int, default=3, help="epochs run in the full-size epoch section (the first is warm-up/compile)")
-    p.add_argument("--data-dir", default=None, help=f"CIFAR-10 folder for the accuracy section (default: {DEFAULT_DATA_DIR} if it exists)")
-    p.add_argument("--accuracy-epochs", type=int, default=40, help="epochs of the seed and modern runs in the accuracy section")
+    p.add_argument("--data-dir", default=None, help=f"CIFAR-10 folder for the accuracy and options sections (default: {DEFAULT_DATA_DIR} if it exists)")
+    p.add_argument("--accuracy-epochs", type=int, default=40, help="epochs of the training runs in the accuracy and options sections")
+    p.add_argument("--options-models", default="lite", help="models of the options section, comma-separated")
+    p.add_argument("--options-set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="TrainConfig override of the options section's speed variant (e.g. batch_size=512, lr=0.8); repeatable")
+    p.add_argument("--options-seeds", type=int, default=3, help="runs per variant in the options section")
     p.add_argument("--out", default=None, help="JSON path (default: bench/results/latest-<device>.json)")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 steps x 2 windows, Lite only, 2-epoch accuracy section")
     p.add_argument("--strict", action="store_true", help="exit with status 1 when a target is missed")
@@ -110,6 +116,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.epoch_images = min(args.epoch_images, 2048)
         args.epoch_runs = min(args.epoch_runs, 2)
         args.accuracy_epochs = min(args.accuracy_epochs, 2)
+        args.options_seeds = min(args.options_seeds, 2)
     return args
 
 
@@ -458,6 +465,58 @@ def time_to_accuracy(data: rl.CIFAR10, epochs: int, threads: int) -> dict[str, A
     return result
 
 
+def speed_options_accuracy(data: rl.CIFAR10, models: list[str], device: torch.device, epochs: int, seeds: int,
+                           compile_on: bool, speed_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Is accuracy traded for speed? The modern recipe trained on real images `seeds`
+    times each way: `plain` (batch 128 and its learning rate, fp32, NCHW, no compile) and
+    `speed` (the recipe's GPU batch size and learning rate, bf16 autocast, channels_last,
+    compile when on). On a device without bf16 autocast in `rl.BF16_AUTOCAST_DEVICES`
+    (the CPU), the `speed` runs turn it on there to reproduce the GPU's numerics."""
+    modern = rl.RECIPES["modern"]
+    variants = {
+        "plain": dict(batch_size=modern["batch_size"], lr=modern["lr"], bf16=False, channels_last=False, compile=False),
+        "speed": {**rl.RECIPES_ON_CUDA["modern"], "bf16": True, "channels_last": True, "compile": compile_on,
+                  **(speed_overrides or {})},
+    }
+    emulated = device.type not in rl.BF16_AUTOCAST_DEVICES
+    result: dict[str, Any] = {
+        "device": device.type, "epochs": epochs, "seeds": list(range(seeds)),
+        "train_images": len(data.train_y), "test_images": len(data.test_y),
+        "data": {"root": data.root, "official": data.official},
+        "variants": variants, "bf16_emulated_on_this_device": emulated,
+        "note": "final test accuracy without TTA (fit's per-epoch evaluation), no validation split; "
+                "within noise: |difference of means| <= 2 x its standard error from the seed-to-seed spread",
+        "models": {},
+    }
+    for name in models:
+        per: dict[str, Any] = {}
+        for variant, kw in variants.items():
+            accs, secs = [], []
+            for seed in range(seeds):
+                cfg = config_for("modern", name, device, epochs=epochs, seed=seed, **kw)
+                print(f"  options: {name}/{variant} seed {seed}: batch {cfg.batch_size}, lr {cfg.lr}, {epochs} epochs ...", flush=True)
+                saved = rl.BF16_AUTOCAST_DEVICES
+                if variant == "speed" and emulated:
+                    rl.BF16_AUTOCAST_DEVICES = (*saved, device.type)
+                try:
+                    history = rl.fit(rl.build_model(name, seed=seed), data, cfg, progress=sys.stderr.isatty())
+                finally:
+                    rl.BF16_AUTOCAST_DEVICES = saved
+                accs.append(history["test_acc"][-1])
+                secs.append(sum(history["seconds"]))
+            per[variant] = {
+                "batch_size": kw["batch_size"], "lr": kw["lr"], "test_acc": accs, "train_seconds": secs,
+                "mean": statistics.fmean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else math.nan,
+            }
+        diff = per["speed"]["mean"] - per["plain"]["mean"]
+        se = math.sqrt((per["speed"]["std"] ** 2 + per["plain"]["std"] ** 2) / seeds) if seeds > 1 else math.nan
+        per["difference"] = diff
+        per["difference_se"] = se
+        per["within_noise"] = bool(seeds > 1 and abs(diff) <= 2 * se)
+        result["models"][name] = per
+    return result
+
+
 # ---------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------
@@ -569,6 +628,30 @@ def accuracy_text(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def options_text(r: dict[str, Any]) -> str:
+    v = r["variants"]
+    emul = " (turned on for the CPU, to reproduce the GPU's numerics)" if r["bf16_emulated_on_this_device"] else ""
+    lines = [f"Accuracy with and without the speed options ({r['device']}, {r['train_images']:,} training / "
+             f"{r['test_images']:,} test images, {r['data']['root']}; modern recipe, {r['epochs']} epochs, "
+             f"seeds {', '.join(map(str, r['seeds']))}; final test accuracy, no TTA)", "",
+             f"- plain: batch {v['plain']['batch_size']}, lr {v['plain']['lr']}, fp32, NCHW, no compile",
+             f"- speed: batch {v['speed']['batch_size']}, lr {v['speed']['lr']}, bf16 autocast{emul}, channels_last, "
+             f"compile {'on' if v['speed']['compile'] else 'off'}"
+             + "".join(f", {k} {x}" for k, x in v["speed"].items() if k not in ("batch_size", "lr", "bf16", "channels_last", "compile")),
+             ""]
+    head = ["model", "plain: mean (std)", "speed: mean (std)", "speed - plain", "2 x SE", "within noise", "per seed (plain / speed)",
+            "training s, median (plain / speed)"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    for name, m in r["models"].items():
+        lines.append("| " + " | ".join([
+            name, f"{m['plain']['mean']:.2%} ({m['plain']['std']:.2%})", f"{m['speed']['mean']:.2%} ({m['speed']['std']:.2%})",
+            f"{m['difference']:+.2%}", f"{2 * m['difference_se']:.2%}", "yes" if m["within_noise"] else "no",
+            " / ".join(", ".join(f"{a:.1%}" for a in m[k]["test_acc"]) for k in ("plain", "speed")),
+            " / ".join(f"{statistics.median(m[k]['train_seconds']):.0f}" for k in ("plain", "speed")),
+        ]) + " |")
+    return "\n".join(lines)
+
+
 def check_targets(device: torch.device, report: dict[str, Any]) -> list[dict[str, Any]]:
     checks = []
     for name, res in report.get("throughput", {}).items():
@@ -584,6 +667,9 @@ def check_targets(device: torch.device, report: dict[str, Any]) -> list[dict[str
         if device.type == "cuda" and name in GPU_MAX_EPOCH_SECONDS and res["images"] == FULL_EPOCH_IMAGES:
             checks.append({"target": f"{name}: <= {GPU_MAX_EPOCH_SECONDS[name]} s per 50,000-image epoch (GPU)",
                            "value": round(res["epoch_seconds"], 4), "ok": res["epoch_seconds"] <= GPU_MAX_EPOCH_SECONDS[name]})
+    for name, m in report.get("speed_options", {}).get("models", {}).items():
+        checks.append({"target": f"{name}: modern recipe with the speed options within noise of without them ({device.type}, mini set)",
+                       "value": f"{m['difference']:+.4f} (2 x SE {2 * m['difference_se']:.4f})", "ok": m["within_noise"]})
     return checks
 
 
@@ -606,12 +692,18 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(models) - set(MODELS))
     if unknown:
         raise SystemExit(f"error: unknown model(s) {unknown}; choose from {', '.join(MODELS)}")
-    default_sections = "throughput,accuracy" if device.type == "cpu" else "throughput,epoch"
+    default_sections = "throughput,accuracy" if device.type == "cpu" else "throughput,epoch,options"
     sections = [s.strip() for s in (args.sections or default_sections).split(",") if s.strip()]
-    if set(sections) - {"throughput", "epoch", "accuracy"}:
-        raise SystemExit(f"error: --sections {args.sections!r}: choose from throughput, epoch, accuracy")
+    if set(sections) - {"throughput", "epoch", "accuracy", "options"}:
+        raise SystemExit(f"error: --sections {args.sections!r}: choose from throughput, epoch, accuracy, options")
+    options_models = [m.strip() for m in args.options_models.split(",") if m.strip()]
+    if set(options_models) - set(MODELS):
+        raise SystemExit(f"error: --options-models {args.options_models!r}: choose from {', '.join(MODELS)}")
+    if args.options_seeds < 1:
+        raise SystemExit("error: --options-seeds must be at least 1")
     workers = tuple(int(w) for w in args.workers.split(",")) if args.workers else DEFAULT_WORKERS[device.type]
     overrides = parse_overrides(args.set)
+    options_overrides = parse_overrides(args.options_set)
     compile_on = args.compile == "on"
     state = {"compile": compile_on}  # turned off if torch.compile fails on this machine
     if device.type == "cuda":
@@ -690,20 +782,35 @@ def main(argv: list[str] | None = None) -> int:
         markdown.append(throughput_table(device, report["throughput"], batch_size))
         print("\n" + markdown[-1] + "\n", flush=True)
 
-    if "accuracy" in sections:
-        data_dir = Path(args.data_dir) if args.data_dir else DEFAULT_DATA_DIR
-        if device.type != "cpu":
-            print("bench: accuracy section skipped: it is defined on the CPU (run it with --device cpu)", flush=True)
-        elif not (data_dir / rl.CIFAR10_FOLDER).is_dir():
-            print(f"bench: accuracy section skipped: no CIFAR-10 folder at {data_dir} (give --data-dir)", flush=True)
-            report["time_to_accuracy"] = {"skipped": f"no CIFAR-10 folder at {data_dir}"}
-        else:
+    data_dir = Path(args.data_dir) if args.data_dir else DEFAULT_DATA_DIR
+    real: list[rl.CIFAR10] = []  # loaded once, for the accuracy and options sections
+
+    def real_data(section: str, key: str) -> rl.CIFAR10 | None:
+        if not (data_dir / rl.CIFAR10_FOLDER).is_dir():
+            print(f"bench: {section} section skipped: no CIFAR-10 folder at {data_dir} (give --data-dir)", flush=True)
+            report[key] = {"skipped": f"no CIFAR-10 folder at {data_dir}"}
+            return None
+        if not real:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # a subset's md5 warning; `official` is recorded
-                data = rl.load_cifar10(data_dir, download=False)
+                real.append(rl.load_cifar10(data_dir, download=False))
+        return real[0]
+
+    if "accuracy" in sections:
+        if device.type != "cpu":
+            print("bench: accuracy section skipped: it is defined on the CPU (run it with --device cpu)", flush=True)
+        elif (data := real_data("accuracy", "time_to_accuracy")) is not None:
             report["time_to_accuracy"] = time_to_accuracy(data, args.accuracy_epochs, threads)
             markdown.append(accuracy_text(report["time_to_accuracy"]))
             print("\n" + markdown[-1] + "\n", flush=True)
+
+    if "options" in sections and (data := real_data("options", "speed_options")) is not None:
+        print(f"bench: options: {', '.join(options_models)}, {args.options_seeds} seeds x 2 variants x "
+              f"{args.accuracy_epochs} epochs ...", flush=True)
+        report["speed_options"] = measure("options", options_models[0], lambda: speed_options_accuracy(
+            data, options_models, device, args.accuracy_epochs, args.options_seeds, state["compile"], options_overrides))
+        markdown.append(options_text(report["speed_options"]))
+        print("\n" + markdown[-1] + "\n", flush=True)
 
     markdown[0] = (f"Benchmark on {report['hardware']['device']} ({report['hardware']['cpu']}), torch {torch.__version__}, "
                    f"{report['started']}; compile {'on' if state['compile'] else 'off'}.")

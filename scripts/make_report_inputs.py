@@ -430,9 +430,10 @@ def fmt_value(v: Any) -> str:
 def recipes_table_tex() -> str:
     """The two recipes as resnet_lib.RECIPES defines them (Adam's rate for the seed recipe
     as TrainConfig.from_recipe sets it)."""
-    seed_sgd = rl.TrainConfig.from_recipe("seed")
-    seed_adam = rl.TrainConfig.from_recipe("seed", optimizer="adam")
-    modern = rl.TrainConfig.from_recipe("modern")
+    seed_sgd = rl.TrainConfig.from_recipe("seed", device="cpu")
+    seed_adam = rl.TrainConfig.from_recipe("seed", optimizer="adam", device="cpu")
+    modern = rl.TrainConfig.from_recipe("modern", device="cpu")
+    on_gpu = rl.RECIPES_ON_CUDA.get("modern", {})
     rows = []
     for f, label in RECIPE_FIELDS:
         s = fmt_value(getattr(seed_sgd, f))
@@ -441,11 +442,14 @@ def recipes_table_tex() -> str:
         elif f == "lr":
             s = f"{fmt_value(seed_sgd.lr)} / {fmt_value(seed_adam.lr)}"
         m = rl.optimizer_label(dataclasses.asdict(modern)) if f == "optimizer" else fmt_value(getattr(modern, f))
+        if f in on_gpu:
+            m += f" (GPU: {fmt_value(on_gpu[f])})"
         rows.append([tex(label), tex(s), tex(m)])
     body = tabular("@{}lll@{}", ["", "\\texttt{seed}", "\\texttt{modern}"], rows)
     return table_env(body, "The two training recipes as the code defines them (\\texttt{RECIPES}). The seed report "
                            "states neither learning rates nor batch size nor weight decay; \\texttt{seed} fills "
-                           "them with common course defaults.", "tab:recipes")
+                           "them with common course defaults. On a GPU, \\texttt{modern} takes a larger batch "
+                           "and learning rate (\\texttt{RECIPES\\_ON\\_CUDA}).", "tab:recipes")
 
 
 def results_table_tex(runs: dict[str, dict[str, Any]]) -> str:
@@ -824,6 +828,9 @@ def numbers_tex(runs: dict[str, dict[str, Any]]) -> str:
         macro("LiteWidths", "/".join(map(str, rl.ARCHS["lite"][0]))),
         macro("ImprovedWidths", "/".join(map(str, rl.ARCHS["improved"][0]))),
         macro("SeedEpochs", str(rl.RECIPES["seed"]["epochs"])),
+        macro("ModernBatch", str(rl.RECIPES["modern"]["batch_size"])),
+        macro("ModernGpuBatch", str(rl.RECIPES_ON_CUDA["modern"]["batch_size"])),
+        macro("ModernGpuLr", fmt_value(rl.RECIPES_ON_CUDA["modern"]["lr"])),
         macro("SeedLiteSGDTest", f"{claims[names[0]][1]:.2f}\\%"),
         macro("SeedImprovedSGDTest", f"{claims[names[2]][1]:.2f}\\%"),
         macro("SeedImprovedAdamTest", f"{claims[names[3]][1]:.2f}\\%"),

@@ -1,0 +1,102 @@
+"""The speed benchmark (bench/bench.py) runs end to end and reports what it says it does.
+
+Timings are never asserted here (a timed unit test measures the machine, not the code);
+the benchmark's own targets are checked by `make bench`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import resnet_lib as rl
+from conftest import ROOT, write_cifar
+
+BENCH = ROOT / "bench" / "bench.py"
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench_under_test", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_benchmark_writes_every_section(tmp_path: Path):
+    data_dir = write_cifar(tmp_path / "cifar", per_batch=40, n_test=64)
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--device", "cpu", "--quick", "--compile", "off", "--threads", "1",
+         "--sections", "throughput,accuracy,options", "--data-dir", str(data_dir), "--out", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["settings"]["batch_size"] == rl.RECIPES["modern"]["batch_size"]  # the CPU's modern batch
+    assert report["hardware"]["torch_threads"] == 1
+
+    lite = report["throughput"]["lite"]
+    assert set(lite["methods"]) == {"pipeline", "ceiling", "reference, num_workers=0", "reference, num_workers=1"}
+    for method in lite["methods"].values():
+        assert len(method["window_seconds"]) == 2 and all(s > 0 for s in method["window_seconds"])
+        assert method["images_per_sec"] > 0
+    assert lite["ratios"]["pipeline_over_best_reference"] > 0 and lite["ratios"]["pipeline_over_ceiling"] > 0
+
+    tta = report["time_to_accuracy"]
+    assert tta["epochs"] == 2 and tta["train_images"] == 200 and tta["test_images"] == 64
+    assert 0 <= tta["seed_final_test_acc"] <= 1
+    assert len(tta["runs"]["modern"]["history"]["test_acc"]) == 2
+
+    options = report["speed_options"]
+    assert options["bf16_emulated_on_this_device"] is True and options["seeds"] == [0, 1]
+    plain, speed = options["models"]["lite"]["plain"], options["models"]["lite"]["speed"]
+    assert (plain["batch_size"], plain["lr"]) == (rl.RECIPES["modern"]["batch_size"], rl.RECIPES["modern"]["lr"])
+    assert (speed["batch_size"], speed["lr"]) == (rl.RECIPES_ON_CUDA["modern"]["batch_size"], rl.RECIPES_ON_CUDA["modern"]["lr"])
+    assert len(plain["test_acc"]) == len(speed["test_acc"]) == 2
+    assert options["models"]["lite"]["difference"] == pytest.approx(speed["mean"] - plain["mean"])
+
+    targets = {t["target"]: t for t in report["targets"]}
+    assert any("within noise" in t for t in targets) and any("fixed-batch ceiling" in t for t in targets)
+    markdown = out.with_suffix(".md").read_text()
+    for heading in ("Throughput on cpu", "Time to accuracy", "Accuracy with and without the speed options", "Targets"):
+        assert heading in markdown
+
+
+def test_options_section_emulates_bf16_only_for_the_speed_runs(cifar: rl.CIFAR10, monkeypatch):
+    bench = load_bench()
+    seen = []
+    real_fit = rl.fit
+
+    def spy(model, data, cfg, **kw):
+        seen.append((cfg.batch_size, cfg.bf16, cfg.channels_last, rl.BF16_AUTOCAST_DEVICES))
+        return real_fit(model, data, cfg, **kw)
+
+    monkeypatch.setattr(rl, "fit", spy)
+    before = rl.BF16_AUTOCAST_DEVICES
+    result = bench.speed_options_accuracy(cifar, ["lite"], bench.torch.device("cpu"), epochs=1, seeds=1,
+                                          compile_on=False, speed_overrides={"batch_size": 64})
+    assert rl.BF16_AUTOCAST_DEVICES == before == ("cuda",)  # restored afterwards
+    assert seen == [(128, False, False, ("cuda",)), (64, True, True, ("cuda", "cpu"))]
+    assert result["variants"]["speed"]["batch_size"] == 64
+    assert result["models"]["lite"]["within_noise"] is False  # one seed: no spread, no claim
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--sections", "bogus"], "choose from throughput, epoch, accuracy, options"),
+        (["--options-models", "wide"], "choose from lite, improved"),
+        (["--options-seeds", "0"], "--options-seeds must be at least 1"),
+        (["--options-set", "batch=3"], "expected FIELD=VALUE"),
+        (["--models", "tiny"], "unknown model"),
+    ],
+)
+def test_bad_arguments_stop_with_a_message(argv, message):
+    bench = load_bench()
+    with pytest.raises(SystemExit, match=message):
+        bench.main(["--device", "cpu", *argv])
