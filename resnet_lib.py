@@ -859,6 +859,35 @@ def _batches(p: _Prepared, cfg: TrainConfig, gen: torch.Generator) -> Iterator[t
             yield x, train_y[batch]
 
 
+# glibc's malloc returns freed memory at the top of the heap to the OS (above a trim
+# threshold, 128 KiB until it adapts) and serves large blocks with fresh mmap()s, so every
+# training step on the CPU page-faults its activations back in. Keeping freed memory in
+# the process made a Lite step about 1.3x faster and an Improved step about 1.07x on a
+# 2-core EPYC (fit alone, batch 128, torch 2.14). Both thresholds must be set together:
+# setting either one turns off glibc's adaptive mmap threshold, and the trim threshold
+# alone made steps slower. PyTorch's CPU tuning guide reaches the same with jemalloc or
+# tcmalloc preloaded. The cost: the process keeps its peak heap until it exits.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
+CPU_MALLOC_SETTINGS = {_M_MMAP_THRESHOLD: 1 << 30, _M_TRIM_THRESHOLD: (1 << 31) - 1}
+
+
+def keep_freed_memory() -> bool:
+    """Apply CPU_MALLOC_SETTINGS where the C library is glibc (Linux); elsewhere do
+    nothing. Idempotent; `fit` calls it before training on the CPU. True if applied."""
+    try:
+        if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
+            return False
+    except (AttributeError, ValueError, OSError):  # not a POSIX system, or no GNU libc name
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        return all(libc.mallopt(option, value) == 1 for option, value in CPU_MALLOC_SETTINGS.items())
+    except (OSError, AttributeError):
+        return False
+
+
 # Device types on which `bf16=True` turns on bf16 autocast. Not the CPU: whether bf16 is
 # faster there depends on the processor (native bf16 instructions or emulation), and the
 # CPU path is the reference the tests run. The benchmark's `options` section adds "cpu"
@@ -1069,6 +1098,8 @@ def fit(
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     if checkpoint is not None:
         check_writable(checkpoint.parent)
+    if device.type == "cpu":
+        keep_freed_memory()
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)

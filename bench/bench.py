@@ -157,7 +157,7 @@ def config_for(recipe: str, model: str, device: torch.device, **overrides: Any) 
     return rl.TrainConfig.from_recipe(recipe, model=model, device=str(device), **extra, **overrides)
 
 
-def fairness_note(device: torch.device, threads: int, workers: tuple[int, ...]) -> str:
+def fairness_note(device: torch.device, threads: int, workers: tuple[int, ...], allocator: bool = False) -> str:
     if device.type == "cpu":
         return (
             f"CPU: every method trains with torch.set_num_threads({threads}) in this one process, on the same "
@@ -166,6 +166,10 @@ def fairness_note(device: torch.device, threads: int, workers: tuple[int, ...]) 
             "steps) and num_workers=1 (one worker process preparing batches while the training threads compute, "
             "sharing the same cores, as a user of such a repository would run it here); targets compare the "
             "pipeline with the faster of the reference runs. The reference runs eager, as those repositories do."
+            + (" fit keeps freed memory in its process (glibc malloc thresholds, rl.keep_freed_memory); each reference "
+               "loop runs in its own process with the default allocator, as those repositories run, and waits while "
+               f"the others run; the '{SAME_ALLOCATOR_REFERENCE}' row is the reference loop in fit's process, with "
+               "fit's allocator settings." if allocator else "")
         )
     return (
         f"CUDA: reference DataLoader with num_workers={' and '.join(map(str, workers))} (2 is what most "
@@ -323,15 +327,81 @@ def reference_method(name: str, data: rl.CIFAR10, cfg: rl.TrainConfig, device: t
     return Method(f"reference, num_workers={num_workers}", window, close)
 
 
+# The in-process reference row on the CPU: the reference loop with the allocator settings
+# fit applies (its name does not start with "reference", so targets never compare with it).
+SAME_ALLOCATOR_REFERENCE = "same-allocator reference, num_workers=0"
+
+
+def _reference_worker(conn: Any, name: str, cfg: dict[str, Any], device: str, steps: int, num_workers: int,
+                      total_windows: int, threads: int) -> None:
+    """A fresh process running the reference loop one window per request, with the
+    C library's default allocator (as the repositories it stands for run)."""
+    torch.set_num_threads(threads)
+    data = synthetic_cifar(steps * cfg["batch_size"], n_test=32)  # the same images as the parent's
+    method = reference_method(name, data, rl.TrainConfig(**cfg), torch.device(device), steps, num_workers, total_windows)
+    conn.send("ready")
+    try:
+        while conn.recv() == "window":
+            conn.send(method.window())
+    finally:
+        method.close()
+
+
+def reference_process_method(name: str, cfg: rl.TrainConfig, device: torch.device, steps: int, num_workers: int,
+                             total_windows: int) -> Method:
+    """`reference_method` in its own spawned process (so `fit`'s allocator settings in this
+    process do not reach it); this process waits while it runs a window."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")  # fork would copy this process's allocator settings
+    conn, child_conn = ctx.Pipe()
+    proc = ctx.Process(target=_reference_worker, daemon=False,  # daemonic processes cannot start DataLoader workers
+                       args=(child_conn, name, dataclasses.asdict(cfg), str(device), steps, num_workers, total_windows,
+                             torch.get_num_threads()))
+    proc.start()
+
+    def receive() -> Any:
+        try:
+            return conn.recv()
+        except EOFError:
+            raise RuntimeError(f"the reference process (num_workers={num_workers}) died; its traceback is above") from None
+
+    receive()  # "ready"
+
+    def window() -> float:
+        conn.send("window")
+        return receive()
+
+    def close() -> None:
+        try:
+            conn.send("close")
+        except (BrokenPipeError, OSError):
+            pass
+        proc.join(timeout=60)
+        if proc.is_alive():
+            proc.terminate()
+
+    return Method(f"reference, num_workers={num_workers}", window, close)
+
+
 def throughput(name: str, model: nn.Module, device: torch.device, args: argparse.Namespace, cfg: rl.TrainConfig,
-               steps: int, workers: tuple[int, ...]) -> dict[str, Any]:
+               steps: int, workers: tuple[int, ...], reference_processes: bool = False) -> dict[str, Any]:
     """Interleaved rounds of one window per method; img/s = median over timed windows.
-    `model` serves the pipeline and the ceiling (compiled once when compile is on)."""
+    `model` serves the pipeline and the ceiling (compiled once when compile is on). With
+    `reference_processes` (the CPU, where fit changes the allocator), each reference loop
+    runs in its own process with the default allocator, and one more row measures the
+    reference loop in this process, with fit's allocator settings."""
     data = synthetic_cifar(steps * cfg.batch_size, n_test=32)  # a tiny test split: fit evaluates it per window
     rounds = args.warmup + args.windows
     methods = [pipeline_method(model, data, cfg), ceiling_method(model, data, cfg, device, steps)]
-    methods += [reference_method(name, data, cfg, device, steps, nw, rounds) for nw in workers]
     try:
+        if reference_processes:
+            methods += [reference_process_method(name, cfg, device, steps, nw, rounds) for nw in workers]
+            same = reference_method(name, data, cfg, device, steps, 0, rounds)
+            same.name = SAME_ALLOCATOR_REFERENCE
+            methods.append(same)
+        else:
+            methods += [reference_method(name, data, cfg, device, steps, nw, rounds) for nw in workers]
         for r in range(rounds):
             for m in methods:
                 s = m.window()
@@ -370,6 +440,8 @@ def throughput(name: str, model: nn.Module, device: torch.device, args: argparse
         **{f"pipeline_over_{key(k)}": ratio("pipeline", k) for k in refs},
         "pipeline_over_ceiling": ratio("pipeline", "ceiling"),
         "best_reference_over_ceiling": ratio(best_ref, "ceiling"),
+        **({"pipeline_over_same_allocator_reference": ratio("pipeline", SAME_ALLOCATOR_REFERENCE)}
+           if SAME_ALLOCATOR_REFERENCE in rate else {}),
         "ratio_of_medians": {
             "pipeline_over_best_reference": rate["pipeline"] / refs[best_ref],
             "pipeline_over_ceiling": rate["pipeline"] / rate["ceiling"],
@@ -688,6 +760,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
     torch.manual_seed(0)
+    # fit keeps freed memory in its process on the CPU (rl.keep_freed_memory, glibc only), a
+    # process-wide setting: applied here before anything runs, so that the pipeline and the
+    # ceiling run alike from the first window; the reference loops then run in processes
+    # of their own, with the default allocator (see `throughput`).
+    allocator_tuned = device.type == "cpu" and rl.keep_freed_memory()
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = sorted(set(models) - set(MODELS))
     if unknown:
@@ -726,7 +803,9 @@ def main(argv: list[str] | None = None) -> int:
             "device": str(device), "models": models, "sections": sections, "batch_size": batch_size,
             "windows": args.windows, "warmup_rounds": args.warmup, "reference_num_workers": list(workers),
             "compile": compile_on, "cudnn_benchmark": bool(device.type == "cuda" and args.cudnn_benchmark),
-            "config_overrides": overrides, "fairness": fairness_note(device, threads, workers),
+            "fit_allocator_settings_in_benchmark_process": allocator_tuned,
+            "reference_in_own_process": allocator_tuned,
+            "config_overrides": overrides, "fairness": fairness_note(device, threads, workers, allocator_tuned),
             "throughput_data": "synthetic uniform uint8 images and labels (pixel values do not change any step's cost)",
             "pipeline_config": {name: dataclasses.asdict(pipeline_config(name)) for name in models},
         },
@@ -777,7 +856,8 @@ def main(argv: list[str] | None = None) -> int:
             steps = args.steps or DEFAULT_STEPS[device.type][name]
             print(f"bench: throughput, {name}: {args.warmup} warm-up + {args.windows} timed rounds of {steps} steps ...", flush=True)
             report["throughput"][name] = measure(
-                "throughput", name, lambda: throughput(name, shared[name], device, args, pipeline_config(name), steps, workers))
+                "throughput", name, lambda: throughput(name, shared[name], device, args, pipeline_config(name), steps, workers,
+                                                       reference_processes=allocator_tuned))
             write_outputs(report, "\n\n".join(markdown), out)
         markdown.append(throughput_table(device, report["throughput"], batch_size))
         print("\n" + markdown[-1] + "\n", flush=True)

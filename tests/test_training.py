@@ -217,3 +217,15 @@ def test_validation_split_is_seeded_disjoint_and_recorded(cifar):
         tiny_config(val_size=2.5)
     with pytest.raises(rl.ConfigError, match="leaves no training images"):
         rl.split_train_val(cifar, tiny_config(val_size=200))
+
+
+def test_fit_keeps_freed_memory_on_the_cpu(cifar, monkeypatch):
+    import os
+
+    glibc = (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc") if hasattr(os, "confstr") else False
+    assert rl.keep_freed_memory() is glibc  # applied where the C library is glibc, a no-op elsewhere
+    assert rl.keep_freed_memory() is glibc  # idempotent
+    calls = []
+    monkeypatch.setattr(rl, "keep_freed_memory", lambda: calls.append(1) or True)
+    rl.fit(rl.build_model("lite", seed=0), cifar, tiny_config(epochs=1), progress=False)
+    assert calls == [1]
