@@ -589,6 +589,28 @@ def extremes(acc: dict[str, float], value: float) -> str:
     return f"classes are {', '.join(names[:-1])} and {names[-1]}"
 
 
+@dataclasses.dataclass
+class PerClassFocus:
+    """What both write-ups say of one run's classes (accuracies in %)."""
+
+    run: str  # the run with the highest validation accuracy
+    accuracy: dict[str, float]  # class -> accuracy
+    best: float  # accuracy of its easiest class(es)
+    worst: float  # accuracy of its hardest class(es)
+    top_pair: dict[str, Any] | None  # its most confused pair, if notebook 05 wrote any
+
+
+def per_class_focus(runs: dict[str, dict[str, Any]], per_class: PerClass, names: Iterable[str]) -> PerClassFocus | None:
+    """The run among `names` (that has results) with the highest validation accuracy, and
+    its per-class facts; None if no such run has a validation accuracy."""
+    focus = best_run({n: runs[n] for n in names if n in runs})
+    if focus is None:
+        return None
+    acc = per_class.accuracy[focus]
+    pairs = per_class.pairs.get(focus) or []
+    return PerClassFocus(focus, acc, max(acc.values()), min(acc.values()), pairs[0] if pairs else None)
+
+
 def per_class_tex(runs: dict[str, dict[str, Any]], per_class: PerClass | None) -> str:
     if per_class is None or not per_class.accuracy:
         return ("Per-class numbers are not available in this build: notebook 05 (evaluation) has not written "
@@ -610,20 +632,18 @@ def per_class_tex(runs: dict[str, dict[str, Any]], per_class: PerClass | None) -
     if per_class.stale:
         out += (f"\\textbf{{Warning:}} the per-class file is older than the results of "
                 f"{tt_list(per_class.stale)}; rerun notebook 05.\n")
-    focus = best_run({n: runs[n] for n in cols if n in runs})
+    focus = per_class_focus(runs, per_class, cols)
     if focus is None:
         return out
-    acc = per_class.accuracy[focus]
-    hi, lo = max(acc.values()), min(acc.values())
-    easy, hard = extremes(acc, hi), extremes(acc, lo)
+    hi, lo = focus.best, focus.worst
+    easy, hard = extremes(focus.accuracy, hi), extremes(focus.accuracy, lo)
     mean_by_class = {c: sum(per_class.accuracy[n][c] for n in cols) / len(cols) for c in rl.CLASSES}
     avg_lo = min(mean_by_class.values())
-    out += (f"\nWe look closest at \\texttt{{{tex(focus)}}}, the run with the highest validation accuracy. "
+    out += (f"\nWe look closest at \\texttt{{{tex(focus.run)}}}, the run with the highest validation accuracy. "
             f"Its easiest {easy} ({hi:.1f}\\%) and its hardest {hard} ({lo:.1f}\\%), "
             f"a spread of {hi - lo:.1f} points. ")
-    pairs = per_class.pairs.get(focus) or []
-    if pairs:
-        p = pairs[0]
+    if focus.top_pair:
+        p = focus.top_pair
         out += (f"Its most confused pair is {tex(p['a'])}/{tex(p['b'])}: {p['ab']} {tex(p['a'])} images predicted as "
                 f"{tex(p['b'])} and {p['ba']} the other way, {p['pct']:.1f}\\% of the two classes' test images. ")
     if len(cols) > 1:

@@ -100,18 +100,15 @@ def seed_md(runs: dict[str, dict[str, Any]]) -> list[str]:
 def per_class_md(runs: dict[str, dict[str, Any]], per_class: mri.PerClass | None) -> list[str]:
     if per_class is None:
         return []
-    cols = [n for n in per_class.accuracy if n in runs]
-    focus = mri.best_run({n: runs[n] for n in cols})
+    focus = mri.per_class_focus(runs, per_class, per_class.accuracy)
     if focus is None:
         return []
-    acc = per_class.accuracy[focus]
-    hi, lo = max(acc.values()), min(acc.values())
-    text = (f"**Per class** (`{focus}`, the run with the highest validation accuracy): easiest "
+    acc, hi, lo = focus.accuracy, focus.best, focus.worst
+    text = (f"**Per class** (`{focus.run}`, the run with the highest validation accuracy): easiest "
             f"{', '.join(c for c, v in acc.items() if v == hi)} ({hi:.1f}%), hardest "
             f"{', '.join(c for c, v in acc.items() if v == lo)} ({lo:.1f}%).")
-    pairs = per_class.pairs.get(focus) or []
-    if pairs:
-        p = pairs[0]
+    if focus.top_pair:
+        p = focus.top_pair
         text += (f" Most confused pair: {p['a']}/{p['b']} ({p['ab']} {p['a']} images predicted as {p['b']}, "
                  f"{p['ba']} the other way).")
     if per_class.stale:
