@@ -721,7 +721,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 # 0.48 s at batch 512 (figures from the speed issue, bf16, channels_last, torch 2.11).
 # Of batch 128, 256 and 512, 256 is the largest that kept accuracy on the real mini set
 # (Lite, 40 epochs, bf16 autocast, 3 seeds each, CPU): 66.6% test vs 66.8% at batch 128;
-# batch 512 lost 3-5 points there (lr 0.4 or 0.8; 8 steps an epoch on its 3,663 images).
+# batch 512 lost 2.5-4.5 points there (lr 0.4 or 0.8; 8 steps an epoch on its 3,663 images).
 # lr 0.4 beat the linear-scaling 0.2 on that set's validation split (64.1% vs 62.9%, one
 # seed). Rerun with the benchmark's `options` section (bench/README.md). The CPU keeps
 # batch 128.
@@ -863,7 +863,9 @@ def _batches(p: _Prepared, cfg: TrainConfig, gen: torch.Generator) -> Iterator[t
 # threshold, 128 KiB until it adapts) and serves large blocks with fresh mmap()s, so every
 # training step on the CPU page-faults its activations back in. Keeping freed memory in
 # the process made a Lite step about 1.3x faster and an Improved step about 1.07x on a
-# 2-core EPYC (fit alone, batch 128, torch 2.14). Both thresholds must be set together:
+# 2-core EPYC (one-off runs of fit alone, 6 epochs of 24 / 3 synthetic batches of 128,
+# torch 2.14; the benchmark's same-allocator reference row measures the effect on the
+# reference loop). Both thresholds must be set together:
 # setting either one turns off glibc's adaptive mmap threshold, and the trim threshold
 # alone made steps slower. PyTorch's CPU tuning guide reaches the same with jemalloc or
 # tcmalloc preloaded. The cost: the process keeps its peak heap until it exits.

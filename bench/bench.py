@@ -160,7 +160,7 @@ def config_for(recipe: str, model: str, device: torch.device, **overrides: Any) 
 def fairness_note(device: torch.device, threads: int, workers: tuple[int, ...], allocator: bool = False) -> str:
     if device.type == "cpu":
         return (
-            f"CPU: every method trains with torch.set_num_threads({threads}) in this one process, on the same "
+            f"CPU: every method trains with torch.set_num_threads({threads}){'' if allocator else ' in this one process'}, on the same "
             f"{len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()} cores. "
             "The reference runs with num_workers=0 (per-sample PIL transforms in the training process, between "
             "steps) and num_workers=1 (one worker process preparing batches while the training threads compute, "
@@ -803,8 +803,7 @@ def main(argv: list[str] | None = None) -> int:
             "device": str(device), "models": models, "sections": sections, "batch_size": batch_size,
             "windows": args.windows, "warmup_rounds": args.warmup, "reference_num_workers": list(workers),
             "compile": compile_on, "cudnn_benchmark": bool(device.type == "cuda" and args.cudnn_benchmark),
-            "fit_allocator_settings_in_benchmark_process": allocator_tuned,
-            "reference_in_own_process": allocator_tuned,
+            "reference_in_own_process": allocator_tuned,  # True where fit's allocator settings apply (see fairness)
             "config_overrides": overrides, "fairness": fairness_note(device, threads, workers, allocator_tuned),
             "throughput_data": "synthetic uniform uint8 images and labels (pixel values do not change any step's cost)",
             "pipeline_config": {name: dataclasses.asdict(pipeline_config(name)) for name in models},
