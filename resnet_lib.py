@@ -1,33 +1,30 @@
-"""Compact ResNets on CIFAR-10: models, data pipeline, training loop and evaluation.
+"""Compact ResNets on CIFAR-10: the models, the data pipeline and the training loop.
 
-One module, imported by every notebook and runnable as a command line::
+The notebooks' one import (`import resnet_lib as rl`), and a command line::
 
     python resnet_lib.py train --model lite --recipe modern --epochs 40 --out results/lite
 
-It needs only torch, torchvision, numpy and tqdm at import time (torchinfo is imported
-inside `summary`), and importing it has no side effects: no downloads, no seeding.
+Read top to bottom:
+  1. models     `RBL` block, `ResNet` builder (architectures as data), `lite()` / `improved()`, `summary`
+  2. data       `load_cifar10`: the official python format (md5-checked, allow-list unpickler)
+  3. pipeline   the whole dataset as uint8 on the training device; batched crop / flip / cutout there
+  4. training   `TrainConfig` and `RECIPES`, `fit` / `train_step` / `evaluate`, checkpoints,
+                `train_and_evaluate` (the whole job: data, model, fit, results.json)
 
-Layout (read top to bottom):
-  1. models     `RBL` block, `ResNet` builder, the seed's `lite()` / `improved()`
-  2. data       `load_cifar10` (official python format, restricted unpickler, md5 checks)
-  3. pipeline   device-resident uint8 data, batched crop / flip / cutout on the device
-  4. training   `TrainConfig`, `RECIPES`, `fit`, `evaluate`, `train_and_evaluate`
-     inference  `predict`, `export_safetensors`, `load_pretrained`
-  5. CLI        `python resnet_lib.py train | predict | export ...`
+Everything else lives beside it in `resnet_tools/`, one concern per module: `safeio` (safe
+files), `inference` (predict, safetensors), `results` (run names, tables), `figures` and
+`cli`. The names the notebooks use from there are re-exported here (`rl.plot_confusion_matrix`),
+loaded on first use. Importing needs only torch, numpy and tqdm, and has no side effects.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import hashlib
-import json
+import importlib
 import math
 import os
-import pickle
 import platform
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -40,15 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-__all__ = [
-    "CLASSES", "PARAM_BUDGET", "RBL", "ResNet", "ARCHS", "lite", "improved", "build_model",
-    "count_params", "check_budget", "layer_table", "summary",
-    "CIFAR10", "DataError", "load_cifar10", "read_batch", "channel_stats",
-    "augment", "normalize", "TrainConfig", "RECIPES", "ConfigError", "TrainingDiverged",
-    "fit", "evaluate", "EvalResult", "train_and_evaluate", "load_checkpoint", "resolve_device",
-    "split_train_val", "predict", "export_safetensors", "load_pretrained", "load_for_inference",
-    "read_unlabeled", "write_submission", "check_writable",
-]
+from resnet_tools.safeio import RefusedPickle, atomic_save, check_writable, file_md5, safe_unpickle, write_json
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 PARAM_BUDGET = 5_000_000  # the mini-project's hard limit on trainable parameters
@@ -121,7 +110,9 @@ class ResNet(nn.Module):
     ) -> None:
         super().__init__()
         if len(widths) != len(blocks_per_stage) or not widths:
-            raise ValueError(f"widths {widths} and blocks_per_stage {blocks_per_stage} must be non-empty and of equal length")
+            raise ValueError(
+                f"widths {widths} and blocks_per_stage {blocks_per_stage} must be non-empty and of equal length"
+            )
         self.widths = tuple(widths)
         self.blocks_per_stage = tuple(blocks_per_stage)
         self.conv1 = nn.Conv2d(3, widths[0], 3, stride=1, padding=1, bias=False)
@@ -265,46 +256,6 @@ class DataError(RuntimeError):
     """The data folder is missing, incomplete, corrupt or unsafe; the message says what to do."""
 
 
-# Exactly what a CIFAR batch pickle needs to rebuild its numpy arrays: numpy 1.x writes
-# numpy.core.*, numpy 2.x writes numpy._core.*. Anything else (os.system, eval, ...) is
-# refused before it can run.
-_PICKLE_ALLOWED = {
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"),
-    ("numpy._core.numeric", "_frombuffer"),
-}
-
-
-class RefusedPickle(pickle.UnpicklingError):
-    """A pickle asked for a global outside the allow-list; nothing of it was run."""
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _PICKLE_ALLOWED:
-            return super().find_class(module, name)
-        raise RefusedPickle(f"global '{module}.{name}' is not allowed in a CIFAR batch file")
-
-
-def safe_unpickle(path: str | Path) -> Any:
-    """Unpickle a file allowing only numpy array reconstruction (never arbitrary code)."""
-    with open(path, "rb") as f:
-        return _RestrictedUnpickler(f, encoding="latin1").load()
-
-
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def read_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Read one batch file: uint8 images (N, 3, 32, 32) and int64 labels (N,).
 
@@ -340,7 +291,9 @@ def read_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     except Exception:  # noqa: BLE001 - ragged or exotic objects; reported below by type
         labels = np.asarray(None)
     if labels.shape != (data.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
-        raise DataError(f"{path}: 'labels' must be {data.shape[0]} integers, got shape {labels.shape} of {labels.dtype}")
+        raise DataError(
+            f"{path}: 'labels' must be {data.shape[0]} integers, got shape {labels.shape} of {labels.dtype}"
+        )
     if labels.size and (labels.min() < 0 or labels.max() >= len(CLASSES)):
         raise DataError(f"{path}: labels must lie in 0..{len(CLASSES) - 1}, found {labels.min()}..{labels.max()}")
     return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
@@ -357,6 +310,9 @@ class CIFAR10:
     root: str = ""
     official: bool = True  # every file matched its official md5
     classes: tuple[str, ...] = CLASSES
+    # Which data this is, in results and tables: "CIFAR-10 (official)", "CIFAR-10 (JPEG copy)",
+    # "image folder: NAME", "non-official CIFAR-10 files: NAME", or "subset of ..." after head().
+    label: str = "in-memory data"
     _stats: tuple[tuple[float, ...], tuple[float, ...]] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -368,13 +324,21 @@ class CIFAR10:
         return self._stats
 
     def head(self, n_train: int, n_test: int) -> "CIFAR10":
-        """The first n_train training and n_test test images (smoke runs); same root and md5 status."""
-        return CIFAR10(self.train_x[:n_train], self.train_y[:n_train], self.test_x[:n_test], self.test_y[:n_test],
-                       root=self.root, official=self.official)
+        """The first n_train training and n_test test images (smoke runs), labelled a subset."""
+        label = self.label if self.label.startswith("subset of ") else f"subset of {self.label}"
+        return CIFAR10(
+            self.train_x[:n_train],
+            self.train_y[:n_train],
+            self.test_x[:n_test],
+            self.test_y[:n_test],
+            root=self.root,
+            official=self.official,
+            classes=self.classes,
+            label=label,
+        )
 
     def __repr__(self) -> str:
-        kind = "official" if self.official else "non-official (md5 differs)"
-        return f"CIFAR10({len(self.train_y):,} train, {len(self.test_y):,} test, {kind}, root={self.root!r})"
+        return f"CIFAR10({len(self.train_y):,} train, {len(self.test_y):,} test, {self.label}, root={self.root!r})"
 
 
 def default_data_dir() -> Path:
@@ -397,7 +361,9 @@ def _download(root: Path) -> None:
 
 
 def load_cifar10(data_dir: str | Path | None = None, download: bool = True) -> CIFAR10:
-    """Load CIFAR-10 from `data_dir/cifar-10-batches-py/` (the layout torchvision uses).
+    """Load CIFAR-10 from `data_dir/cifar-10-batches-py/` (the layout torchvision uses), or an
+    image folder (`data_dir/train/<class>/*.png|jpg`, `data_dir/test/<class>/*`; see
+    resnet_tools.imagefolder: decoded once, then cached).
 
     Missing files are downloaded (official archive, md5-checked) when `download` is true.
     A folder whose files differ from the official md5 sums (a subset, say) loads with one
@@ -405,6 +371,25 @@ def load_cifar10(data_dir: str | Path | None = None, download: bool = True) -> C
     allow-list, so a malicious file cannot run code.
     """
     root = Path(data_dir) if data_dir is not None else default_data_dir()
+    from resnet_tools import imagefolder  # imported here: it imports this module
+
+    if imagefolder.is_image_folder(root):
+        d = imagefolder.load_image_folder(root)
+        if len(d.classes) != len(CLASSES):  # the seed's models have ten outputs
+            raise DataError(
+                f"{root}: {len(d.classes)} class folders ({', '.join(d.classes)}); the models need "
+                f"exactly {len(CLASSES)}"
+            )
+        return CIFAR10(
+            torch.from_numpy(d.train_x),
+            torch.from_numpy(d.train_y),
+            torch.from_numpy(d.test_x),
+            torch.from_numpy(d.test_y),
+            root=str(root),
+            official=False,
+            classes=d.classes,
+            label=d.label,
+        )
     expected = {**CIFAR10_TRAIN_MD5, **CIFAR10_TEST_MD5}
     if root.is_file():
         raise DataError(
@@ -445,7 +430,7 @@ def load_cifar10(data_dir: str | Path | None = None, download: bool = True) -> C
                 f"{path}: file is empty (0 bytes); expected a CIFAR-10 python-version batch "
                 "(a pickled dict with 'data' and 'labels', about 30 MB), e.g. from an interrupted copy"
             )
-        official &= _md5(path) == md5
+        official &= file_md5(path) == md5
         parts[name] = read_batch(path)
     train_x = np.concatenate([parts[n][0] for n in CIFAR10_TRAIN_MD5])
     train_y = np.concatenate([parts[n][1] for n in CIFAR10_TRAIN_MD5])
@@ -453,12 +438,17 @@ def load_cifar10(data_dir: str | Path | None = None, download: bool = True) -> C
     if not official:
         warnings.warn(
             f"{folder} is not the official CIFAR-10 (md5 differs): {len(train_y):,} training and "
-            f"{len(test_y):,} test images", stacklevel=2,
+            f"{len(test_y):,} test images",
+            stacklevel=2,
         )
     return CIFAR10(
-        torch.from_numpy(train_x), torch.from_numpy(train_y),
-        torch.from_numpy(np.ascontiguousarray(test_x)), torch.from_numpy(test_y),
-        root=str(root), official=official,
+        torch.from_numpy(train_x),
+        torch.from_numpy(train_y),
+        torch.from_numpy(np.ascontiguousarray(test_x)),
+        torch.from_numpy(test_y),
+        root=str(root),
+        official=official,
+        label="CIFAR-10 (official)" if official else f"non-official CIFAR-10 files: {root.resolve().name}",
     )
 
 
@@ -511,7 +501,7 @@ def _crop_flip(
     """The window at (dy, dx) of each image zero-padded by `pad`, mirrored where `mirror`.
 
     Crop and flip are one gather of flat pixel positions per image, shared by its channels
-    (6x faster on the CPU than the former 4-index gather plus torch.where, same output).
+    (few, large memory accesses: see bench/README.md for how it compares).
     dy/dx None = no crop, mirror None = no flip.
     """
     if dy is None and mirror is None:
@@ -564,7 +554,9 @@ def _affine(mean: torch.Tensor, std: torch.Tensor) -> tuple[torch.Tensor, torch.
     return (1.0 / (255.0 * std)).view(1, -1, 1, 1), (-mean / std).view(1, -1, 1, 1)
 
 
-def _scale_shift(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+def _scale_shift(
+    x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, channels_last: bool = False
+) -> torch.Tensor:
     # One kernel: addcmul reads the uint8 pixels directly (type promotion, no float copy)
     # and writes straight into the requested layout (no separate .contiguous() copy).
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -649,7 +641,13 @@ class TrainConfig:
         if self.lr == 0:
             raise ConfigError("lr must be positive")
         v = self.val_size
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (v >= 1 and v != int(v)):
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, (int, float))
+            or not math.isfinite(v)
+            or v < 0
+            or (v >= 1 and v != int(v))
+        ):
             raise ConfigError(f"val_size={v!r} must be 0, a fraction below 1, or a whole number of images")
         if self.label_smoothing >= 1:
             raise ConfigError(f"label_smoothing={self.label_smoothing} must be below 1")
@@ -685,7 +683,12 @@ class TrainConfig:
         values = {**RECIPES[recipe], "recipe": recipe}
         given = {k: v for k, v in overrides.items() if v is not None}
         # The recipe's GPU batch size and learning rate, as a pair: only where neither is given.
-        if recipe in RECIPES_ON_CUDA and "batch_size" not in given and "lr" not in given and _is_cuda(given.get("device", "auto")):
+        if (
+            recipe in RECIPES_ON_CUDA
+            and "batch_size" not in given
+            and "lr" not in given
+            and _is_cuda(given.get("device", "auto"))
+        ):
             values.update(RECIPES_ON_CUDA[recipe])
         values.update(given)
         if recipe == "seed" and values.get("optimizer") in ("adam", "adamw") and overrides.get("lr") is None:
@@ -698,36 +701,49 @@ RECIPES: dict[str, dict[str, Any]] = {
     # SGD + momentum (or Adam). The report gives no learning rates, batch size or weight
     # decay; these are the course-standard values (SGD 0.01 / Adam 0.001, batch 128).
     "seed": dict(
-        optimizer="sgd", lr=0.01, momentum=0.9, nesterov=False, weight_decay=0.0, schedule="constant",
-        warmup_epochs=0.0, label_smoothing=0.0, crop=False, flip=False, cutout=0, epochs=40,
-        batch_size=128, tta=False,
+        optimizer="sgd",
+        lr=0.01,
+        momentum=0.9,
+        nesterov=False,
+        weight_decay=0.0,
+        schedule="constant",
+        warmup_epochs=0.0,
+        label_smoothing=0.0,
+        crop=False,
+        flip=False,
+        cutout=0,
+        epochs=40,
+        batch_size=128,
+        tta=False,
     ),
     # The best 40-epoch recipe we can justify: crop + flip augmentation, Nesterov SGD with
     # a one-cycle schedule (linear warm-up, linear decay to zero), weight decay 5e-4 and
     # label smoothing 0.1 (as in the fast-CIFAR literature, e.g. Page's DAWNBench ResNet
     # and airbench), flip test-time augmentation.
     "modern": dict(
-        optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4, schedule="onecycle",
-        warmup_epochs=2.0, label_smoothing=0.1, crop=True, flip=True, cutout=0, epochs=40,
-        batch_size=128, tta=True,
+        optimizer="sgd",
+        lr=0.1,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=5e-4,
+        schedule="onecycle",
+        warmup_epochs=2.0,
+        label_smoothing=0.1,
+        crop=True,
+        flip=True,
+        cutout=0,
+        epochs=40,
+        batch_size=128,
+        tta=True,
     ),
 }
 
 
 # Where the run trains on a GPU, `from_recipe` replaces these fields of a preset (unless
-# batch_size or lr is given). At batch 128 a training step of these models on a GPU is
-# bound by kernel launches, not arithmetic: with no data pipeline at all, a 50,000-image
-# epoch took 1.6 s (Lite) and 1.8 s (Improved) on an H200 at batch 128, against 0.45 s and
-# 0.48 s at batch 512 (figures from the speed issue, bf16, channels_last, torch 2.11).
-# Of batch 128, 256 and 512, 256 is the largest that kept accuracy on the real mini set
-# (Lite, 40 epochs, bf16 autocast, 3 seeds each, CPU): 66.6% test vs 66.8% at batch 128;
-# batch 512 lost 2.5-4.5 points there (lr 0.4 or 0.8; 8 steps an epoch on its 3,663 images).
-# lr 0.4 beat the linear-scaling 0.2 on that set's validation split (64.1% vs 62.9%, one
-# seed). Rerun with the benchmark's `options` section (bench/README.md). The CPU keeps
-# batch 128.
-RECIPES_ON_CUDA: dict[str, dict[str, Any]] = {
-    "modern": dict(batch_size=256, lr=0.4),
-}
+# batch_size or lr is given): at batch 128 a small model's GPU step is bound by kernel launches.
+# How batch 256 / lr 0.4 was chosen, and its measurements: bench/README.md, "The modern recipe's
+# batch size on a GPU". The CPU keeps batch 128.
+RECIPES_ON_CUDA: dict[str, dict[str, Any]] = {"modern": dict(batch_size=256, lr=0.4)}
 
 
 def _is_cuda(device: str) -> bool:
@@ -736,15 +752,28 @@ def _is_cuda(device: str) -> bool:
     return isinstance(device, str) and (device == "cuda" or device.startswith("cuda:"))
 
 
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
 def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' -> cuda if available, then mps, then cpu."""
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    """'auto' -> cuda if available, then mps, then cpu. Any other name must be a device this
+    machine has: ConfigError otherwise, so a run fails before it loads data."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device={name!r} is not valid; choose one of: {', '.join(DEVICES)}, or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r}, but this machine has no CUDA GPU that torch can use; choose cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device={name!r}, but this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    if device.type == "mps" and not _mps_available():
+        raise ConfigError(f"device={name!r}, but Apple's MPS backend is not available here; choose cpu or auto")
+    return device
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
@@ -762,8 +791,13 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     params = model.parameters()
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
-                               weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(
+            params,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov and cfg.momentum > 0,
+            weight_decay=cfg.weight_decay,
+        )
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -797,7 +831,9 @@ def split_train_val(
     val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:]
     if cfg.train_subset:
         if cfg.train_subset > len(train_idx):
-            raise ConfigError(f"train_subset={cfg.train_subset} exceeds the {len(train_idx)} training images left after validation")
+            raise ConfigError(
+                f"train_subset={cfg.train_subset} exceeds the {len(train_idx)} training images left after validation"
+            )
         train_idx = train_idx[: cfg.train_subset]
     if not cfg.train_subset and n_val == 0:
         train_idx = torch.arange(len(y))  # all of it, in the original order
@@ -813,8 +849,10 @@ def _prepare(data: CIFAR10, cfg: TrainConfig, device: torch.device) -> _Prepared
     x, y = training_images(data, cfg)
     mean, std = data.stats  # normalization from the training set (see CIFAR10.stats)
     return _Prepared(
-        x.to(device), y.to(device),
-        torch.tensor(mean, dtype=torch.float32, device=device), torch.tensor(std, dtype=torch.float32, device=device),
+        x.to(device),
+        y.to(device),
+        torch.tensor(mean, dtype=torch.float32, device=device),
+        torch.tensor(std, dtype=torch.float32, device=device),
     )
 
 
@@ -847,7 +885,9 @@ def _batches(p: _Prepared, cfg: TrainConfig, gen: torch.Generator) -> Iterator[t
         part = slice(c0, c0 + chunk)
         images = _crop_flip(
             p.train_x[perm[part]],
-            dy[part] if cfg.crop else None, dx[part] if cfg.crop else None, mirror[part] if cfg.flip else None,
+            dy[part] if cfg.crop else None,
+            dx[part] if cfg.crop else None,
+            mirror[part] if cfg.flip else None,
         )
         for start in range(c0, min(c0 + chunk, n), cfg.batch_size):
             batch = slice(start, start + cfg.batch_size)
@@ -859,16 +899,10 @@ def _batches(p: _Prepared, cfg: TrainConfig, gen: torch.Generator) -> Iterator[t
             yield x, train_y[batch]
 
 
-# glibc's malloc returns freed memory at the top of the heap to the OS (above a trim
-# threshold, 128 KiB until it adapts) and serves large blocks with fresh mmap()s, so every
-# training step on the CPU page-faults its activations back in. Keeping freed memory in
-# the process made a Lite step about 1.3x faster and an Improved step about 1.07x on a
-# 2-core EPYC (one-off runs of fit alone, 6 epochs of 24 / 3 synthetic batches of 128,
-# torch 2.14; the benchmark's same-allocator reference row measures the effect on the
-# reference loop). Both thresholds must be set together:
-# setting either one turns off glibc's adaptive mmap threshold, and the trim threshold
-# alone made steps slower. PyTorch's CPU tuning guide reaches the same with jemalloc or
-# tcmalloc preloaded. The cost: the process keeps its peak heap until it exits.
+# glibc's malloc hands freed memory back to the OS and serves large blocks with fresh mmap()s,
+# so every CPU training step page-faults its activations back in; keeping it in the process is
+# faster (measurements and the reasoning: bench/README.md, "Memory on the CPU"). Both thresholds
+# must be set together. The cost: the process keeps its peak heap until it exits.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
 CPU_MALLOC_SETTINGS = {_M_MMAP_THRESHOLD: 1 << 30, _M_TRIM_THRESHOLD: (1 << 31) - 1}
 
@@ -939,7 +973,7 @@ def evaluate(
         x_all, y_all = data
         if stats is None:
             raise ValueError("pass stats=(mean, std) when evaluating explicit (images, labels)")
-    logits_t = _logits(model, x_all, stats, tta=tta, batch_size=batch_size, bf16=bf16)
+    logits_t = logits_of(model, x_all, stats, tta=tta, batch_size=batch_size, bf16=bf16)
     loss = F.cross_entropy(logits_t, y_all).item() if len(y_all) else float("nan")
     preds = logits_t.argmax(1)
     acc = (preds == y_all).float().mean().item() if len(y_all) else float("nan")
@@ -947,9 +981,13 @@ def evaluate(
 
 
 @torch.no_grad()
-def _logits(
-    model: nn.Module, x_all: torch.Tensor, stats: tuple[tuple[float, ...], tuple[float, ...]],
-    tta: bool = False, batch_size: int = 1000, bf16: bool = True,
+def logits_of(
+    model: nn.Module,
+    x_all: torch.Tensor,
+    stats: tuple[tuple[float, ...], tuple[float, ...]],
+    tta: bool = False,
+    batch_size: int = 1000,
+    bf16: bool = True,
 ) -> torch.Tensor:
     """float32 logits (N, 10) on the CPU for uint8 images (N, 3, 32, 32), in eval mode."""
     param = next(model.parameters())
@@ -976,107 +1014,18 @@ def _logits(
     return torch.cat(logits) if logits else torch.zeros(0, len(CLASSES))
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    """torch.save `obj` to `path` atomically (see _atomic_write)."""
-    _atomic_write(path, "wb", lambda f: torch.save(obj, f))
-
-
-def _atomic_write(path: Path, mode: str, write: Any) -> None:
-    """Call write(f) on a temporary file in the same folder, fsync, then rename over `path`:
-    a crash at any moment leaves either the old file or the new one, never half of one.
-
-    A process killed mid-save (SIGKILL, a closed Colab session) cannot delete its
-    temporary file; the next save removes those of writers that are no longer running,
-    so they do not accumulate. The writer's pid is in the temporary file's name.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_orphaned_temps(path)
-    fd, tmp = tempfile.mkstemp(prefix=f"{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable (not possible on every OS/filesystem)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
-
-
-def _remove_orphaned_temps(path: Path) -> None:
-    """Delete `path.<pid>.*.tmp` files left by `_atomic_save` in processes that have died."""
-    import glob  # stdlib; only for glob.escape
-
-    if os.name != "posix":  # os.kill(pid, 0) is a liveness probe only on POSIX
-        return
-    for tmp in path.parent.glob(f"{glob.escape(path.name)}.*.tmp"):
-        pid_text = tmp.name[len(path.name) + 1 :].split(".", 1)[0]
-        if not pid_text.isdigit() or int(pid_text) == os.getpid():
-            continue  # not ours to judge / a save of this very process
-        try:
-            os.kill(int(pid_text), 0)
-        except ProcessLookupError:
-            tmp.unlink(missing_ok=True)  # its writer is gone: the file can never be completed
-        except (PermissionError, OverflowError):
-            pass  # alive under another user, or not a pid at all
-
-
-def check_writable(folder: Path) -> None:
-    """Fail now, not after 40 epochs, if results cannot be written to `folder`."""
-    folder = Path(folder)
-    blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
-    if blocker is not None:
-        raise OSError(f"cannot write to {folder}: {blocker} is a file, not a folder; choose another output folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        raise OSError(f"cannot write to {folder} ({e.strerror or e}); choose another output folder") from None
-
-
-# Config fields that may differ between a checkpoint and the run that resumes it:
-# they change how fast it runs, not what it computes.
-_RESUME_FREE = {"device", "compile", "bf16", "channels_last", "tta", "allow_over_budget"}
-
-
-def _check_config_matches(saved: dict[str, Any], expected: dict[str, Any], path: Path, now: str, advice: str) -> None:
-    """Raise ValueError saying which model, or which config fields, differ from `expected`."""
-    config = saved.get("config") or {}
-    if "model" in expected and config.get("model") != expected["model"]:
-        raise ValueError(f"{path} is a checkpoint of model {config.get('model')!r}, not {expected['model']!r}; {advice}")
-    diffs = {k: (config.get(k), v) for k, v in expected.items() if config.get(k) != v}
-    if diffs:
-        text = ", ".join(f"{k}: checkpoint {a!r} vs {now} {b!r}" for k, (a, b) in diffs.items())
-        raise ValueError(f"{path} was written with a different config ({text}); {advice}")
-
-
-def _check_resumable(saved: dict[str, Any], cfg: TrainConfig, model: nn.Module, path: Path) -> None:
-    missing = [k for k in _RESUME_KEYS if k not in saved]
-    if missing:
-        raise ValueError(f"{path} cannot be resumed: it has no {', '.join(missing)} (a weights-only checkpoint); "
-                         "use another output folder to train from scratch")
-    expected = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RESUME_FREE}
-    _check_config_matches(saved, expected, path, "now", "use another output folder or the same config")
-    if saved.get("num_params") != count_params(model):
-        raise ValueError(f"{path} holds {saved.get('num_params')} parameters, the model has {count_params(model)}")
-
-
-# Per-epoch history. lr: at the start of the epoch; train_*: running values over the
-# epoch's augmented batches; val_*/test_*: after the epoch, no TTA (val_* NaN without a
-# validation split); seconds and images_per_sec: training only, evaluation excluded.
-HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
-                "seconds", "images_per_sec")
+HISTORY_KEYS = (
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "test_loss",
+    "test_acc",
+    "seconds",
+    "images_per_sec",
+)
 
 
 def fit(
@@ -1120,8 +1069,10 @@ def fit(
     history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
     start_epoch = 0
     if resume and checkpoint is not None and checkpoint.exists():
+        from resnet_tools.checkpoints import check_resumable, load_checkpoint_dict  # it imports this module
+
         saved = load_checkpoint_dict(checkpoint)
-        _check_resumable(saved, cfg, model, checkpoint)
+        check_resumable(saved, cfg, model, checkpoint)
         model.load_state_dict(saved["model_state"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
@@ -1132,8 +1083,14 @@ def fit(
     # dynamic=False: the smaller last batch of an epoch gets its own static graph instead
     # of turning the batch size symbolic for every later step (automatic dynamic shapes).
     step_model = torch.compile(model, dynamic=False) if cfg.compile else model
-    bar = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch, disable=not progress,
-               desc=f"{cfg.model}/{cfg.recipe}", unit="step", dynamic_ncols=True)
+    bar = tqdm(
+        total=total_steps,
+        initial=start_epoch * steps_per_epoch,
+        disable=not progress,
+        desc=f"{cfg.model}/{cfg.recipe}",
+        unit="step",
+        dynamic_ncols=True,
+    )
     try:
         for epoch in range(start_epoch, cfg.epochs):
             model.train()
@@ -1162,33 +1119,19 @@ def fit(
             seconds = time.perf_counter() - t0
             val = evaluate(model, val_xy, stats=stats, bf16=cfg.bf16) if len(val_xy[1]) else None
             ev = evaluate(model, data, "test", tta=False, stats=stats, bf16=cfg.bf16)
-            history["epoch"].append(epoch + 1)
-            history["lr"].append(lr_now)
-            history["train_loss"].append(_mean_loss(losses, sizes))
-            history["train_acc"].append(hits[:seen].sum().item() / seen)
-            history["val_loss"].append(val.loss if val else math.nan)
-            history["val_acc"].append(val.accuracy if val else math.nan)
-            history["test_loss"].append(ev.loss)
-            history["test_acc"].append(ev.accuracy)
-            history["seconds"].append(seconds)
-            history["images_per_sec"].append(seen / seconds)
-            bar.set_postfix(epoch=f"{epoch + 1}/{cfg.epochs}", loss=f"{history['train_loss'][-1]:.3f}",
-                            **({"val_acc": f"{val.accuracy:.2%}"} if val else {"test_acc": f"{ev.accuracy:.2%}"}))
+            record = _epoch_record(
+                epoch + 1, lr_now, _mean_loss(losses, sizes), hits[:seen].sum().item() / seen, val, ev, seconds, seen
+            )
+            for key in HISTORY_KEYS:
+                history[key].append(record[key])
+            bar.set_postfix(
+                epoch=f"{epoch + 1}/{cfg.epochs}",
+                loss=f"{history['train_loss'][-1]:.3f}",
+                **({"val_acc": f"{val.accuracy:.2%}"} if val else {"test_acc": f"{ev.accuracy:.2%}"}),
+            )
             if checkpoint is not None:
-                _atomic_save(
-                    {
-                        "format": 1,
-                        "epoch": epoch + 1,
-                        "config": dataclasses.asdict(cfg),
-                        "num_params": count_params(model),
-                        "stats": {"mean": list(stats[0]), "std": list(stats[1])},
-                        "model_state": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "rng": {"data": gen.get_state()},
-                        "history": history,
-                    },
-                    checkpoint,
+                atomic_save(
+                    _checkpoint_state(epoch + 1, cfg, model, optimizer, scheduler, gen, stats, history), checkpoint
                 )
     finally:
         bar.close()
@@ -1196,8 +1139,13 @@ def fit(
 
 
 def train_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-    x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, device: torch.device,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: TrainConfig,
+    device: torch.device,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimization step on a prepared batch; returns (detached loss, logits) without a
     host sync. Shared by `fit` and the benchmark's fixed-batch ceiling."""
@@ -1209,6 +1157,57 @@ def train_step(
     optimizer.step()
     scheduler.step()
     return loss.detach(), logits
+
+
+def _epoch_record(
+    epoch: int,
+    lr: float,
+    train_loss: float,
+    train_acc: float,
+    val: EvalResult | None,
+    test: EvalResult,
+    seconds: float,
+    images: int,
+) -> dict[str, float]:
+    """One epoch's row of the history (HISTORY_KEYS); val_* are NaN without a validation split."""
+    return {
+        "epoch": epoch,
+        "lr": lr,
+        "train_loss": train_loss,
+        "train_acc": train_acc,
+        "val_loss": val.loss if val else math.nan,
+        "val_acc": val.accuracy if val else math.nan,
+        "test_loss": test.loss,
+        "test_acc": test.accuracy,
+        "seconds": seconds,
+        "images_per_sec": images / seconds,
+    }
+
+
+def _checkpoint_state(
+    epoch: int,
+    cfg: TrainConfig,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    gen: torch.Generator,
+    stats: tuple[tuple[float, ...], tuple[float, ...]],
+    history: dict[str, list[float]],
+) -> dict[str, Any]:
+    """What a checkpoint holds after `epoch` epochs: enough to rebuild the model for inference
+    (_CHECKPOINT_KEYS) and to resume training exactly (_RESUME_KEYS)."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "epoch": epoch,
+        "config": dataclasses.asdict(cfg),
+        "num_params": count_params(model),
+        "stats": {"mean": list(stats[0]), "std": list(stats[1])},
+        "model_state": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": {"data": gen.get_state()},
+        "history": history,
+    }
 
 
 def _mean_loss(losses: torch.Tensor, sizes: list[int]) -> float:
@@ -1234,121 +1233,10 @@ _CHECKPOINT_KEYS = ("format", "epoch", "config", "num_params", "stats", "model_s
 _RESUME_KEYS = ("optimizer", "scheduler", "rng", "history")
 
 
-def load_checkpoint_dict(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint written by `fit`, with weights_only=True: tensors and plain
-    containers only, so a malicious file cannot run code (TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD
-    does not override an explicit weights_only=True). Raises ValueError naming the file
-    for anything that is not such a checkpoint; FileNotFoundError if there is no file."""
-    import re  # stdlib; only to name the refused global
-
-    path = Path(path)
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except pickle.UnpicklingError as e:
-        found = re.search(r"GLOBAL (\S+)", str(e))
-        what = f"it asks for {found.group(1)}, which is not a tensor or a plain container" if found else (
-            "it is not a plain-tensor torch file")
-        raise ValueError(
-            f"{path}: refused to load: {what}. The file may be malicious or not a checkpoint; nothing in it "
-            "was run. Do not open it with torch.load(weights_only=False)."
-        ) from None
-    except (IsADirectoryError, PermissionError) as e:  # other OSErrors come from damaged zips
-        raise ValueError(f"{path}: cannot read the checkpoint ({e.strerror or e})") from None
-    except Exception as e:  # noqa: BLE001 - a damaged zip or pickle raises many types
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
-        raise ValueError(
-            f"{path}: truncated or corrupt checkpoint ({type(e).__name__}: {first}); expected a checkpoint.pt "
-            "written by resnet_lib (fit / train)"
-        ) from None
-    if not isinstance(saved, dict):
-        raise ValueError(f"{path}: holds a {type(saved).__name__}, not a resnet_lib checkpoint "
-                         f"(a dict with {', '.join(_CHECKPOINT_KEYS)})")
-    if "model_state" not in saved and saved and all(isinstance(v, torch.Tensor) for v in saved.values()):
-        raise ValueError(
-            f"{path}: is a bare state_dict ({len(saved)} tensors), not a resnet_lib checkpoint: without its "
-            "config, the model and its normalization are unknown. Use the checkpoint.pt that training wrote, "
-            "or an exported .safetensors file"
-        )
-    missing = [k for k in _CHECKPOINT_KEYS if k not in saved]
-    if missing:
-        raise ValueError(f"{path}: not a resnet_lib checkpoint: no {', '.join(map(repr, missing))} "
-                         f"(expected {', '.join(_CHECKPOINT_KEYS)})")
-    if saved["format"] != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: checkpoint format {saved['format']!r}; this resnet_lib reads format {CHECKPOINT_FORMAT}")
-    if not isinstance(saved["config"], dict) or not isinstance(saved["model_state"], dict):
-        raise ValueError(f"{path}: 'config' and 'model_state' must be dicts; not a resnet_lib checkpoint")
-    return saved
-
-
-def load_checkpoint(
-    path: str | Path, device: str = "auto", expect: TrainConfig | dict[str, Any] | None = None
-) -> tuple[ResNet, dict[str, Any]]:
-    """Rebuild the model stored in a checkpoint; return (model in eval mode, checkpoint dict).
-
-    `expect`: the config this checkpoint must have been trained with, as a TrainConfig
-    (fields that only change speed are ignored) or a dict of fields, e.g.
-    {"model": "improved"}; a mismatch raises ValueError saying which model or fields differ.
-    """
-    saved = load_checkpoint_dict(path)
-    cfg = saved["config"]
-    if expect is not None:
-        expected = dataclasses.asdict(expect) if isinstance(expect, TrainConfig) else dict(expect)
-        expected = {k: v for k, v in expected.items() if not (isinstance(expect, TrainConfig) and k in _RESUME_FREE)}
-        _check_config_matches(saved, expected, Path(path), "expected", "load the checkpoint of that run instead")
-    name = cfg.get("model")
-    if name not in ARCHS:
-        raise ValueError(f"{path}: unknown model {name!r} in checkpoint; valid: {', '.join(ARCHS)}")
-    model = build_model(name, allow_over_budget=bool(cfg.get("allow_over_budget")))
-    if saved.get("num_params") != count_params(model):
-        raise ValueError(f"{path}: holds {saved.get('num_params')} parameters, model {name!r} has {count_params(model)}")
-    try:
-        model.load_state_dict(saved["model_state"])
-    except RuntimeError as e:
-        raise ValueError(f"{path}: its tensors do not match model {name!r} ({str(e).splitlines()[0]})") from None
-    model.to(resolve_device(device)).eval()
-    return model, saved
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    return x
-
-
-def write_json(obj: Any, path: str | Path) -> None:
-    """Write JSON atomically (temp file + rename)."""
-    _atomic_write(Path(path), "w", lambda f: f.write(json.dumps(_jsonable(obj), indent=2) + "\n"))
-
-
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"{device.type} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-def _check_existing_checkpoint(path: Path, cfg: TrainConfig, model: nn.Module, resume: bool) -> None:
-    """Before any training: a checkpoint to resume must match this run; one of an
-    unfinished run (a closed session) is never overwritten by a run that does not resume it.
-    A finished run's checkpoint, or an unreadable file, is overwritten by a new run."""
-    if resume:
-        _check_resumable(load_checkpoint_dict(path), cfg, model, path)
-        return
-    try:
-        saved = load_checkpoint_dict(path)
-    except ValueError:
-        return  # corrupt or foreign: nothing to resume, so nothing is lost by replacing it
-    done, total = saved["epoch"], saved["config"].get("epochs")
-    if isinstance(done, int) and isinstance(total, int) and done < total:
-        raise ValueError(
-            f"{path} holds an unfinished run (epoch {done} of {total}); continue it with --resume "
-            "(resume=True), or delete it or choose another output folder to start over"
-        )
 
 
 def train_and_evaluate(
@@ -1377,7 +1265,9 @@ def train_and_evaluate(
         check_writable(out)
     model = build_model(cfg.model, seed=cfg.seed, allow_over_budget=cfg.allow_over_budget)
     if checkpoint is not None and checkpoint.exists():
-        _check_existing_checkpoint(checkpoint, cfg, model, resume)
+        from resnet_tools.checkpoints import check_existing_checkpoint  # it imports this module
+
+        check_existing_checkpoint(checkpoint, cfg, model, resume)
     if data is None:
         data = load_cifar10(data_dir, download=download)
     device = resolve_device(cfg.device)
@@ -1403,8 +1293,14 @@ def train_and_evaluate(
             "tta": cfg.tta,
             "best_val_epoch": history["epoch"][val_acc.index(max(val_acc))] if val_acc else None,
         },
-        "data": {"root": data.root, "official": data.official, "n_train": len(train_x),
-                 "n_val": len(val_xy[1]), "n_test": len(data.test_y)},
+        "data": {
+            "label": data.label,
+            "root": data.root,
+            "official": data.official,
+            "n_train": len(train_x),
+            "n_val": len(val_xy[1]),
+            "n_test": len(data.test_y),
+        },
         "device": device_name(device),
         "wall_seconds": wall,
         "train_seconds": sum(history["seconds"]),
@@ -1417,695 +1313,64 @@ def train_and_evaluate(
 
 
 # ---------------------------------------------------------------------------------------
-# 4b. Inference on new images, and shareable weights
+# Names the notebooks use from resnet_tools, loaded on first use (no import cycle, no
+# matplotlib or pandas at import time): rl.plot_confusion_matrix is figures.plot_confusion_matrix.
 # ---------------------------------------------------------------------------------------
-def as_nchw_uint8(images: Any) -> torch.Tensor:
-    """uint8 images as (N, 3, 32, 32) from (N, 32, 32, 3), (N, 3, 32, 32) or flat
-    channel-major rows (N, 3072) as in the CIFAR batch files."""
-    x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
-    if x.dtype != torch.uint8:
-        raise ValueError(f"images must be uint8 (0..255), got {x.dtype}")
-    if x.ndim == 2 and x.shape[1] == 3 * 32 * 32:
-        return x.reshape(-1, 3, 32, 32)
-    if x.ndim == 4 and tuple(x.shape[1:]) == (3, 32, 32):
-        return x
-    if x.ndim == 4 and tuple(x.shape[1:]) == (32, 32, 3):
-        return x.permute(0, 3, 1, 2).contiguous()
-    raise ValueError(f"images must have shape (N, 32, 32, 3), (N, 3, 32, 32) or (N, 3072); got {tuple(x.shape)}")
-
-
-def predict(
-    model: nn.Module,
-    images: Any,
-    stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
-    tta: bool = False,
-    batch_size: int = 1000,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(labels (N,), probabilities (N, 10)) for uint8 images in any layout as_nchw_uint8 takes.
-
-    `stats` is the normalization the model was trained with (a checkpoint's "stats");
-    default: the reference statistics of the official training set.
-    """
-    x = as_nchw_uint8(images)
-    stats = stats if stats is not None else (CIFAR10_MEAN, CIFAR10_STD)
-    probs = _logits(model, x, stats, tta=tta, batch_size=batch_size).softmax(1)
-    return probs.argmax(1), probs
-
-
-def _stats_of(saved: dict[str, Any]) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    return tuple(saved["stats"]["mean"]), tuple(saved["stats"]["std"])
-
-
-EXPORT_FORMAT = "resnet_lib/1"
-
-
-def export_safetensors(checkpoint: str | Path, out: str | Path) -> Path:
-    """Write a checkpoint's weights as safetensors (no pickle), with its config,
-    normalization statistics and parameter count in the file's metadata."""
-    from safetensors.torch import save_file
-
-    model, saved = load_checkpoint(checkpoint, device="cpu")
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    meta = {
-        "format": EXPORT_FORMAT,
-        "model": saved["config"]["model"],
-        "num_params": str(saved["num_params"]),
-        "config": json.dumps(saved["config"]),
-        "stats": json.dumps(saved["stats"]),
-    }
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(out), metadata=meta)
-    return out
-
-
-def load_pretrained(path: str | Path, device: str = "auto") -> tuple[ResNet, dict[str, Any]]:
-    """Rebuild the model of an exported .safetensors file; return (model in eval mode,
-    {"config", "stats", "num_params"}). Refuses a file whose parameter count or tensors
-    do not match the architecture its metadata names."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
-
-    path = Path(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        state = load_file(str(path))
-    except (SafetensorError, OSError) as e:
-        raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
-    if meta.get("format") != EXPORT_FORMAT:
-        raise ValueError(f"{path}: metadata format {meta.get('format')!r}, expected {EXPORT_FORMAT!r} (export it with resnet_lib.py export)")
-    config = json.loads(meta["config"])
-    name = config.get("model")
-    if name not in ARCHS:
-        raise ValueError(f"{path}: unknown model {name!r}; valid: {', '.join(ARCHS)}")
-    model = build_model(name, allow_over_budget=bool(config.get("allow_over_budget")))
-    n_file = sum(v.numel() for k, v in state.items() if "running_" not in k and "num_batches" not in k)
-    if int(meta.get("num_params", -1)) != count_params(model) or n_file != count_params(model):
-        raise ValueError(
-            f"{path}: holds {n_file:,} parameters (metadata says {meta.get('num_params')}), "
-            f"but model {name!r} has {count_params(model):,}; refusing to load"
-        )
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise ValueError(f"{path}: tensors do not match model {name!r}: {e}") from None
-    model.to(resolve_device(device)).eval()
-    return model, {"config": config, "stats": json.loads(meta["stats"]), "num_params": count_params(model)}
-
-
-def load_for_inference(path: str | Path, device: str = "auto") -> tuple[ResNet, tuple[tuple[float, ...], tuple[float, ...]]]:
-    """(model, normalization stats) from a training checkpoint (.pt) or an export (.safetensors)."""
-    if str(path).endswith(".safetensors"):
-        model, meta = load_pretrained(path, device)
-    else:
-        model, meta = load_checkpoint(path, device)
-    return model, _stats_of(meta)
-
-
-def read_unlabeled(path: str | Path) -> tuple[torch.Tensor, list[Any]]:
-    """(uint8 images (N, 3, 32, 32), ids) from a .npy array, or a pickle holding a dict with
-    'data' and optionally 'ids' (loaded with the restricted unpickler, never pickle.load)."""
-    path = Path(path)
-    if path.suffix == ".npy":
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except ValueError as e:
-            raise DataError(f"{path}: not a plain numpy array ({e})") from None
-        x = as_nchw_uint8(arr)
-        return x, list(range(len(x)))
-    try:
-        obj = safe_unpickle(path)
-    except RefusedPickle as e:
-        raise DataError(f"{path}: refused: {e}; nothing in it was run") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, AttributeError) as e:
-        raise DataError(f"{path}: unreadable pickle ({type(e).__name__}: {e})") from None
-    if not isinstance(obj, dict):
-        raise DataError(f"{path}: expected a dict with 'data' (and optionally 'ids'), got {type(obj).__name__}")
-    obj = {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
-    if "data" not in obj:
-        raise DataError(f"{path}: no 'data' key (found {sorted(obj)})")
-    try:
-        x = as_nchw_uint8(np.asarray(obj["data"]))
-    except ValueError as e:
-        raise DataError(f"{path}: {e}") from None
-    ids = obj.get("ids", obj.get("id"))
-    ids = list(range(len(x))) if ids is None else [i.item() if hasattr(i, "item") else i for i in ids]
-    if len(ids) != len(x):
-        raise DataError(f"{path}: {len(ids)} ids for {len(x)} images")
-    return x, ids
-
-
-def write_submission(path: str | Path, ids: list[Any], labels: torch.Tensor) -> Path:
-    """CSV with header ID,Labels (labels as class indices), the class-competition format."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = ["ID,Labels"] + [f"{i},{int(c)}" for i, c in zip(ids, labels.tolist())]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-# ---------------------------------------------------------------------------------------
-# 6. Figures and tables
-# ---------------------------------------------------------------------------------------
-# Plot and table helpers the notebooks call (matplotlib, seaborn, pandas imported inside).
-# Every plot function returns a matplotlib Figure in FIGURE_STYLE; `save_figure` writes it.
-
-# The seed report's results table: (training accuracy, test accuracy) in %, keyed by
-# (model, recipe, optimizer). Shown beside our numbers, labelled "reported by the seed".
-SEED_REPORTED: dict[tuple[str, str, str], tuple[float, float]] = {
-    ("lite", "seed", "sgd"): (79.12, 79.87),
-    ("improved", "seed", "sgd"): (94.65, 89.68),
-    ("improved", "seed", "adam"): (98.42, 91.52),
+_REEXPORTS = {
+    "resnet_tools.checkpoints": ("load_checkpoint", "load_checkpoint_dict"),
+    "resnet_tools.safeio": ("write_json", "check_writable", "atomic_write", "atomic_save"),
+    "resnet_tools.inference": (
+        "predict",
+        "export_safetensors",
+        "load_pretrained",
+        "load_for_inference",
+        "read_unlabeled",
+        "write_submission",
+        "as_nchw_uint8",
+    ),
+    "resnet_tools.results": (
+        "SEED_REPORTED",
+        "run_name",
+        "optimizer_label",
+        "run_label",
+        "load_results",
+        "saved_results",
+        "best_run",
+        "results_table",
+        "write_table",
+        "class_counts",
+        "channel_stats_table",
+        "confusion_matrix",
+        "per_class_accuracy",
+        "confused_pairs",
+    ),
+    "resnet_tools.figures": (
+        "save_figure",
+        "plot_class_balance",
+        "plot_samples_per_class",
+        "plot_augmentation_preview",
+        "plot_training_curves",
+        "plot_confusion_matrix",
+        "plot_per_class_accuracy",
+        "plot_misclassified",
+        "plot_predictions",
+    ),
+    "resnet_tools.cli": ("main",),
 }
-# seaborn's "colorblind" palette (distinguishable with the common colour-vision deficiencies).
-PALETTE = ("#0173b2", "#de8f05", "#029e73", "#d55e00", "#cc78bc", "#ca9161", "#fbafe4", "#949494", "#ece133", "#56b4e9")
-# One style for every figure: sizes in points, for figures printed at 3.5-7 inches wide.
-FIGURE_STYLE: dict[str, Any] = {
-    "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8, "xtick.labelsize": 8,
-    "ytick.labelsize": 8, "axes.grid": True, "grid.alpha": 0.3, "grid.linewidth": 0.6, "axes.spines.top": False,
-    "axes.spines.right": False, "legend.frameon": False, "lines.linewidth": 1.5, "image.interpolation": "nearest",
-    "pdf.fonttype": 42, "ps.fonttype": 42,  # TrueType fonts embedded in the PDF, not Type 3
-}
-_SPLIT_STYLE = {"train": "--", "val": "-", "test": ":"}  # line style per split in curve plots
+_REEXPORTED = {name: module for module, names in _REEXPORTS.items() for name in names}
 
 
-def _pyplot() -> Any:
-    """(matplotlib.pyplot, a context manager applying FIGURE_STYLE). pyplot picks its backend
-    itself: inline in Jupyter, Agg when headless."""
-    import contextlib
+def __getattr__(name: str) -> Any:
+    if name in _REEXPORTED:
+        return getattr(importlib.import_module(_REEXPORTED[name]), name)
+    raise AttributeError(f"module 'resnet_lib' has no attribute {name!r}")
 
-    import matplotlib
-    import matplotlib.pyplot as plt
-    from cycler import cycler
 
-    @contextlib.contextmanager
-    def style() -> Iterator[None]:
-        with plt.rc_context({**FIGURE_STYLE, "axes.prop_cycle": cycler(color=PALETTE)}):
-            yield
-            # Jupyter's inline backend, if first loaded inside the context, turns interactive
-            # mode on; rc_context would undo that and later figures would not be shown.
-            interactive = matplotlib.is_interactive()
-        matplotlib.interactive(interactive)
-
-    return plt, style()
-
-
-def save_figure(fig: Any, name: str, figures_dir: str | Path) -> tuple[Path, Path]:
-    """Write `figures_dir/name.pdf` (vector, fonts embedded) and `name.png` (200 dpi)."""
-    if not name or Path(name).name != name or Path(name).suffix.lower() in (".pdf", ".png"):
-        raise ValueError(f"figure name {name!r} must be a bare file name without extension, e.g. 'lite_training_curves'")
-    import matplotlib
-
-    folder = Path(figures_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    pdf, png = folder / f"{name}.pdf", folder / f"{name}.png"
-    with matplotlib.rc_context({"pdf.fonttype": 42, "ps.fonttype": 42}):
-        fig.savefig(pdf, bbox_inches="tight", metadata={"CreationDate": None})  # reproducible bytes
-        fig.savefig(png, dpi=200, bbox_inches="tight")
-    return pdf, png
-
-
-def _show_image(ax: Any, img: torch.Tensor, title: str | None = None) -> None:
-    """A uint8 (3, H, W) image on `ax`, without ticks, grid or frame."""
-    ax.imshow(img.permute(1, 2, 0).numpy())
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.grid(False)
-    for spine in ax.spines.values():
-        spine.set_visible(False)
-    if title:
-        ax.set_title(title, fontsize=7, pad=2)
-
-
-def class_counts(data: CIFAR10) -> Any:
-    """pandas DataFrame: images per class in the training and test sets."""
-    import pandas as pd
-
-    n = len(data.classes)
-    return pd.DataFrame(
-        {"train": np.bincount(data.train_y.numpy(), minlength=n), "test": np.bincount(data.test_y.numpy(), minlength=n)},
-        index=pd.Index(data.classes, name="class"),
-    )
-
-
-def plot_class_balance(data: CIFAR10) -> Any:
-    """Bar chart: each class's share of the training and test sets (10% = balanced)."""
-    counts = class_counts(data)
-    plt, style = _pyplot()
-    with style:
-        fig, ax = plt.subplots(figsize=(7.0, 2.6))
-        x = np.arange(len(counts))
-        for i, split in enumerate(("train", "test")):
-            share = 100 * counts[split] / max(1, counts[split].sum())
-            ax.bar(x + (i - 0.5) * 0.4, share, 0.4, label=f"{split} ({counts[split].sum():,} images)")
-        ax.axhline(100 / len(counts), color="0.3", lw=0.8, ls="--", label="balanced")
-        ax.set_xticks(x, counts.index, rotation=30, ha="right")
-        ax.set(ylabel="share of split (%)", title="Class balance")
-        ax.legend(ncols=3, loc="lower center", bbox_to_anchor=(0.5, 1.08))
-    return fig
-
-
-def plot_samples_per_class(data: CIFAR10, per_class: int = 8, seed: int = 0) -> Any:
-    """Grid of random training images: one row per class."""
-    rng = np.random.default_rng(seed)
-    y = data.train_y.numpy()
-    plt, style = _pyplot()
-    with style:
-        fig, axes = plt.subplots(len(data.classes), per_class, figsize=(0.6 * per_class + 0.8, 0.6 * len(data.classes)),
-                                 squeeze=False, gridspec_kw=dict(wspace=0.05, hspace=0.05))
-        for c, row in enumerate(axes):
-            idx = np.flatnonzero(y == c)
-            pick = rng.choice(idx, size=min(per_class, len(idx)), replace=False)
-            for ax, i in zip(row, pick):
-                _show_image(ax, data.train_x[i])
-            for ax in row[len(pick):]:
-                ax.set_axis_off()
-            row[0].set_axis_on()
-            row[0].set_ylabel(data.classes[c], rotation=0, ha="right", va="center", fontsize=8)
-        fig.suptitle("Random training images per class", y=0.92)
-    return fig
-
-
-def plot_augmentation_preview(data: CIFAR10, cfg: TrainConfig, n_images: int = 6, draws: int = 7, seed: int = 0) -> Any:
-    """Training images (one per class) and `draws` random augmentations of each, as `cfg` trains.
-
-    Uses the training pipeline's own `augment` (crop, flip) and `cutout`; a cutout square
-    is shown in the mean colour, which is what zero means after normalization.
-    """
-    rng = np.random.default_rng(seed)
-    y = data.train_y.numpy()
-    idx = [rng.choice(np.flatnonzero(y == c)) for c in range(min(n_images, len(data.classes))) if (y == c).any()]
-    x = data.train_x[torch.as_tensor(idx)]
-    gen = torch.Generator().manual_seed(seed)
-    fill = torch.tensor(CIFAR10_MEAN).mul(255).round().to(torch.uint8)[None, :, None, None]
-    columns = [x]
-    for _ in range(draws):
-        a = augment(x, gen, crop=cfg.crop, flip=cfg.flip)
-        if cfg.cutout:
-            keep = cutout(torch.ones(len(a), 1, *a.shape[2:]), cfg.cutout, gen).bool()
-            a = torch.where(keep, a, fill)
-        columns.append(a)
-    parts = [p for p, on in (("random crop (zero-padded by 4 px)", cfg.crop), ("horizontal flip", cfg.flip),
-                             (f"cutout {cfg.cutout} px", cfg.cutout)) if on] or ["none"]
-    plt, style = _pyplot()
-    with style:
-        fig, axes = plt.subplots(len(idx), draws + 1, figsize=(0.7 * (draws + 1), 0.75 * len(idx)), squeeze=False,
-                                 gridspec_kw=dict(wspace=0.05, hspace=0.1))
-        for r, row in enumerate(axes):
-            for c, ax in enumerate(row):
-                _show_image(ax, columns[c][r], ("original" if c == 0 else f"draw {c}") if r == 0 else None)
-            row[0].set_ylabel(data.classes[y[idx[r]]], rotation=0, ha="right", va="center", fontsize=8)
-            row[0].spines["left"].set_visible(False)
-        fig.suptitle(f"Training augmentation, {cfg.recipe} recipe\n{', '.join(parts)}", y=1.0)
-    return fig
-
-
-def channel_stats_table(data: CIFAR10) -> Any:
-    """pandas DataFrame: per-channel mean and std of the training images (pixels in [0, 1])
-    beside CIFAR10_MEAN / CIFAR10_STD, the official training set's values."""
-    import pandas as pd
-
-    mean, std = channel_stats(data.train_x)
-    return pd.DataFrame(
-        {"mean (this data)": mean, "mean (CIFAR10_MEAN)": CIFAR10_MEAN, "std (this data)": std, "std (CIFAR10_STD)": CIFAR10_STD},
-        index=pd.Index(["red", "green", "blue"], name="channel"),
-    ).round(4)
-
-
-def run_name(cfg: TrainConfig | dict[str, Any]) -> str:
-    """Folder name of a run under the results folder: model-recipe, plus the optimizer for
-    the seed recipe (its comparison) or where it differs from the recipe's."""
-    c = cfg if isinstance(cfg, dict) else dataclasses.asdict(cfg)
-    name = f"{c['model']}-{c['recipe']}"
-    if c["recipe"] == "seed" or c["optimizer"] != RECIPES.get(c["recipe"], {}).get("optimizer"):
-        name += f"-{c['optimizer']}"
-    return name
-
-
-def optimizer_label(c: dict[str, Any]) -> str:
-    if c["optimizer"] == "sgd":
-        return ("SGD + Nesterov momentum" if c.get("nesterov") else "SGD + momentum") if c.get("momentum") else "SGD"
-    return {"adam": "Adam", "adamw": "AdamW"}.get(c["optimizer"], c["optimizer"])
-
-
-def run_label(c: dict[str, Any]) -> str:
-    """Human-readable name of a run's config dict, for legends and titles."""
-    return f"{c['model'].capitalize()}, {c['recipe']} recipe, {optimizer_label(c)}"
-
-
-def load_results(results_dir: str | Path) -> dict[str, dict[str, Any]]:
-    """Every `results_dir/<run>/results.json`, by run name, in a fixed order (model, recipe, optimizer)."""
-    runs = {p.parent.name: json.loads(p.read_text()) for p in Path(results_dir).glob("*/results.json")}
-
-    def key(item: tuple[str, dict[str, Any]]) -> tuple[Any, ...]:
-        c = item[1]["config"]
-        order = lambda seq, v: list(seq).index(v) if v in seq else len(seq)  # noqa: E731
-        return order(ARCHS, c["model"]), order(RECIPES, c["recipe"]), order(OPTIMIZERS, c["optimizer"]), item[0]
-
-    return dict(sorted(runs.items(), key=key))
-
-
-def saved_results(results_dir: str | Path, cfg: TrainConfig, data: CIFAR10) -> dict[str, Any] | None:
-    """The results of an earlier run of exactly `cfg` on the same data (results.json and
-    checkpoint.pt present), or None. Fields that change only speed may differ."""
-    folder = Path(results_dir) / run_name(cfg)
-    if not (folder / "results.json").is_file() or not (folder / "checkpoint.pt").is_file():
-        return None
-    res = json.loads((folder / "results.json").read_text())
-    speed_only = {"device", "compile", "channels_last"}
-    same_cfg = {k: v for k, v in res.get("config", {}).items() if k not in speed_only} == {
-        k: v for k, v in dataclasses.asdict(cfg).items() if k not in speed_only}
-    d = res.get("data", {})
-    same_data = (Path(d.get("root", "")).resolve() == Path(data.root).resolve() and d.get("official") == data.official
-                 and d.get("n_test") == len(data.test_y))
-    return res if same_cfg and same_data else None
-
-
-def plot_training_curves(
-    histories: dict[str, dict[str, list[float]]], title: str | None = None, splits: tuple[str, ...] = ("train", "val", "test")
-) -> Any:
-    """Loss and accuracy per epoch: one colour per run (the dict's keys label them), one
-    line style per split. Splits a history lacks (no validation set, say) are skipped."""
-    from matplotlib.lines import Line2D
-    from matplotlib.ticker import MaxNLocator
-
-    plt, style = _pyplot()
-    with style:
-        fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(7.0, 2.7))
-        shown: set[str] = set()
-        for color, (label, h) in zip(PALETTE, histories.items()):
-            epochs = h["epoch"]
-            marker = "o" if len(epochs) <= 12 else None
-            for split in splits:
-                acc = np.array(h.get(f"{split}_acc") or [np.nan], dtype=float)
-                if np.isnan(acc).all():
-                    continue
-                loss = np.array(h[f"{split}_loss"], dtype=float)
-                kw = dict(color=color, ls=_SPLIT_STYLE[split], marker=marker, ms=3)
-                ax_loss.plot(epochs, loss, **kw)
-                ax_acc.plot(epochs, 100 * acc, **kw)
-                shown.add(split)
-        ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss")
-        ax_acc.set(xlabel="epoch", ylabel="accuracy (%)")
-        last = max((max(h["epoch"], default=1) for h in histories.values()), default=1)
-        for ax in (ax_loss, ax_acc):
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=min(last, 10)))
-            ax.set_xlim(0.5 if last <= 12 else 0, last + 0.5 if last <= 12 else last)
-        names = {"train": "training (running, over the epoch)", "val": "validation (after the epoch)",
-                 "test": "test (after the epoch)"}
-        if title:
-            fig.suptitle(title)
-        fig.tight_layout()
-        # Two legends under the panels: colours = runs (left), line styles = splits (right).
-        fig.legend(handles=[Line2D([], [], color=c, label=k) for c, k in zip(PALETTE, histories)],
-                   loc="upper left", bbox_to_anchor=(0.06, 0.0))
-        fig.legend(handles=[Line2D([], [], color="0.3", ls=_SPLIT_STYLE[s], label=names[s]) for s in splits if s in shown],
-                   loc="upper right", bbox_to_anchor=(0.98, 0.0))
-    return fig
-
-
-def results_table(results: list[dict[str, Any]]) -> Any:
-    """pandas DataFrame, one row per run, in the seed report's form (model, optimizer,
-    parameters, training and test accuracy in %) plus recipe, validation accuracy, epochs,
-    data, device and wall time, and the seed's reported numbers where a row repeats its run."""
-    import pandas as pd
-
-    rows = []
-    for r in results:
-        c, fin, d = r["config"], r["final"], r.get("data", {})
-        reported = SEED_REPORTED.get((c["model"], c["recipe"], c["optimizer"]), (math.nan, math.nan))
-        val = fin.get("val_acc")
-        kind = "CIFAR-10" if d.get("official") else "subset"
-        rows.append({
-            "run": run_name(c),
-            "model": c["model"].capitalize(),
-            "recipe": c["recipe"],
-            "optimizer": optimizer_label(c),
-            "parameters": r["num_params"],
-            "train acc (%)": round(100 * fin["train_acc"], 2),
-            "val acc (%)": round(100 * val, 2) if val is not None else math.nan,
-            "test acc (%)": round(100 * fin["test_acc"], 2),
-            "test TTA": bool(fin.get("tta")),
-            "epochs": len(r["history"]["epoch"]),
-            "data": f"{kind}, {d.get('n_train', 0):,} train / {d.get('n_test', 0):,} test",
-            "device": r.get("device", ""),
-            "wall time (min)": round(r["wall_seconds"] / 60, 2),
-            "train acc reported by the seed (%)": reported[0],
-            "test acc reported by the seed (%)": reported[1],
-        })
-    table = pd.DataFrame(rows)
-    return table.dropna(axis=1, how="all") if len(table) else table  # no val column without a validation split
-
-
-def _format_cell(v: Any, latex: bool) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "--" if latex else "–"
-    if isinstance(v, (bool, np.bool_)):
-        return "yes" if v else "no"
-    if isinstance(v, (int, np.integer)):
-        text = f"{int(v):,}"
-    elif isinstance(v, (float, np.floating)):
-        text = f"{float(v):.2f}"
-    else:
-        text = str(v)
-    if latex:
-        specials = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-        text = "".join(specials.get(ch, ch) for ch in text)
-    return text.replace("|", "\\|") if not latex else text
-
-
-def write_table(table: Any, stem: str | Path) -> tuple[Path, Path, Path]:
-    """Write a DataFrame as stem.csv (raw numbers), stem.md and stem.tex (a booktabs
-    `tabular`, for \\input inside the report's own table environment)."""
-    stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = stem.with_suffix(".csv"), stem.with_suffix(".md"), stem.with_suffix(".tex")
-    table.to_csv(paths[0], index=False)
-    cols = list(table.columns)
-    numeric = [table[c].dtype.kind in "iuf" for c in cols]
-    body = [[_format_cell(v, latex=False) for v in row] for row in table.itertuples(index=False)]
-    md = ["| " + " | ".join(cols) + " |", "|" + "|".join("---:" if n else ":---" for n in numeric) + "|"]
-    md += ["| " + " | ".join(row) + " |" for row in body]
-    paths[1].write_text("\n".join(md) + "\n")
-    tex = ["% written by resnet_lib.write_table; needs \\usepackage{booktabs}",
-           "\\begin{tabular}{" + "".join("r" if n else "l" for n in numeric) + "}", "\\toprule",
-           " & ".join(_format_cell(c, latex=True) for c in cols) + " \\\\", "\\midrule"]
-    tex += [" & ".join(_format_cell(v, latex=True) for v in row) + " \\\\" for row in table.itertuples(index=False)]
-    tex += ["\\bottomrule", "\\end{tabular}"]
-    paths[2].write_text("\n".join(tex) + "\n")
-    return paths
-
-
-def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, num_classes: int = len(CLASSES)) -> np.ndarray:
-    """Counts, rows = true class, columns = predicted class."""
-    y, p = np.asarray(labels, dtype=np.int64), np.asarray(predictions, dtype=np.int64)
-    return np.bincount(y * num_classes + p, minlength=num_classes**2).reshape(num_classes, num_classes)
-
-
-def plot_confusion_matrix(cm: np.ndarray, title: str | None = None, classes: tuple[str, ...] = CLASSES) -> Any:
-    """Heatmap of the confusion matrix normalized per true class (each row sums to 100%)."""
-    import seaborn as sns
-
-    pct = 100 * cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    plt, style = _pyplot()
-    with style:
-        fig, ax = plt.subplots(figsize=(4.8, 4.2))
-        sns.heatmap(pct, annot=True, fmt=".0f", annot_kws={"size": 7}, cmap="Blues", vmin=0, vmax=100, square=True,
-                    xticklabels=classes, yticklabels=classes, cbar_kws={"label": "% of the true class", "shrink": 0.8}, ax=ax)
-        ax.set(xlabel="predicted class", ylabel="true class")
-        ax.grid(False)
-        ax.tick_params(axis="x", rotation=45)
-        plt.setp(ax.get_xticklabels(), ha="right", rotation_mode="anchor")
-        if title:
-            ax.set_title(title)
-    return fig
-
-
-def per_class_accuracy(evals: dict[str, EvalResult], classes: tuple[str, ...] = CLASSES) -> Any:
-    """pandas DataFrame of test accuracy (%) per class (rows) and run (columns)."""
-    import pandas as pd
-
-    cols = {}
-    for name, ev in evals.items():
-        cm = confusion_matrix(ev.labels, ev.predictions, len(classes))
-        cols[name] = (100 * np.diag(cm) / np.maximum(cm.sum(axis=1), 1)).round(2)
-    return pd.DataFrame(cols, index=pd.Index(classes, name="class"))
-
-
-def plot_per_class_accuracy(table: Any, labels: dict[str, str] | None = None) -> Any:
-    """Grouped bars: test accuracy per class, one bar per run (column of `table`)."""
-    plt, style = _pyplot()
-    with style:
-        fig, ax = plt.subplots(figsize=(7.0, 2.8))
-        x = np.arange(len(table))
-        width = 0.8 / max(1, table.shape[1])
-        for i, col in enumerate(table.columns):
-            ax.bar(x + (i - (table.shape[1] - 1) / 2) * width, table[col], width, label=(labels or {}).get(col, col))
-        ax.set_xticks(x, table.index, rotation=30, ha="right")
-        ax.set(ylabel="test accuracy (%)", ylim=(0, 100), title="Test accuracy per class")
-        ax.legend(ncols=min(2, table.shape[1]), loc="upper center", bbox_to_anchor=(0.5, -0.25))
-    return fig
-
-
-def confused_pairs(evals: dict[str, EvalResult], k: int = 5, classes: tuple[str, ...] = CLASSES) -> Any:
-    """pandas DataFrame: per run, the k class pairs most often confused (both directions added)."""
-    import pandas as pd
-
-    tables = []
-    for name, ev in evals.items():
-        cm = confusion_matrix(ev.labels, ev.predictions, len(classes))
-        rows = []
-        for a in range(len(classes)):
-            for b in range(a + 1, len(classes)):
-                n_ab, n_ba, total = int(cm[a, b]), int(cm[b, a]), int(cm[a].sum() + cm[b].sum())
-                rows.append({"run": name, "class A": classes[a], "class B": classes[b], "A predicted as B": n_ab,
-                             "B predicted as A": n_ba, "confusions": n_ab + n_ba,
-                             "% of A and B test images": round(100 * (n_ab + n_ba) / max(total, 1), 2)})
-        table = pd.DataFrame(rows).sort_values(["confusions", "class A", "class B"], ascending=[False, True, True])
-        tables.append(table.head(k))
-    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
-
-
-def plot_misclassified(images: torch.Tensor, ev: EvalResult, n: int = 20, cols: int = 5, seed: int = 0,
-                       title: str | None = None, classes: tuple[str, ...] = CLASSES) -> Any:
-    """A seeded random sample of misclassified images, each labelled with its true class,
-    the predicted class and the predicted class's softmax probability."""
-    wrong = torch.nonzero(ev.predictions != ev.labels).flatten().numpy()
-    pick = np.sort(np.random.default_rng(seed).choice(wrong, size=min(n, len(wrong)), replace=False))
-    probs = ev.logits.softmax(dim=1)
-    rows = max(1, math.ceil(len(pick) / cols))
-    plt, style = _pyplot()
-    with style:
-        # Columns wide enough for "→ automobile 100%" at 7 pt without touching the next title.
-        fig, axes = plt.subplots(rows, cols, figsize=(1.35 * cols, 1.15 * rows + 0.45), squeeze=False,
-                                 gridspec_kw=dict(wspace=0.25, hspace=0.5))
-        for ax in axes.flat:
-            ax.set_axis_off()
-        for ax, i in zip(axes.flat, pick):
-            ax.set_axis_on()
-            p = int(ev.predictions[i])
-            _show_image(ax, images[i], f"{classes[int(ev.labels[i])]}\n→ {classes[p]} {probs[i, p]:.0%}")
-        if not len(pick):
-            axes.flat[0].text(0, 0.5, "no misclassified images", transform=axes.flat[0].transAxes)
-        head = title or "Misclassified test images"
-        fig.suptitle(f"{head}\n(true class → predicted class, its probability; {len(pick)} of {len(wrong):,} errors "
-                     f"in {len(ev.labels):,} images)", y=1.0)
-    return fig
-
-
-def plot_predictions(images: torch.Tensor, probs: torch.Tensor, n: int = 10, cols: int = 5,
-                     title: str | None = None, classes: tuple[str, ...] = CLASSES) -> Any:
-    """Predictions on unlabeled images: the n most confident (top rows) and the n least
-    confident (bottom rows), each labelled with the predicted class and its probability."""
-    conf, pred = probs.max(dim=1)
-    order = torch.argsort(conf, descending=True)
-    groups = [("most confident", order[:n]), ("least confident", order.flip(0)[:n])]
-    rows_per = max(1, math.ceil(n / cols))
-    plt, style = _pyplot()
-    with style:
-        fig, axes = plt.subplots(2 * rows_per, cols, figsize=(1.35 * cols, 2.3 * rows_per + 0.6), squeeze=False,
-                                 gridspec_kw=dict(wspace=0.25, hspace=0.5))
-        for ax in axes.flat:
-            ax.set_axis_off()
-        for g, (label, idx) in enumerate(groups):
-            for k, i in enumerate(idx.tolist()):
-                ax = axes[g * rows_per + k // cols, k % cols]
-                ax.set_axis_on()
-                head = f"{label}\n" if k == 0 else "\n"
-                _show_image(ax, images[i], f"{head}{classes[int(pred[i])]} {conf[i]:.0%}")
-        fig.suptitle(title or f"Predictions on {len(probs):,} unlabeled images (predicted class, its probability)", y=1.0)
-    return fig
-
-
-# ---------------------------------------------------------------------------------------
-# 5. Command line
-# ---------------------------------------------------------------------------------------
-def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    """One option per TrainConfig field (default None = the recipe's value)."""
-    for f in dataclasses.fields(TrainConfig):
-        if f.name == "recipe":
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool", bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
-        else:
-            typ = {"int": int, "float": float}.get(str(f.type), str)
-            choices = {"model": tuple(ARCHS), "optimizer": OPTIMIZERS, "schedule": SCHEDULES}.get(f.name)
-            parser.add_argument(flag, type=typ, default=None, choices=choices)
-
-
-def _cmd_train(args: argparse.Namespace) -> None:
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name != "recipe"}
-    cfg = TrainConfig.from_recipe(args.recipe, **overrides)
-    _, res = train_and_evaluate(cfg, data_dir=args.data_dir, out_dir=args.out, download=not args.no_download,
-                                resume=args.resume, progress=not args.quiet)
-    fin = res["final"]
-    val = f"val acc {fin['val_acc']:.2%}, " if fin["val_acc"] is not None else ""
-    print(
-        f"{cfg.model} {cfg.recipe}: {val}test acc {fin['test_acc']:.2%}{' (flip TTA)' if fin['tta'] else ''}, "
-        f"train acc {fin['train_acc']:.2%}, {res['num_params']:,} params, {cfg.epochs} epochs, "
-        f"{res['data']['n_train']:,} train images, {res['wall_seconds']:.0f} s on {res['device']} -> {Path(args.out) / 'results.json'}"
-    )
-
-
-def _cmd_predict(args: argparse.Namespace) -> None:
-    model, stats = load_for_inference(args.checkpoint, args.device)
-    images, ids = read_unlabeled(args.input)
-    labels, _ = predict(model, images, stats=stats, tta=args.tta)
-    write_submission(args.out, ids, labels)
-    counts = torch.bincount(labels, minlength=len(CLASSES)).tolist()
-    print(f"{len(labels):,} predictions -> {args.out}")
-    for name, n in zip(CLASSES, counts):
-        print(f"  {name:>10} {n:>7,}  {'#' * round(40 * n / max(1, max(counts)))}")
-
-
-def _cmd_export(args: argparse.Namespace) -> None:
-    out = export_safetensors(args.checkpoint, args.out)
-    model, meta = load_pretrained(out, device="cpu")  # prove it loads back
-    print(f"{meta['config']['model']} ({meta['num_params']:,} params) -> {out}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="resnet_lib.py", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train one model and write results.json + checkpoint.pt")
-    train.add_argument("--recipe", choices=tuple(RECIPES), default="modern")
-    train.add_argument("--data-dir", default=None, help="folder containing cifar-10-batches-py/ (default: $DATA_DIR or ./data)")
-    train.add_argument("--out", default="results/run", help="output folder for results.json and checkpoint.pt")
-    train.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
-    train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it exists")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_config_options(train)
-    train.set_defaults(run=_cmd_train)
-
-    pred = sub.add_parser("predict", help="label unlabeled images; write a submission CSV (ID,Labels)")
-    pred.add_argument("--checkpoint", required=True, help="checkpoint.pt from training, or an exported .safetensors")
-    pred.add_argument("--input", required=True, help=".npy uint8 array, or a pickle of a dict with 'data' (and 'ids')")
-    pred.add_argument("--out", default="submission.csv")
-    pred.add_argument("--tta", action=argparse.BooleanOptionalAction, default=False, help="flip test-time augmentation")
-    pred.add_argument("--device", default="auto")
-    pred.set_defaults(run=_cmd_predict)
-
-    exp = sub.add_parser("export", help="write a checkpoint's weights and config as .safetensors")
-    exp.add_argument("--checkpoint", required=True)
-    exp.add_argument("--out", default="model.safetensors")
-    exp.set_defaults(run=_cmd_export)
-
-    args = parser.parse_args(argv)
-    try:
-        args.run(args)
-    except (DataError, ConfigError, BudgetError, TrainingDiverged, OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        where = f" {Path(args.out) / 'checkpoint.pt'} holds the last completed epoch; rerun with --resume to continue." if (
-            args.command == "train") else ""
-        print(f"interrupted.{where}", file=sys.stderr)
-        return 130  # the shell's convention for SIGINT
-    return 0
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_REEXPORTED])
 
 
 if __name__ == "__main__":
+    from resnet_tools.cli import main
+
     sys.exit(main())

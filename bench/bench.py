@@ -56,6 +56,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import resnet_lib as rl  # noqa: E402
+from resnet_tools.cli import field_parser  # noqa: E402
 
 DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data" / "cifar10-mini"
 MODELS = ("lite", "improved")
@@ -83,30 +84,78 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (cuda if available, else cpu)")
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated: lite,improved")
-    p.add_argument("--sections", default=None, help="comma-separated: throughput,epoch,accuracy,options (default: cpu -> throughput,accuracy; cuda -> throughput,epoch,options)")
-    p.add_argument("--batch-size", type=int, default=None, help="default: the modern recipe's batch size on this device")
-    p.add_argument("--steps", type=int, default=None, help="timed steps per window (default: cpu lite 24 / improved 3, cuda 50)")
+    p.add_argument(
+        "--sections",
+        default=None,
+        help="comma-separated: throughput,epoch,accuracy,options (default: cpu -> throughput,accuracy; cuda -> throughput,epoch,options)",
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="default: the modern recipe's batch size on this device"
+    )
+    p.add_argument(
+        "--steps", type=int, default=None, help="timed steps per window (default: cpu lite 24 / improved 3, cuda 50)"
+    )
     p.add_argument("--windows", type=int, default=5, help="timed windows per method (median reported)")
     p.add_argument("--warmup", type=int, default=1, help="untimed warm-up rounds before the timed ones")
-    p.add_argument("--workers", default=None, help="reference DataLoader num_workers to measure, comma-separated (default: cpu 0,1; cuda 2,8)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's default, normally one per core)")
-    p.add_argument("--compile", choices=("on", "off"), default="on",
-                   help="torch.compile the pipeline's (and the ceiling's) model, as fit does with compile=True; "
-                        "falls back to off, with a message, where compiling fails (default: on)")
-    p.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=False,
-                   help="set torch.backends.cudnn.benchmark for every method (default off: fit does not set it)")
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override a TrainConfig field of the pipeline/ceiling config, e.g. --set bf16=false (repeatable)")
+    p.add_argument(
+        "--workers",
+        default=None,
+        help="reference DataLoader num_workers to measure, comma-separated (default: cpu 0,1; cuda 2,8)",
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's default, normally one per core)"
+    )
+    p.add_argument(
+        "--compile",
+        choices=("on", "off"),
+        default="on",
+        help="torch.compile the pipeline's (and the ceiling's) model, as fit does with compile=True; "
+        "falls back to off, with a message, where compiling fails (default: on)",
+    )
+    p.add_argument(
+        "--cudnn-benchmark",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="set torch.backends.cudnn.benchmark for every method (default off: fit does not set it)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a TrainConfig field of the pipeline/ceiling config, e.g. --set bf16=false (repeatable)",
+    )
     p.add_argument("--epoch-images", type=int, default=FULL_EPOCH_IMAGES, help="images in the full-size epoch section")
-    p.add_argument("--epoch-runs", type=int, default=3, help="epochs run in the full-size epoch section (the first is warm-up/compile)")
-    p.add_argument("--data-dir", default=None, help=f"CIFAR-10 folder for the accuracy and options sections (default: {DEFAULT_DATA_DIR} if it exists)")
-    p.add_argument("--accuracy-epochs", type=int, default=40, help="epochs of the training runs in the accuracy and options sections")
+    p.add_argument(
+        "--epoch-runs",
+        type=int,
+        default=3,
+        help="epochs run in the full-size epoch section (the first is warm-up/compile)",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help=f"CIFAR-10 folder for the accuracy and options sections (default: {DEFAULT_DATA_DIR} if it exists)",
+    )
+    p.add_argument(
+        "--accuracy-epochs",
+        type=int,
+        default=40,
+        help="epochs of the training runs in the accuracy and options sections",
+    )
     p.add_argument("--options-models", default="lite", help="models of the options section, comma-separated")
-    p.add_argument("--options-set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="TrainConfig override of the options section's speed variant (e.g. batch_size=512, lr=0.8); repeatable")
+    p.add_argument(
+        "--options-set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="TrainConfig override of the options section's speed variant (e.g. batch_size=512, lr=0.8); repeatable",
+    )
     p.add_argument("--options-seeds", type=int, default=3, help="runs per variant in the options section")
     p.add_argument("--out", default=None, help="JSON path (default: bench/results/latest-<device>.json)")
-    p.add_argument("--quick", action="store_true", help="smoke run: 2 steps x 2 windows, Lite only, 2-epoch accuracy section")
+    p.add_argument(
+        "--quick", action="store_true", help="smoke run: 2 steps x 2 windows, Lite only, 2-epoch accuracy section"
+    )
     p.add_argument("--strict", action="store_true", help="exit with status 1 when a target is missed")
     args = p.parse_args(argv)
     if args.quick:
@@ -121,31 +170,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def resolve_bench_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda but torch.cuda.is_available() is False on this machine")
+    """rl.resolve_device, limited to what the benchmark measures (cpu, cuda)."""
+    try:
+        device = rl.resolve_device(name)
+    except rl.ConfigError as e:
+        raise SystemExit(f"error: --device {name}: {e}") from None
     if device.type not in ("cpu", "cuda"):
         raise SystemExit(f"error: --device {name}: only cpu and cuda are benchmarked")
     return device
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """--set FIELD=VALUE pairs -> typed TrainConfig overrides."""
-    types = {f.name: str(f.type) for f in dataclasses.fields(rl.TrainConfig)}
+    """--set FIELD=VALUE pairs -> typed TrainConfig overrides, read as the CLI reads its options."""
+    fields = [f.name for f in dataclasses.fields(rl.TrainConfig)]
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
-        if not sep or key not in types:
-            raise SystemExit(f"error: --set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(types)}")
-        typ = types[key]
-        if typ == "bool":
-            if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise SystemExit(f"error: --set {item!r}: {key} takes true or false")
-            out[key] = raw.lower() in ("true", "1", "yes")
-        else:
-            out[key] = {"int": int, "float": float}.get(typ, str)(raw)
+        if not sep or key not in fields:
+            raise SystemExit(f"error: --set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(fields)}")
+        try:
+            out[key] = field_parser(key)(raw)
+        except ValueError as e:
+            raise SystemExit(f"error: --set {item!r}: {e}") from None
     return out
 
 
@@ -166,10 +212,14 @@ def fairness_note(device: torch.device, threads: int, workers: tuple[int, ...], 
             "steps) and num_workers=1 (one worker process preparing batches while the training threads compute, "
             "sharing the same cores, as a user of such a repository would run it here); targets compare the "
             "pipeline with the faster of the reference runs. The reference runs eager, as those repositories do."
-            + (" fit keeps freed memory in its process (glibc malloc thresholds, rl.keep_freed_memory); each reference "
-               "loop runs in its own process with the default allocator, as those repositories run, and waits while "
-               f"the others run; the '{SAME_ALLOCATOR_REFERENCE}' row is the reference loop in fit's process, with "
-               "fit's allocator settings." if allocator else "")
+            + (
+                " fit keeps freed memory in its process (glibc malloc thresholds, rl.keep_freed_memory); each reference "
+                "loop runs in its own process with the default allocator, as those repositories run, and waits while "
+                f"the others run; the '{SAME_ALLOCATOR_REFERENCE}' row is the reference loop in fit's process, with "
+                "fit's allocator settings."
+                if allocator
+                else ""
+            )
         )
     return (
         f"CUDA: reference DataLoader with num_workers={' and '.join(map(str, workers))} (2 is what most "
@@ -189,7 +239,9 @@ def synthetic_cifar(n_train: int, n_test: int, seed: int = 0) -> rl.CIFAR10:
         torch.randint(0, 10, (n_train,), generator=g),
         torch.randint(0, 256, (n_test, 3, 32, 32), dtype=torch.uint8, generator=g),
         torch.randint(0, 10, (n_test,), generator=g),
-        root="synthetic", official=False,
+        root="synthetic",
+        official=False,
+        label="synthetic images",
     )
 
 
@@ -197,7 +249,9 @@ class ArrayCIFAR(torch.utils.data.Dataset):
     """What torchvision.datasets.CIFAR10 does per item: index an (N, 32, 32, 3) uint8
     numpy array, make a PIL image, apply the transform."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Callable[[Image.Image], torch.Tensor]) -> None:
+    def __init__(
+        self, images: torch.Tensor, labels: torch.Tensor, transform: Callable[[Image.Image], torch.Tensor]
+    ) -> None:
         self.data = np.ascontiguousarray(images.numpy().transpose(0, 2, 3, 1))  # HWC, as CIFAR10.data
         self.targets = labels.tolist()
         self.transform = transform
@@ -209,21 +263,29 @@ class ArrayCIFAR(torch.utils.data.Dataset):
         return self.transform(Image.fromarray(self.data[index])), self.targets[index]
 
 
-def reference_loader(data: rl.CIFAR10, batch_size: int, num_workers: int, total_batches: int) -> torch.utils.data.DataLoader:
+def reference_loader(
+    data: rl.CIFAR10, batch_size: int, num_workers: int, total_batches: int
+) -> torch.utils.data.DataLoader:
     """The usual CIFAR training loader (e.g. kuangliu/pytorch-cifar): shuffled, per-sample
     PIL transforms. The sampler runs over as many epochs as `total_batches` needs, so one
     iterator serves every window (worker start-up falls in the warm-up round)."""
     import torchvision.transforms as T
 
-    transform = T.Compose([
-        T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
-        T.Normalize(rl.CIFAR10_MEAN, rl.CIFAR10_STD),
-    ])
+    transform = T.Compose(
+        [
+            T.RandomCrop(32, padding=4),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(rl.CIFAR10_MEAN, rl.CIFAR10_STD),
+        ]
+    )
     dataset = ArrayCIFAR(data.train_x, data.train_y, transform)
     sampler = torch.utils.data.RandomSampler(
         dataset, num_samples=total_batches * batch_size, generator=torch.Generator().manual_seed(0)
     )
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, drop_last=True)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, drop_last=True
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -234,7 +296,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def make_step(model: nn.Module, cfg: rl.TrainConfig, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], None]:
+def make_step(
+    model: nn.Module, cfg: rl.TrainConfig, device: torch.device
+) -> Callable[[torch.Tensor, torch.Tensor], None]:
     """One training step exactly as `rl.fit` takes it (compile call, autocast, loss,
     optimizer, scheduler), without fit's per-step bookkeeping. Keep in step with fit."""
     step_model = torch.compile(model, dynamic=False) if cfg.compile else model
@@ -276,7 +340,9 @@ def pipeline_method(model: nn.Module, data: rl.CIFAR10, cfg: rl.TrainConfig) -> 
     return Method("pipeline", window)
 
 
-def ceiling_method(model: nn.Module, data: rl.CIFAR10, cfg: rl.TrainConfig, device: torch.device, steps: int) -> Method:
+def ceiling_method(
+    model: nn.Module, data: rl.CIFAR10, cfg: rl.TrainConfig, device: torch.device, steps: int
+) -> Method:
     """The pipeline's model and step on one batch prepared once (augmented, normalized,
     in the pipeline's layout, on the device)."""
     mean, std = (torch.tensor(s, dtype=torch.float32, device=device) for s in data.stats)
@@ -301,8 +367,15 @@ def ceiling_method(model: nn.Module, data: rl.CIFAR10, cfg: rl.TrainConfig, devi
     return Method("ceiling", window)
 
 
-def reference_method(name: str, data: rl.CIFAR10, cfg: rl.TrainConfig, device: torch.device, steps: int,
-                     num_workers: int, total_windows: int) -> Method:
+def reference_method(
+    name: str,
+    data: rl.CIFAR10,
+    cfg: rl.TrainConfig,
+    device: torch.device,
+    steps: int,
+    num_workers: int,
+    total_windows: int,
+) -> Method:
     """The reference loop on its own fp32, NCHW, uncompiled copy of the model."""
     ref_cfg = dataclasses.replace(cfg, bf16=False, channels_last=False, compile=False)
     model = rl.build_model(name, seed=0).to(device)
@@ -332,13 +405,23 @@ def reference_method(name: str, data: rl.CIFAR10, cfg: rl.TrainConfig, device: t
 SAME_ALLOCATOR_REFERENCE = "same-allocator reference, num_workers=0"
 
 
-def _reference_worker(conn: Any, name: str, cfg: dict[str, Any], device: str, steps: int, num_workers: int,
-                      total_windows: int, threads: int) -> None:
+def _reference_worker(
+    conn: Any,
+    name: str,
+    cfg: dict[str, Any],
+    device: str,
+    steps: int,
+    num_workers: int,
+    total_windows: int,
+    threads: int,
+) -> None:
     """A fresh process running the reference loop one window per request, with the
     C library's default allocator (as the repositories it stands for run)."""
     torch.set_num_threads(threads)
     data = synthetic_cifar(steps * cfg["batch_size"], n_test=32)  # the same images as the parent's
-    method = reference_method(name, data, rl.TrainConfig(**cfg), torch.device(device), steps, num_workers, total_windows)
+    method = reference_method(
+        name, data, rl.TrainConfig(**cfg), torch.device(device), steps, num_workers, total_windows
+    )
     conn.send("ready")
     try:
         while conn.recv() == "window":
@@ -347,24 +430,38 @@ def _reference_worker(conn: Any, name: str, cfg: dict[str, Any], device: str, st
         method.close()
 
 
-def reference_process_method(name: str, cfg: rl.TrainConfig, device: torch.device, steps: int, num_workers: int,
-                             total_windows: int) -> Method:
+def reference_process_method(
+    name: str, cfg: rl.TrainConfig, device: torch.device, steps: int, num_workers: int, total_windows: int
+) -> Method:
     """`reference_method` in its own spawned process (so `fit`'s allocator settings in this
     process do not reach it); this process waits while it runs a window."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")  # fork would copy this process's allocator settings
     conn, child_conn = ctx.Pipe()
-    proc = ctx.Process(target=_reference_worker, daemon=False,  # daemonic processes cannot start DataLoader workers
-                       args=(child_conn, name, dataclasses.asdict(cfg), str(device), steps, num_workers, total_windows,
-                             torch.get_num_threads()))
+    proc = ctx.Process(
+        target=_reference_worker,
+        daemon=False,  # daemonic processes cannot start DataLoader workers
+        args=(
+            child_conn,
+            name,
+            dataclasses.asdict(cfg),
+            str(device),
+            steps,
+            num_workers,
+            total_windows,
+            torch.get_num_threads(),
+        ),
+    )
     proc.start()
 
     def receive() -> Any:
         try:
             return conn.recv()
         except EOFError:
-            raise RuntimeError(f"the reference process (num_workers={num_workers}) died; its traceback is above") from None
+            raise RuntimeError(
+                f"the reference process (num_workers={num_workers}) died; its traceback is above"
+            ) from None
 
     receive()  # "ready"
 
@@ -384,8 +481,16 @@ def reference_process_method(name: str, cfg: rl.TrainConfig, device: torch.devic
     return Method(f"reference, num_workers={num_workers}", window, close)
 
 
-def throughput(name: str, model: nn.Module, device: torch.device, args: argparse.Namespace, cfg: rl.TrainConfig,
-               steps: int, workers: tuple[int, ...], reference_processes: bool = False) -> dict[str, Any]:
+def throughput(
+    name: str,
+    model: nn.Module,
+    device: torch.device,
+    args: argparse.Namespace,
+    cfg: rl.TrainConfig,
+    steps: int,
+    workers: tuple[int, ...],
+    reference_processes: bool = False,
+) -> dict[str, Any]:
     """Interleaved rounds of one window per method; img/s = median over timed windows.
     `model` serves the pipeline and the ceiling (compiled once when compile is on). With
     `reference_processes` (the CPU, where fit changes the allocator), each reference loop
@@ -406,9 +511,16 @@ def throughput(name: str, model: nn.Module, device: torch.device, args: argparse
             for m in methods:
                 s = m.window()
                 (m.warmup_seconds if r < args.warmup else m.seconds).append(s)
-            print(f"  {name} round {r + 1}/{rounds}" + (" (warm-up)" if r < args.warmup else "") + ": "
-                  + ", ".join(f"{m.name} {steps * cfg.batch_size / (m.warmup_seconds + m.seconds)[-1]:,.0f} img/s" for m in methods),
-                  flush=True)
+            print(
+                f"  {name} round {r + 1}/{rounds}"
+                + (" (warm-up)" if r < args.warmup else "")
+                + ": "
+                + ", ".join(
+                    f"{m.name} {steps * cfg.batch_size / (m.warmup_seconds + m.seconds)[-1]:,.0f} img/s"
+                    for m in methods
+                ),
+                flush=True,
+            )
     finally:
         for m in methods:
             m.close()
@@ -440,8 +552,11 @@ def throughput(name: str, model: nn.Module, device: torch.device, args: argparse
         **{f"pipeline_over_{key(k)}": ratio("pipeline", k) for k in refs},
         "pipeline_over_ceiling": ratio("pipeline", "ceiling"),
         "best_reference_over_ceiling": ratio(best_ref, "ceiling"),
-        **({"pipeline_over_same_allocator_reference": ratio("pipeline", SAME_ALLOCATOR_REFERENCE)}
-           if SAME_ALLOCATOR_REFERENCE in rate else {}),
+        **(
+            {"pipeline_over_same_allocator_reference": ratio("pipeline", SAME_ALLOCATOR_REFERENCE)}
+            if SAME_ALLOCATOR_REFERENCE in rate
+            else {}
+        ),
         "ratio_of_medians": {
             "pipeline_over_best_reference": rate["pipeline"] / refs[best_ref],
             "pipeline_over_ceiling": rate["pipeline"] / rate["ceiling"],
@@ -460,7 +575,9 @@ def paired_ratio(seconds_a: list[float], seconds_b: list[float]) -> float:
 # ---------------------------------------------------------------------------------------
 # Full-size epoch (CUDA) and time to accuracy (CPU)
 # ---------------------------------------------------------------------------------------
-def full_epoch(model: nn.Module, device: torch.device, args: argparse.Namespace, cfg: rl.TrainConfig) -> dict[str, Any]:
+def full_epoch(
+    model: nn.Module, device: torch.device, args: argparse.Namespace, cfg: rl.TrainConfig
+) -> dict[str, Any]:
     """`epoch_runs` epochs of rl.fit over `epoch_images` synthetic images with a fresh
     (never compiled) model: the first epoch carries compilation and warm-up, the others
     are steady state."""
@@ -499,10 +616,16 @@ def time_to_accuracy(data: rl.CIFAR10, epochs: int, threads: int) -> dict[str, A
     runs = {}
     for recipe in ("seed", "modern"):
         cfg = config_for(recipe, "lite", torch.device("cpu"), epochs=epochs, seed=0)
-        print(f"  accuracy: training lite/{recipe} for {epochs} epochs on {len(data.train_y):,} images ...", flush=True)
+        print(
+            f"  accuracy: training lite/{recipe} for {epochs} epochs on {len(data.train_y):,} images ...", flush=True
+        )
         t0 = time.perf_counter()
         history = rl.fit(rl.build_model("lite", seed=0), data, cfg, progress=sys.stderr.isatty())
-        runs[recipe] = {"config": dataclasses.asdict(cfg), "history": history, "wall_seconds": time.perf_counter() - t0}
+        runs[recipe] = {
+            "config": dataclasses.asdict(cfg),
+            "history": history,
+            "wall_seconds": time.perf_counter() - t0,
+        }
     target = runs["seed"]["history"]["test_acc"][-1]
     modern = runs["modern"]["history"]
     reached = next((i for i, a in enumerate(modern["test_acc"]) if a >= target), None)
@@ -512,10 +635,16 @@ def time_to_accuracy(data: rl.CIFAR10, epochs: int, threads: int) -> dict[str, A
     # can slow single epochs many-fold (seen here: 2.2 s epochs taking 40 s), and the
     # median ignores such epochs. `disturbed` says when the sums are inflated that way.
     med = {"seed": statistics.median(seed_s), "modern": statistics.median(modern_s)}
-    disturbed = any(sum(v["history"]["seconds"]) > 1.25 * len(v["history"]["seconds"]) * med[r] for r, v in runs.items())
+    disturbed = any(
+        sum(v["history"]["seconds"]) > 1.25 * len(v["history"]["seconds"]) * med[r] for r, v in runs.items()
+    )
     result: dict[str, Any] = {
-        "model": "lite", "device": "cpu", "threads": threads, "epochs": epochs,
-        "train_images": len(data.train_y), "test_images": len(data.test_y),
+        "model": "lite",
+        "device": "cpu",
+        "threads": threads,
+        "epochs": epochs,
+        "train_images": len(data.train_y),
+        "test_images": len(data.test_y),
         "data": {"root": data.root, "official": data.official},
         "seed_final_test_acc": target,
         "modern_final_test_acc": modern["test_acc"][-1],
@@ -527,7 +656,7 @@ def time_to_accuracy(data: rl.CIFAR10, epochs: int, threads: int) -> dict[str, A
         "modern_train_seconds_to_target_median_based": None if k is None else k * med["modern"],
         "disturbed_by_other_load": disturbed,
         "note": "test accuracy without TTA after each epoch; seconds = training time (fit's per-epoch timing, "
-                "evaluation excluded); *_median_based = epochs x the run's median epoch time",
+        "evaluation excluded); *_median_based = epochs x the run's median epoch time",
         "runs": runs,
     }
     if k is not None:
@@ -537,8 +666,15 @@ def time_to_accuracy(data: rl.CIFAR10, epochs: int, threads: int) -> dict[str, A
     return result
 
 
-def speed_options_accuracy(data: rl.CIFAR10, models: list[str], device: torch.device, epochs: int, seeds: int,
-                           compile_on: bool, speed_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def speed_options_accuracy(
+    data: rl.CIFAR10,
+    models: list[str],
+    device: torch.device,
+    epochs: int,
+    seeds: int,
+    compile_on: bool,
+    speed_overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Is accuracy traded for speed? The modern recipe trained on real images `seeds`
     times each way: `plain` (batch 128 and its learning rate, fp32, NCHW, no compile) and
     `speed` (the recipe's GPU batch size and learning rate, bf16 autocast, channels_last,
@@ -546,18 +682,29 @@ def speed_options_accuracy(data: rl.CIFAR10, models: list[str], device: torch.de
     (the CPU), the `speed` runs turn it on there to reproduce the GPU's numerics."""
     modern = rl.RECIPES["modern"]
     variants = {
-        "plain": dict(batch_size=modern["batch_size"], lr=modern["lr"], bf16=False, channels_last=False, compile=False),
-        "speed": {**rl.RECIPES_ON_CUDA["modern"], "bf16": True, "channels_last": True, "compile": compile_on,
-                  **(speed_overrides or {})},
+        "plain": dict(
+            batch_size=modern["batch_size"], lr=modern["lr"], bf16=False, channels_last=False, compile=False
+        ),
+        "speed": {
+            **rl.RECIPES_ON_CUDA["modern"],
+            "bf16": True,
+            "channels_last": True,
+            "compile": compile_on,
+            **(speed_overrides or {}),
+        },
     }
     emulated = device.type not in rl.BF16_AUTOCAST_DEVICES
     result: dict[str, Any] = {
-        "device": device.type, "epochs": epochs, "seeds": list(range(seeds)),
-        "train_images": len(data.train_y), "test_images": len(data.test_y),
+        "device": device.type,
+        "epochs": epochs,
+        "seeds": list(range(seeds)),
+        "train_images": len(data.train_y),
+        "test_images": len(data.test_y),
         "data": {"root": data.root, "official": data.official},
-        "variants": variants, "bf16_emulated_on_this_device": emulated,
+        "variants": variants,
+        "bf16_emulated_on_this_device": emulated,
         "note": "final test accuracy without TTA (fit's per-epoch evaluation), no validation split; "
-                "within noise: |difference of means| <= 2 x its standard error from the seed-to-seed spread",
+        "within noise: |difference of means| <= 2 x its standard error from the seed-to-seed spread",
         "models": {},
     }
     for name in models:
@@ -566,7 +713,10 @@ def speed_options_accuracy(data: rl.CIFAR10, models: list[str], device: torch.de
             accs, secs = [], []
             for seed in range(seeds):
                 cfg = config_for("modern", name, device, epochs=epochs, seed=seed, **kw)
-                print(f"  options: {name}/{variant} seed {seed}: batch {cfg.batch_size}, lr {cfg.lr}, {epochs} epochs ...", flush=True)
+                print(
+                    f"  options: {name}/{variant} seed {seed}: batch {cfg.batch_size}, lr {cfg.lr}, {epochs} epochs ...",
+                    flush=True,
+                )
                 saved = rl.BF16_AUTOCAST_DEVICES
                 if variant == "speed" and emulated:
                     rl.BF16_AUTOCAST_DEVICES = (*saved, device.type)
@@ -577,8 +727,12 @@ def speed_options_accuracy(data: rl.CIFAR10, models: list[str], device: torch.de
                 accs.append(history["test_acc"][-1])
                 secs.append(sum(history["seconds"]))
             per[variant] = {
-                "batch_size": kw["batch_size"], "lr": kw["lr"], "test_acc": accs, "train_seconds": secs,
-                "mean": statistics.fmean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else math.nan,
+                "batch_size": kw["batch_size"],
+                "lr": kw["lr"],
+                "test_acc": accs,
+                "train_seconds": secs,
+                "mean": statistics.fmean(accs),
+                "std": statistics.stdev(accs) if len(accs) > 1 else math.nan,
             }
         diff = per["speed"]["mean"] - per["plain"]["mean"]
         se = math.sqrt((per["speed"]["std"] ** 2 + per["plain"]["std"] ** 2) / seeds) if seeds > 1 else math.nan
@@ -595,6 +749,7 @@ def speed_options_accuracy(data: rl.CIFAR10, models: list[str], device: torch.de
 def cpu_busy_fraction(seconds: float = 1.0) -> float | None:
     """Fraction of all CPU time spent busy over the next `seconds` (Linux /proc/stat):
     other processes competing with the benchmark. None where /proc/stat is missing."""
+
     def sample() -> tuple[int, int]:
         with open("/proc/stat") as f:
             values = [int(v) for v in f.readline().split()[1:]]
@@ -637,90 +792,169 @@ def environment(device: torch.device, threads: int) -> dict[str, Any]:
     }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        info["hardware"].update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
-                                gpu_capability=f"{props.major}.{props.minor}", gpu_multiprocessors=props.multi_processor_count)
-        info["software"].update(cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
-                                cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
-                                matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32)
+        info["hardware"].update(
+            gpu=props.name,
+            gpu_memory_gib=round(props.total_memory / 2**30, 1),
+            gpu_capability=f"{props.major}.{props.minor}",
+            gpu_multiprocessors=props.multi_processor_count,
+        )
+        info["software"].update(
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+            cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
+            matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32,
+        )
     return info
 
 
 def throughput_table(device: torch.device, results: dict[str, Any], batch_size: int) -> str:
-    lines = [f"Throughput on {device.type}, batch {batch_size}: images/s, median of the timed windows (spread: min-max); "
-             "ratios: median over rounds of the per-round ratio (one window of each method per round, back to back)", ""]
+    lines = [
+        f"Throughput on {device.type}, batch {batch_size}: images/s, median of the timed windows (spread: min-max); "
+        "ratios: median over rounds of the per-round ratio (one window of each method per round, back to back)",
+        "",
+    ]
     first = next(iter(results.values()))
     refs = [k for k in first["methods"] if k.startswith("reference")]
-    head = (["model", "method", "steps/window", "img/s", "spread"] + [f"x {r.replace('reference, ', 'ref ')}" for r in refs]
-            + ["of ceiling", "warm-up window (s)"])
+    head = (
+        ["model", "method", "steps/window", "img/s", "spread"]
+        + [f"x {r.replace('reference, ', 'ref ')}" for r in refs]
+        + ["of ceiling", "warm-up window (s)"]
+    )
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     for name, res in results.items():
         secs = {k: v["window_seconds"] for k, v in res["methods"].items()}
         for method, m in res["methods"].items():
             rate = m["images_per_sec"]
-            row = [name, method, str(res["steps_per_window"]), f"{rate:,.0f}",
-                   f"{m['min_images_per_sec']:,.0f}-{m['max_images_per_sec']:,.0f}"]
+            row = [
+                name,
+                method,
+                str(res["steps_per_window"]),
+                f"{rate:,.0f}",
+                f"{m['min_images_per_sec']:,.0f}-{m['max_images_per_sec']:,.0f}",
+            ]
             row += [f"{paired_ratio(secs[method], secs[r]):.2f}" for r in refs]
-            row += [f"{paired_ratio(secs[method], secs['ceiling']):.0%}", "+".join(f"{s:.1f}" for s in m["warmup_window_seconds"])]
+            row += [
+                f"{paired_ratio(secs[method], secs['ceiling']):.0%}",
+                "+".join(f"{s:.1f}" for s in m["warmup_window_seconds"]),
+            ]
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
 def epoch_table(results: dict[str, Any]) -> str:
-    lines = [f"Full-size epoch through rl.fit (synthetic images; projected {PROJECTED_EPOCHS} epochs = compile/warm-up + "
-             f"{PROJECTED_EPOCHS} x (epoch + test evaluation))", ""]
-    head = ["model", "images", "batch", "epoch (s)", "img/s", "first epoch (s)", "compile + warm-up (s)", "eval (s)",
-            f"{PROJECTED_EPOCHS} epochs (s)"]
+    lines = [
+        f"Full-size epoch through rl.fit (synthetic images; projected {PROJECTED_EPOCHS} epochs = compile/warm-up + "
+        f"{PROJECTED_EPOCHS} x (epoch + test evaluation))",
+        "",
+    ]
+    head = [
+        "model",
+        "images",
+        "batch",
+        "epoch (s)",
+        "img/s",
+        "first epoch (s)",
+        "compile + warm-up (s)",
+        "eval (s)",
+        f"{PROJECTED_EPOCHS} epochs (s)",
+    ]
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     for name, r in results.items():
-        lines.append("| " + " | ".join([
-            name, f"{r['images']:,}", str(r["batch_size"]), f"{r['epoch_seconds']:.3f}", f"{r['images_per_sec']:,.0f}",
-            f"{r['first_epoch_seconds']:.2f}", f"{r['compile_and_warmup_seconds']:.2f}", f"{r['eval_seconds']:.3f}",
-            f"{r[f'projected_{PROJECTED_EPOCHS}_epochs_seconds']:.1f}",
-        ]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    name,
+                    f"{r['images']:,}",
+                    str(r["batch_size"]),
+                    f"{r['epoch_seconds']:.3f}",
+                    f"{r['images_per_sec']:,.0f}",
+                    f"{r['first_epoch_seconds']:.2f}",
+                    f"{r['compile_and_warmup_seconds']:.2f}",
+                    f"{r['eval_seconds']:.3f}",
+                    f"{r[f'projected_{PROJECTED_EPOCHS}_epochs_seconds']:.1f}",
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
 def accuracy_text(r: dict[str, Any]) -> str:
-    lines = [f"Time to accuracy (Lite, CPU, {r['threads']} threads, {r['train_images']:,} training / {r['test_images']:,} test images, {r['data']['root']})", ""]
-    lines += [f"- seed recipe: {r['seed_final_test_acc']:.2%} test accuracy after {r['epochs']} epochs, "
-              f"{r['seed_train_seconds']:.0f} s of training (median epoch {r['median_epoch_seconds']['seed']:.2f} s)",
-              f"- modern recipe: {r['modern_final_test_acc']:.2%} after {r['epochs']} epochs "
-              f"(median epoch {r['median_epoch_seconds']['modern']:.2f} s)"]
+    lines = [
+        f"Time to accuracy (Lite, CPU, {r['threads']} threads, {r['train_images']:,} training / {r['test_images']:,} test images, {r['data']['root']})",
+        "",
+    ]
+    lines += [
+        f"- seed recipe: {r['seed_final_test_acc']:.2%} test accuracy after {r['epochs']} epochs, "
+        f"{r['seed_train_seconds']:.0f} s of training (median epoch {r['median_epoch_seconds']['seed']:.2f} s)",
+        f"- modern recipe: {r['modern_final_test_acc']:.2%} after {r['epochs']} epochs "
+        f"(median epoch {r['median_epoch_seconds']['modern']:.2f} s)",
+    ]
     if r["modern_epochs_to_target"] is None:
         lines.append(f"- modern recipe never reached {r['seed_final_test_acc']:.2%} within {r['epochs']} epochs")
     else:
-        lines.append(f"- modern recipe reaches {r['seed_final_test_acc']:.2%} after {r['modern_epochs_to_target']} epochs "
-                     f"({r['speedup_epochs']:.1f}x fewer), {r['modern_train_seconds_to_target']:.0f} s of training "
-                     f"({r['speedup_seconds']:.1f}x less time; from median epochs: "
-                     f"{r['modern_train_seconds_to_target_median_based']:.0f} s vs {r['seed_train_seconds_median_based']:.0f} s, "
-                     f"{r['speedup_seconds_median_based']:.1f}x)")
+        lines.append(
+            f"- modern recipe reaches {r['seed_final_test_acc']:.2%} after {r['modern_epochs_to_target']} epochs "
+            f"({r['speedup_epochs']:.1f}x fewer), {r['modern_train_seconds_to_target']:.0f} s of training "
+            f"({r['speedup_seconds']:.1f}x less time; from median epochs: "
+            f"{r['modern_train_seconds_to_target_median_based']:.0f} s vs {r['seed_train_seconds_median_based']:.0f} s, "
+            f"{r['speedup_seconds_median_based']:.1f}x)"
+        )
     if r["disturbed_by_other_load"]:
-        lines.append("- warning: some epochs ran far slower than the run's median (other processes competed for the "
-                     "CPU): the seconds from median epochs are the better estimate")
+        lines.append(
+            "- warning: some epochs ran far slower than the run's median (other processes competed for the "
+            "CPU): the seconds from median epochs are the better estimate"
+        )
     return "\n".join(lines)
 
 
 def options_text(r: dict[str, Any]) -> str:
     v = r["variants"]
     emul = " (turned on for the CPU, to reproduce the GPU's numerics)" if r["bf16_emulated_on_this_device"] else ""
-    lines = [f"Accuracy with and without the speed options ({r['device']}, {r['train_images']:,} training / "
-             f"{r['test_images']:,} test images, {r['data']['root']}; modern recipe, {r['epochs']} epochs, "
-             f"seeds {', '.join(map(str, r['seeds']))}; final test accuracy, no TTA)", "",
-             f"- plain: batch {v['plain']['batch_size']}, lr {v['plain']['lr']}, fp32, NCHW, no compile",
-             f"- speed: batch {v['speed']['batch_size']}, lr {v['speed']['lr']}, bf16 autocast{emul}, channels_last, "
-             f"compile {'on' if v['speed']['compile'] else 'off'}"
-             + "".join(f", {k} {x}" for k, x in v["speed"].items() if k not in ("batch_size", "lr", "bf16", "channels_last", "compile")),
-             ""]
-    head = ["model", "plain: mean (std)", "speed: mean (std)", "speed - plain", "2 x SE", "within noise", "per seed (plain / speed)",
-            "training s, median (plain / speed)"]
+    lines = [
+        f"Accuracy with and without the speed options ({r['device']}, {r['train_images']:,} training / "
+        f"{r['test_images']:,} test images, {r['data']['root']}; modern recipe, {r['epochs']} epochs, "
+        f"seeds {', '.join(map(str, r['seeds']))}; final test accuracy, no TTA)",
+        "",
+        f"- plain: batch {v['plain']['batch_size']}, lr {v['plain']['lr']}, fp32, NCHW, no compile",
+        f"- speed: batch {v['speed']['batch_size']}, lr {v['speed']['lr']}, bf16 autocast{emul}, channels_last, "
+        f"compile {'on' if v['speed']['compile'] else 'off'}"
+        + "".join(
+            f", {k} {x}"
+            for k, x in v["speed"].items()
+            if k not in ("batch_size", "lr", "bf16", "channels_last", "compile")
+        ),
+        "",
+    ]
+    head = [
+        "model",
+        "plain: mean (std)",
+        "speed: mean (std)",
+        "speed - plain",
+        "2 x SE",
+        "within noise",
+        "per seed (plain / speed)",
+        "training s, median (plain / speed)",
+    ]
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     for name, m in r["models"].items():
-        lines.append("| " + " | ".join([
-            name, f"{m['plain']['mean']:.2%} ({m['plain']['std']:.2%})", f"{m['speed']['mean']:.2%} ({m['speed']['std']:.2%})",
-            f"{m['difference']:+.2%}", f"{2 * m['difference_se']:.2%}", "yes" if m["within_noise"] else "no",
-            " / ".join(", ".join(f"{a:.1%}" for a in m[k]["test_acc"]) for k in ("plain", "speed")),
-            " / ".join(f"{statistics.median(m[k]['train_seconds']):.0f}" for k in ("plain", "speed")),
-        ]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    name,
+                    f"{m['plain']['mean']:.2%} ({m['plain']['std']:.2%})",
+                    f"{m['speed']['mean']:.2%} ({m['speed']['std']:.2%})",
+                    f"{m['difference']:+.2%}",
+                    f"{2 * m['difference_se']:.2%}",
+                    "yes" if m["within_noise"] else "no",
+                    " / ".join(", ".join(f"{a:.1%}" for a in m[k]["test_acc"]) for k in ("plain", "speed")),
+                    " / ".join(f"{statistics.median(m[k]['train_seconds']):.0f}" for k in ("plain", "speed")),
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -729,19 +963,37 @@ def check_targets(device: torch.device, report: dict[str, Any]) -> list[dict[str
     for name, res in report.get("throughput", {}).items():
         ratios = res["ratios"]
         if device.type == "cpu" and name in CPU_MIN_SPEEDUP:
-            checks.append({"target": f"{name}: pipeline >= {CPU_MIN_SPEEDUP[name]}x the best reference loop (CPU)",
-                           "value": round(ratios["pipeline_over_best_reference"], 3),
-                           "ok": ratios["pipeline_over_best_reference"] >= CPU_MIN_SPEEDUP[name]})
-        checks.append({"target": f"{name}: pipeline >= {MIN_FRACTION_OF_CEILING:.0%} of the fixed-batch ceiling ({device.type})",
-                       "value": round(ratios["pipeline_over_ceiling"], 3),
-                       "ok": ratios["pipeline_over_ceiling"] >= MIN_FRACTION_OF_CEILING})
+            checks.append(
+                {
+                    "target": f"{name}: pipeline >= {CPU_MIN_SPEEDUP[name]}x the best reference loop (CPU)",
+                    "value": round(ratios["pipeline_over_best_reference"], 3),
+                    "ok": ratios["pipeline_over_best_reference"] >= CPU_MIN_SPEEDUP[name],
+                }
+            )
+        checks.append(
+            {
+                "target": f"{name}: pipeline >= {MIN_FRACTION_OF_CEILING:.0%} of the fixed-batch ceiling ({device.type})",
+                "value": round(ratios["pipeline_over_ceiling"], 3),
+                "ok": ratios["pipeline_over_ceiling"] >= MIN_FRACTION_OF_CEILING,
+            }
+        )
     for name, res in report.get("full_epoch", {}).items():
         if device.type == "cuda" and name in GPU_MAX_EPOCH_SECONDS and res["images"] == FULL_EPOCH_IMAGES:
-            checks.append({"target": f"{name}: <= {GPU_MAX_EPOCH_SECONDS[name]} s per 50,000-image epoch (GPU)",
-                           "value": round(res["epoch_seconds"], 4), "ok": res["epoch_seconds"] <= GPU_MAX_EPOCH_SECONDS[name]})
+            checks.append(
+                {
+                    "target": f"{name}: <= {GPU_MAX_EPOCH_SECONDS[name]} s per 50,000-image epoch (GPU)",
+                    "value": round(res["epoch_seconds"], 4),
+                    "ok": res["epoch_seconds"] <= GPU_MAX_EPOCH_SECONDS[name],
+                }
+            )
     for name, m in report.get("speed_options", {}).get("models", {}).items():
-        checks.append({"target": f"{name}: modern recipe with the speed options within noise of without them ({device.type}, mini set)",
-                       "value": f"{m['difference']:+.4f} (2 x SE {2 * m['difference_se']:.4f})", "ok": m["within_noise"]})
+        checks.append(
+            {
+                "target": f"{name}: modern recipe with the speed options within noise of without them ({device.type}, mini set)",
+                "value": f"{m['difference']:+.4f} (2 x SE {2 * m['difference_se']:.4f})",
+                "ok": m["within_noise"],
+            }
+        )
     return checks
 
 
@@ -797,25 +1049,40 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "benchmark": "bench/bench.py",
         "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, "bench/bench.py", *(argv if argv is not None else sys.argv[1:])]),
+        "command": " ".join(
+            [Path(sys.executable).name, "bench/bench.py", *(argv if argv is not None else sys.argv[1:])]
+        ),
         **environment(device, threads),
         "settings": {
-            "device": str(device), "models": models, "sections": sections, "batch_size": batch_size,
-            "windows": args.windows, "warmup_rounds": args.warmup, "reference_num_workers": list(workers),
-            "compile": compile_on, "cudnn_benchmark": bool(device.type == "cuda" and args.cudnn_benchmark),
+            "device": str(device),
+            "models": models,
+            "sections": sections,
+            "batch_size": batch_size,
+            "windows": args.windows,
+            "warmup_rounds": args.warmup,
+            "reference_num_workers": list(workers),
+            "compile": compile_on,
+            "cudnn_benchmark": bool(device.type == "cuda" and args.cudnn_benchmark),
             "reference_in_own_process": allocator_tuned,  # True where fit's allocator settings apply (see fairness)
-            "config_overrides": overrides, "fairness": fairness_note(device, threads, workers, allocator_tuned),
+            "config_overrides": overrides,
+            "fairness": fairness_note(device, threads, workers, allocator_tuned),
             "throughput_data": "synthetic uniform uint8 images and labels (pixel values do not change any step's cost)",
             "pipeline_config": {name: dataclasses.asdict(pipeline_config(name)) for name in models},
         },
     }
     t_start = time.perf_counter()
-    print(f"bench: {report['hardware']['device']}, torch {torch.__version__}, batch {batch_size}, sections {', '.join(sections)}", flush=True)
+    print(
+        f"bench: {report['hardware']['device']}, torch {torch.__version__}, batch {batch_size}, sections {', '.join(sections)}",
+        flush=True,
+    )
     print(f"bench: {report['settings']['fairness']}", flush=True)
     busy = report["hardware"]["cpu_busy_before_start"]
     if device.type == "cpu" and busy is not None and busy > 0.2:
-        print(f"bench: warning: the CPU was {busy:.0%} busy with other processes just before the start: "
-              "they compete with the benchmark, so its numbers are noisy", flush=True)
+        print(
+            f"bench: warning: the CPU was {busy:.0%} busy with other processes just before the start: "
+            "they compete with the benchmark, so its numbers are noisy",
+            flush=True,
+        )
     markdown: list[str] = [""]  # the heading, written at the end (compile may be turned off)
 
     # One model per architecture for the epoch and throughput sections: with compile on,
@@ -832,19 +1099,30 @@ def main(argv: list[str] | None = None) -> int:
             if not state["compile"]:
                 raise
             msg = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
-            print(f"bench: torch.compile failed in the {section} section ({name}): {msg}; continuing with compile off", flush=True)
+            print(
+                f"bench: torch.compile failed in the {section} section ({name}): {msg}; continuing with compile off",
+                flush=True,
+            )
             state["compile"] = False
-            report["settings"].update(compile=False, compile_error=msg,
-                                      pipeline_config={n: dataclasses.asdict(pipeline_config(n)) for n in models})
+            report["settings"].update(
+                compile=False,
+                compile_error=msg,
+                pipeline_config={n: dataclasses.asdict(pipeline_config(n)) for n in models},
+            )
             torch._dynamo.reset()
             shared[name] = rl.build_model(name, seed=0)
             return run()
+
     if "epoch" in sections:  # default on CUDA only; on request elsewhere (slow on a CPU)
         report["full_epoch"] = {}
         for name in models:
-            print(f"bench: full-size epoch, {name}: {args.epoch_runs} epochs of {args.epoch_images:,} images ...", flush=True)
+            print(
+                f"bench: full-size epoch, {name}: {args.epoch_runs} epochs of {args.epoch_images:,} images ...",
+                flush=True,
+            )
             report["full_epoch"][name] = measure(
-                "epoch", name, lambda: full_epoch(shared[name], device, args, pipeline_config(name)))
+                "epoch", name, lambda: full_epoch(shared[name], device, args, pipeline_config(name))
+            )
             write_outputs(report, "\n\n".join(markdown), out)
         markdown.append(epoch_table(report["full_epoch"]))
         print("\n" + markdown[-1] + "\n", flush=True)
@@ -853,10 +1131,24 @@ def main(argv: list[str] | None = None) -> int:
         report["throughput"] = {}
         for name in models:
             steps = args.steps or DEFAULT_STEPS[device.type][name]
-            print(f"bench: throughput, {name}: {args.warmup} warm-up + {args.windows} timed rounds of {steps} steps ...", flush=True)
+            print(
+                f"bench: throughput, {name}: {args.warmup} warm-up + {args.windows} timed rounds of {steps} steps ...",
+                flush=True,
+            )
             report["throughput"][name] = measure(
-                "throughput", name, lambda: throughput(name, shared[name], device, args, pipeline_config(name), steps, workers,
-                                                       reference_processes=allocator_tuned))
+                "throughput",
+                name,
+                lambda: throughput(
+                    name,
+                    shared[name],
+                    device,
+                    args,
+                    pipeline_config(name),
+                    steps,
+                    workers,
+                    reference_processes=allocator_tuned,
+                ),
+            )
             write_outputs(report, "\n\n".join(markdown), out)
         markdown.append(throughput_table(device, report["throughput"], batch_size))
         print("\n" + markdown[-1] + "\n", flush=True)
@@ -884,21 +1176,40 @@ def main(argv: list[str] | None = None) -> int:
             print("\n" + markdown[-1] + "\n", flush=True)
 
     if "options" in sections and (data := real_data("options", "speed_options")) is not None:
-        print(f"bench: options: {', '.join(options_models)}, {args.options_seeds} seeds x 2 variants x "
-              f"{args.accuracy_epochs} epochs ...", flush=True)
-        report["speed_options"] = measure("options", options_models[0], lambda: speed_options_accuracy(
-            data, options_models, device, args.accuracy_epochs, args.options_seeds, state["compile"], options_overrides))
+        print(
+            f"bench: options: {', '.join(options_models)}, {args.options_seeds} seeds x 2 variants x "
+            f"{args.accuracy_epochs} epochs ...",
+            flush=True,
+        )
+        report["speed_options"] = measure(
+            "options",
+            options_models[0],
+            lambda: speed_options_accuracy(
+                data,
+                options_models,
+                device,
+                args.accuracy_epochs,
+                args.options_seeds,
+                state["compile"],
+                options_overrides,
+            ),
+        )
         markdown.append(options_text(report["speed_options"]))
         print("\n" + markdown[-1] + "\n", flush=True)
 
-    markdown[0] = (f"Benchmark on {report['hardware']['device']} ({report['hardware']['cpu']}), torch {torch.__version__}, "
-                   f"{report['started']}; compile {'on' if state['compile'] else 'off'}.")
+    markdown[0] = (
+        f"Benchmark on {report['hardware']['device']} ({report['hardware']['cpu']}), torch {torch.__version__}, "
+        f"{report['started']}; compile {'on' if state['compile'] else 'off'}."
+    )
     report["targets"] = check_targets(device, report)
     report["hardware"]["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     report["hardware"]["cpu_busy_after_end"] = cpu_busy_fraction()
     report["total_seconds"] = time.perf_counter() - t_start
     if report["targets"]:
-        markdown.append("Targets\n\n" + "\n".join(f"- {'PASS' if c['ok'] else 'MISS'}: {c['target']}: {c['value']}" for c in report["targets"]))
+        markdown.append(
+            "Targets\n\n"
+            + "\n".join(f"- {'PASS' if c['ok'] else 'MISS'}: {c['target']}: {c['value']}" for c in report["targets"])
+        )
         print(markdown[-1], flush=True)
     write_outputs(report, "\n\n".join(markdown), out)
     print(f"\nbench: {report['total_seconds']:.0f} s; wrote {out} and {out.with_suffix('.md')}", flush=True)

@@ -39,6 +39,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import resnet_lib as rl  # noqa: E402
+from resnet_tools import results  # noqa: E402
 
 # The one command that regenerates every result, figure, the paper and the README section
 # (the notebooks write results/ and figures/; `make report` reads them).
@@ -50,14 +51,8 @@ FULL_RUN_HINT = "make run   # on a machine with a GPU: full CIFAR-10 (downloaded
 # The shared real subset (../shared/data/cifar10-mini/README.md): real CIFAR-10 training
 # images; its test_batch is held-out *training* images, not the official test set.
 MINI_NAME = "cifar10-mini"
-# The official CIFAR-10 split sizes (https://www.cs.toronto.edu/~kriz/cifar.html).
-FULL_TRAIN, FULL_TEST = 50_000, 10_000
 
-REQUIRED_KEYS = ("config", "num_params", "history", "final", "data", "device", "wall_seconds")
-
-
-class ResultsError(ValueError):
-    """A results file exists but cannot be used (unreadable, or missing required keys)."""
+ResultsError = results.ResultsError
 
 
 # ---------------------------------------------------------------------------------------
@@ -67,9 +62,13 @@ class ResultsError(ValueError):
 def expected_runs() -> tuple[str, ...]:
     """The runs the notebooks make, in the report's order: each model with the seed recipe
     (SGD; Improved also with Adam, the seed's optimizer comparison) and the modern recipe."""
-    specs = [("seed", dict(model="lite", optimizer="sgd")), ("modern", dict(model="lite")),
-             ("seed", dict(model="improved", optimizer="sgd")), ("seed", dict(model="improved", optimizer="adam")),
-             ("modern", dict(model="improved"))]
+    specs = [
+        ("seed", dict(model="lite", optimizer="sgd")),
+        ("modern", dict(model="lite")),
+        ("seed", dict(model="improved", optimizer="sgd")),
+        ("seed", dict(model="improved", optimizer="adam")),
+        ("modern", dict(model="improved")),
+    ]
     return tuple(rl.run_name(rl.TrainConfig.from_recipe(recipe, **kw)) for recipe, kw in specs)
 
 
@@ -77,22 +76,8 @@ def expected_runs() -> tuple[str, ...]:
 # Loading
 # ---------------------------------------------------------------------------------------
 def load_runs(results_dir: Path) -> dict[str, dict[str, Any]]:
-    """{run name: results.json} for every RESULTS/<run>/results.json: the expected runs in
-    the report's order, then any others by name. Raises ResultsError for a broken file."""
-    found: dict[str, dict[str, Any]] = {}
-    if not results_dir.is_dir():
-        return found
-    for path in sorted(results_dir.glob("*/results.json")):
-        try:
-            res = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ResultsError(f"{path}: unreadable results file ({e}); rerun that notebook or delete the folder") from None
-        missing = [k for k in REQUIRED_KEYS if k not in res] if isinstance(res, dict) else list(REQUIRED_KEYS)
-        if missing:
-            raise ResultsError(f"{path}: not a resnet_lib results file: missing {', '.join(missing)}")
-        found[path.parent.name] = res
-    order = list(expected_runs())
-    return dict(sorted(found.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0])))
+    """{run name: results.json}, validated and ordered by resnet_tools.results.load_results."""
+    return results.load_results(results_dir) if results_dir.is_dir() else {}
 
 
 def read_csv(path: Path) -> list[dict[str, str]] | None:
@@ -131,10 +116,16 @@ def load_per_class(results_dir: Path, runs: dict[str, dict[str, Any]]) -> PerCla
     pairs: dict[str, list[dict[str, Any]]] = {}
     for r in read_csv(pairs_path) or []:
         try:
-            pairs.setdefault(r["run"], []).append({
-                "a": r["class A"], "b": r["class B"], "ab": int(r["A predicted as B"]), "ba": int(r["B predicted as A"]),
-                "total": int(r["confusions"]), "pct": float(r["% of A and B test images"]),
-            })
+            pairs.setdefault(r["run"], []).append(
+                {
+                    "a": r["class A"],
+                    "b": r["class B"],
+                    "ab": int(r["A predicted as B"]),
+                    "ba": int(r["B predicted as A"]),
+                    "total": int(r["confusions"]),
+                    "pct": float(r["% of A and B test images"]),
+                }
+            )
         except (KeyError, ValueError) as e:
             raise ResultsError(f"{pairs_path}: unexpected layout ({type(e).__name__}: {e})") from None
     mtime = acc_path.stat().st_mtime
@@ -178,34 +169,58 @@ def epochs_of(res: dict[str, Any]) -> int:
 
 
 def data_kind(d: dict[str, Any]) -> str:
-    """'full' (the official 50,000 + 10,000), 'official-subset', 'mini' or 'other'."""
-    if d.get("official"):
-        full = d.get("n_test") == FULL_TEST and d.get("n_train", 0) + d.get("n_val", 0) == FULL_TRAIN
+    """'full' (the official 50,000 + 10,000), 'jpeg' (the full JPEG copy), 'official-subset',
+    'mini' or 'other', from the run's data label (resnet_tools.results.data_label)."""
+    label = results.data_label(d)
+    full = d.get("n_test") == results.FULL_TEST and d.get("n_train", 0) + d.get("n_val", 0) == results.FULL_TRAIN
+    if label == "CIFAR-10 (official)":
         return "full" if full else "official-subset"
+    if label == "CIFAR-10 (JPEG copy)":
+        return "jpeg" if full else "other"
+    if label.startswith("subset of CIFAR-10 (official)"):
+        return "official-subset"
     return "mini" if Path(str(d.get("root", ""))).name == MINI_NAME else "other"
 
 
 def data_short(d: dict[str, Any]) -> str:
     """A table cell: which data, in a few words."""
-    return {"full": "CIFAR-10", "official-subset": "CIFAR-10 subset", "mini": "real subset",
-            "other": "non-official"}[data_kind(d)]
+    return {
+        "full": "CIFAR-10",
+        "jpeg": "CIFAR-10 (JPEG copy)",
+        "official-subset": "CIFAR-10 subset",
+        "mini": "real subset",
+        "other": "non-official",
+    }[data_kind(d)]
 
 
 def data_sentence(d: dict[str, Any]) -> str:
     """What the data was, with its split sizes and what its test split is (plain text)."""
-    sizes = f"{d.get('n_train', 0):,} training, {d.get('n_val', 0):,} validation and {d.get('n_test', 0):,} test images"
+    sizes = (
+        f"{d.get('n_train', 0):,} training, {d.get('n_val', 0):,} validation and {d.get('n_test', 0):,} test images"
+    )
     kind = data_kind(d)
     if kind == "full":
         return f"the full official CIFAR-10 ({sizes}; the test images are the official test set)"
+    if kind == "jpeg":
+        return (
+            f"CIFAR-10 (JPEG copy): all 60,000 images of the official split as JPEG files ({sizes}); "
+            "JPEG-compressed pixels, so accuracies are not official CIFAR-10 scores"
+        )
     if kind == "official-subset":
-        return (f"a subset of the official CIFAR-10 files ({sizes}); accuracies on so few images "
-                "are not CIFAR-10 test scores")
+        return (
+            f"a subset of the official CIFAR-10 files ({sizes}); accuracies on so few images "
+            "are not CIFAR-10 test scores"
+        )
     if kind == "mini":
-        return (f"the real-image subset {MINI_NAME} ({sizes}); its test split is held-out CIFAR-10 "
-                "training images, not the official test set, so accuracies are a learning signal, not CIFAR-10 test scores")
-    name = Path(str(d.get("root", ""))).name or "unknown"
-    return (f"a non-official data folder '{name}' ({sizes}; its files differ from the official CIFAR-10), "
-            "so accuracies are not CIFAR-10 test scores")
+        return (
+            f"the real-image subset {MINI_NAME} ({sizes}); its test split is held-out CIFAR-10 "
+            "training images, not the official test set, so accuracies are a learning signal, not CIFAR-10 test scores"
+        )
+    name = results.data_label(d)
+    return (
+        f"'{name}' ({sizes}; its files differ from the official CIFAR-10), "
+        "so accuracies are not CIFAR-10 test scores"
+    )
 
 
 def provenance_groups(runs: dict[str, dict[str, Any]]) -> list[tuple[list[str], str, int, str]]:
@@ -226,16 +241,7 @@ def comparable_to_seed(res: dict[str, Any]) -> bool:
     return is_full(res) and epochs_of(res) == rl.RECIPES["seed"]["epochs"]
 
 
-def selection_accuracy(res: dict[str, Any]) -> float | None:
-    """Validation accuracy of the final model: what model selection may look at."""
-    v = res["final"].get("val_acc")
-    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
-
-
-def best_run(runs: dict[str, dict[str, Any]]) -> str | None:
-    """The run with the highest validation accuracy (never chosen by test accuracy)."""
-    scored = [(selection_accuracy(r), name) for name, r in runs.items() if selection_accuracy(r) is not None]
-    return max(scored)[1] if scored else None
+selection_accuracy, best_run = results.selection_accuracy, results.best_run
 
 
 def test_halfwidth(acc: float, n: int) -> float:
@@ -269,13 +275,7 @@ def throughput(res: dict[str, Any]) -> float | None:
 # ---------------------------------------------------------------------------------------
 # LaTeX
 # ---------------------------------------------------------------------------------------
-_TEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-
-
-def tex(text: Any) -> str:
-    """Plain text with LaTeX's special characters escaped."""
-    return "".join(_TEX_SPECIALS.get(ch, ch) for ch in str(text))
+tex = results.tex_escape  # one LaTeX escaper for every table
 
 
 def tt_list(names: Iterable[str]) -> str:
@@ -308,8 +308,10 @@ def tabular(spec: str, header: list[str], rows: list[list[str]]) -> str:
 
 def table_env(body: str, caption: str, label: str, wide: bool = False) -> str:
     env = "table*" if wide else "table"
-    return (f"\\begin{{{env}}}[tbp]\n\\centering\\small\n\\caption{{{caption}}}\\label{{{label}}}\n"
-            f"{fit_width(body)}\\end{{{env}}}\n")
+    return (
+        f"\\begin{{{env}}}[tbp]\n\\centering\\small\n\\caption{{{caption}}}\\label{{{label}}}\n"
+        f"{fit_width(body)}\\end{{{env}}}\n"
+    )
 
 
 def tex_path(path: Path, tex_dir: Path) -> str:
@@ -317,8 +319,10 @@ def tex_path(path: Path, tex_dir: Path) -> str:
     rel = os.path.relpath(path.resolve(), tex_dir.resolve()).replace(os.sep, "/")
     bad = sorted(set(rel) & set("%#&{}~^\\$"))
     if bad:
-        raise ResultsError(f"{path}: LaTeX cannot include a file whose path contains {' '.join(bad)}; "
-                           "move the figures folder (FIGURES_DIR) to a plainer path")
+        raise ResultsError(
+            f"{path}: LaTeX cannot include a file whose path contains {' '.join(bad)}; "
+            "move the figures folder (FIGURES_DIR) to a plainer path"
+        )
     return rel
 
 
@@ -328,6 +332,8 @@ def data_brief(d: dict[str, Any]) -> str:
     kind = data_kind(d)
     if kind == "full":
         return f"full CIFAR-10, {sizes}, official test set"
+    if kind == "jpeg":
+        return f"CIFAR-10 (JPEG copy), {sizes}, official test split as JPEG"
     if kind == "official-subset":
         return f"subset of the official CIFAR-10 files, {sizes}"
     if kind == "mini":
@@ -346,8 +352,10 @@ def provenance_brief(runs: dict[str, dict[str, Any]]) -> str:
     for (data, epochs, device), names in groups.items():
         wall = sum(runs[n]["wall_seconds"] for n in names)
         who = "" if len(groups) == 1 else tt_list(names) + ": "
-        parts.append(f"{who}{tex(data)}; {plural(epochs, 'epoch')}; {tex(device)}; "
-                     f"wall time {tex(duration(wall))}{' in all' if len(names) > 1 else ''}")
+        parts.append(
+            f"{who}{tex(data)}; {plural(epochs, 'epoch')}; {tex(device)}; "
+            f"wall time {tex(duration(wall))}{' in all' if len(names) > 1 else ''}"
+        )
     return "; ".join(parts) + "."
 
 
@@ -358,13 +366,17 @@ def plural(n: int, word: str) -> str:
 def provenance_tex(runs: dict[str, dict[str, Any]]) -> str:
     """One sentence per group of runs: data, epochs, device, wall time."""
     if not runs:
-        return ("No training run has produced results yet, so this build shows no measured numbers. "
-                f"Run \\texttt{{{tex(FULL_RUN_HINT.split('#')[0].strip())}}} and then \\texttt{{make report}}.")
+        return (
+            "No training run has produced results yet, so this build shows no measured numbers. "
+            f"Run \\texttt{{{tex(FULL_RUN_HINT.split('#')[0].strip())}}} and then \\texttt{{make report}}."
+        )
     parts = []
     for names, data, epochs, device in provenance_groups(runs):
         wall = sum(runs[n]["wall_seconds"] for n in names)
-        parts.append(f"{tt_list(names)}: {tex(data)}; "
-                     f"{plural(epochs, 'epoch')} on {tex(device)}, {tex(duration(wall))} wall time in all.")
+        parts.append(
+            f"{tt_list(names)}: {tex(data)}; "
+            f"{plural(epochs, 'epoch')} on {tex(device)}, {tex(duration(wall))} wall time in all."
+        )
     return " ".join(parts)
 
 
@@ -374,11 +386,15 @@ def full_status_tex(runs: dict[str, dict[str, Any]]) -> str:
         return "All runs in this report used the full official CIFAR-10."
     hint = tex(FULL_RUN_HINT.split("#")[0].strip())
     if full:
-        return (f"Only {tt_list(full)} used the full official CIFAR-10; "
-                "the other runs' numbers are not CIFAR-10 results.")
-    return ("\\textbf{No run in this build used the full CIFAR-10: full-data accuracies have not been measured "
-            f"here}}, and none of the numbers below can be compared with the seed report's. "
-            f"They are produced by \\texttt{{{hint}}} on a GPU machine, then \\texttt{{make report}}.")
+        return (
+            f"Only {tt_list(full)} used the full official CIFAR-10; "
+            "the other runs' numbers are not CIFAR-10 results."
+        )
+    return (
+        "\\textbf{No run in this build used the full CIFAR-10: full-data accuracies have not been measured "
+        f"here}}, and none of the numbers below can be compared with the seed report's. "
+        f"They are produced by \\texttt{{{hint}}} on a GPU machine, then \\texttt{{make report}}."
+    )
 
 
 def full_status_brief(runs: dict[str, dict[str, Any]]) -> str:
@@ -397,25 +413,44 @@ def arch_tables_tex() -> str:
     blocks = []
     for name in ("lite", "improved"):
         model = rl.build_model(name)
-        rows = [[tex(r.name), "[" + ", ".join(str(s) for s in r.output_shape) + "]", f"{r.params:,}"]
-                for r in rl.layer_table(model)]
+        rows = [
+            [tex(r.name), "[" + ", ".join(str(s) for s in r.output_shape) + "]", f"{r.params:,}"]
+            for r in rl.layer_table(model)
+        ]
         rows.append(["\\midrule Total", "", f"{rl.count_params(model):,}"])
-        body = tabular("@{}lrr@{}", ["Layer", "Output", "Params"], rows).replace("\\\\\n\\midrule Total", "\\\\\n\\midrule\nTotal")
-        blocks.append(f"\\begin{{minipage}}[t]{{0.48\\textwidth}}\\centering\\scriptsize\n"
-                      f"\\textbf{{{name.capitalize()}}}\\\\[2pt]\n{body}\\end{{minipage}}")
-    return ("\\begin{table*}[tbp]\n\\centering\n\\caption{Layer tables of the two models, generated from the code "
-            "(\\texttt{resnet\\_lib.layer\\_table}) in the seed report's format: output shape for one "
-            "$3\\times32\\times32$ image (batch dimension left out), parameters per layer; an RBL row is the "
-            "residual block itself (its layers are listed above it).}\\label{tab:arch}\n"
-            + "\\hfill".join(blocks) + "\n\\end{table*}\n")
+        body = tabular("@{}lrr@{}", ["Layer", "Output", "Params"], rows).replace(
+            "\\\\\n\\midrule Total", "\\\\\n\\midrule\nTotal"
+        )
+        blocks.append(
+            f"\\begin{{minipage}}[t]{{0.48\\textwidth}}\\centering\\scriptsize\n"
+            f"\\textbf{{{name.capitalize()}}}\\\\[2pt]\n{body}\\end{{minipage}}"
+        )
+    return (
+        "\\begin{table*}[tbp]\n\\centering\n\\caption{Layer tables of the two models, generated from the code "
+        "(\\texttt{resnet\\_lib.layer\\_table}) in the seed report's format: output shape for one "
+        "$3\\times32\\times32$ image (batch dimension left out), parameters per layer; an RBL row is the "
+        "residual block itself (its layers are listed above it).}\\label{tab:arch}\n"
+        + "\\hfill".join(blocks)
+        + "\n\\end{table*}\n"
+    )
 
 
 RECIPE_FIELDS = [  # (TrainConfig field, row label)
-    ("optimizer", "optimizer"), ("lr", "peak learning rate"), ("momentum", "momentum (SGD)"),
-    ("nesterov", "Nesterov (SGD)"), ("weight_decay", "weight decay"), ("schedule", "schedule"),
-    ("warmup_epochs", "warm-up epochs"), ("label_smoothing", "label smoothing"), ("crop", "random crop (pad 4)"),
-    ("flip", "horizontal flip"), ("cutout", "cutout (px)"), ("epochs", "epochs"), ("batch_size", "batch size"),
-    ("tta", "flip TTA at test"), ("val_size", "validation split"),
+    ("optimizer", "optimizer"),
+    ("lr", "peak learning rate"),
+    ("momentum", "momentum (SGD)"),
+    ("nesterov", "Nesterov (SGD)"),
+    ("weight_decay", "weight decay"),
+    ("schedule", "schedule"),
+    ("warmup_epochs", "warm-up epochs"),
+    ("label_smoothing", "label smoothing"),
+    ("crop", "random crop (pad 4)"),
+    ("flip", "horizontal flip"),
+    ("cutout", "cutout (px)"),
+    ("epochs", "epochs"),
+    ("batch_size", "batch size"),
+    ("tta", "flip TTA at test"),
+    ("val_size", "validation split"),
 ]
 
 
@@ -446,10 +481,14 @@ def recipes_table_tex() -> str:
             m += f" (GPU: {fmt_value(on_gpu[f])})"
         rows.append([tex(label), tex(s), tex(m)])
     body = tabular("@{}lll@{}", ["", "\\texttt{seed}", "\\texttt{modern}"], rows)
-    return table_env(body, "The two training recipes as the code defines them (\\texttt{RECIPES}). The seed report "
-                           "states neither learning rates nor batch size nor weight decay; \\texttt{seed} fills "
-                           "them with common course defaults. On a GPU, \\texttt{modern} takes a larger batch "
-                           "and learning rate (\\texttt{RECIPES\\_ON\\_CUDA}).", "tab:recipes")
+    return table_env(
+        body,
+        "The two training recipes as the code defines them (\\texttt{RECIPES}). The seed report "
+        "states neither learning rates nor batch size nor weight decay; \\texttt{seed} fills "
+        "them with common course defaults. On a GPU, \\texttt{modern} takes a larger batch "
+        "and learning rate (\\texttt{RECIPES\\_ON\\_CUDA}).",
+        "tab:recipes",
+    )
 
 
 def results_table_tex(runs: dict[str, dict[str, Any]]) -> str:
@@ -463,14 +502,30 @@ def results_table_tex(runs: dict[str, dict[str, Any]]) -> str:
             continue
         c, fin = res["config"], res["final"]
         test = pct(fin["test_acc"]) + ("$^\\dagger$" if fin.get("tta") else "")
-        rows.append([f"\\texttt{{{tex(name)}}}", tex(rl.optimizer_label(c)), f"{res['num_params']:,}",
-                     pct(fin["train_acc"]), pct(fin.get("val_acc")), test, str(epochs_of(res)),
-                     tex(data_short(res["data"])), tex(res["device"]), tex(duration(res["wall_seconds"]))])
-    body = tabular("@{}llrrrrrlll@{}", ["Run", "Optimizer", "Params", "Train", "Val", "Test", "Ep.", "Data",
-                                       "Device", "Wall"], rows)
-    caption = ("Results of every run: accuracy (\\%) of the final model; train is the running accuracy over the "
-               "last epoch's augmented batches; $^\\dagger$ test with flip test-time augmentation. "
-               "Produced by: " + provenance_brief(runs) + " " + full_status_brief(runs))
+        rows.append(
+            [
+                f"\\texttt{{{tex(name)}}}",
+                tex(rl.optimizer_label(c)),
+                f"{res['num_params']:,}",
+                pct(fin["train_acc"]),
+                pct(fin.get("val_acc")),
+                test,
+                str(epochs_of(res)),
+                tex(data_short(res["data"])),
+                tex(res["device"]),
+                tex(duration(res["wall_seconds"])),
+            ]
+        )
+    body = tabular(
+        "@{}llrrrrrlll@{}",
+        ["Run", "Optimizer", "Params", "Train", "Val", "Test", "Ep.", "Data", "Device", "Wall"],
+        rows,
+    )
+    caption = (
+        "Results of every run: accuracy (\\%) of the final model; train is the running accuracy over the "
+        "last epoch's augmented batches; $^\\dagger$ test with flip test-time augmentation. "
+        "Produced by: " + provenance_brief(runs) + " " + full_status_brief(runs)
+    )
     return table_env(body, caption, "tab:results", wide=True)
 
 
@@ -487,15 +542,30 @@ def optimizer_tex(runs: dict[str, dict[str, Any]]) -> str:
         val = [v for v in h.get("val_acc", []) if v is not None]
         best = f"{pct(max(val))} ({h['epoch'][h['val_acc'].index(max(val))]})" if val else "--"
         ips = throughput(res)
-        rows.append([f"\\texttt{{{tex(name)}}}", tex(rl.optimizer_label(c)), tex(f"{fmt_value(c['lr'])}, {c['schedule']}"),
-                     pct(fin["train_acc"]), pct(fin.get("val_acc")), best, pct(fin["test_acc"]),
-                     f"{ips:,.0f}" if ips else "--"])
-    body = tabular("@{}lllrrrrr@{}", ["Run", "Optimizer", "lr, schedule", "Train", "Val", "Best val (ep.)", "Test",
-                                     "img/s"], rows)
+        rows.append(
+            [
+                f"\\texttt{{{tex(name)}}}",
+                tex(rl.optimizer_label(c)),
+                tex(f"{fmt_value(c['lr'])}, {c['schedule']}"),
+                pct(fin["train_acc"]),
+                pct(fin.get("val_acc")),
+                best,
+                pct(fin["test_acc"]),
+                f"{ips:,.0f}" if ips else "--",
+            ]
+        )
+    body = tabular(
+        "@{}lllrrrrr@{}", ["Run", "Optimizer", "lr, schedule", "Train", "Val", "Best val (ep.)", "Test", "img/s"], rows
+    )
     prov = provenance_brief({n: runs[n] for n in present})
-    out = table_env(body, "Optimizer comparison on the Improved model (accuracy in \\%, final model; best val: "
-                          "highest validation accuracy over epochs and its epoch; img/s: median training "
-                          "throughput). Produced by: " + prov, "tab:optimizer", wide=True)
+    out = table_env(
+        body,
+        "Optimizer comparison on the Improved model (accuracy in \\%, final model; best val: "
+        "highest validation accuracy over epochs and its epoch; img/s: median training "
+        "throughput). Produced by: " + prov,
+        "tab:optimizer",
+        wide=True,
+    )
     sgd, adam = runs.get(names[0]), runs.get(names[1])
     if sgd and adam:
         vs, va = selection_accuracy(sgd), selection_accuracy(adam)
@@ -504,17 +574,25 @@ def optimizer_tex(runs: dict[str, dict[str, Any]]) -> str:
         diff = 100 * (adam["final"]["test_acc"] - sgd["final"]["test_acc"])
         claims = seed_claims()
         seed_diff = claims[names[1]][1] - claims[names[0]][1]
-        val_text = (f"Validation accuracy, the number model selection may use, is {pct(vs)}\\% with SGD and "
-                    f"{pct(va)}\\% with Adam. " if vs is not None and va is not None else "")
-        out += (f"\n{val_text}On the test split Adam is {abs(diff):.2f} points "
-                f"{'above' if diff >= 0 else 'below'} SGD + momentum ({pct(adam['final']['test_acc'])}\\% against "
-                f"{pct(sgd['final']['test_acc'])}\\%); with {n_test:,} test images, one run's accuracy carries a "
-                f"95\\% sampling interval of about $\\pm${100 * hw:.2f} points, and each configuration ran once, "
-                f"so {'this difference is within that noise' if abs(diff) <= 100 * hw else 'this difference exceeds the test-set noise of a single run, though not the seed-to-seed variation, which one run per configuration cannot measure'}. "
-                f"The seed report put Adam {seed_diff:.2f} points ahead (its claim, not our run).\n")
+        val_text = (
+            f"Validation accuracy, the number model selection may use, is {pct(vs)}\\% with SGD and "
+            f"{pct(va)}\\% with Adam. "
+            if vs is not None and va is not None
+            else ""
+        )
+        out += (
+            f"\n{val_text}On the test split Adam is {abs(diff):.2f} points "
+            f"{'above' if diff >= 0 else 'below'} SGD + momentum ({pct(adam['final']['test_acc'])}\\% against "
+            f"{pct(sgd['final']['test_acc'])}\\%); with {n_test:,} test images, one run's accuracy carries a "
+            f"95\\% sampling interval of about $\\pm${100 * hw:.2f} points, and each configuration ran once, "
+            f"so {'this difference is within that noise' if abs(diff) <= 100 * hw else 'this difference exceeds the test-set noise of a single run, though not the seed-to-seed variation, which one run per configuration cannot measure'}. "
+            f"The seed report put Adam {seed_diff:.2f} points ahead (its claim, not our run).\n"
+        )
     else:
-        out += "\nThe SGD-against-Adam comparison needs both seed-recipe runs of the Improved model; " \
-               f"{'neither has' if not (sgd or adam) else 'one has not'} been run in this build.\n"
+        out += (
+            "\nThe SGD-against-Adam comparison needs both seed-recipe runs of the Improved model; "
+            f"{'neither has' if not (sgd or adam) else 'one has not'} been run in this build.\n"
+        )
     return out
 
 
@@ -528,19 +606,39 @@ def seed_comparison_tex(runs: dict[str, dict[str, Any]]) -> str:
         modern = runs.get(rl.run_name(rl.TrainConfig.from_recipe("modern", model=model)))
         ours = (pct(res["final"]["train_acc"]), pct(res["final"]["test_acc"])) if res else ("--", "--")
         delta = signed(100 * res["final"]["test_acc"] - s_test) if res and comparable_to_seed(res) else "n/c"
-        mod = pct(modern["final"]["test_acc"]) + "$^\\dagger$" if modern and modern["final"].get("tta") else (
-            pct(modern["final"]["test_acc"]) if modern else "--")
+        mod = (
+            pct(modern["final"]["test_acc"]) + "$^\\dagger$"
+            if modern and modern["final"].get("tta")
+            else (pct(modern["final"]["test_acc"]) if modern else "--")
+        )
         prod = f"{tex(data_short(res['data']))}, {epochs_of(res)} ep." if res else "\\emph{not run}"
-        rows.append([f"\\texttt{{{tex(name)}}}", f"{s_train:.2f}", f"{s_test:.2f}", ours[0], ours[1], delta, mod, prod])
-    body = tabular("@{}lrrrrrrl@{}", ["Run", "\\multicolumn{2}{c}{Seed report}", "Ours train", "Ours test",
-                                     "$\\Delta$ test", "Modern test", "Our data, epochs"], rows)
+        rows.append(
+            [f"\\texttt{{{tex(name)}}}", f"{s_train:.2f}", f"{s_test:.2f}", ours[0], ours[1], delta, mod, prod]
+        )
+    body = tabular(
+        "@{}lrrrrrrl@{}",
+        [
+            "Run",
+            "\\multicolumn{2}{c}{Seed report}",
+            "Ours train",
+            "Ours test",
+            "$\\Delta$ test",
+            "Modern test",
+            "Our data, epochs",
+        ],
+        rows,
+    )
     body = body.replace("\\midrule", "& train & test & & & & & \\\\\n\\midrule", 1)
     present = {n: runs[n] for n in claims if n in runs}
-    caption = ("The seed report's numbers (its claims, copied from its results table) beside our repetitions of "
-               "the same runs, and the same model with the \\texttt{modern} recipe (accuracy in \\%; "
-               "$^\\dagger$ flip TTA). $\\Delta$ is shown only for runs on the full CIFAR-10 with the seed's "
-               f"{rl.RECIPES['seed']['epochs']} epochs; n/c: not comparable. Our runs: "
-               + provenance_brief(present) + " " + full_status_brief(runs))
+    caption = (
+        "The seed report's numbers (its claims, copied from its results table) beside our repetitions of "
+        "the same runs, and the same model with the \\texttt{modern} recipe (accuracy in \\%; "
+        "$^\\dagger$ flip TTA). $\\Delta$ is shown only for runs on the full CIFAR-10 with the seed's "
+        f"{rl.RECIPES['seed']['epochs']} epochs; n/c: not comparable. Our runs: "
+        + provenance_brief(present)
+        + " "
+        + full_status_brief(runs)
+    )
     return table_env(body, caption, "tab:seed", wide=True)
 
 
@@ -552,12 +650,16 @@ def seed_discussion_tex(runs: dict[str, dict[str, Any]]) -> str:
         res = runs.get(name)
         if res and comparable_to_seed(res):
             d = 100 * res["final"]["test_acc"] - s_test
-            sentences.append(f"\\texttt{{{tex(name)}}} reaches {pct(res['final']['test_acc'])}\\% test accuracy "
-                             f"against the seed's {s_test:.2f}\\% ({signed(d)} points).")
+            sentences.append(
+                f"\\texttt{{{tex(name)}}} reaches {pct(res['final']['test_acc'])}\\% test accuracy "
+                f"against the seed's {s_test:.2f}\\% ({signed(d)} points)."
+            )
     if not sentences:
-        sentences.append("None of this build's runs repeats a seed run on the full CIFAR-10 for "
-                         f"{rl.RECIPES['seed']['epochs']} epochs, so the seed's figures can be neither confirmed nor "
-                         "refuted here; Table~\\ref{tab:seed} shows them beside our numbers only for orientation.")
+        sentences.append(
+            "None of this build's runs repeats a seed run on the full CIFAR-10 for "
+            f"{rl.RECIPES['seed']['epochs']} epochs, so the seed's figures can be neither confirmed nor "
+            "refuted here; Table~\\ref{tab:seed} shows them beside our numbers only for orientation."
+        )
     sentences += recipe_gain_sentences(runs)
     return " ".join(sentences) + "\n"
 
@@ -573,11 +675,13 @@ def recipe_gain_sentences(runs: dict[str, dict[str, Any]]) -> list[str]:
             continue
         vo, vn = selection_accuracy(old), selection_accuracy(new)
         val = f"validation {pct(vo)}\\% $\\to$ {pct(vn)}\\%, " if vo is not None and vn is not None else ""
-        out.append(f"On the same data ({tex(data_brief(new['data']))}) and budget ({plural(epochs_of(new), 'epoch')}), "
-                   f"the \\texttt{{modern}} recipe moves {model.capitalize()} from {val}test "
-                   f"{pct(old['final']['test_acc'])}\\% $\\to$ {pct(new['final']['test_acc'])}\\% "
-                   f"({signed(100 * (new['final']['test_acc'] - old['final']['test_acc']))} points) against the "
-                   "\\texttt{seed} recipe with SGD.")
+        out.append(
+            f"On the same data ({tex(data_brief(new['data']))}) and budget ({plural(epochs_of(new), 'epoch')}), "
+            f"the \\texttt{{modern}} recipe moves {model.capitalize()} from {val}test "
+            f"{pct(old['final']['test_acc'])}\\% $\\to$ {pct(new['final']['test_acc'])}\\% "
+            f"({signed(100 * (new['final']['test_acc'] - old['final']['test_acc']))} points) against the "
+            "\\texttt{seed} recipe with SGD."
+        )
     return out
 
 
@@ -600,7 +704,9 @@ class PerClassFocus:
     top_pair: dict[str, Any] | None  # its most confused pair, if notebook 05 wrote any
 
 
-def per_class_focus(runs: dict[str, dict[str, Any]], per_class: PerClass, names: Iterable[str]) -> PerClassFocus | None:
+def per_class_focus(
+    runs: dict[str, dict[str, Any]], per_class: PerClass, names: Iterable[str]
+) -> PerClassFocus | None:
     """The run among `names` (that has results) with the highest validation accuracy, and
     its per-class facts; None if no such run has a validation accuracy."""
     focus = best_run({n: runs[n] for n in names if n in runs})
@@ -613,8 +719,10 @@ def per_class_focus(runs: dict[str, dict[str, Any]], per_class: PerClass, names:
 
 def per_class_tex(runs: dict[str, dict[str, Any]], per_class: PerClass | None) -> str:
     if per_class is None or not per_class.accuracy:
-        return ("Per-class numbers are not available in this build: notebook 05 (evaluation) has not written "
-                "\\texttt{per\\_class\\_accuracy.csv} to the results folder.\n")
+        return (
+            "Per-class numbers are not available in this build: notebook 05 (evaluation) has not written "
+            "\\texttt{per\\_class\\_accuracy.csv} to the results folder.\n"
+        )
     cols = [n for n in per_class.accuracy if n in runs] + [n for n in per_class.accuracy if n not in runs]
     rows = []
     for cls in rl.CLASSES:
@@ -625,13 +733,17 @@ def per_class_tex(runs: dict[str, dict[str, Any]], per_class: PerClass | None) -
     header = ["Class"] + [f"\\rotatebox{{60}}{{\\texttt{{{tex(n)}}}}}" for n in cols]
     body = tabular("@{}l" + "r" * len(cols) + "@{}", header, rows)
     known = {n: runs[n] for n in cols if n in runs}
-    caption = ("Test accuracy (\\%) per class and run, from notebook 05's re-evaluation of each checkpoint "
-               "(flip TTA where the recipe uses it); bold: best run per class. Produced by: "
-               + (provenance_brief(known) if known else "runs whose results.json is missing."))
+    caption = (
+        "Test accuracy (\\%) per class and run, from notebook 05's re-evaluation of each checkpoint "
+        "(flip TTA where the recipe uses it); bold: best run per class. Produced by: "
+        + (provenance_brief(known) if known else "runs whose results.json is missing.")
+    )
     out = table_env(body, caption, "tab:perclass", wide=len(cols) > 5)
     if per_class.stale:
-        out += (f"\\textbf{{Warning:}} the per-class file is older than the results of "
-                f"{tt_list(per_class.stale)}; rerun notebook 05.\n")
+        out += (
+            f"\\textbf{{Warning:}} the per-class file is older than the results of "
+            f"{tt_list(per_class.stale)}; rerun notebook 05.\n"
+        )
     focus = per_class_focus(runs, per_class, cols)
     if focus is None:
         return out
@@ -639,13 +751,17 @@ def per_class_tex(runs: dict[str, dict[str, Any]], per_class: PerClass | None) -
     easy, hard = extremes(focus.accuracy, hi), extremes(focus.accuracy, lo)
     mean_by_class = {c: sum(per_class.accuracy[n][c] for n in cols) / len(cols) for c in rl.CLASSES}
     avg_lo = min(mean_by_class.values())
-    out += (f"\nWe look closest at \\texttt{{{tex(focus.run)}}}, the run with the highest validation accuracy. "
-            f"Its easiest {easy} ({hi:.1f}\\%) and its hardest {hard} ({lo:.1f}\\%), "
-            f"a spread of {hi - lo:.1f} points. ")
+    out += (
+        f"\nWe look closest at \\texttt{{{tex(focus.run)}}}, the run with the highest validation accuracy. "
+        f"Its easiest {easy} ({hi:.1f}\\%) and its hardest {hard} ({lo:.1f}\\%), "
+        f"a spread of {hi - lo:.1f} points. "
+    )
     if focus.top_pair:
         p = focus.top_pair
-        out += (f"Its most confused pair is {tex(p['a'])}/{tex(p['b'])}: {p['ab']} {tex(p['a'])} images predicted as "
-                f"{tex(p['b'])} and {p['ba']} the other way, {p['pct']:.1f}\\% of the two classes' test images. ")
+        out += (
+            f"Its most confused pair is {tex(p['a'])}/{tex(p['b'])}: {p['ab']} {tex(p['a'])} images predicted as "
+            f"{tex(p['b'])} and {p['ba']} the other way, {p['pct']:.1f}\\% of the two classes' test images. "
+        )
     if len(cols) > 1:
         out += f"Averaged over the {len(cols)} runs, the hardest {extremes(mean_by_class, avg_lo)} ({avg_lo:.1f}\\%)."
     return out + "\n"
@@ -656,15 +772,20 @@ def figure_tex(path: Path | None, caption: str, label: str, tex_dir: Path, wide:
         return ""
     env = "figure*" if wide else "figure"
     width = width or ("\\textwidth" if wide else "\\linewidth")
-    return (f"\\begin{{{env}}}[tbp]\n\\centering\n\\includegraphics[width={width}]{{{tex_path(path, tex_dir)}}}\n"
-            f"\\caption{{{caption}}}\\label{{{label}}}\n\\end{{{env}}}\n")
+    return (
+        f"\\begin{{{env}}}[tbp]\n\\centering\n\\includegraphics[width={width}]{{{tex_path(path, tex_dir)}}}\n"
+        f"\\caption{{{caption}}}\\label{{{label}}}\n\\end{{{env}}}\n"
+    )
 
 
 def missing_figures_note(names: list[str]) -> str:
     if not names:
         return ""
-    return ("\\noindent\\emph{Not in this build (the notebook that draws them has not run):} "
-            + ", ".join(f"\\texttt{{{tex(n)}}}" for n in names) + ".\n")
+    return (
+        "\\noindent\\emph{Not in this build (the notebook that draws them has not run):} "
+        + ", ".join(f"\\texttt{{{tex(n)}}}" for n in names)
+        + ".\n"
+    )
 
 
 @dataclass
@@ -681,8 +802,10 @@ class Figures:
         newer = sorted({r for n in names for r in self.older_than.get(n, [])})
         if not newer:
             return ""
-        return (f" \\textbf{{Warning: drawn before the current results of {tt_list(newer)} were written; "
-                "rerun the notebooks.}")
+        return (
+            f" \\textbf{{Warning: drawn before the current results of {tt_list(newer)} were written; "
+            "rerun the notebooks.}"
+        )
 
 
 def figure_runs(name: str, runs: dict[str, dict[str, Any]]) -> list[str]:
@@ -691,21 +814,31 @@ def figure_runs(name: str, runs: dict[str, dict[str, Any]]) -> list[str]:
         if name == f"{model}_training_curves":
             # Notebook 02 trains (and plots) both Lite recipes; notebook 03 only the modern
             # Improved run: the Improved seed-recipe runs belong to notebook 04's figure.
-            return [n for n, r in runs.items() if r["config"]["model"] == model
-                    and (model == "lite" or r["config"]["recipe"] != "seed")]
+            return [
+                n
+                for n, r in runs.items()
+                if r["config"]["model"] == model and (model == "lite" or r["config"]["recipe"] != "seed")
+            ]
     if name == "optimizer_comparison":
         return [n for n in expected_runs() if n.startswith("improved-") and n in runs]
     if name == "per_class_accuracy":
         return list(runs)
     for prefix in ("confusion_matrix_", "misclassified_"):
-        if name.startswith(prefix) and name[len(prefix):] in runs:
-            return [name[len(prefix):]]
+        if name.startswith(prefix) and name[len(prefix) :] in runs:
+            return [name[len(prefix) :]]
     return []
 
 
 def collect_figures(figures_dir: Path, runs: dict[str, dict[str, Any]], results_mtime: dict[str, float]) -> Figures:
-    names = ["class_balance", "samples_per_class", "augmentation_preview", "lite_training_curves",
-             "improved_training_curves", "optimizer_comparison", "per_class_accuracy"]
+    names = [
+        "class_balance",
+        "samples_per_class",
+        "augmentation_preview",
+        "lite_training_curves",
+        "improved_training_curves",
+        "optimizer_comparison",
+        "per_class_accuracy",
+    ]
     every = list(expected_runs()) + [n for n in runs if n not in expected_runs()]
     names += [f"confusion_matrix_{r}" for r in every] + [f"misclassified_{r}" for r in every]
     figs = Figures()
@@ -722,15 +855,28 @@ def collect_figures(figures_dir: Path, runs: dict[str, dict[str, Any]], results_
 
 
 def data_figures_tex(figs: Figures, tex_dir: Path) -> str:
-    out = figure_tex(figs.get("samples_per_class"), "Training images, a seeded sample per class (notebook 01).",
-                     "fig:samples", tex_dir)
-    out += figure_tex(figs.get("class_balance"), "Images per class in the training and test splits of the data "
-                      "the notebooks were given (notebook 01).", "fig:balance", tex_dir)
-    out += figure_tex(figs.get("augmentation_preview"), "The \\texttt{modern} recipe's augmentation: random crops of "
-                      "the zero-padded image and horizontal flips, several draws per image (notebook 01).",
-                      "fig:augment", tex_dir)
-    return out + missing_figures_note([n for n in ("samples_per_class", "class_balance", "augmentation_preview")
-                                       if n in figs.missing])
+    out = figure_tex(
+        figs.get("samples_per_class"),
+        "Training images, a seeded sample per class (notebook 01).",
+        "fig:samples",
+        tex_dir,
+    )
+    out += figure_tex(
+        figs.get("class_balance"),
+        "Images per class in the training and test splits of the data " "the notebooks were given (notebook 01).",
+        "fig:balance",
+        tex_dir,
+    )
+    out += figure_tex(
+        figs.get("augmentation_preview"),
+        "The \\texttt{modern} recipe's augmentation: random crops of "
+        "the zero-padded image and horizontal flips, several draws per image (notebook 01).",
+        "fig:augment",
+        tex_dir,
+    )
+    return out + missing_figures_note(
+        [n for n in ("samples_per_class", "class_balance", "augmentation_preview") if n in figs.missing]
+    )
 
 
 def curve_figures_tex(figs: Figures, runs: dict[str, dict[str, Any]], tex_dir: Path) -> str:
@@ -738,47 +884,81 @@ def curve_figures_tex(figs: Figures, runs: dict[str, dict[str, Any]], tex_dir: P
     for model, nb in (("lite", "02"), ("improved", "03")):
         group = {n: r for n, r in runs.items() if r["config"]["model"] == model}
         prov = provenance_brief(group)
-        out += figure_tex(figs.get(f"{model}_training_curves"),
-                          f"{model.capitalize()} model: loss and accuracy per epoch (notebook {nb}). Produced by: {prov}"
-                          + figs.note(f"{model}_training_curves"),
-                          f"fig:{model}curves", tex_dir, wide=True, width="0.85\\textwidth")
+        out += figure_tex(
+            figs.get(f"{model}_training_curves"),
+            f"{model.capitalize()} model: loss and accuracy per epoch (notebook {nb}). Produced by: {prov}"
+            + figs.note(f"{model}_training_curves"),
+            f"fig:{model}curves",
+            tex_dir,
+            wide=True,
+            width="0.85\\textwidth",
+        )
     shown = [f"Figure~\\ref{{fig:{m}curves}}" for m in ("lite", "improved") if figs.get(f"{m}_training_curves")]
-    intro = (" and ".join(shown) + (" shows" if len(shown) == 1 else " show") + " the training curves.\n") if shown else ""
-    return intro + out + missing_figures_note([n for n in ("lite_training_curves", "improved_training_curves")
-                                               if n in figs.missing])
+    intro = (
+        (" and ".join(shown) + (" shows" if len(shown) == 1 else " show") + " the training curves.\n") if shown else ""
+    )
+    return (
+        intro
+        + out
+        + missing_figures_note([n for n in ("lite_training_curves", "improved_training_curves") if n in figs.missing])
+    )
 
 
 def optimizer_figure_tex(figs: Figures, runs: dict[str, dict[str, Any]], tex_dir: Path) -> str:
     group = {n: runs[n] for n in expected_runs() if n.startswith("improved-") and n in runs}
-    return figure_tex(figs.get("optimizer_comparison"), "Improved model under one budget: training (dashed) and "
-                      "validation (solid) curves of the three optimizer settings (notebook 04). Produced by: "
-                      + provenance_brief(group) + figs.note("optimizer_comparison"), "fig:optimizer",
-                      tex_dir, wide=True, width="0.85\\textwidth") + missing_figures_note(
-                          ["optimizer_comparison"] if "optimizer_comparison" in figs.missing else [])
+    return figure_tex(
+        figs.get("optimizer_comparison"),
+        "Improved model under one budget: training (dashed) and "
+        "validation (solid) curves of the three optimizer settings (notebook 04). Produced by: "
+        + provenance_brief(group)
+        + figs.note("optimizer_comparison"),
+        "fig:optimizer",
+        tex_dir,
+        wide=True,
+        width="0.85\\textwidth",
+    ) + missing_figures_note(["optimizer_comparison"] if "optimizer_comparison" in figs.missing else [])
 
 
 def confusion_figures_tex(figs: Figures, runs: dict[str, dict[str, Any]], tex_dir: Path) -> str:
     cms = [(r, figs.get(f"confusion_matrix_{r}")) for r in runs if figs.get(f"confusion_matrix_{r}")]
     out = ""
     if cms:
-        cells = [f"\\begin{{minipage}}[t]{{0.32\\textwidth}}\\centering\n"
-                 f"\\includegraphics[width=\\linewidth]{{{tex_path(p, tex_dir)}}}\\\\\\footnotesize\\texttt{{{tex(r)}}}"
-                 f"\n\\end{{minipage}}" for r, p in cms]
-        rows = ["\\hfill".join(cells[i:i + 3]) for i in range(0, len(cells), 3)]
-        out += ("\\begin{figure*}[tbp]\n\\centering\n" + "\\\\[6pt]\n".join(rows) + "\n"
-                "\\caption{Confusion matrices on the test split (rows: true class, each normalized to 100\\%; "
-                "notebook 05). Produced by: " + provenance_brief({r: runs[r] for r, _ in cms})
-                + figs.note(*(f"confusion_matrix_{r}" for r, _ in cms)) +
-                "}\\label{fig:confusion}\n\\end{figure*}\n")
-    out += figure_tex(figs.get("per_class_accuracy"), "Test accuracy per class, one bar per run (notebook 05). "
-                      "Produced by: " + provenance_brief(runs) + figs.note("per_class_accuracy"),
-                      "fig:perclass", tex_dir, wide=True, width="0.85\\textwidth")
+        cells = [
+            f"\\begin{{minipage}}[t]{{0.32\\textwidth}}\\centering\n"
+            f"\\includegraphics[width=\\linewidth]{{{tex_path(p, tex_dir)}}}\\\\\\footnotesize\\texttt{{{tex(r)}}}"
+            f"\n\\end{{minipage}}"
+            for r, p in cms
+        ]
+        rows = ["\\hfill".join(cells[i : i + 3]) for i in range(0, len(cells), 3)]
+        out += (
+            "\\begin{figure*}[tbp]\n\\centering\n" + "\\\\[6pt]\n".join(rows) + "\n"
+            "\\caption{Confusion matrices on the test split (rows: true class, each normalized to 100\\%; "
+            "notebook 05). Produced by: "
+            + provenance_brief({r: runs[r] for r, _ in cms})
+            + figs.note(*(f"confusion_matrix_{r}" for r, _ in cms))
+            + "}\\label{fig:confusion}\n\\end{figure*}\n"
+        )
+    out += figure_tex(
+        figs.get("per_class_accuracy"),
+        "Test accuracy per class, one bar per run (notebook 05). "
+        "Produced by: " + provenance_brief(runs) + figs.note("per_class_accuracy"),
+        "fig:perclass",
+        tex_dir,
+        wide=True,
+        width="0.85\\textwidth",
+    )
     focus = best_run(runs)
     if focus:
-        out += figure_tex(figs.get(f"misclassified_{focus}"), f"A seeded random sample of \\texttt{{{tex(focus)}}}'s "
-                          "misclassified test images, with the predicted class's probability (notebook 05)."
-                          + figs.note(f"misclassified_{focus}"),
-                          "fig:misclassified", tex_dir, wide=True, width="0.8\\textwidth")
+        out += figure_tex(
+            figs.get(f"misclassified_{focus}"),
+            f"A seeded random sample of \\texttt{{{tex(focus)}}}'s "
+            "misclassified test images, with the predicted class's probability (notebook 05)."
+            + figs.note(f"misclassified_{focus}"),
+            "fig:misclassified",
+            tex_dir,
+            wide=True,
+            width="0.8\\textwidth",
+        )
     missing = [n for n in figs.missing if n.startswith("confusion_matrix_") or n == "per_class_accuracy"]
     return out + missing_figures_note(missing)
 
@@ -788,12 +968,16 @@ def limitations_tex(runs: dict[str, dict[str, Any]]) -> str:
     if not runs:
         items.append("No run has been made: this build reports no measured accuracy at all.")
     elif not any(is_full(r) for r in runs.values()):
-        items.append("No run used the full CIFAR-10, so this build measures no CIFAR-10 test accuracy; "
-                     "its numbers show that the pipeline learns, nothing more.")
+        items.append(
+            "No run used the full CIFAR-10, so this build measures no CIFAR-10 test accuracy; "
+            "its numbers show that the pipeline learns, nothing more."
+        )
     short = sorted({epochs_of(r) for r in runs.values() if epochs_of(r) < rl.RECIPES["seed"]["epochs"]})
     if short:
-        items.append(f"Runs of {'/'.join(map(str, short))} epoch{'s' if short != [1] else ''} are far shorter than the "
-                     f"{rl.RECIPES['seed']['epochs']} the recipes and the seed use.")
+        items.append(
+            f"Runs of {'/'.join(map(str, short))} epoch{'s' if short != [1] else ''} are far shorter than the "
+            f"{rl.RECIPES['seed']['epochs']} the recipes and the seed use."
+        )
     subset = [n for n, r in runs.items() if r["config"].get("train_subset")]
     if subset:
         who = "Every run" if len(subset) == len(runs) else tt_list(subset)
@@ -819,14 +1003,18 @@ def abstract_tex(runs: dict[str, dict[str, Any]]) -> str:
     if full:
         best = best_run(full) or next(iter(full))
         r = full[best]
-        return (f"On the full CIFAR-10, the run with the highest validation accuracy, \\texttt{{{tex(best)}}} "
-                f"({epochs_of(r)} epochs), reaches {pct(r['final']['test_acc'])}\\% test accuracy "
-                f"with {r['num_params']:,} parameters. ")
+        return (
+            f"On the full CIFAR-10, the run with the highest validation accuracy, \\texttt{{{tex(best)}}} "
+            f"({epochs_of(r)} epochs), reaches {pct(r['final']['test_acc'])}\\% test accuracy "
+            f"with {r['num_params']:,} parameters. "
+        )
     if runs:
         epochs = sorted({epochs_of(r) for r in runs.values()})
-        return ("This build contains only short runs on reduced data "
-                f"({'/'.join(map(str, epochs))} epoch{'s' if epochs != [1] else ''}; see Table~\\ref{{tab:results}}): "
-                "it measures no CIFAR-10 accuracy, and its numbers must not be read as such. ")
+        return (
+            "This build contains only short runs on reduced data "
+            f"({'/'.join(map(str, epochs))} epoch{'s' if epochs != [1] else ''}; see Table~\\ref{{tab:results}}): "
+            "it measures no CIFAR-10 accuracy, and its numbers must not be read as such. "
+        )
     return "This build contains no training runs yet, so it reports no accuracy. "
 
 
@@ -856,10 +1044,19 @@ def numbers_tex(runs: dict[str, dict[str, Any]]) -> str:
         macro("SeedImprovedAdamTest", f"{claims[names[3]][1]:.2f}\\%"),
         macro("NumRuns", str(len(runs))),
         macro("NumExpectedRuns", str(len(names))),
-        macro("ResultsDate", f"results dated {finished[0]}" + (f" to {finished[-1]}" if finished[-1] != finished[0] else "")
-              if finished else "no results yet"),
+        macro(
+            "ResultsDate",
+            (
+                f"results dated {finished[0]}" + (f" to {finished[-1]}" if finished[-1] != finished[0] else "")
+                if finished
+                else "no results yet"
+            ),
+        ),
         # one command per line: "a && b" -> "a &&\\ b"
-        macro("RegenerateCommand", "\\texttt{" + " \\&\\&\\\\ ".join(tex(c.strip()) for c in REGENERATE.split("&&")) + "}"),
+        macro(
+            "RegenerateCommand",
+            "\\texttt{" + " \\&\\&\\\\ ".join(tex(c.strip()) for c in REGENERATE.split("&&")) + "}",
+        ),
         macro("FullRunCommand", f"\\texttt{{{tex(FULL_RUN_HINT.split('#')[0].strip())}}}"),
     ]
     return "\n".join(lines) + "\n"
@@ -892,10 +1089,14 @@ def write_inputs(results_dir: Path, figures_dir: Path, out_dir: Path, tex_dir: P
     for name, text in files.items():
         (out_dir / name).write_text(text)
     manifest = {
-        "results_dir": str(results_dir), "figures_dir": str(figures_dir),
-        "runs": list(runs), "missing_runs": [n for n in expected_runs() if n not in runs],
+        "results_dir": str(results_dir),
+        "figures_dir": str(figures_dir),
+        "runs": list(runs),
+        "missing_runs": [n for n in expected_runs() if n not in runs],
         "full_cifar10_runs": [n for n, r in runs.items() if is_full(r)],
-        "per_class": per_class is not None, "figures": sorted(figs.found), "missing_figures": figs.missing,
+        "per_class": per_class is not None,
+        "figures": sorted(figs.found),
+        "missing_figures": figs.missing,
         "figures_older_than_results": figs.older_than,
         "files": sorted(files),
     }
@@ -905,22 +1106,35 @@ def write_inputs(results_dir: Path, figures_dir: Path, out_dir: Path, tex_dir: P
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--results", default=os.environ.get("RESULTS_DIR") or str(ROOT / "results"),
-                    help="folder of <run>/results.json (default: $RESULTS_DIR or results/)")
-    ap.add_argument("--figures", default=os.environ.get("FIGURES_DIR") or str(ROOT / "figures"),
-                    help="folder of the notebooks' figures (default: $FIGURES_DIR or figures/)")
+    ap.add_argument(
+        "--results",
+        default=os.environ.get("RESULTS_DIR") or str(ROOT / "results"),
+        help="folder of <run>/results.json (default: $RESULTS_DIR or results/)",
+    )
+    ap.add_argument(
+        "--figures",
+        default=os.environ.get("FIGURES_DIR") or str(ROOT / "figures"),
+        help="folder of the notebooks' figures (default: $FIGURES_DIR or figures/)",
+    )
     ap.add_argument("--out", default=str(ROOT / "report" / "generated"), help="folder for the LaTeX fragments")
-    ap.add_argument("--tex-dir", default=None, help="folder pdflatex runs in (figure paths are relative to it; "
-                                                    "default: the parent of --out)")
+    ap.add_argument(
+        "--tex-dir",
+        default=None,
+        help="folder pdflatex runs in (figure paths are relative to it; " "default: the parent of --out)",
+    )
     args = ap.parse_args(argv)
     try:
-        m = write_inputs(Path(args.results), Path(args.figures), Path(args.out), Path(args.tex_dir) if args.tex_dir else None)
+        m = write_inputs(
+            Path(args.results), Path(args.figures), Path(args.out), Path(args.tex_dir) if args.tex_dir else None
+        )
     except ResultsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"report inputs -> {args.out}: {len(m['runs'])} run(s) ({', '.join(m['runs']) or 'none'}), "
-          f"{len(m['figures'])} figure(s); not run: {', '.join(m['missing_runs']) or 'none'}; "
-          f"full CIFAR-10 runs: {', '.join(m['full_cifar10_runs']) or 'none'}")
+    print(
+        f"report inputs -> {args.out}: {len(m['runs'])} run(s) ({', '.join(m['runs']) or 'none'}), "
+        f"{len(m['figures'])} figure(s); not run: {', '.join(m['missing_runs']) or 'none'}; "
+        f"full CIFAR-10 runs: {', '.join(m['full_cifar10_runs']) or 'none'}"
+    )
     return 0
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import make_report_inputs as mri  # noqa: E402
 from make_report_inputs import rl  # noqa: E402
+from resnet_tools.safeio import atomic_write  # noqa: E402
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
@@ -39,30 +39,45 @@ def md(text: Any) -> str:
 
 def provenance_md(runs: dict[str, dict[str, Any]]) -> list[str]:
     if not runs:
-        return ["No training run has produced results yet, so no accuracy is shown here.",
-                "", f"To produce them: `{mri.FULL_RUN_HINT}`, then regenerate (below)."]
+        return [
+            "No training run has produced results yet, so no accuracy is shown here.",
+            "",
+            f"To produce them: `{mri.FULL_RUN_HINT}`, then regenerate (below).",
+        ]
     lines = ["**What produced these numbers:**", ""]
     for names, data, epochs, device in mri.provenance_groups(runs):
         wall = sum(runs[n]["wall_seconds"] for n in names)
-        lines.append(f"- {', '.join(f'`{n}`' for n in names)}: {data}; {mri.plural(epochs, 'epoch')} on "
-                     f"{device}, {mri.duration(wall)} wall time{' in all' if len(names) > 1 else ''}.")
+        lines.append(
+            f"- {', '.join(f'`{n}`' for n in names)}: {data}; {mri.plural(epochs, 'epoch')} on "
+            f"{device}, {mri.duration(wall)} wall time{' in all' if len(names) > 1 else ''}."
+        )
     lines.append("")
     full = [n for n, r in runs.items() if mri.is_full(r)]
     if len(full) < len(runs):
-        lines += ["> **" + ("No run here used the full CIFAR-10: these are not CIFAR-10 results, and they cannot be "
-                            "compared with the seed report's." if not full else
-                            "Only " + ", ".join(f"`{n}`" for n in full) + " used the full CIFAR-10; the other rows "
-                            "are not CIFAR-10 results.") + "** The full-data, 40-epoch results appear here once "
-                  f"someone runs `{mri.FULL_RUN_HINT.split('#')[0].strip()}` on a machine with a GPU and "
-                  "regenerates this section (command below).", ""]
+        lines += [
+            "> **"
+            + (
+                "No run here used the full CIFAR-10: these are not CIFAR-10 results, and they cannot be "
+                "compared with the seed report's."
+                if not full
+                else "Only " + ", ".join(f"`{n}`" for n in full) + " used the full CIFAR-10; the other rows "
+                "are not CIFAR-10 results."
+            )
+            + "** The full-data, 40-epoch results appear here once "
+            f"someone runs `{mri.FULL_RUN_HINT.split('#')[0].strip()}` on a machine with a GPU and "
+            "regenerates this section (command below).",
+            "",
+        ]
     return lines
 
 
 def results_table_md(runs: dict[str, dict[str, Any]]) -> list[str]:
     expected = mri.expected_runs()
     names = list(expected) + [n for n in runs if n not in expected]
-    lines = ["| Run | Optimizer | Params | Train acc (%) | Val acc (%) | Test acc (%) | Epochs | Data | Device | Wall time |",
-             "|:---|:---|---:|---:|---:|---:|---:|:---|:---|---:|"]
+    lines = [
+        "| Run | Optimizer | Params | Train acc (%) | Val acc (%) | Test acc (%) | Epochs | Data | Device | Wall time |",
+        "|:---|:---|---:|---:|---:|---:|---:|:---|:---|---:|",
+    ]
     for name in names:
         res = runs.get(name)
         if res is None:
@@ -70,30 +85,41 @@ def results_table_md(runs: dict[str, dict[str, Any]]) -> list[str]:
             continue
         c, fin = res["config"], res["final"]
         test = mri.pct(fin["test_acc"]) + (" †" if fin.get("tta") else "")
-        lines.append(f"| `{name}` | {md(rl.optimizer_label(c))} | {res['num_params']:,} | {mri.pct(fin['train_acc'])} | "
-                     f"{mri.pct(fin.get('val_acc'))} | {test} | {mri.epochs_of(res)} | {md(mri.data_short(res['data']))} | "
-                     f"{md(res['device'])} | {mri.duration(res['wall_seconds'])} |")
-    lines += ["", "Accuracy of the final model. Train: running accuracy over the last epoch's augmented batches. "
-              "Val: the held-out validation split, which model selection uses. † test accuracy with flip "
-              "test-time augmentation.", ""]
+        lines.append(
+            f"| `{name}` | {md(rl.optimizer_label(c))} | {res['num_params']:,} | {mri.pct(fin['train_acc'])} | "
+            f"{mri.pct(fin.get('val_acc'))} | {test} | {mri.epochs_of(res)} | {md(mri.data_short(res['data']))} | "
+            f"{md(res['device'])} | {mri.duration(res['wall_seconds'])} |"
+        )
+    lines += [
+        "",
+        "Accuracy of the final model. Train: running accuracy over the last epoch's augmented batches. "
+        "Val: the held-out validation split, which model selection uses. † test accuracy with flip "
+        "test-time augmentation.",
+        "",
+    ]
     return lines
 
 
 def seed_md(runs: dict[str, dict[str, Any]]) -> list[str]:
     epochs = rl.RECIPES["seed"]["epochs"]
-    lines = [f"**The seed report's claims** (copied from its results table: its numbers after {epochs} epochs on "
-             "CIFAR-10, not runs of ours), beside our repetitions of the same runs. Δ only where our run used the "
-             f"full CIFAR-10 for {epochs} epochs (n/c: not comparable).", "",
-             "| Run | Seed train (%) | Seed test (%) | Our train (%) | Our test (%) | Δ test |",
-             "|:---|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"**The seed report's claims** (copied from its results table: its numbers after {epochs} epochs on "
+        "CIFAR-10, not runs of ours), beside our repetitions of the same runs. Δ only where our run used the "
+        f"full CIFAR-10 for {epochs} epochs (n/c: not comparable).",
+        "",
+        "| Run | Seed train (%) | Seed test (%) | Our train (%) | Our test (%) | Δ test |",
+        "|:---|---:|---:|---:|---:|---:|",
+    ]
     for name, (s_train, s_test) in mri.seed_claims().items():
         res = runs.get(name)
         if res is None:
             lines.append(f"| `{name}` | {s_train:.2f} | {s_test:.2f} | *not run* | | |")
             continue
         delta = f"{100 * res['final']['test_acc'] - s_test:+.2f}" if mri.comparable_to_seed(res) else "n/c"
-        lines.append(f"| `{name}` | {s_train:.2f} | {s_test:.2f} | {mri.pct(res['final']['train_acc'])} | "
-                     f"{mri.pct(res['final']['test_acc'])} | {delta} |")
+        lines.append(
+            f"| `{name}` | {s_train:.2f} | {s_test:.2f} | {mri.pct(res['final']['train_acc'])} | "
+            f"{mri.pct(res['final']['test_acc'])} | {delta} |"
+        )
     return lines + [""]
 
 
@@ -104,13 +130,17 @@ def per_class_md(runs: dict[str, dict[str, Any]], per_class: mri.PerClass | None
     if focus is None:
         return []
     acc, hi, lo = focus.accuracy, focus.best, focus.worst
-    text = (f"**Per class** (`{focus.run}`, the run with the highest validation accuracy): easiest "
-            f"{', '.join(c for c, v in acc.items() if v == hi)} ({hi:.1f}%), hardest "
-            f"{', '.join(c for c, v in acc.items() if v == lo)} ({lo:.1f}%).")
+    text = (
+        f"**Per class** (`{focus.run}`, the run with the highest validation accuracy): easiest "
+        f"{', '.join(c for c, v in acc.items() if v == hi)} ({hi:.1f}%), hardest "
+        f"{', '.join(c for c, v in acc.items() if v == lo)} ({lo:.1f}%)."
+    )
     if focus.top_pair:
         p = focus.top_pair
-        text += (f" Most confused pair: {p['a']}/{p['b']} ({p['ab']} {p['a']} images predicted as {p['b']}, "
-                 f"{p['ba']} the other way).")
+        text += (
+            f" Most confused pair: {p['a']}/{p['b']} ({p['ab']} {p['a']} images predicted as {p['b']}, "
+            f"{p['ba']} the other way)."
+        )
     if per_class.stale:
         text += " (Warning: notebook 05's per-class files are older than some results; rerun it.)"
     return [text, ""]
@@ -120,8 +150,10 @@ def figures_md(runs: dict[str, dict[str, Any]], results_dir: Path, figures_dir: 
     """One or two PNG figures, linked relative to the README; never one drawn before the
     results it shows (from another run)."""
     focus = mri.best_run(runs)
-    wanted = [("improved_training_curves", "Improved ResNet: loss and accuracy per epoch"),
-              ("lite_training_curves", "Lite ResNet: loss and accuracy per epoch")]
+    wanted = [
+        ("improved_training_curves", "Improved ResNet: loss and accuracy per epoch"),
+        ("lite_training_curves", "Lite ResNet: loss and accuracy per epoch"),
+    ]
     if focus:
         wanted.insert(1, (f"confusion_matrix_{focus}", f"Confusion matrix of {focus}"))
     lines = []
@@ -147,8 +179,14 @@ def render_block(results_dir: Path, figures_dir: Path, readme_dir: Path) -> str:
         lines += seed_md(runs)
         lines += per_class_md(runs, per_class)
         lines += figures_md(runs, results_dir, figures_dir, readme_dir)
-    lines += ["Regenerate every result, figure, the paper (`report/report.pdf`) and this section:", "",
-              "```bash", mri.REGENERATE, "```", ""]
+    lines += [
+        "Regenerate every result, figure, the paper (`report/report.pdf`) and this section:",
+        "",
+        "```bash",
+        mri.REGENERATE,
+        "```",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -156,23 +194,15 @@ def replace_block(readme: str, block: str) -> str:
     """readme with the text between the markers replaced by block."""
     n_start, n_end = readme.count(START), readme.count(END)
     if n_start != 1 or n_end != 1:
-        raise MarkerError(f"the README must contain {START} and {END} exactly once each "
-                          f"(found {n_start} and {n_end}); add them where the results section goes")
+        raise MarkerError(
+            f"the README must contain {START} and {END} exactly once each "
+            f"(found {n_start} and {n_end}); add them where the results section goes"
+        )
     head, rest = readme.split(START)
     if END not in rest:
         raise MarkerError(f"{END} comes before {START} in the README")
     _, tail = rest.split(END)
     return f"{head}{START}\n{block.rstrip()}\n{END}{tail}"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, keeping the file's permissions (mkstemp's are 0600)."""
-    mode = path.stat().st_mode & 0o777
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     except (mri.ResultsError, MarkerError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    write_atomic(readme, text)
+    atomic_write(readme, "w", lambda f: f.write(text))
     print(f"results section of {readme} regenerated from {args.results}")
     return 0
 

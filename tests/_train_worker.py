@@ -120,7 +120,7 @@ def save(args: argparse.Namespace) -> None:
     path = Path(args.checkpoint)
     for epoch in range(args.first, args.first + args.count):
         print(f"SAVING {epoch}", flush=True)
-        rl._atomic_save(checkpoint_of(epoch), path)
+        rl.atomic_save(checkpoint_of(epoch), path)
         print(f"SAVED {epoch}", flush=True)
     if not args.pause:
         return
@@ -134,7 +134,7 @@ def save(args: argparse.Namespace) -> None:
         real_replace = os.replace
         os.replace = lambda src, dst: pause(f"{epoch} before-rename") if Path(dst) == path else real_replace(src, dst)
     print(f"SAVING {epoch}", flush=True)
-    rl._atomic_save(obj, path)
+    rl.atomic_save(obj, path)
     sys.exit("the pause did not happen")
 
 

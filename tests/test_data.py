@@ -13,6 +13,7 @@ import torch
 
 import resnet_lib as rl
 from conftest import write_cifar
+from resnet_tools.safeio import file_md5
 
 
 def test_loads_official_layout_as_uint8_tensors(cifar_dir):
@@ -29,8 +30,8 @@ def test_loads_official_layout_as_uint8_tensors(cifar_dir):
 
 def test_official_md5_means_no_warning(cifar_dir, monkeypatch):
     folder = cifar_dir / rl.CIFAR10_FOLDER
-    monkeypatch.setattr(rl, "CIFAR10_TRAIN_MD5", {f"data_batch_{i}": rl._md5(folder / f"data_batch_{i}") for i in range(1, 6)})
-    monkeypatch.setattr(rl, "CIFAR10_TEST_MD5", {"test_batch": rl._md5(folder / "test_batch")})
+    monkeypatch.setattr(rl, "CIFAR10_TRAIN_MD5", {f"data_batch_{i}": file_md5(folder / f"data_batch_{i}") for i in range(1, 6)})
+    monkeypatch.setattr(rl, "CIFAR10_TEST_MD5", {"test_batch": file_md5(folder / "test_batch")})
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         data = rl.load_cifar10(cifar_dir, download=False)

@@ -194,7 +194,7 @@ def test_sigkill_inside_a_save_keeps_the_previous_checkpoint_whole(tmp_path, wor
     assert temps(path) == [tmp]  # SIGKILL leaves no chance to clean up ...
     from _train_worker import checkpoint_of
 
-    rl._atomic_save(checkpoint_of(4), path)  # ... the next save removes the dead writer's file
+    rl.atomic_save(checkpoint_of(4), path)  # ... the next save removes the dead writer's file
     assert assert_complete(path) == 4 and temps(path) == []
 
 

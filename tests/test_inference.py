@@ -13,6 +13,7 @@ import torch
 
 import resnet_lib as rl
 from conftest import ROOT, tiny_config
+from resnet_tools.inference import stats_of
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +54,8 @@ def test_export_round_trip_same_logits(trained, tmp_path):
     loaded, meta = rl.load_pretrained(out, device="cpu")
     assert meta["num_params"] == 78_042 and meta["config"]["model"] == "lite"
     ref, _ = rl.load_checkpoint(ck, device="cpu")
-    stats = rl._stats_of(meta)
-    assert torch.equal(rl._logits(loaded, data.test_x, stats), rl._logits(ref, data.test_x, stats))
+    stats = stats_of(meta)
+    assert torch.equal(rl.logits_of(loaded, data.test_x, stats), rl.logits_of(ref, data.test_x, stats))
     assert stats == data.stats
 
 

@@ -188,7 +188,7 @@ def test_results_table_and_write_table_formats(tmp_path):
     assert row["test acc reported by the seed (%)"] == 91.52 and "val acc (%)" not in table  # no validation split
     csv_path, md_path, tex_path = rl.write_table(table, tmp_path / "t")
     md = md_path.read_text().splitlines()
-    assert md[0].startswith("| run | model |") and "| 4,903,242 |" in md[2] and "subset, 100 train / 50 test" in md[2]
+    assert md[0].startswith("| run | model |") and "| 4,903,242 |" in md[2] and "non-official CIFAR-10 files: unknown, 100 train / 50 test" in md[2]
     tex = tex_path.read_text()
     assert "\\toprule" in tex and "test acc (\\%)" in tex and "improved-seed-adam" in tex and "4,903,242" in tex
     assert csv_path.read_text().splitlines()[1].startswith("improved-seed-adam,Improved,seed,Adam,4903242,50.0,25.0")

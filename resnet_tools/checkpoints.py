@@ -1,0 +1,157 @@
+"""Reading checkpoints back: the safe loader, and the checks that a checkpoint fits the run
+or model that uses it (fit writes them: resnet_lib._checkpoint_state)."""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from resnet_lib import _CHECKPOINT_KEYS, _RESUME_KEYS, ARCHS, CHECKPOINT_FORMAT, ResNet, TrainConfig, build_model
+from resnet_lib import count_params, resolve_device
+
+# Config fields that may differ between a checkpoint and the run that resumes it:
+# they change how fast it runs, not what it computes.
+_RESUME_FREE = {"device", "compile", "bf16", "channels_last", "tta", "allow_over_budget"}
+
+
+def _check_config_matches(saved: dict[str, Any], expected: dict[str, Any], path: Path, now: str, advice: str) -> None:
+    """Raise ValueError saying which model, or which config fields, differ from `expected`."""
+    config = saved.get("config") or {}
+    if "model" in expected and config.get("model") != expected["model"]:
+        raise ValueError(
+            f"{path} is a checkpoint of model {config.get('model')!r}, not {expected['model']!r}; {advice}"
+        )
+    diffs = {k: (config.get(k), v) for k, v in expected.items() if config.get(k) != v}
+    if diffs:
+        text = ", ".join(f"{k}: checkpoint {a!r} vs {now} {b!r}" for k, (a, b) in diffs.items())
+        raise ValueError(f"{path} was written with a different config ({text}); {advice}")
+
+
+def check_resumable(saved: dict[str, Any], cfg: TrainConfig, model: nn.Module, path: Path) -> None:
+    missing = [k for k in _RESUME_KEYS if k not in saved]
+    if missing:
+        raise ValueError(
+            f"{path} cannot be resumed: it has no {', '.join(missing)} (a weights-only checkpoint); "
+            "use another output folder to train from scratch"
+        )
+    expected = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RESUME_FREE}
+    _check_config_matches(saved, expected, path, "now", "use another output folder or the same config")
+    if saved.get("num_params") != count_params(model):
+        raise ValueError(f"{path} holds {saved.get('num_params')} parameters, the model has {count_params(model)}")
+
+
+# Per-epoch history. lr: at the start of the epoch; train_*: running values over the
+# epoch's augmented batches; val_*/test_*: after the epoch, no TTA (val_* NaN without a
+# validation split); seconds and images_per_sec: training only, evaluation excluded.
+
+
+def load_checkpoint_dict(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint written by `fit`, with weights_only=True: tensors and plain
+    containers only, so a malicious file cannot run code (TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD
+    does not override an explicit weights_only=True). Raises ValueError naming the file
+    for anything that is not such a checkpoint; FileNotFoundError if there is no file."""
+    import re  # stdlib; only to name the refused global
+
+    path = Path(path)
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL (\S+)", str(e))
+        what = (
+            f"it asks for {found.group(1)}, which is not a tensor or a plain container"
+            if found
+            else ("it is not a plain-tensor torch file")
+        )
+        raise ValueError(
+            f"{path}: refused to load: {what}. The file may be malicious or not a checkpoint; nothing in it "
+            "was run. Do not open it with torch.load(weights_only=False)."
+        ) from None
+    except (IsADirectoryError, PermissionError) as e:  # other OSErrors come from damaged zips
+        raise ValueError(f"{path}: cannot read the checkpoint ({e.strerror or e})") from None
+    except Exception as e:  # noqa: BLE001 - a damaged zip or pickle raises many types
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise ValueError(
+            f"{path}: truncated or corrupt checkpoint ({type(e).__name__}: {first}); expected a checkpoint.pt "
+            "written by resnet_lib (fit / train)"
+        ) from None
+    if not isinstance(saved, dict):
+        raise ValueError(
+            f"{path}: holds a {type(saved).__name__}, not a resnet_lib checkpoint "
+            f"(a dict with {', '.join(_CHECKPOINT_KEYS)})"
+        )
+    if "model_state" not in saved and saved and all(isinstance(v, torch.Tensor) for v in saved.values()):
+        raise ValueError(
+            f"{path}: is a bare state_dict ({len(saved)} tensors), not a resnet_lib checkpoint: without its "
+            "config, the model and its normalization are unknown. Use the checkpoint.pt that training wrote, "
+            "or an exported .safetensors file"
+        )
+    missing = [k for k in _CHECKPOINT_KEYS if k not in saved]
+    if missing:
+        raise ValueError(
+            f"{path}: not a resnet_lib checkpoint: no {', '.join(map(repr, missing))} "
+            f"(expected {', '.join(_CHECKPOINT_KEYS)})"
+        )
+    if saved["format"] != CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"{path}: checkpoint format {saved['format']!r}; this resnet_lib reads format {CHECKPOINT_FORMAT}"
+        )
+    if not isinstance(saved["config"], dict) or not isinstance(saved["model_state"], dict):
+        raise ValueError(f"{path}: 'config' and 'model_state' must be dicts; not a resnet_lib checkpoint")
+    return saved
+
+
+def load_checkpoint(
+    path: str | Path, device: str = "auto", expect: TrainConfig | dict[str, Any] | None = None
+) -> tuple[ResNet, dict[str, Any]]:
+    """Rebuild the model stored in a checkpoint; return (model in eval mode, checkpoint dict).
+
+    `expect`: the config this checkpoint must have been trained with, as a TrainConfig
+    (fields that only change speed are ignored) or a dict of fields, e.g.
+    {"model": "improved"}; a mismatch raises ValueError saying which model or fields differ.
+    """
+    saved = load_checkpoint_dict(path)
+    cfg = saved["config"]
+    if expect is not None:
+        expected = dataclasses.asdict(expect) if isinstance(expect, TrainConfig) else dict(expect)
+        expected = {k: v for k, v in expected.items() if not (isinstance(expect, TrainConfig) and k in _RESUME_FREE)}
+        _check_config_matches(saved, expected, Path(path), "expected", "load the checkpoint of that run instead")
+    name = cfg.get("model")
+    if name not in ARCHS:
+        raise ValueError(f"{path}: unknown model {name!r} in checkpoint; valid: {', '.join(ARCHS)}")
+    model = build_model(name, allow_over_budget=bool(cfg.get("allow_over_budget")))
+    if saved.get("num_params") != count_params(model):
+        raise ValueError(
+            f"{path}: holds {saved.get('num_params')} parameters, model {name!r} has {count_params(model)}"
+        )
+    try:
+        model.load_state_dict(saved["model_state"])
+    except RuntimeError as e:
+        raise ValueError(f"{path}: its tensors do not match model {name!r} ({str(e).splitlines()[0]})") from None
+    model.to(resolve_device(device)).eval()
+    return model, saved
+
+
+def check_existing_checkpoint(path: Path, cfg: TrainConfig, model: nn.Module, resume: bool) -> None:
+    """Before any training: a checkpoint to resume must match this run; one of an
+    unfinished run (a closed session) is never overwritten by a run that does not resume it.
+    A finished run's checkpoint, or an unreadable file, is overwritten by a new run."""
+    if resume:
+        check_resumable(load_checkpoint_dict(path), cfg, model, path)
+        return
+    try:
+        saved = load_checkpoint_dict(path)
+    except ValueError:
+        return  # corrupt or foreign: nothing to resume, so nothing is lost by replacing it
+    done, total = saved["epoch"], saved["config"].get("epochs")
+    if isinstance(done, int) and isinstance(total, int) and done < total:
+        raise ValueError(
+            f"{path} holds an unfinished run (epoch {done} of {total}); continue it with --resume "
+            "(resume=True), or delete it or choose another output folder to start over"
+        )

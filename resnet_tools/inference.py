@@ -1,0 +1,167 @@
+"""Inference on new images and shareable weights: predict, submission files, safetensors."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from resnet_lib import ARCHS, CIFAR10_MEAN, CIFAR10_STD, DataError, ResNet, build_model, count_params
+from resnet_lib import logits_of, resolve_device
+from resnet_tools.checkpoints import load_checkpoint
+from resnet_tools.safeio import RefusedPickle, safe_unpickle
+
+
+def as_nchw_uint8(images: Any) -> torch.Tensor:
+    """uint8 images as (N, 3, 32, 32) from (N, 32, 32, 3), (N, 3, 32, 32) or flat
+    channel-major rows (N, 3072) as in the CIFAR batch files."""
+    x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
+    if x.dtype != torch.uint8:
+        raise ValueError(f"images must be uint8 (0..255), got {x.dtype}")
+    if x.ndim == 2 and x.shape[1] == 3 * 32 * 32:
+        return x.reshape(-1, 3, 32, 32)
+    if x.ndim == 4 and tuple(x.shape[1:]) == (3, 32, 32):
+        return x
+    if x.ndim == 4 and tuple(x.shape[1:]) == (32, 32, 3):
+        return x.permute(0, 3, 1, 2).contiguous()
+    raise ValueError(f"images must have shape (N, 32, 32, 3), (N, 3, 32, 32) or (N, 3072); got {tuple(x.shape)}")
+
+
+def predict(
+    model: nn.Module,
+    images: Any,
+    stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+    tta: bool = False,
+    batch_size: int = 1000,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(labels (N,), probabilities (N, 10)) for uint8 images in any layout as_nchw_uint8 takes.
+
+    `stats` is the normalization the model was trained with (a checkpoint's "stats");
+    default: the reference statistics of the official training set.
+    """
+    x = as_nchw_uint8(images)
+    stats = stats if stats is not None else (CIFAR10_MEAN, CIFAR10_STD)
+    probs = logits_of(model, x, stats, tta=tta, batch_size=batch_size).softmax(1)
+    return probs.argmax(1), probs
+
+
+def stats_of(saved: dict[str, Any]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    return tuple(saved["stats"]["mean"]), tuple(saved["stats"]["std"])
+
+
+EXPORT_FORMAT = "resnet_lib/1"
+
+
+def export_safetensors(checkpoint: str | Path, out: str | Path) -> Path:
+    """Write a checkpoint's weights as safetensors (no pickle), with its config,
+    normalization statistics and parameter count in the file's metadata."""
+    from safetensors.torch import save_file
+
+    model, saved = load_checkpoint(checkpoint, device="cpu")
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    meta = {
+        "format": EXPORT_FORMAT,
+        "model": saved["config"]["model"],
+        "num_params": str(saved["num_params"]),
+        "config": json.dumps(saved["config"]),
+        "stats": json.dumps(saved["stats"]),
+    }
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(out), metadata=meta)
+    return out
+
+
+def load_pretrained(path: str | Path, device: str = "auto") -> tuple[ResNet, dict[str, Any]]:
+    """Rebuild the model of an exported .safetensors file; return (model in eval mode,
+    {"config", "stats", "num_params"}). Refuses a file whose parameter count or tensors
+    do not match the architecture its metadata names."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
+    if meta.get("format") != EXPORT_FORMAT:
+        raise ValueError(
+            f"{path}: metadata format {meta.get('format')!r}, expected {EXPORT_FORMAT!r} (export it with resnet_lib.py export)"
+        )
+    config = json.loads(meta["config"])
+    name = config.get("model")
+    if name not in ARCHS:
+        raise ValueError(f"{path}: unknown model {name!r}; valid: {', '.join(ARCHS)}")
+    model = build_model(name, allow_over_budget=bool(config.get("allow_over_budget")))
+    n_file = sum(v.numel() for k, v in state.items() if "running_" not in k and "num_batches" not in k)
+    if int(meta.get("num_params", -1)) != count_params(model) or n_file != count_params(model):
+        raise ValueError(
+            f"{path}: holds {n_file:,} parameters (metadata says {meta.get('num_params')}), "
+            f"but model {name!r} has {count_params(model):,}; refusing to load"
+        )
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: tensors do not match model {name!r}: {e}") from None
+    model.to(resolve_device(device)).eval()
+    return model, {"config": config, "stats": json.loads(meta["stats"]), "num_params": count_params(model)}
+
+
+def load_for_inference(
+    path: str | Path, device: str = "auto"
+) -> tuple[ResNet, tuple[tuple[float, ...], tuple[float, ...]]]:
+    """(model, normalization stats) from a training checkpoint (.pt) or an export (.safetensors)."""
+    if str(path).endswith(".safetensors"):
+        model, meta = load_pretrained(path, device)
+    else:
+        model, meta = load_checkpoint(path, device)
+    return model, stats_of(meta)
+
+
+def read_unlabeled(path: str | Path) -> tuple[torch.Tensor, list[Any]]:
+    """(uint8 images (N, 3, 32, 32), ids) from a .npy array, or a pickle holding a dict with
+    'data' and optionally 'ids' (loaded with the restricted unpickler, never pickle.load)."""
+    path = Path(path)
+    if path.suffix == ".npy":
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except ValueError as e:
+            raise DataError(f"{path}: not a plain numpy array ({e})") from None
+        x = as_nchw_uint8(arr)
+        return x, list(range(len(x)))
+    try:
+        obj = safe_unpickle(path)
+    except RefusedPickle as e:
+        raise DataError(f"{path}: refused: {e}; nothing in it was run") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, AttributeError) as e:
+        raise DataError(f"{path}: unreadable pickle ({type(e).__name__}: {e})") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: expected a dict with 'data' (and optionally 'ids'), got {type(obj).__name__}")
+    obj = {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
+    if "data" not in obj:
+        raise DataError(f"{path}: no 'data' key (found {sorted(obj)})")
+    try:
+        x = as_nchw_uint8(np.asarray(obj["data"]))
+    except ValueError as e:
+        raise DataError(f"{path}: {e}") from None
+    ids = obj.get("ids", obj.get("id"))
+    ids = list(range(len(x))) if ids is None else [i.item() if hasattr(i, "item") else i for i in ids]
+    if len(ids) != len(x):
+        raise DataError(f"{path}: {len(ids)} ids for {len(x)} images")
+    return x, ids
+
+
+def write_submission(path: str | Path, ids: list[Any], labels: torch.Tensor) -> Path:
+    """CSV with header ID,Labels (labels as class indices), the class-competition format."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["ID,Labels"] + [f"{i},{int(c)}" for i, c in zip(ids, labels.tolist())]
+    path.write_text("\n".join(lines) + "\n")
+    return path

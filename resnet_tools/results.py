@@ -1,0 +1,291 @@
+"""Results: the one place that knows how a run is named, which data it used, which run is
+best, and how results become tables (pandas imported inside the functions that use it)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from resnet_lib import ARCHS, CIFAR10, CIFAR10_MEAN, CIFAR10_STD, CLASSES, OPTIMIZERS, RECIPES, EvalResult, TrainConfig
+from resnet_lib import channel_stats
+from resnet_tools.safeio import atomic_write
+
+# The official CIFAR-10 split sizes (https://www.cs.toronto.edu/~kriz/cifar.html).
+FULL_TRAIN, FULL_TEST = 50_000, 10_000
+# What every results.json written by resnet_lib.train_and_evaluate holds.
+REQUIRED_KEYS = ("config", "num_params", "history", "final", "data", "device", "wall_seconds")
+
+
+class ResultsError(ValueError):
+    """A results file exists but cannot be used (unreadable, or missing required keys)."""
+
+
+# The seed report's results table: (training accuracy, test accuracy) in %, keyed by
+# (model, recipe, optimizer). Shown beside our numbers, labelled "reported by the seed".
+SEED_REPORTED: dict[tuple[str, str, str], tuple[float, float]] = {
+    ("lite", "seed", "sgd"): (79.12, 79.87),
+    ("improved", "seed", "sgd"): (94.65, 89.68),
+    ("improved", "seed", "adam"): (98.42, 91.52),
+}
+
+
+def run_name(cfg: TrainConfig | dict[str, Any]) -> str:
+    """Folder name of a run under the results folder: model-recipe, plus the optimizer for
+    the seed recipe (its comparison) or where it differs from the recipe's."""
+    c = cfg if isinstance(cfg, dict) else dataclasses.asdict(cfg)
+    name = f"{c['model']}-{c['recipe']}"
+    if c["recipe"] == "seed" or c["optimizer"] != RECIPES.get(c["recipe"], {}).get("optimizer"):
+        name += f"-{c['optimizer']}"
+    return name
+
+
+def optimizer_label(c: dict[str, Any]) -> str:
+    if c["optimizer"] == "sgd":
+        return ("SGD + Nesterov momentum" if c.get("nesterov") else "SGD + momentum") if c.get("momentum") else "SGD"
+    return {"adam": "Adam", "adamw": "AdamW"}.get(c["optimizer"], c["optimizer"])
+
+
+def run_label(c: dict[str, Any]) -> str:
+    """Human-readable name of a run's config dict, for legends and titles."""
+    return f"{c['model'].capitalize()}, {c['recipe']} recipe, {optimizer_label(c)}"
+
+
+def load_results(results_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """{run name: results.json} for every `results_dir/<run>/results.json`, in a fixed order
+    (model, recipe, optimizer, then name). Raises ResultsError for a broken file."""
+    runs: dict[str, dict[str, Any]] = {}
+    for path in sorted(Path(results_dir).glob("*/results.json")):
+        try:
+            res = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ResultsError(
+                f"{path}: unreadable results file ({e}); rerun that notebook or delete the folder"
+            ) from None
+        missing = [k for k in REQUIRED_KEYS if k not in res] if isinstance(res, dict) else list(REQUIRED_KEYS)
+        if missing:
+            raise ResultsError(f"{path}: not a resnet_lib results file: missing {', '.join(missing)}")
+        runs[path.parent.name] = res
+
+    def key(item: tuple[str, dict[str, Any]]) -> tuple[Any, ...]:
+        c = item[1]["config"]
+        order = lambda seq, v: list(seq).index(v) if v in seq else len(seq)  # noqa: E731
+        return order(ARCHS, c["model"]), order(RECIPES, c["recipe"]), order(OPTIMIZERS, c["optimizer"]), item[0]
+
+    return dict(sorted(runs.items(), key=key))
+
+
+def selection_accuracy(res: dict[str, Any]) -> float | None:
+    """Validation accuracy of a run's final model: the only number model selection may use."""
+    v = res["final"].get("val_acc")
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def best_run(runs: dict[str, dict[str, Any]]) -> str | None:
+    """The run with the highest validation accuracy (never chosen by test accuracy); None
+    when no run has a validation split."""
+    scored = [(selection_accuracy(r), name) for name, r in runs.items() if selection_accuracy(r) is not None]
+    return max(scored)[1] if scored else None
+
+
+def data_label(d: dict[str, Any]) -> str:
+    """Which data a run used, from its results' "data" record: the label the loader gave it
+    (CIFAR10.label); files written before labels existed are labelled from md5 status and sizes."""
+    if d.get("label"):
+        return str(d["label"])
+    if d.get("official"):
+        full = d.get("n_test") == FULL_TEST and d.get("n_train", 0) + d.get("n_val", 0) == FULL_TRAIN
+        return "CIFAR-10 (official)" if full else "subset of CIFAR-10 (official)"
+    return f"non-official CIFAR-10 files: {Path(str(d.get('root', ''))).name or 'unknown'}"
+
+
+def saved_results(results_dir: str | Path, cfg: TrainConfig, data: CIFAR10) -> dict[str, Any] | None:
+    """The results of an earlier run of exactly `cfg` on the same data (results.json and
+    checkpoint.pt present), or None. Fields that change only speed may differ."""
+    folder = Path(results_dir) / run_name(cfg)
+    if not (folder / "results.json").is_file() or not (folder / "checkpoint.pt").is_file():
+        return None
+    res = json.loads((folder / "results.json").read_text())
+    speed_only = {"device", "compile", "channels_last"}
+    same_cfg = {k: v for k, v in res.get("config", {}).items() if k not in speed_only} == {
+        k: v for k, v in dataclasses.asdict(cfg).items() if k not in speed_only
+    }
+    d = res.get("data", {})
+    same_data = (
+        Path(d.get("root", "")).resolve() == Path(data.root).resolve()
+        and data_label(d) == data.label
+        and d.get("n_test") == len(data.test_y)
+    )
+    return res if same_cfg and same_data else None
+
+
+def results_table(results: list[dict[str, Any]]) -> Any:
+    """pandas DataFrame, one row per run, in the seed report's form (model, optimizer,
+    parameters, training and test accuracy in %) plus recipe, validation accuracy, epochs,
+    data, device and wall time, and the seed's reported numbers where a row repeats its run."""
+    import pandas as pd
+
+    rows = []
+    for r in results:
+        c, fin, d = r["config"], r["final"], r.get("data", {})
+        reported = SEED_REPORTED.get((c["model"], c["recipe"], c["optimizer"]), (math.nan, math.nan))
+        val = fin.get("val_acc")
+        rows.append(
+            {
+                "run": run_name(c),
+                "model": c["model"].capitalize(),
+                "recipe": c["recipe"],
+                "optimizer": optimizer_label(c),
+                "parameters": r["num_params"],
+                "train acc (%)": round(100 * fin["train_acc"], 2),
+                "val acc (%)": round(100 * val, 2) if val is not None else math.nan,
+                "test acc (%)": round(100 * fin["test_acc"], 2),
+                "test TTA": bool(fin.get("tta")),
+                "epochs": len(r["history"]["epoch"]),
+                "data": f"{data_label(d)}, {d.get('n_train', 0):,} train / {d.get('n_test', 0):,} test",
+                "device": r.get("device", ""),
+                "wall time (min)": round(r["wall_seconds"] / 60, 2),
+                "train acc reported by the seed (%)": reported[0],
+                "test acc reported by the seed (%)": reported[1],
+            }
+        )
+    table = pd.DataFrame(rows)
+    return table.dropna(axis=1, how="all") if len(table) else table  # no val column without a validation split
+
+
+_TEX_SPECIALS = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
+
+
+def tex_escape(text: Any) -> str:
+    """Plain text with LaTeX's special characters escaped (tables here and the report)."""
+    return "".join(_TEX_SPECIALS.get(ch, ch) for ch in str(text))
+
+
+def _format_cell(v: Any, latex: bool) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "--" if latex else "–"
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
+    if isinstance(v, (int, np.integer)):
+        text = f"{int(v):,}"
+    elif isinstance(v, (float, np.floating)):
+        text = f"{float(v):.2f}"
+    else:
+        text = str(v)
+    return tex_escape(text) if latex else text.replace("|", "\\|")
+
+
+def write_table(table: Any, stem: str | Path) -> tuple[Path, Path, Path]:
+    """Write a DataFrame as stem.csv (raw numbers), stem.md and stem.tex (a booktabs
+    `tabular`, for \\input inside the report's own table environment)."""
+    stem = Path(stem)
+    paths = stem.with_suffix(".csv"), stem.with_suffix(".md"), stem.with_suffix(".tex")
+    atomic_write(paths[0], "w", lambda f: table.to_csv(f, index=False))
+    cols = list(table.columns)
+    numeric = [table[c].dtype.kind in "iuf" for c in cols]
+    body = [[_format_cell(v, latex=False) for v in row] for row in table.itertuples(index=False)]
+    md = ["| " + " | ".join(cols) + " |", "|" + "|".join("---:" if n else ":---" for n in numeric) + "|"]
+    md += ["| " + " | ".join(row) + " |" for row in body]
+    atomic_write(paths[1], "w", lambda f: f.write("\n".join(md) + "\n"))
+    tex = [
+        "% written by resnet_tools.results.write_table; needs \\usepackage{booktabs}",
+        "\\begin{tabular}{" + "".join("r" if n else "l" for n in numeric) + "}",
+        "\\toprule",
+        " & ".join(_format_cell(c, latex=True) for c in cols) + " \\\\",
+        "\\midrule",
+    ]
+    tex += [" & ".join(_format_cell(v, latex=True) for v in row) + " \\\\" for row in table.itertuples(index=False)]
+    tex += ["\\bottomrule", "\\end{tabular}"]
+    atomic_write(paths[2], "w", lambda f: f.write("\n".join(tex) + "\n"))
+    return paths
+
+
+def class_counts(data: CIFAR10) -> Any:
+    """pandas DataFrame: images per class in the training and test sets."""
+    import pandas as pd
+
+    n = len(data.classes)
+    return pd.DataFrame(
+        {
+            "train": np.bincount(data.train_y.numpy(), minlength=n),
+            "test": np.bincount(data.test_y.numpy(), minlength=n),
+        },
+        index=pd.Index(data.classes, name="class"),
+    )
+
+
+def channel_stats_table(data: CIFAR10) -> Any:
+    """pandas DataFrame: per-channel mean and std of the training images (pixels in [0, 1])
+    beside CIFAR10_MEAN / CIFAR10_STD, the official training set's values."""
+    import pandas as pd
+
+    mean, std = channel_stats(data.train_x)
+    return pd.DataFrame(
+        {
+            "mean (this data)": mean,
+            "mean (CIFAR10_MEAN)": CIFAR10_MEAN,
+            "std (this data)": std,
+            "std (CIFAR10_STD)": CIFAR10_STD,
+        },
+        index=pd.Index(["red", "green", "blue"], name="channel"),
+    ).round(4)
+
+
+def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, num_classes: int = len(CLASSES)) -> np.ndarray:
+    """Counts, rows = true class, columns = predicted class."""
+    y, p = np.asarray(labels, dtype=np.int64), np.asarray(predictions, dtype=np.int64)
+    return np.bincount(y * num_classes + p, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def per_class_accuracy(evals: dict[str, EvalResult], classes: tuple[str, ...] = CLASSES) -> Any:
+    """pandas DataFrame of test accuracy (%) per class (rows) and run (columns)."""
+    import pandas as pd
+
+    cols = {}
+    for name, ev in evals.items():
+        cm = confusion_matrix(ev.labels, ev.predictions, len(classes))
+        cols[name] = (100 * np.diag(cm) / np.maximum(cm.sum(axis=1), 1)).round(2)
+    return pd.DataFrame(cols, index=pd.Index(classes, name="class"))
+
+
+def confused_pairs(evals: dict[str, EvalResult], k: int = 5, classes: tuple[str, ...] = CLASSES) -> Any:
+    """pandas DataFrame: per run, the k class pairs most often confused (both directions added)."""
+    import pandas as pd
+
+    tables = []
+    for name, ev in evals.items():
+        cm = confusion_matrix(ev.labels, ev.predictions, len(classes))
+        rows = []
+        for a in range(len(classes)):
+            for b in range(a + 1, len(classes)):
+                n_ab, n_ba, total = int(cm[a, b]), int(cm[b, a]), int(cm[a].sum() + cm[b].sum())
+                rows.append(
+                    {
+                        "run": name,
+                        "class A": classes[a],
+                        "class B": classes[b],
+                        "A predicted as B": n_ab,
+                        "B predicted as A": n_ba,
+                        "confusions": n_ab + n_ba,
+                        "% of A and B test images": round(100 * (n_ab + n_ba) / max(total, 1), 2),
+                    }
+                )
+        table = pd.DataFrame(rows).sort_values(["confusions", "class A", "class B"], ascending=[False, True, True])
+        tables.append(table.head(k))
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
