@@ -90,14 +90,16 @@ def test_setup_cell_finds_the_repository_or_says_the_three_ways(setup_sandbox, m
     assert run_setup(source)["ROOT"] == ROOT
     monkeypatch.delenv("JPY_SESSION_NAME")
     assert run_setup(source, __vsc_ipynb_file__=str(notebook))["ROOT"] == ROOT
-    launcher = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "notebooks/02_train_lite.ipynb"],
-                                cwd=ROOT)
+    launcher = subprocess.Popen([sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)",
+                                 "notebooks/02_train_lite.ipynb"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
+        assert launcher.stdout.readline() == "up\n"  # its command line is the notebook's, not pytest's, from now
         monkeypatch.setattr(os, "getppid", lambda: launcher.pid)
         assert run_setup(source)["ROOT"] == ROOT
     finally:
         launcher.kill()
         launcher.wait()
+        launcher.stdout.close()
 
 
 def test_from_env_reads_literals_strings_and_flags(setup_sandbox, monkeypatch):
@@ -173,7 +175,7 @@ def test_papermill_from_another_folder_with_epochs_from_the_environment(tmp_path
     run without folders writes under runs/smoke/ (git-ignored) and changes no tracked file."""
     data = write_cifar(tmp_path / "data", per_batch=40, n_test=50)
     notebook = os.path.relpath(ROOT / "notebooks" / "02_train_lite.ipynb", tmp_path)
-    env = clean_env(SMOKE="1", DATA_DIR=str(data), EPOCHS="2", RECIPES="['modern']")
+    env = clean_env(SMOKE="1", DATA_DIR=str(data), EPOCHS="2", RECIPES="modern")  # a name, not a list
     before, t0 = git_status(), time.time()
     proc = subprocess.run([sys.executable, "-m", "papermill", notebook, "out.ipynb", "--no-progress-bar"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
