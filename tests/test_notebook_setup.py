@@ -35,7 +35,8 @@ def setup_source(path: Path = NOTEBOOKS[0]) -> str:
 
 def git_status() -> str:
     """Tracked changes and untracked, not ignored, files: what a run must not add to."""
-    return subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, check=True)
+    return status.stdout
 
 
 def clean_env(**extra: str) -> dict[str, str]:
