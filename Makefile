@@ -1,5 +1,5 @@
 # make setup | make test | make run | make bench | make report
-# Variables: DATA_DIR (folder containing cifar-10-batches-py/), EPOCHS, SMOKE=1, DEVICE.
+# Variables: DATA_DIR (folder containing cifar-10-batches-py/), EPOCHS, SMOKE=1, DEVICE, RESUME=1.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -20,9 +20,12 @@ test: setup
 # The main job: every notebook in order with papermill (scripts/run_notebooks.py); executed
 # copies in runs/. Unset variables keep the notebooks' defaults (full CIFAR-10, 40 epochs,
 # results/ and figures/), e.g. make run DATA_DIR=../shared/data/cifar10-mini EPOCHS=2
+# SMOKE=1 writes everything under runs/smoke/ (git-ignored), never into the committed figures/.
+# RESUME=1 continues runs killed before their last epoch from their checkpoints.
 run: setup
-	$(PY) scripts/run_notebooks.py $(if $(DATA_DIR),--data-dir "$(DATA_DIR)") $(if $(EPOCHS),--epochs $(EPOCHS)) \
+	$(PY) scripts/run_notebooks.py --make $(if $(DATA_DIR),--data-dir "$(DATA_DIR)") $(if $(EPOCHS),--epochs $(EPOCHS)) \
 		$(if $(filter 1 true yes,$(SMOKE)),--smoke) $(if $(DEVICE),--device $(DEVICE)) \
+		$(if $(filter 1 true yes,$(RESUME)),--resume) \
 		$(if $(RESULTS_DIR),--results-dir "$(RESULTS_DIR)") $(if $(FIGURES_DIR),--figures-dir "$(FIGURES_DIR)")
 
 # Speed benchmark (bench/README.md): this machine's CPU by default; DEVICE=cuda runs the

@@ -1,14 +1,19 @@
 #!/usr/bin/env python3
 """Run the numbered notebooks in order with papermill: the project's main job.
 
-    python scripts/run_notebooks.py [--data-dir DIR] [--epochs N] [--smoke] [--device DEV]
+    python scripts/run_notebooks.py [--data-dir DIR] [--epochs N] [--smoke] [--device DEV] [--resume]
         [--results-dir DIR] [--figures-dir DIR] [--out runs] [--only 02 05] [-p NAME VALUE]...
 
 Each notebook gets the options its `parameters` cell declares (DATA_DIR, EPOCHS, SMOKE,
-DEVICE, RESULTS_DIR, FIGURES_DIR; -p sets any other); options left out keep the notebook's
-defaults (full CIFAR-10, 40 epochs, results/ and figures/ in the repository). Executed
-copies are written to --out (runs/, git-ignored). The first failing notebook stops the
-run with a message naming it and its failing cell; the exit status is then 1.
+DEVICE, RESUME, RESULTS_DIR, FIGURES_DIR; -p sets any other); options left out keep the
+notebook's defaults (full CIFAR-10, 40 epochs, results/ and figures/ in the repository).
+Executed copies are written to --out (runs/, git-ignored). The first failing notebook stops
+the run with a message naming it and its failing cell; the exit status is then 1.
+
+--smoke writes its results, figures and executed copies under runs/smoke/ (git-ignored)
+unless --results-dir / --figures-dir / --out (or $RESULTS_DIR / $FIGURES_DIR) say otherwise:
+the committed figures change only from full runs. --resume continues the runs of a run
+that was killed before its last epoch (each from its checkpoint.pt).
 
     python scripts/run_notebooks.py --strip
 
@@ -20,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import re
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -29,6 +36,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 CHECKED = "nbval-check-output"
+# Smoke runs' outputs: git-ignored (runs/), so that they never replace the committed figures.
+SMOKE_DIR = ROOT / "runs" / "smoke"
+# What the notebooks raise (resnet_lib) when a run's checkpoint.pt is of a run killed before its end.
+UNFINISHED = "holds an unfinished run"
+# Options that `make run` passes on, as the make variables that set them (for the resume hint).
+MAKE_VARS = {"data_dir": "DATA_DIR", "epochs": "EPOCHS", "device": "DEVICE", "results_dir": "RESULTS_DIR",
+             "figures_dir": "FIGURES_DIR"}
 
 
 def notebooks(only: list[str] | None = None) -> list[Path]:
@@ -76,12 +90,26 @@ def failing_cell(executed: Path, error: Any) -> str:
     return f"cell In [{error.exec_count}]"
 
 
-def run(paths: list[Path], params: dict[str, Any], out: Path, quiet: bool) -> int:
+def resume_command(args: argparse.Namespace, argv: list[str]) -> str:
+    """The command that continues this run: the same one with --resume (make run ... RESUME=1 under make)."""
+    if args.make:
+        given = [f"{var}={shlex.quote(str(getattr(args, opt)))}" for opt, var in MAKE_VARS.items()
+                 if getattr(args, opt) is not None]
+        return " ".join(["make run", *given, *(["SMOKE=1"] if args.smoke else []), "RESUME=1"])
+    script = os.path.relpath(__file__) if not os.path.relpath(__file__).startswith("..") else __file__
+    kept = [a for a in argv if a not in ("--resume", "--make")]
+    return " ".join(["python", shlex.quote(script), *map(shlex.quote, kept), "--resume"])
+
+
+def run(paths: list[Path], params: dict[str, Any], out: Path, quiet: bool, resume_hint: str = "",
+        implicit: frozenset[str] = frozenset()) -> int:
+    """Execute `paths` in order; `implicit` names parameters not asked for (defaults, environment) that
+    the chosen notebooks need not declare."""
     import papermill as pm
 
     out.mkdir(parents=True, exist_ok=True)
     declared = {p: pm.inspect_notebook(str(p)) for p in paths}
-    unused = sorted(set(params) - set().union(*(set(d) for d in declared.values())))
+    unused = sorted(set(params) - set().union(*(set(d) for d in declared.values())) - implicit)
     if unused:
         print(f"error: no notebook has parameter(s) {unused}", file=sys.stderr)
         return 2
@@ -99,6 +127,9 @@ def run(paths: list[Path], params: dict[str, Any], out: Path, quiet: bool) -> in
         except pm.PapermillExecutionError as e:
             print(f"\nFAILED: {path.relative_to(ROOT)}, {failing_cell(executed, e)}\n  {e.ename}: {e.evalue}\n"
                   f"  The executed copy, with the traceback, is {executed}", file=sys.stderr)
+            if UNFINISHED in str(e.evalue) and resume_hint:
+                # resnet_lib's own advice names the library's option; this is the command to type.
+                print(f"  To continue the unfinished run from its checkpoint: {resume_hint}", file=sys.stderr)
             return 1
         except Exception as e:  # kernel died, missing kernel, unreadable notebook, ...
             print(f"\nFAILED: {path.relative_to(ROOT)}: {type(e).__name__}: {e}", file=sys.stderr)
@@ -140,14 +171,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, help="epochs of every training run (default: the recipes' 40)")
     ap.add_argument("--smoke", action="store_true", help="tiny, seconds-long configuration (for tests)")
     ap.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
-    ap.add_argument("--results-dir", help="default: <repo>/results")
-    ap.add_argument("--figures-dir", help="default: <repo>/figures")
-    ap.add_argument("--out", default=str(ROOT / "runs"), help="folder for the executed notebooks (default: runs/)")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue runs killed before their last epoch from their checkpoint.pt (RESUME=True)")
+    ap.add_argument("--results-dir", help="default: <repo>/results (--smoke: <repo>/runs/smoke/results)")
+    ap.add_argument("--figures-dir", help="default: <repo>/figures (--smoke: <repo>/runs/smoke/figures)")
+    ap.add_argument("--out", help="folder for the executed notebooks (default: runs/; --smoke: runs/smoke/)")
+    ap.add_argument("--make", action="store_true", help=argparse.SUPPRESS)  # started by `make run`: for the hints
     ap.add_argument("--only", nargs="+", metavar="NB", help="run only these notebooks (numbers or names), in order")
     ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                     help="any other notebook parameter, e.g. -p BATCH_SIZE 256")
     ap.add_argument("--quiet", action="store_true", help="do not stream the notebooks' output")
     ap.add_argument("--strip", action="store_true", help="strip the committed notebooks' outputs and exit")
+    argv = sys.argv[1:] if argv is None else argv
     args = ap.parse_args(argv)
 
     paths = notebooks(args.only)
@@ -157,7 +192,13 @@ def main(argv: list[str] | None = None) -> int:
     # Paths are resolved here, against the caller's working folder, so that the kernel
     # (which runs in the repository root) reads and writes where the caller meant.
     params: dict[str, Any] = {name: parse_value(value) for name, value in args.parameter}
-    for name, value in (("DATA_DIR", args.data_dir), ("RESULTS_DIR", args.results_dir), ("FIGURES_DIR", args.figures_dir)):
+    # The environment's folders too (the kernel would read them relative to the repository).
+    folders = (("DATA_DIR", args.data_dir), ("RESULTS_DIR", args.results_dir), ("FIGURES_DIR", args.figures_dir))
+    implicit = set()
+    for name, value in folders:
+        if not value and os.environ.get(name):
+            value = os.environ[name]
+            implicit.add(name)
         if value:
             params[name] = str(Path(value).expanduser().resolve())
     if args.epochs is not None:
@@ -166,7 +207,17 @@ def main(argv: list[str] | None = None) -> int:
         params["DEVICE"] = args.device
     if args.smoke:
         params["SMOKE"] = True
-    return run(paths, params, Path(args.out).resolve(), args.quiet)
+        for name in ("RESULTS_DIR", "FIGURES_DIR"):
+            if name not in params:
+                params[name] = str(SMOKE_DIR / name.split("_")[0].lower())
+                implicit.add(name)
+    if args.resume:
+        params["RESUME"] = True
+    out = Path(args.out).resolve() if args.out else SMOKE_DIR if args.smoke else ROOT / "runs"
+    # Say where the outputs go (the notebooks' own defaults when neither option nor variable is set).
+    where = {name: params.get(name) or str(ROOT / name.split("_")[0].lower()) for name in ("RESULTS_DIR", "FIGURES_DIR")}
+    print(f"results: {where['RESULTS_DIR']}, figures: {where['FIGURES_DIR']}, executed notebooks: {out}", flush=True)
+    return run(paths, params, out, args.quiet, resume_command(args, argv), frozenset(implicit))
 
 
 if __name__ == "__main__":

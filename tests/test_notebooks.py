@@ -28,7 +28,8 @@ FIGURES = ["class_balance", "samples_per_class", "augmentation_preview", "lite_t
            "improved_training_curves", "optimizer_comparison", "per_class_accuracy",
            *[f"confusion_matrix_{r}" for r in RUNS], *[f"misclassified_{r}" for r in RUNS]]
 # Parameters that are not TrainConfig fields: folders, smoke mode, and per-notebook choices.
-EXTRA_PARAMS = {"SMOKE", "DATA_DIR", "RESULTS_DIR", "FIGURES_DIR", "RECIPES", "RUNS", "MISCLASSIFIED", "PREDICT_IMAGES"}
+EXTRA_PARAMS = {"SMOKE", "RESUME", "DATA_DIR", "RESULTS_DIR", "FIGURES_DIR", "RECIPES", "RUNS", "MISCLASSIFIED",
+                "PREDICT_IMAGES"}
 
 
 def smoke_env(tmp_path: Path) -> dict[str, str]:
@@ -48,15 +49,19 @@ def test_committed_notebook_is_thin_and_parameterized(path):
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
     code = [c for c in nb.cells if c.cell_type == "code"]
-    # First code cell: the Colab/any-folder setup with the placeholder URL for maintainers.
-    assert "google.colab" in code[0].source and 'REPO_URL = "https://github.com/OWNER/compact-resnets-cifar10"' in code[0].source
+    # First code cell: the Colab/any-folder setup, its repository URL and Drive switch as Colab form fields.
+    assert "google.colab" in code[0].source
+    assert 'REPO_URL = "https://github.com/OWNER/compact-resnets-cifar10"  # @param {type:"string"}' in code[0].source
+    assert 'USE_DRIVE = False  # @param {type:"boolean"}' in code[0].source
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1
     params = papermill.inspect_notebook(str(path))
     assert {"SMOKE", "DATA_DIR", "FIGURES_DIR"} <= set(params)
     fields = {f.name for f in dataclasses.fields(rl.TrainConfig)}
-    for name in params:
+    for name, info in params.items():
         assert name.isupper() and (name.lower() in fields or name in EXTRA_PARAMS), name
+        # Annotated (papermill --help-notebook shows the type) and settable by environment variable.
+        assert info["inferred_type_name"] != "None" and info["default"].startswith(f'from_env("{name}", '), info
     # No bulky outputs: only the nbval-checked cells keep theirs, and no cell keeps a count.
     for cell in code:
         if CHECKED not in cell.metadata.get("tags", []):

@@ -1,0 +1,275 @@
+"""The notebooks' shared setup cell (Colab, any working folder, parameters from the environment), where
+smoke runs write (never into tracked files), and resuming a killed notebook run. Synthetic data only."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+from unittest import mock
+
+import nbformat
+import papermill
+import pytest
+import torch
+
+from conftest import ROOT, write_cifar
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+RUNNER = ROOT / "scripts" / "run_notebooks.py"
+SMOKE_DIR = ROOT / "runs" / "smoke"
+PLACEHOLDER = "https://github.com/OWNER/compact-resnets-cifar10"
+FOLDER_VARS = ("DATA_DIR", "RESULTS_DIR", "FIGURES_DIR", "REPO_DIR", "JPY_SESSION_NAME")
+
+
+def setup_source(path: Path = NOTEBOOKS[0]) -> str:
+    return next(c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code").source
+
+
+def git_status() -> str:
+    """Tracked changes and untracked, not ignored, files: what a run must not add to."""
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, check=True)
+    return status.stdout
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without the notebooks' folder variables, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if k not in FOLDER_VARS}
+    return {**env, "PYTHONWARNINGS": "ignore", **extra}
+
+
+@pytest.fixture
+def setup_sandbox(tmp_path, monkeypatch):
+    """Run the setup cell in this process without leaking its cwd, sys.path or environment changes."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setattr(os, "getppid", lambda: 2**22 + 12345)  # no such process: no launcher notebooks
+    with mock.patch.dict(os.environ):
+        for name in FOLDER_VARS:
+            os.environ.pop(name, None)
+        yield tmp_path
+
+
+def run_setup(source: str, **namespace) -> dict:
+    ns = {"__name__": "__main__", **namespace}
+    exec(compile(source, "<setup cell>", "exec"), ns)  # noqa: S102 - the notebooks' own first cell
+    return ns
+
+
+# ------------------------------------------------------------------ the setup cell
+def test_setup_cell_is_identical_in_all_five_notebooks():
+    first = setup_source()
+    for path in NOTEBOOKS[1:]:
+        assert setup_source(path) == first, f"{path.name}: its first code cell differs from {NOTEBOOKS[0].name}'s"
+    assert all(len(line) < 120 for line in first.splitlines())
+
+
+def test_setup_cell_finds_the_repository_or_says_the_three_ways(setup_sandbox, monkeypatch):
+    source = setup_source()
+    with pytest.raises(FileNotFoundError) as e:
+        run_setup(source)  # cwd: a folder outside the repository, nothing else to go by
+    message = str(e.value)
+    assert "\n" not in message and "--cwd" in message and "REPO_DIR" in message and "run_notebooks.py" in message
+
+    monkeypatch.setenv("REPO_DIR", str(setup_sandbox))
+    with pytest.raises(FileNotFoundError, match=r"REPO_DIR=.* holds no resnet_lib.py"):
+        run_setup(source)
+    monkeypatch.setenv("REPO_DIR", str(ROOT / "notebooks"))  # a folder inside the repository will do
+    assert run_setup(source)["ROOT"] == ROOT
+    monkeypatch.delenv("REPO_DIR")
+
+    # JupyterLab and VS Code name the open notebook; papermill, nbconvert and nbval are the kernel's parent.
+    notebook = ROOT / "notebooks" / "02_train_lite.ipynb"
+    monkeypatch.setenv("JPY_SESSION_NAME", str(notebook))
+    assert run_setup(source)["ROOT"] == ROOT
+    monkeypatch.delenv("JPY_SESSION_NAME")
+    assert run_setup(source, __vsc_ipynb_file__=str(notebook))["ROOT"] == ROOT
+    launcher = subprocess.Popen([sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)",
+                                 "notebooks/02_train_lite.ipynb"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert launcher.stdout.readline() == "up\n"  # its command line is the notebook's, not pytest's, from now
+        monkeypatch.setattr(os, "getppid", lambda: launcher.pid)
+        assert run_setup(source)["ROOT"] == ROOT
+    finally:
+        launcher.kill()
+        launcher.wait()
+        launcher.stdout.close()
+
+
+def test_from_env_reads_literals_strings_and_flags(setup_sandbox, monkeypatch):
+    monkeypatch.setenv("REPO_DIR", str(ROOT))
+    from_env = run_setup(setup_source())["from_env"]
+    for text, default, expected in [(None, 40, 40), ("", None, None), ("2", None, 2), ("0.05", None, 0.05),
+                                    ("['seed']", ["seed", "modern"], ["seed"]), ("cpu", None, "cpu"),
+                                    ("None", "lite", None), ("1", False, True), ("no", True, False),
+                                    ("TRUE", False, True), (str(ROOT), None, str(ROOT))]:
+        if text is None:
+            monkeypatch.delenv("X_PARAM", raising=False)
+        else:
+            monkeypatch.setenv("X_PARAM", text)
+        assert from_env("X_PARAM", default) == expected, (text, default)
+    monkeypatch.setenv("X_PARAM", "maybe")
+    with pytest.raises(ValueError, match="X_PARAM='maybe' is not a flag: use 1 or 0"):
+        from_env("X_PARAM", False)
+
+
+def fake_colab(mounted: list[str]) -> dict[str, types.ModuleType]:
+    """Stand-ins for google and google.colab (with drive.mount recording its folder)."""
+    google, colab = types.ModuleType("google"), types.ModuleType("google.colab")
+    colab.drive = types.SimpleNamespace(mount=mounted.append)
+    google.colab = colab
+    return {"google": google, "google.colab": colab}
+
+
+def test_colab_branch_refuses_the_placeholder_clones_without_prompt_and_shares_drive(setup_sandbox, monkeypatch):
+    content = setup_sandbox / "content"  # stands for Colab's /content
+    source = setup_source().replace('"/content', f'"{content}')
+    clones, mounted = [], []
+
+    def fake_run(cmd, **kwargs):
+        if cmd[:2] == ["git", "clone"]:
+            clones.append((cmd, kwargs))
+            if "missing-repo" in cmd[-2]:  # what git says with prompts disabled
+                return subprocess.CompletedProcess(cmd, 128, "", "Cloning into 'x'...\nfatal: could not read Username "
+                                                   "for 'https://github.com': terminal prompts disabled\n")
+            Path(cmd[-1]).mkdir(parents=True)
+            for name in ("resnet_lib.py", "requirements.txt"):
+                (Path(cmd[-1]) / name).write_text((ROOT / name).read_text())
+            return subprocess.CompletedProcess(cmd, 0, "", "")
+        raise AssertionError(f"unexpected command {cmd}")  # no pip install: everything is installed here
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    with mock.patch.dict(sys.modules, fake_colab(mounted)):
+        with pytest.raises(ValueError) as e:
+            run_setup(source)
+        assert str(e.value).startswith("REPO_URL still says OWNER: set it in this cell's form field") and \
+            "\n" not in str(e.value)
+        assert not clones and not mounted
+
+        with pytest.raises(RuntimeError, match=r"git clone https://github.com/x/missing-repo failed \(fatal: could "
+                                               r"not read Username .*terminal prompts disabled\): check REPO_URL"):
+            run_setup(source.replace(PLACEHOLDER, "https://github.com/x/missing-repo"))
+
+        os.environ["RESULTS_DIR"] = "/already/chosen"  # a folder set by the user wins over Drive's
+        url = "https://github.com/someone/compact-resnets-cifar10.git"
+        ns = run_setup(source.replace(PLACEHOLDER, url).replace("USE_DRIVE = False  #", "USE_DRIVE = True  #"))
+    cmd, kwargs = clones[-1]
+    clone = content / "compact-resnets-cifar10"
+    assert cmd == ["git", "clone", "--depth", "1", url, str(clone)] and kwargs["env"]["GIT_TERMINAL_PROMPT"] == "0"
+    assert mounted == [str(content / "drive")]
+    shared = content / "drive" / "MyDrive" / "compact-resnets"
+    assert os.environ["DATA_DIR"] == str(shared / "data") and os.environ["FIGURES_DIR"] == str(shared / "figures")
+    assert os.environ["RESULTS_DIR"] == "/already/chosen"
+    assert ns["IN_COLAB"] and ns["ROOT"] == clone and Path.cwd() == clone
+
+
+# ------------------------------------------------------------------ papermill from anywhere, smoke outputs
+def test_papermill_from_another_folder_with_epochs_from_the_environment(tmp_path):
+    """The issue's command from outside the repository: no --cwd, EPOCHS set by environment variable; a smoke
+    run without folders writes under runs/smoke/ (git-ignored) and changes no tracked file."""
+    data = write_cifar(tmp_path / "data", per_batch=40, n_test=50)
+    notebook = os.path.relpath(ROOT / "notebooks" / "02_train_lite.ipynb", tmp_path)
+    env = clean_env(SMOKE="1", DATA_DIR=str(data), EPOCHS="2", RECIPES="modern")  # a name, not a list
+    before, t0 = git_status(), time.time()
+    proc = subprocess.run([sys.executable, "-m", "papermill", notebook, "out.ipynb", "--no-progress-bar"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = SMOKE_DIR / "results" / "lite-modern" / "results.json"
+    res = json.loads(results.read_text())
+    assert results.stat().st_mtime >= t0 and res["config"]["epochs"] == 2 and res["history"]["epoch"] == [1, 2]
+    assert (SMOKE_DIR / "figures" / "lite_training_curves.png").stat().st_mtime >= t0
+    assert git_status() == before
+
+
+def test_runner_smoke_writes_under_runs_smoke_and_changes_no_tracked_file(tmp_path):
+    data = write_cifar(tmp_path / "data", per_batch=40, n_test=50)
+    before, t0 = git_status(), time.time()
+    proc = subprocess.run([sys.executable, str(RUNNER), "--smoke", "--only", "01", "--quiet", "--data-dir", str(data)],
+                          cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"figures: {SMOKE_DIR / 'figures'}" in proc.stdout and f"executed notebooks: {SMOKE_DIR}" in proc.stdout
+    assert (SMOKE_DIR / "figures" / "class_balance.pdf").stat().st_mtime >= t0
+    assert (SMOKE_DIR / "01_data_exploration.ipynb").stat().st_mtime >= t0
+    assert git_status() == before
+
+
+def test_notebooks_default_to_runs_smoke_in_smoke_mode():
+    for path in NOTEBOOKS:
+        source = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+        assert 'OUTPUTS = ROOT / "runs" / "smoke" if SMOKE else ROOT' in source, path.name
+        assert 'else ROOT / "figures"' not in source and 'else ROOT / "results"' not in source, path.name
+    ignored = subprocess.run(["git", "check-ignore", "-q", "runs/smoke/figures/x.pdf"], cwd=ROOT)
+    assert ignored.returncode == 0
+
+
+def test_help_notebook_shows_parameter_types():
+    proc = subprocess.run([sys.executable, "-m", "papermill", "--help-notebook", "notebooks/02_train_lite.ipynb"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for line in ("EPOCHS: Optional[int]", "SMOKE: bool", "RECIPES: list[str]", "DATA_DIR: Optional[str]",
+                 "RESUME: bool"):
+        assert line in proc.stdout, proc.stdout
+    assert "Unknown type" not in proc.stdout
+
+
+# ------------------------------------------------------------------ resume
+def load_runner():
+    spec = importlib.util.spec_from_file_location("run_notebooks", RUNNER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_training_notebooks_pass_resume_and_the_makefile_passes_it_on():
+    for stem in ("02_train_lite", "03_train_improved", "04_optimizer_comparison"):
+        nb = ROOT / "notebooks" / f"{stem}.ipynb"
+        assert papermill.inspect_notebook(str(nb))["RESUME"]["inferred_type_name"] == "bool"
+        assert "resume=RESUME)" in nb.read_text(), stem
+    dry = subprocess.run(["make", "-n", "run", "RESUME=1", "SMOKE=1"], cwd=ROOT, capture_output=True, text=True)
+    assert "scripts/run_notebooks.py --make" in dry.stdout and "--resume" in dry.stdout, dry.stdout
+
+
+def test_resume_hint_is_the_command_that_was_run_plus_resume():
+    runner = load_runner()
+    args = argparse.Namespace(make=True, data_dir="../shared/data/cifar10-mini", epochs=2, device=None,
+                              results_dir="my results", figures_dir=None, smoke=True)
+    assert runner.resume_command(args, []) == \
+        "make run DATA_DIR=../shared/data/cifar10-mini EPOCHS=2 RESULTS_DIR='my results' SMOKE=1 RESUME=1"
+    args.make = False
+    assert runner.resume_command(args, ["--only", "02", "--epochs", "2"]).endswith(
+        "run_notebooks.py --only 02 --epochs 2 --resume")
+
+
+def test_runner_resume_continues_a_killed_run(tmp_path):
+    data = write_cifar(tmp_path / "data", per_batch=40, n_test=50)
+    results = tmp_path / "results"
+    base = ["--only", "02", "--smoke", "--quiet", "-p", "RECIPES", "['modern']", "--data-dir", str(data),
+            "--results-dir", str(results), "--figures-dir", str(tmp_path / "figures"), "--out", str(tmp_path / "runs")]
+    env = clean_env()
+    proc = subprocess.run([sys.executable, str(RUNNER), *base, "--epochs", "1"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # A 2-epoch run killed after its first epoch: the checkpoint of epoch 1 of 2.
+    ck = results / "lite-modern" / "checkpoint.pt"
+    saved = torch.load(ck, map_location="cpu", weights_only=False)
+    saved["config"]["epochs"] = 2
+    torch.save(saved, ck)
+
+    proc = subprocess.run([sys.executable, str(RUNNER), *base, "--epochs", "2"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1 and "holds an unfinished run (epoch 1 of 2)" in proc.stderr, proc.stderr[-3000:]
+    hint = proc.stderr.split("To continue the unfinished run from its checkpoint: ")[1].splitlines()[0]
+    cmd = shlex.split(hint)
+    assert cmd[0] == "python" and cmd[1] == "scripts/run_notebooks.py" and cmd[-1] == "--resume", hint
+
+    proc = subprocess.run([sys.executable, *cmd[1:]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads((results / "lite-modern" / "results.json").read_text())
+    assert res["config"]["epochs"] == 2 and res["history"]["epoch"] == [1, 2]
