@@ -594,6 +594,9 @@ class TrainConfig:
     weight_decay: float = 5e-4
     schedule: str = "onecycle"  # constant | cosine | onecycle (linear warm-up, linear decay)
     warmup_epochs: float = 0.0  # linear warm-up from 0, for cosine and onecycle too
+    # Length of the cosine or linear decay in epochs; 0 = the run's length. A longer horizon is
+    # stopped early: kuangliu/pytorch-cifar's CosineAnnealingLR(T_max=200) run for 40 epochs.
+    schedule_epochs: float = 0.0
     label_smoothing: float = 0.0
     crop: bool = True  # random 32x32 crop of the image zero-padded by 4 pixels
     flip: bool = True  # random horizontal flip
@@ -634,7 +637,7 @@ class TrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ConfigError(f"{name}={v!r} must be a non-negative integer")
-        for name in ("lr", "momentum", "weight_decay", "warmup_epochs", "label_smoothing"):
+        for name in ("lr", "momentum", "weight_decay", "warmup_epochs", "label_smoothing", "schedule_epochs"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise ConfigError(f"{name}={v!r} must be a finite, non-negative number")
@@ -651,6 +654,9 @@ class TrainConfig:
             raise ConfigError(f"val_size={v!r} must be 0, a fraction below 1, or a whole number of images")
         if self.label_smoothing >= 1:
             raise ConfigError(f"label_smoothing={self.label_smoothing} must be below 1")
+        if self.schedule_epochs and self.schedule_epochs < self.epochs:  # a cosine would climb again
+            raise ConfigError(f"schedule_epochs={self.schedule_epochs} must be 0 (the run's length) or at least "
+                              f"epochs={self.epochs}")
         for name in ("nesterov", "crop", "flip", "bf16", "channels_last", "compile", "tta", "allow_over_budget"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be True or False")
@@ -776,13 +782,14 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
-    """Multiplier of the peak lr at `step` (0-based): linear warm-up, then the schedule."""
+def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str, horizon_steps: int = 0) -> float:
+    """Multiplier of the peak lr at `step` (0-based): linear warm-up, then the schedule, which
+    decays over `horizon_steps` (0 = `total_steps`; a longer horizon ends the run part-way)."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     if schedule == "constant":
         return 1.0
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    progress = (step - warmup_steps) / max(1, (horizon_steps or total_steps) - warmup_steps)
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * progress))
     return max(0.0, 1.0 - progress)  # onecycle: linear decay to zero
@@ -1060,10 +1067,11 @@ def fit(
     steps_per_epoch = math.ceil(len(prepared.train_y) / cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
     warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
+    horizon_steps = round(cfg.schedule_epochs * steps_per_epoch)
 
     optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total_steps, warmup_steps, cfg.schedule)
+        optimizer, lambda s: lr_factor(s, total_steps, warmup_steps, cfg.schedule, horizon_steps)
     )
     gen = torch.Generator().manual_seed(cfg.seed)
     history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}

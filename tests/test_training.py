@@ -170,6 +170,32 @@ def test_lr_schedules():
     assert math.isclose(f(10, 10, 0, "cosine"), 0.0, abs_tol=1e-12)
 
 
+def test_schedule_horizon_longer_than_the_run():
+    """kuangliu/pytorch-cifar's CosineAnnealingLR(T_max=200) stopped after 40 epochs: the lr
+    never decays far (0.909 of its peak in the last epoch), unlike a cosine over the run."""
+    f, spe = rl.lr_factor, 10  # steps per epoch
+    last = 40 * spe - 1
+    assert f(last, 40 * spe, 0, "cosine", horizon_steps=200 * spe) == pytest.approx(
+        0.5 * (1 + math.cos(math.pi * last / (200 * spe))))
+    assert 0.90 < f(last, 40 * spe, 0, "cosine", 200 * spe) < 0.91 and f(last, 40 * spe, 0, "cosine") < 1e-3
+    assert f(20 * spe, 40 * spe, 0, "onecycle", 80 * spe) == pytest.approx(0.75)  # linear decay, horizon 80
+    assert f(5, 40 * spe, 0, "cosine", 0) == f(5, 40 * spe, 0, "cosine")  # 0 = the run's length
+    cfg = rl.TrainConfig.from_recipe("seed", schedule="cosine", schedule_epochs=200, lr=0.1)
+    assert cfg.schedule_epochs == 200 and cfg.epochs == 40
+    with pytest.raises(rl.ConfigError, match=r"schedule_epochs=20 must be 0 \(the run's length\) or at least"):
+        rl.TrainConfig.from_recipe("seed", schedule="cosine", schedule_epochs=20)
+
+
+def test_fit_follows_the_schedule_horizon(cifar):
+    """The per-epoch lr in the history follows a cosine over schedule_epochs, not over the run."""
+    cfg = tiny_config(schedule="cosine", warmup_epochs=0.0, epochs=3, schedule_epochs=6, lr=0.1, val_size=0)
+    history = rl.fit(rl.build_model("lite", seed=0), cifar, cfg, progress=False)
+    spe = math.ceil(len(cifar.train_y) / cfg.batch_size)
+    expected = [0.1 * rl.lr_factor(e * spe, 3 * spe, 0, "cosine", 6 * spe) for e in range(3)]
+    assert history["lr"] == pytest.approx(expected)
+    assert history["lr"][-1] > 0.07  # a cosine over the 3-epoch run would be at 0.025 by now
+
+
 def test_cli_train_writes_results_json(cifar_dir, tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run(
