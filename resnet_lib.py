@@ -1300,6 +1300,8 @@ def train_and_evaluate(
             "test_acc": test.accuracy,
             "tta": cfg.tta,
             "best_val_epoch": history["epoch"][val_acc.index(max(val_acc))] if val_acc else None,
+            # One digit per test image (classes 0-9): paired tests between runs (results.mcnemar).
+            "test_predictions": "".join(map(str, test.predictions.tolist())),
         },
         "data": {
             "label": data.label,

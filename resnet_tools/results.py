@@ -7,7 +7,7 @@ import dataclasses
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -35,14 +35,22 @@ SEED_REPORTED: dict[tuple[str, str, str], tuple[float, float]] = {
 }
 
 
-def run_name(cfg: TrainConfig | dict[str, Any]) -> str:
-    """Folder name of a run under the results folder: model-recipe, plus the optimizer for
-    the seed recipe (its comparison) or where it differs from the recipe's."""
+def group_name(cfg: TrainConfig | dict[str, Any]) -> str:
+    """A configuration's name, seed left out: model-recipe, plus the optimizer for the seed
+    recipe (its comparison) or where it differs from the recipe's. Runs that differ only in
+    their seed form one group, one row of a results table (mean +- std over the seeds)."""
     c = cfg if isinstance(cfg, dict) else dataclasses.asdict(cfg)
     name = f"{c['model']}-{c['recipe']}"
     if c["recipe"] == "seed" or c["optimizer"] != RECIPES.get(c["recipe"], {}).get("optimizer"):
         name += f"-{c['optimizer']}"
     return name
+
+
+def run_name(cfg: TrainConfig | dict[str, Any]) -> str:
+    """Folder name of a run under the results folder: its group name, plus -seed<k> for seeds
+    other than 0 (lite-modern, lite-modern-seed1, ...)."""
+    c = cfg if isinstance(cfg, dict) else dataclasses.asdict(cfg)
+    return group_name(c) + (f"-seed{c['seed']}" if c.get("seed", 0) else "")
 
 
 def optimizer_label(c: dict[str, Any]) -> str:
@@ -91,6 +99,93 @@ def best_run(runs: dict[str, dict[str, Any]]) -> str | None:
     when no run has a validation split."""
     scored = [(selection_accuracy(r), name) for name, r in runs.items() if selection_accuracy(r) is not None]
     return max(scored)[1] if scored else None
+
+
+# Accuracy keys of results["final"] that merge_seeds averages.
+_ACC_KEYS = ("train_acc", "val_acc", "test_acc")
+
+
+def merge_seeds(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """{group name: one record per group of runs that differ only in their seed}: the first
+    seed's results with "final" holding the mean over seeds of each accuracy, "final_std" the
+    sample standard deviation (NaN for one seed), and "seeds" the count, the seeds, the run
+    names and every per-seed value. Groups keep the order of `runs`."""
+    groups: dict[str, list[str]] = {}
+    for name, res in runs.items():
+        groups.setdefault(group_name(res["config"]), []).append(name)
+    merged = {}
+    for group, names in groups.items():
+        members = [runs[n] for n in names]
+        values = {k: [m["final"].get(k) for m in members] for k in _ACC_KEYS}
+        final, std = dict(members[0]["final"]), {}
+        for k, vs in values.items():
+            xs = [float(v) for v in vs if v is not None and not (isinstance(v, float) and math.isnan(v))]
+            final[k] = float(np.mean(xs)) if xs else None
+            std[k] = float(np.std(xs, ddof=1)) if len(xs) > 1 else math.nan
+        merged[group] = {
+            **members[0],
+            "final": final,
+            "final_std": std,
+            "seeds": {"n": len(members), "seeds": [m["config"].get("seed", 0) for m in members], "runs": names,
+                      "values": values},
+            "wall_seconds": sum(m["wall_seconds"] for m in members),
+        }
+    return merged
+
+
+class McNemar(NamedTuple):
+    only_a: int  # test images run A gets right and run B wrong
+    only_b: int  # ... and the other way round
+    p: float  # exact two-sided binomial p-value of only_a vs only_b (McNemar's test)
+
+
+def mcnemar(pred_a: Any, pred_b: Any, labels: Any) -> McNemar:
+    """McNemar's exact test of two classifiers on the same test images: only the images one
+    gets right and the other wrong count; under "equally accurate" they split 50/50."""
+    a = np.asarray(pred_a) == np.asarray(labels)
+    b = np.asarray(pred_b) == np.asarray(labels)
+    n_a, n_b = int((a & ~b).sum()), int((~a & b).sum())
+    n, k = n_a + n_b, min(n_a, n_b)
+    if n == 0:
+        return McNemar(0, 0, 1.0)
+    # P(X <= k) for X ~ Binomial(n, 1/2), in logs (n can be thousands), doubled for two sides.
+    logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2) for i in range(k + 1)]
+    top = max(logs)
+    tail = math.exp(top) * sum(math.exp(v - top) for v in logs)
+    return McNemar(n_a, n_b, min(1.0, 2 * tail))
+
+
+def test_predictions(res: dict[str, Any]) -> np.ndarray | None:
+    """The final model's test predictions stored in a results file (a string of class digits)."""
+    text = res["final"].get("test_predictions")
+    return np.frombuffer(text.encode(), dtype=np.uint8) - ord("0") if text else None
+
+
+class Verdict(NamedTuple):
+    diff: float  # mean accuracy of A minus B, in points
+    holds: bool  # the difference holds up against seed noise (and, where paired, McNemar's test)
+    text: str  # a sentence fragment saying so, e.g. "2.10 points, more than twice its standard error"
+
+
+def difference_verdict(a: dict[str, Any], b: dict[str, Any], key: str = "test_acc") -> Verdict:
+    """Does A's accuracy differ from B's beyond the noise? A and B are merge_seeds records (a
+    single results file counts as one seed). Only with at least two seeds each can the seeds'
+    spread be measured, and then the difference must exceed twice its standard error. One run
+    each never makes a finding: McNemar's test on one pair (`mcnemar`) says whether those two
+    models differ on this test set, not whether the recipes do, since seeds vary more."""
+    va = [v for v in a.get("seeds", {}).get("values", {}).get(key, [a["final"].get(key)]) if v is not None]
+    vb = [v for v in b.get("seeds", {}).get("values", {}).get(key, [b["final"].get(key)]) if v is not None]
+    if not va or not vb:
+        return Verdict(math.nan, False, "not measured for both")
+    diff = 100 * (float(np.mean(va)) - float(np.mean(vb)))
+    if len(va) < 2 or len(vb) < 2:
+        return Verdict(diff, False, f"{abs(diff):.2f} points, from {len(va)} and {len(vb)} run(s): too few seeds "
+                       "to tell it from seed-to-seed noise")
+    se = 100 * math.sqrt(np.var(va, ddof=1) / len(va) + np.var(vb, ddof=1) / len(vb))
+    holds = abs(diff) > 2 * se
+    text = (f"{abs(diff):.2f} points over {len(va)} and {len(vb)} seeds, "
+            f"{'more' if holds else 'less'} than twice its standard error ({2 * se:.2f})")
+    return Verdict(diff, holds, text)
 
 
 def data_label(d: dict[str, Any]) -> str:

@@ -1,0 +1,75 @@
+"""Results across seeds: run names, mean +- std, McNemar's test, and when a difference is a finding."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+import resnet_lib as rl
+from resnet_tools import results
+
+
+def fake_run(recipe: str = "modern", seed: int = 0, test: float = 0.8, val: float = 0.79, **cfg) -> dict:
+    c = dataclasses.asdict(rl.TrainConfig.from_recipe(recipe, seed=seed, device="cpu", **cfg))
+    return {"config": c, "num_params": 78_042, "history": {"epoch": [1]}, "device": "cpu", "wall_seconds": 60.0,
+            "data": {"label": "CIFAR-10 (JPEG copy)", "n_train": 45_000, "n_val": 5_000, "n_test": 10_000},
+            "final": {"train_acc": 0.9, "val_acc": val, "test_acc": test, "tta": True}}
+
+
+def test_run_names_add_the_seed_and_groups_leave_it_out():
+    assert results.run_name(fake_run(seed=0)["config"]) == "lite-modern"
+    assert results.run_name(fake_run(seed=2)["config"]) == "lite-modern-seed2"
+    assert results.group_name(fake_run(seed=2)["config"]) == "lite-modern"
+    assert results.run_name(fake_run("seed", seed=1, optimizer="adam")["config"]) == "lite-seed-adam-seed1"
+
+
+def test_merge_seeds_gives_mean_std_and_every_value():
+    runs = {"lite-modern": fake_run(test=0.80), "lite-modern-seed1": fake_run(seed=1, test=0.82),
+            "lite-modern-seed2": fake_run(seed=2, test=0.84), "lite-seed-sgd": fake_run("seed", test=0.7)}
+    merged = results.merge_seeds(runs)
+    assert list(merged) == ["lite-modern", "lite-seed-sgd"]
+    m = merged["lite-modern"]
+    assert m["seeds"]["n"] == 3 and m["seeds"]["seeds"] == [0, 1, 2]
+    assert m["final"]["test_acc"] == pytest.approx(0.82) and m["final_std"]["test_acc"] == pytest.approx(0.02)
+    assert m["seeds"]["values"]["test_acc"] == [0.80, 0.82, 0.84] and m["wall_seconds"] == 180.0
+    assert merged["lite-seed-sgd"]["seeds"]["n"] == 1 and math.isnan(merged["lite-seed-sgd"]["final_std"]["test_acc"])
+
+
+def test_mcnemar_counts_discordant_images_and_gives_the_exact_p():
+    labels = np.zeros(30, dtype=int)
+    a = labels.copy()
+    b = labels.copy()
+    b[:10] = 1  # B wrong on 10 images that A gets right
+    a[10:12] = 1  # A wrong on 2 that B gets right
+    m = results.mcnemar(a, b, labels)
+    assert (m.only_a, m.only_b) == (10, 2)
+    expected = 2 * sum(math.comb(12, i) for i in range(3)) / 2**12  # two-sided binomial, n=12, k<=2
+    assert m.p == pytest.approx(expected)
+    assert results.mcnemar(a, a, labels).p == 1.0
+    big = results.mcnemar(np.r_[np.zeros(600), np.ones(400)], np.r_[np.ones(500), np.zeros(500)], np.zeros(1000))
+    assert (big.only_a, big.only_b) == (500, 400) and 5e-4 < big.p < 1.5e-3  # normal approx. z=3.33: 0.0009
+
+
+def test_stored_test_predictions_round_trip():
+    res = fake_run()
+    res["final"]["test_predictions"] = "0123456789"
+    assert results.test_predictions(res).tolist() == list(range(10))
+    assert results.test_predictions(fake_run()) is None
+
+
+def test_one_run_each_is_never_a_finding_and_seeds_must_clear_twice_the_se():
+    one = results.merge_seeds({"a": fake_run(test=0.90), "b": fake_run("seed", test=0.70)})
+    v = results.difference_verdict(one["lite-modern"], one["lite-seed-sgd"])
+    assert v.diff == pytest.approx(20.0) and not v.holds and "too few seeds" in v.text
+    spread = {f"m{s}": fake_run(seed=s, test=t) for s, t in enumerate((0.80, 0.82, 0.84))}
+    close = {f"s{s}": fake_run("seed", seed=s, test=t) for s, t in enumerate((0.79, 0.81, 0.83))}
+    m = results.merge_seeds({**spread, **close})
+    v = results.difference_verdict(m["lite-modern"], m["lite-seed-sgd"])
+    assert v.diff == pytest.approx(1.0) and not v.holds and "less than twice its standard error" in v.text
+    far = {f"s{s}": fake_run("seed", seed=s, test=t) for s, t in enumerate((0.70, 0.71, 0.72))}
+    m = results.merge_seeds({**spread, **far})
+    v = results.difference_verdict(m["lite-modern"], m["lite-seed-sgd"])
+    assert v.holds and v.diff == pytest.approx(11.0) and "more than twice" in v.text
