@@ -15,6 +15,7 @@ from resnet_lib import ARCHS, CLASSES, OPTIMIZERS, RECIPES, SCHEDULES, BudgetErr
 from resnet_lib import TrainingDiverged
 from resnet_tools.inference import export_safetensors, load_for_inference, load_pretrained, predict, read_unlabeled
 from resnet_tools.inference import write_submission
+from resnet_tools.results import merge_seeds, run_name
 
 
 def field_parser(name: str) -> Any:
@@ -45,13 +46,22 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, type=field_parser(f.name), default=None, choices=choices)
 
 
-def _cmd_train(args: argparse.Namespace) -> None:
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name != "recipe"}
-    cfg = TrainConfig.from_recipe(args.recipe, **overrides)
+def _seed_list(text: str) -> list[int]:
+    """--seeds 0,1,2 -> [0, 1, 2] (distinct non-negative integers)."""
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 0,1,2, got {text!r}") from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"expected distinct non-negative seeds such as 0,1,2, got {text!r}")
+    return seeds
+
+
+def _train_one(cfg: TrainConfig, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     _, res = rl.train_and_evaluate(
         cfg,
         data_dir=args.data_dir,
-        out_dir=args.out,
+        out_dir=out,
         download=not args.no_download,
         resume=args.resume,
         progress=not args.quiet,
@@ -59,10 +69,30 @@ def _cmd_train(args: argparse.Namespace) -> None:
     fin = res["final"]
     val = f"val acc {fin['val_acc']:.2%}, " if fin["val_acc"] is not None else ""
     print(
-        f"{cfg.model} {cfg.recipe}: {val}test acc {fin['test_acc']:.2%}{' (flip TTA)' if fin['tta'] else ''}, "
-        f"train acc {fin['train_acc']:.2%}, {res['num_params']:,} params, {cfg.epochs} epochs, "
-        f"{res['data']['n_train']:,} train images, {res['wall_seconds']:.0f} s on {res['device']} -> {Path(args.out) / 'results.json'}"
+        f"{cfg.model} {cfg.recipe} seed {cfg.seed}: {val}test acc {fin['test_acc']:.2%}"
+        f"{' (flip TTA)' if fin['tta'] else ''}, train acc {fin['train_acc']:.2%}, {res['num_params']:,} params, "
+        f"{cfg.epochs} epochs, {res['data']['n_train']:,} train images, {res['wall_seconds']:.0f} s on "
+        f"{res['device']} -> {out / 'results.json'}"
     )
+    return res
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name != "recipe"}
+    if args.seeds is None:
+        _train_one(TrainConfig.from_recipe(args.recipe, **overrides), args, Path(args.out))
+        return
+    if args.seed is not None:
+        raise ConfigError("give --seed or --seeds, not both")
+    configs = [TrainConfig.from_recipe(args.recipe, **{**overrides, "seed": seed}) for seed in args.seeds]
+    runs = {run_name(cfg): _train_one(cfg, args, Path(args.out) / run_name(cfg)) for cfg in configs}
+    for group, m in merge_seeds(runs).items():
+        fin, std = m["final"], m["final_std"]
+        print(
+            f"{group}, {m['seeds']['n']} seeds: test acc {100 * fin['test_acc']:.2f} +- {100 * std['test_acc']:.2f}"
+            f" (mean +- std), val acc "
+            + (f"{100 * fin['val_acc']:.2f} +- {100 * std['val_acc']:.2f}" if fin["val_acc"] is not None else "--")
+        )
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
@@ -90,7 +120,19 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument(
         "--data-dir", default=None, help="folder containing cifar-10-batches-py/ (default: $DATA_DIR or ./data)"
     )
-    train.add_argument("--out", default="results/run", help="output folder for results.json and checkpoint.pt")
+    train.add_argument(
+        "--out",
+        default="results/run",
+        help="output folder for results.json and checkpoint.pt "
+        "(with --seeds: the results folder; each seed's run goes to OUT/<run name>)",
+    )
+    train.add_argument(
+        "--seeds",
+        type=_seed_list,
+        default=None,
+        metavar="0,1,2",
+        help="train once per seed (mean +- std at the end); run names get -seed<k> for k > 0",
+    )
     train.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it exists")
     train.add_argument("--quiet", action="store_true", help="no progress bar")

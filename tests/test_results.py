@@ -73,3 +73,20 @@ def test_one_run_each_is_never_a_finding_and_seeds_must_clear_twice_the_se():
     m = results.merge_seeds({**spread, **far})
     v = results.difference_verdict(m["lite-modern"], m["lite-seed-sgd"])
     assert v.holds and v.diff == pytest.approx(11.0) and "more than twice" in v.text
+
+
+def test_cli_seeds_trains_each_seed_into_its_run_folder(cifar_dir, tmp_path, capsys):
+    out = tmp_path / "results"
+    args = ["train", "--data-dir", str(cifar_dir), "--out", str(out), "--seeds", "0,3", "--epochs", "1",
+            "--batch-size", "64", "--device", "cpu", "--quiet", "--no-download"]
+    with pytest.warns(UserWarning, match="not the official CIFAR-10"):
+        assert rl.main(args) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["lite-modern", "lite-modern-seed3"]
+    runs = rl.load_results(out)
+    assert [r["config"]["seed"] for r in runs.values()] == [0, 3]
+    assert all(len(r["final"]["test_predictions"]) == r["data"]["n_test"] for r in runs.values())
+    printed = capsys.readouterr().out
+    assert "lite-modern, 2 seeds: test acc" in printed and "+-" in printed
+    with pytest.raises(SystemExit):  # argparse: not a list of distinct seeds
+        rl.main(["train", "--seeds", "1,1"])
+    assert rl.main(args + ["--seed", "1"]) == 2  # --seed and --seeds together
