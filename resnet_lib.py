@@ -655,8 +655,10 @@ class TrainConfig:
         if self.label_smoothing >= 1:
             raise ConfigError(f"label_smoothing={self.label_smoothing} must be below 1")
         if self.schedule_epochs and self.schedule_epochs < self.epochs:  # a cosine would climb again
-            raise ConfigError(f"schedule_epochs={self.schedule_epochs} must be 0 (the run's length) or at least "
-                              f"epochs={self.epochs}")
+            raise ConfigError(
+                f"schedule_epochs={self.schedule_epochs} must be 0 (the run's length) or at least "
+                f"epochs={self.epochs}"
+            )
         for name in ("nesterov", "crop", "flip", "bf16", "channels_last", "compile", "tta", "allow_over_budget"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be True or False")
@@ -1327,47 +1329,18 @@ def train_and_evaluate(
 # matplotlib or pandas at import time): rl.plot_confusion_matrix is figures.plot_confusion_matrix.
 # ---------------------------------------------------------------------------------------
 _REEXPORTS = {
-    "resnet_tools.checkpoints": ("load_checkpoint", "load_checkpoint_dict"),
-    "resnet_tools.safeio": ("write_json", "check_writable", "atomic_write", "atomic_save"),
-    "resnet_tools.inference": (
-        "predict",
-        "export_safetensors",
-        "load_pretrained",
-        "load_for_inference",
-        "read_unlabeled",
-        "write_submission",
-        "as_nchw_uint8",
-    ),
-    "resnet_tools.results": (
-        "SEED_REPORTED",
-        "run_name",
-        "optimizer_label",
-        "run_label",
-        "load_results",
-        "saved_results",
-        "best_run",
-        "results_table",
-        "write_table",
-        "class_counts",
-        "channel_stats_table",
-        "confusion_matrix",
-        "per_class_accuracy",
-        "confused_pairs",
-    ),
-    "resnet_tools.figures": (
-        "save_figure",
-        "plot_class_balance",
-        "plot_samples_per_class",
-        "plot_augmentation_preview",
-        "plot_training_curves",
-        "plot_confusion_matrix",
-        "plot_per_class_accuracy",
-        "plot_misclassified",
-        "plot_predictions",
-    ),
-    "resnet_tools.cli": ("main",),
+    "resnet_tools.checkpoints": "load_checkpoint load_checkpoint_dict",
+    "resnet_tools.safeio": "write_json check_writable atomic_write atomic_save",
+    "resnet_tools.inference": "predict export_safetensors load_pretrained load_for_inference read_unlabeled "
+    "write_submission as_nchw_uint8",
+    "resnet_tools.results": "SEED_REPORTED run_name group_name optimizer_label run_label load_results saved_results "
+    "best_run merge_seeds results_table summary_table write_table class_counts channel_stats_table confusion_matrix "
+    "per_class_accuracy confused_pairs",
+    "resnet_tools.figures": "save_figure plot_class_balance plot_samples_per_class plot_augmentation_preview "
+    "plot_training_curves plot_confusion_matrix plot_per_class_accuracy plot_misclassified plot_predictions",
+    "resnet_tools.cli": "main",
 }
-_REEXPORTED = {name: module for module, names in _REEXPORTS.items() for name in names}
+_REEXPORTED = {name: module for module, names in _REEXPORTS.items() for name in names.split()}
 
 
 def __getattr__(name: str) -> Any:

@@ -126,8 +126,12 @@ def merge_seeds(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
             **members[0],
             "final": final,
             "final_std": std,
-            "seeds": {"n": len(members), "seeds": [m["config"].get("seed", 0) for m in members], "runs": names,
-                      "values": values},
+            "seeds": {
+                "n": len(members),
+                "seeds": [m["config"].get("seed", 0) for m in members],
+                "runs": names,
+                "values": values,
+            },
             "wall_seconds": sum(m["wall_seconds"] for m in members),
         }
     return merged
@@ -179,12 +183,18 @@ def difference_verdict(a: dict[str, Any], b: dict[str, Any], key: str = "test_ac
         return Verdict(math.nan, False, "not measured for both")
     diff = 100 * (float(np.mean(va)) - float(np.mean(vb)))
     if len(va) < 2 or len(vb) < 2:
-        return Verdict(diff, False, f"{abs(diff):.2f} points, from {len(va)} and {len(vb)} run(s): too few seeds "
-                       "to tell it from seed-to-seed noise")
+        return Verdict(
+            diff,
+            False,
+            f"{abs(diff):.2f} points, from {len(va)} and {len(vb)} run(s): too few seeds "
+            "to tell it from seed-to-seed noise",
+        )
     se = 100 * math.sqrt(np.var(va, ddof=1) / len(va) + np.var(vb, ddof=1) / len(vb))
     holds = abs(diff) > 2 * se
-    text = (f"{abs(diff):.2f} points over {len(va)} and {len(vb)} seeds, "
-            f"{'more' if holds else 'less'} than twice its standard error ({2 * se:.2f})")
+    text = (
+        f"{abs(diff):.2f} points over {len(va)} and {len(vb)} seeds, "
+        f"{'more' if holds else 'less'} than twice its standard error ({2 * se:.2f})"
+    )
     return Verdict(diff, holds, text)
 
 
@@ -251,6 +261,29 @@ def results_table(results: list[dict[str, Any]]) -> Any:
         )
     table = pd.DataFrame(rows)
     return table.dropna(axis=1, how="all") if len(table) else table  # no val column without a validation split
+
+
+def summary_table(runs: dict[str, dict[str, Any]]) -> Any:
+    """pandas DataFrame, one row per group of seeds (merge_seeds): mean and sample std of the
+    training, validation and test accuracy in %, the number of seeds, data and epochs."""
+    import pandas as pd
+
+    rows = []
+    for group, m in merge_seeds(runs).items():
+        row = {"run": group, "optimizer": optimizer_label(m["config"]), "seeds": m["seeds"]["n"]}
+        for key, label in (("train_acc", "train"), ("val_acc", "val"), ("test_acc", "test")):
+            mean, std = m["final"].get(key), m["final_std"].get(key, math.nan)
+            row[f"{label} acc (%)"] = round(100 * mean, 2) if mean is not None else math.nan
+            row[f"{label} std"] = round(100 * std, 2) if not math.isnan(std) else math.nan
+        row.update(
+            {
+                "test TTA": bool(m["final"].get("tta")),
+                "epochs": len(m["history"]["epoch"]),
+                "data": data_label(m["data"]),
+            }
+        )
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 _TEX_SPECIALS = {

@@ -90,3 +90,12 @@ def test_cli_seeds_trains_each_seed_into_its_run_folder(cifar_dir, tmp_path, cap
     with pytest.raises(SystemExit):  # argparse: not a list of distinct seeds
         rl.main(["train", "--seeds", "1,1"])
     assert rl.main(args + ["--seed", "1"]) == 2  # --seed and --seeds together
+
+
+def test_summary_table_one_row_per_group():
+    runs = {"lite-modern": fake_run(test=0.80), "lite-modern-seed1": fake_run(seed=1, test=0.84),
+            "lite-seed-sgd": fake_run("seed", test=0.7)}
+    table = rl.summary_table(runs)
+    assert table["run"].tolist() == ["lite-modern", "lite-seed-sgd"] and table["seeds"].tolist() == [2, 1]
+    assert table.loc[0, "test acc (%)"] == 82.0 and table.loc[0, "test std"] == pytest.approx(2.83, abs=0.01)
+    assert math.isnan(table.loc[1, "test std"]) and table.loc[0, "data"] == "CIFAR-10 (JPEG copy)"
