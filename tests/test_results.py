@@ -99,3 +99,30 @@ def test_summary_table_one_row_per_group():
     assert table["run"].tolist() == ["lite-modern", "lite-seed-sgd"] and table["seeds"].tolist() == [2, 1]
     assert table.loc[0, "test acc (%)"] == 82.0 and table.loc[0, "test std"] == pytest.approx(2.83, abs=0.01)
     assert math.isnan(table.loc[1, "test std"]) and table.loc[0, "data"] == "CIFAR-10 (JPEG copy)"
+
+
+def test_notebook_seeds_parameter_trains_every_seed_and_summarises(tmp_path):
+    """SEEDS=0,1 (environment, as nbconvert users set it): one run per seed, then one summary row."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT, write_cifar
+
+    data = write_cifar(tmp_path / "data", per_batch=40, n_test=50)
+    env = {k: v for k, v in os.environ.items() if k not in ("EPOCHS", "SEED", "SEEDS", "RECIPES", "MODEL")}
+    env.update(SMOKE="1", DATA_DIR=str(data), RESULTS_DIR=str(tmp_path / "results"),
+               FIGURES_DIR=str(tmp_path / "figures"), SEEDS="0,1", RECIPES="modern")
+    proc = subprocess.run([sys.executable, "-m", "papermill", str(ROOT / "notebooks" / "02_train_lite.ipynb"),
+                           str(tmp_path / "out.ipynb"), "--cwd", str(ROOT), "--no-progress-bar"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    runs = rl.load_results(tmp_path / "results")
+    assert list(runs) == ["lite-modern", "lite-modern-seed1"]
+    assert [r["config"]["seed"] for r in runs.values()] == [0, 1]
+    cells = json.loads((tmp_path / "out.ipynb").read_text())["cells"]
+    last = [c for c in cells if c["cell_type"] == "code"][-1]
+    every, summary = ("".join(o["data"]["text/plain"]) for o in last["outputs"])
+    assert "lite-modern-seed1" in every  # one row per run ...
+    assert "lite-modern" in summary and "seeds" in summary and "lite-modern-seed1" not in summary  # ... then per group
