@@ -76,8 +76,23 @@ def expected_runs() -> tuple[str, ...]:
 # Loading
 # ---------------------------------------------------------------------------------------
 def load_runs(results_dir: Path) -> dict[str, dict[str, Any]]:
-    """{run name: results.json}, validated and ordered by resnet_tools.results.load_results."""
-    return results.load_results(results_dir) if results_dir.is_dir() else {}
+    """{configuration: its runs merged over seeds (resnet_tools.results.merge_seeds: mean in
+    "final", std in "final_std", per-seed values in "seeds")}, in load_results' order."""
+    return results.merge_seeds(results.load_results(results_dir)) if results_dir.is_dir() else {}
+
+
+def n_seeds(res: dict[str, Any]) -> int:
+    return res.get("seeds", {}).get("n", 1)
+
+
+def pct_sd(res: dict[str, Any], key: str, latex: bool = True) -> str:
+    """Mean accuracy in %, with "+- std" over the seeds where there are several."""
+    std = res.get("final_std", {}).get(key, math.nan)
+    text = pct(res["final"].get(key))
+    if n_seeds(res) < 2 or std is None or math.isnan(std) or text == "--":
+        return text
+    sign = "$\\pm$" if latex else "±"
+    return f"{text} {sign} {100 * std:.2f}"
 
 
 def read_csv(path: Path) -> list[dict[str, str]] | None:
@@ -498,18 +513,18 @@ def results_table_tex(runs: dict[str, dict[str, Any]]) -> str:
     for name in names:
         res = runs.get(name)
         if res is None:
-            rows.append([f"\\texttt{{{tex(name)}}}"] + ["\\multicolumn{9}{l}{\\emph{not run}}"])
+            rows.append([f"\\texttt{{{tex(name)}}}"] + ["\\multicolumn{10}{l}{\\emph{not run}}"])
             continue
         c, fin = res["config"], res["final"]
-        test = pct(fin["test_acc"]) + ("$^\\dagger$" if fin.get("tta") else "")
         rows.append(
             [
                 f"\\texttt{{{tex(name)}}}",
                 tex(rl.optimizer_label(c)),
                 f"{res['num_params']:,}",
-                pct(fin["train_acc"]),
-                pct(fin.get("val_acc")),
-                test,
+                pct_sd(res, "train_acc"),
+                pct_sd(res, "val_acc"),
+                pct_sd(res, "test_acc") + ("$^\\dagger$" if fin.get("tta") else ""),
+                str(n_seeds(res)),
                 str(epochs_of(res)),
                 tex(data_short(res["data"])),
                 tex(res["device"]),
@@ -517,12 +532,13 @@ def results_table_tex(runs: dict[str, dict[str, Any]]) -> str:
             ]
         )
     body = tabular(
-        "@{}llrrrrrlll@{}",
-        ["Run", "Optimizer", "Params", "Train", "Val", "Test", "Ep.", "Data", "Device", "Wall"],
+        "@{}llrrrrrrlll@{}",
+        ["Run", "Optimizer", "Params", "Train", "Val", "Test", "Seeds", "Ep.", "Data", "Device", "Wall"],
         rows,
     )
     caption = (
-        "Results of every run: accuracy (\\%) of the final model; train is the running accuracy over the "
+        "Results of every configuration: accuracy (\\%) of the final model, mean $\\pm$ sample standard "
+        "deviation over its seeds where it ran with several; train is the running accuracy over the "
         "last epoch's augmented batches; $^\\dagger$ test with flip test-time augmentation. "
         "Produced by: " + provenance_brief(runs) + " " + full_status_brief(runs)
     )
@@ -680,9 +696,15 @@ def recipe_gain_sentences(runs: dict[str, dict[str, Any]]) -> list[str]:
             f"the \\texttt{{modern}} recipe moves {model.capitalize()} from {val}test "
             f"{pct(old['final']['test_acc'])}\\% $\\to$ {pct(new['final']['test_acc'])}\\% "
             f"({signed(100 * (new['final']['test_acc'] - old['final']['test_acc']))} points) against the "
-            "\\texttt{seed} recipe with SGD."
+            f"\\texttt{{seed}} recipe with SGD: {verdict_text(new, old)}."
         )
     return out
+
+
+def verdict_text(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """Whether a test-accuracy difference is a finding (results.difference_verdict), in words."""
+    v = results.difference_verdict(a, b)
+    return tex(v.text) + (", a difference that holds up" if v.holds else ", so it is not established as a finding")
 
 
 def extremes(acc: dict[str, float], value: float) -> str:

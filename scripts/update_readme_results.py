@@ -75,24 +75,27 @@ def results_table_md(runs: dict[str, dict[str, Any]]) -> list[str]:
     expected = mri.expected_runs()
     names = list(expected) + [n for n in runs if n not in expected]
     lines = [
-        "| Run | Optimizer | Params | Train acc (%) | Val acc (%) | Test acc (%) | Epochs | Data | Device | Wall time |",
-        "|:---|:---|---:|---:|---:|---:|---:|:---|:---|---:|",
+        "| Run | Optimizer | Params | Train acc (%) | Val acc (%) | Test acc (%) | Seeds | Epochs | Data | Device "
+        "| Wall time |",
+        "|:---|:---|---:|---:|---:|---:|---:|---:|:---|:---|---:|",
     ]
     for name in names:
         res = runs.get(name)
         if res is None:
-            lines.append(f"| `{name}` | *not run* | | | | | | | | |")
+            lines.append(f"| `{name}` | *not run* | | | | | | | | | |")
             continue
         c, fin = res["config"], res["final"]
-        test = mri.pct(fin["test_acc"]) + (" †" if fin.get("tta") else "")
+        acc = {k: mri.pct_sd(res, k, latex=False) for k in ("train_acc", "val_acc", "test_acc")}
+        test = acc["test_acc"] + (" †" if fin.get("tta") else "")
         lines.append(
-            f"| `{name}` | {md(rl.optimizer_label(c))} | {res['num_params']:,} | {mri.pct(fin['train_acc'])} | "
-            f"{mri.pct(fin.get('val_acc'))} | {test} | {mri.epochs_of(res)} | {md(mri.data_short(res['data']))} | "
-            f"{md(res['device'])} | {mri.duration(res['wall_seconds'])} |"
+            f"| `{name}` | {md(rl.optimizer_label(c))} | {res['num_params']:,} | {acc['train_acc']} | "
+            f"{acc['val_acc']} | {test} | {mri.n_seeds(res)} | {mri.epochs_of(res)} | "
+            f"{md(mri.data_short(res['data']))} | {md(res['device'])} | {mri.duration(res['wall_seconds'])} |"
         )
     lines += [
         "",
-        "Accuracy of the final model. Train: running accuracy over the last epoch's augmented batches. "
+        "Accuracy of the final model: mean ± sample standard deviation over the seeds where a configuration "
+        "ran with several (Seeds). Train: running accuracy over the last epoch's augmented batches. "
         "Val: the held-out validation split, which model selection uses. † test accuracy with flip "
         "test-time augmentation.",
         "",

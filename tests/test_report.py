@@ -329,3 +329,29 @@ def test_readme_without_results_shows_no_numbers(tmp_path):
 def test_readme_markers_must_be_there_once_and_in_order(tmp_path, text, problem):
     with pytest.raises(urr.MarkerError, match=problem):
         urr.replace_block(text, "block")
+
+
+def test_seeds_give_mean_and_std_and_only_a_clear_difference_is_a_finding(tmp_path):
+    """Three seeds of each recipe: mean +- std and the seed count in the paper and the README; the
+    modern-vs-seed sentence calls a difference a finding only where it clears twice its SE."""
+    runs = {}
+    for seed, (t_old, t_new) in enumerate(((0.700, 0.830), (0.705, 0.832), (0.710, 0.834))):
+        for name, acc in (("lite-seed-sgd", t_old), ("lite-modern", t_new)):
+            res = fake_result(name, acc, acc - 0.01, FULL, epochs=40)
+            res["config"]["seed"] = seed
+            runs[rl.run_name(res["config"])] = res
+    _, out = generate(tmp_path, runs)
+    table = read(out, "results_table.tex")
+    assert "83.20 $\\pm$ 0.20" in table and "70.50 $\\pm$ 0.50" in table
+    assert "lite-modern-seed1" not in table  # seeds merge into their configuration's row
+    sentences = read(out, "seed_discussion.tex") + read(out, "abstract.tex") + read(out, "limitations.tex")
+    assert "3 and 3 seeds, more than twice its standard error" in sentences and "holds up" in sentences
+    block = urr.render_block(tmp_path / "results", tmp_path / "figures", tmp_path)
+    assert "| 83.20 ± 0.20 † | 3 |" in block and "| `lite-seed-sgd` |" in block
+
+
+def test_one_seed_each_is_not_called_a_finding(tmp_path):
+    _, out = generate(tmp_path, {"lite-seed-sgd": fake_result("lite-seed-sgd", 0.70, 0.69, FULL, epochs=40),
+                                 "lite-modern": fake_result("lite-modern", 0.83, 0.82, FULL, epochs=40)})
+    text = "".join(p.read_text() for p in out.glob("*.tex"))
+    assert "too few seeds to tell it from seed-to-seed noise" in text and "holds up" not in text
