@@ -41,6 +41,9 @@ bench: $(BENCH_DEPS)
 # installed; needs root or sudo): apt-get install --no-install-recommends $(TEX_PACKAGES)
 TEX_PACKAGES := texlive-latex-base texlive-latex-recommended texlive-fonts-recommended
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# REPORT_PDF: where the PDF goes (default the committed report/report.pdf; smoke and CI builds
+# write elsewhere, so only a full run changes the record). LaTeX builds in report/build/ (git-ignored).
+REPORT_PDF ?= report/report.pdf
 report: setup
 	$(PY) scripts/make_report_inputs.py --results "$(or $(RESULTS_DIR),results)" \
 		--figures "$(or $(FIGURES_DIR),figures)" --out report/generated
@@ -48,9 +51,11 @@ report: setup
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 		--no-install-recommends $(TEX_PACKAGES) >/dev/null; } && command -v pdflatex >/dev/null \
 		|| { echo "error: no pdflatex; install: apt-get install --no-install-recommends $(TEX_PACKAGES)"; exit 1; }
-	cd report && rm -f report.log && for pass in 1 2; do pdflatex -interaction=nonstopmode -halt-on-error report.tex \
-		>/dev/null || { tail -n 40 report.log; echo "error: LaTeX failed; full log in report/report.log"; exit 1; }; done
-	@echo "built report/report.pdf"
+	mkdir -p report/build && cd report && for pass in 1 2; do pdflatex -interaction=nonstopmode -halt-on-error \
+		-output-directory=build report.tex >/dev/null || { tail -n 40 build/report.log; \
+		echo "error: LaTeX failed; full log in report/build/report.log"; exit 1; }; done
+	mkdir -p "$(dir $(REPORT_PDF))" && cp report/build/report.pdf "$(REPORT_PDF)"
+	@echo "built $(REPORT_PDF)"
 
 clean:
 	rm -rf results runs .pytest_cache
