@@ -378,6 +378,18 @@ def plural(n: int, word: str) -> str:
     return f"{n:,} {word}{'' if n == 1 else 's'}"
 
 
+def provenance_ref(group: dict[str, dict[str, Any]], runs: dict[str, dict[str, Any]]) -> str:
+    """What a figure or secondary table says about its runs: a pointer to the results table,
+    which states data, epochs and device once, or, where these runs differ from each other in
+    data or epochs, which runs used what (a comparison across them is then not like for like)."""
+    if not group:
+        return "No results file (\\texttt{results.json}) was found for these runs."
+    kinds = {(data_brief(r["data"]), epochs_of(r)) for r in group.values()}
+    if len(kinds) == 1:
+        return "Runs as in Table~\\ref{tab:results}."
+    return "These runs differ in data or epochs, so they do not compare like for like: " + provenance_brief(group)
+
+
 def provenance_tex(runs: dict[str, dict[str, Any]]) -> str:
     """One sentence per group of runs: data, epochs, device, wall time."""
     if not runs:
@@ -573,12 +585,11 @@ def optimizer_tex(runs: dict[str, dict[str, Any]]) -> str:
     body = tabular(
         "@{}lllrrrrr@{}", ["Run", "Optimizer", "lr, schedule", "Train", "Val", "Best val (ep.)", "Test", "img/s"], rows
     )
-    prov = provenance_brief({n: runs[n] for n in present})
     out = table_env(
         body,
         "Optimizer comparison on the Improved model (accuracy in \\%, final model; best val: "
         "highest validation accuracy over epochs and its epoch; img/s: median training "
-        "throughput). Produced by: " + prov,
+        "throughput). " + provenance_ref({n: runs[n] for n in present}, runs),
         "tab:optimizer",
         wide=True,
     )
@@ -757,8 +768,7 @@ def per_class_tex(runs: dict[str, dict[str, Any]], per_class: PerClass | None) -
     known = {n: runs[n] for n in cols if n in runs}
     caption = (
         "Test accuracy (\\%) per class and run, from notebook 05's re-evaluation of each checkpoint "
-        "(flip TTA where the recipe uses it); bold: best run per class. Produced by: "
-        + (provenance_brief(known) if known else "runs whose results.json is missing.")
+        "(flip TTA where the recipe uses it); bold: best run per class. " + provenance_ref(known, runs)
     )
     out = table_env(body, caption, "tab:perclass", wide=len(cols) > 5)
     if per_class.stale:
@@ -853,7 +863,6 @@ def figure_runs(name: str, runs: dict[str, dict[str, Any]]) -> list[str]:
 
 def collect_figures(figures_dir: Path, runs: dict[str, dict[str, Any]], results_mtime: dict[str, float]) -> Figures:
     names = [
-        "class_balance",
         "samples_per_class",
         "augmentation_preview",
         "lite_training_curves",
@@ -884,31 +893,23 @@ def data_figures_tex(figs: Figures, tex_dir: Path) -> str:
         tex_dir,
     )
     out += figure_tex(
-        figs.get("class_balance"),
-        "Images per class in the training and test splits of the data " "the notebooks were given (notebook 01).",
-        "fig:balance",
-        tex_dir,
-    )
-    out += figure_tex(
         figs.get("augmentation_preview"),
         "The \\texttt{modern} recipe's augmentation: random crops of "
         "the zero-padded image and horizontal flips, several draws per image (notebook 01).",
         "fig:augment",
         tex_dir,
     )
-    return out + missing_figures_note(
-        [n for n in ("samples_per_class", "class_balance", "augmentation_preview") if n in figs.missing]
-    )
+    return out + missing_figures_note([n for n in ("samples_per_class", "augmentation_preview") if n in figs.missing])
 
 
 def curve_figures_tex(figs: Figures, runs: dict[str, dict[str, Any]], tex_dir: Path) -> str:
     out = ""
     for model, nb in (("lite", "02"), ("improved", "03")):
         group = {n: r for n, r in runs.items() if r["config"]["model"] == model}
-        prov = provenance_brief(group)
+        prov = provenance_ref(group, runs)
         out += figure_tex(
             figs.get(f"{model}_training_curves"),
-            f"{model.capitalize()} model: loss and accuracy per epoch (notebook {nb}). Produced by: {prov}"
+            f"{model.capitalize()} model: loss and accuracy per epoch (notebook {nb}). {prov}"
             + figs.note(f"{model}_training_curves"),
             f"fig:{model}curves",
             tex_dir,
@@ -931,8 +932,8 @@ def optimizer_figure_tex(figs: Figures, runs: dict[str, dict[str, Any]], tex_dir
     return figure_tex(
         figs.get("optimizer_comparison"),
         "Improved model under one budget: training (dashed) and "
-        "validation (solid) curves of the three optimizer settings (notebook 04). Produced by: "
-        + provenance_brief(group)
+        "validation (solid) curves of the three optimizer settings (notebook 04). "
+        + provenance_ref(group, runs)
         + figs.note("optimizer_comparison"),
         "fig:optimizer",
         tex_dir,
@@ -941,29 +942,69 @@ def optimizer_figure_tex(figs: Figures, runs: dict[str, dict[str, Any]], tex_dir
     ) + missing_figures_note(["optimizer_comparison"] if "optimizer_comparison" in figs.missing else [])
 
 
+def key_runs(runs: dict[str, dict[str, Any]]) -> list[str]:
+    """The runs a reader compares first: per model, the run with the highest validation accuracy."""
+    out = []
+    for model in rl.ARCHS:
+        best = best_run({n: r for n, r in runs.items() if r["config"]["model"] == model})
+        if best:
+            out.append(best)
+    return out
+
+
+def confusion_grid(
+    cms: list[tuple[str, Path]],
+    runs: dict[str, dict[str, Any]],
+    tex_dir: Path,
+    width: str,
+    per_row: int,
+    caption: str,
+    label: str,
+    note: str,
+) -> str:
+    cells = [
+        f"\\begin{{minipage}}[t]{{{width}}}\\centering\n"
+        f"\\includegraphics[width=\\linewidth]{{{tex_path(p, tex_dir)}}}\\\\\\footnotesize\\texttt{{{tex(r)}}}"
+        f"\n\\end{{minipage}}"
+        for r, p in cms
+    ]
+    rows = ["\\hfill".join(cells[i : i + per_row]) for i in range(0, len(cells), per_row)]
+    return (
+        "\\begin{figure*}[tbp]\n\\centering\n"
+        + "\\\\[6pt]\n".join(rows)
+        + "\n\\caption{"
+        + caption
+        + provenance_ref({r: runs[r] for r, _ in cms}, runs)
+        + note
+        + "}\\label{"
+        + label
+        + "}\n\\end{figure*}\n"
+    )
+
+
 def confusion_figures_tex(figs: Figures, runs: dict[str, dict[str, Any]], tex_dir: Path) -> str:
-    cms = [(r, figs.get(f"confusion_matrix_{r}")) for r in runs if figs.get(f"confusion_matrix_{r}")]
+    """The two confusion matrices that matter (each model's best run by validation accuracy) at
+    a readable size; the others go to the appendix (appendix_confusion_tex)."""
+    cms = [(r, figs.get(f"confusion_matrix_{r}")) for r in key_runs(runs) if figs.get(f"confusion_matrix_{r}")]
     out = ""
     if cms:
-        cells = [
-            f"\\begin{{minipage}}[t]{{0.32\\textwidth}}\\centering\n"
-            f"\\includegraphics[width=\\linewidth]{{{tex_path(p, tex_dir)}}}\\\\\\footnotesize\\texttt{{{tex(r)}}}"
-            f"\n\\end{{minipage}}"
-            for r, p in cms
-        ]
-        rows = ["\\hfill".join(cells[i : i + 3]) for i in range(0, len(cells), 3)]
-        out += (
-            "\\begin{figure*}[tbp]\n\\centering\n" + "\\\\[6pt]\n".join(rows) + "\n"
-            "\\caption{Confusion matrices on the test split (rows: true class, each normalized to 100\\%; "
-            "notebook 05). Produced by: "
-            + provenance_brief({r: runs[r] for r, _ in cms})
-            + figs.note(*(f"confusion_matrix_{r}" for r, _ in cms))
-            + "}\\label{fig:confusion}\n\\end{figure*}\n"
+        out += confusion_grid(
+            cms,
+            runs,
+            tex_dir,
+            "0.46\\textwidth",
+            2,
+            "Confusion matrices on the test split of each model's run with the highest validation accuracy "
+            "(rows: true class, each normalized to 100\\%; notebook 05; the other runs' are in "
+            "Appendix~\\ref{app:confusion}). ",
+            "fig:confusion",
+            figs.note(*(f"confusion_matrix_{r}" for r, _ in cms)),
         )
     out += figure_tex(
         figs.get("per_class_accuracy"),
         "Test accuracy per class, one bar per run (notebook 05). "
-        "Produced by: " + provenance_brief(runs) + figs.note("per_class_accuracy"),
+        + provenance_ref(runs, runs)
+        + figs.note("per_class_accuracy"),
         "fig:perclass",
         tex_dir,
         wide=True,
@@ -983,6 +1024,26 @@ def confusion_figures_tex(figs: Figures, runs: dict[str, dict[str, Any]], tex_di
         )
     missing = [n for n in figs.missing if n.startswith("confusion_matrix_") or n == "per_class_accuracy"]
     return out + missing_figures_note(missing)
+
+
+def appendix_confusion_tex(figs: Figures, runs: dict[str, dict[str, Any]], tex_dir: Path) -> str:
+    """Every other run's confusion matrix, three to a row."""
+    shown = set(key_runs(runs))
+    cms = [
+        (r, figs.get(f"confusion_matrix_{r}")) for r in runs if r not in shown and figs.get(f"confusion_matrix_{r}")
+    ]
+    if not cms:
+        return "No other run has a confusion matrix in this build.\n"
+    return confusion_grid(
+        cms,
+        runs,
+        tex_dir,
+        "0.32\\textwidth",
+        3,
+        "Confusion matrices of the other runs (rows: true class, normalized to 100\\%; notebook 05). ",
+        "fig:confusion-all",
+        figs.note(*(f"confusion_matrix_{r}" for r, _ in cms)),
+    )
 
 
 def limitations_tex(runs: dict[str, dict[str, Any]]) -> str:
@@ -1105,6 +1166,7 @@ def write_inputs(results_dir: Path, figures_dir: Path, out_dir: Path, tex_dir: P
         "fig_curves.tex": curve_figures_tex(figs, runs, tex_dir),
         "fig_optimizer.tex": optimizer_figure_tex(figs, runs, tex_dir),
         "fig_confusion.tex": confusion_figures_tex(figs, runs, tex_dir),
+        "appendix_confusion.tex": appendix_confusion_tex(figs, runs, tex_dir),
         "limitations.tex": limitations_tex(runs),
     }
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -28,24 +28,55 @@ MINI = {"root": "/somewhere/cifar10-mini", "official": False, "n_train": 3663, "
 FULL = {"root": "/data", "official": True, "n_train": 45_000, "n_val": 5_000, "n_test": 10_000}
 
 
-def fake_result(name: str, test_acc: float, val_acc: float, data: dict, epochs: int = 2,
-                device: str = "cpu (x86_64, 2 threads)", wall: float = 30.0, train_subset: int = 0) -> dict:
+def fake_result(
+    name: str,
+    test_acc: float,
+    val_acc: float,
+    data: dict,
+    epochs: int = 2,
+    device: str = "cpu (x86_64, 2 threads)",
+    wall: float = 30.0,
+    train_subset: int = 0,
+) -> dict:
     """A results.json as resnet_lib.train_and_evaluate writes it, with chosen numbers."""
     model, recipe, *opt = name.split("-")
-    cfg = rl.TrainConfig.from_recipe(recipe, model=model, epochs=epochs, train_subset=train_subset,
-                                     **({"optimizer": opt[0]} if opt else {}))
+    cfg = rl.TrainConfig.from_recipe(
+        recipe, model=model, epochs=epochs, train_subset=train_subset, **({"optimizer": opt[0]} if opt else {})
+    )
     hist = {k: [] for k in rl.HISTORY_KEYS}
     for e in range(1, epochs + 1):
         f = e / epochs
-        for k, v in dict(epoch=e, lr=cfg.lr, train_loss=2.0 - f, train_acc=0.9 * f * val_acc + 0.05, val_loss=2.1 - f,
-                         val_acc=f * val_acc, test_loss=2.1 - f, test_acc=f * test_acc, seconds=wall / epochs,
-                         images_per_sec=1000.0 * e).items():
+        for k, v in dict(
+            epoch=e,
+            lr=cfg.lr,
+            train_loss=2.0 - f,
+            train_acc=0.9 * f * val_acc + 0.05,
+            val_loss=2.1 - f,
+            val_acc=f * val_acc,
+            test_loss=2.1 - f,
+            test_acc=f * test_acc,
+            seconds=wall / epochs,
+            images_per_sec=1000.0 * e,
+        ).items():
             hist[k].append(v)
     return {
-        "config": dataclasses.asdict(cfg), "num_params": rl.count_params(rl.build_model(model)), "history": hist,
-        "final": {"train_acc": hist["train_acc"][-1], "val_loss": 1.0, "val_acc": val_acc, "test_loss": 1.0,
-                  "test_acc": test_acc, "tta": cfg.tta, "best_val_epoch": epochs},
-        "data": data, "device": device, "wall_seconds": wall, "train_seconds": wall * 0.9, "torch": torch.__version__,
+        "config": dataclasses.asdict(cfg),
+        "num_params": rl.count_params(rl.build_model(model)),
+        "history": hist,
+        "final": {
+            "train_acc": hist["train_acc"][-1],
+            "val_loss": 1.0,
+            "val_acc": val_acc,
+            "test_loss": 1.0,
+            "test_acc": test_acc,
+            "tta": cfg.tta,
+            "best_val_epoch": epochs,
+        },
+        "data": data,
+        "device": device,
+        "wall_seconds": wall,
+        "train_seconds": wall * 0.9,
+        "torch": torch.__version__,
         "finished": "2026-01-02T03:04:05+0000",
     }
 
@@ -88,8 +119,10 @@ def test_no_results_builds_every_fragment_and_says_so(tmp_path):
 
 
 def test_subset_runs_are_labelled_and_not_compared_with_the_seed(tmp_path):
-    runs = {"lite-modern": fake_result("lite-modern", 0.4567, 0.44, MINI, wall=95.0),
-            "improved-seed-sgd": fake_result("improved-seed-sgd", 0.3012, 0.31, MINI, wall=30.0)}
+    runs = {
+        "lite-modern": fake_result("lite-modern", 0.4567, 0.44, MINI, wall=95.0),
+        "improved-seed-sgd": fake_result("improved-seed-sgd", 0.3012, 0.31, MINI, wall=30.0),
+    }
     manifest, out = generate(tmp_path, runs)
     table = read(out, "results_table.tex")
     assert manifest["runs"] == ["lite-modern", "improved-seed-sgd"] and manifest["full_cifar10_runs"] == []
@@ -123,7 +156,9 @@ def test_full_runs_are_compared_with_the_seed_and_selected_by_validation(tmp_pat
     assert f"& {mri.signed(90.12 - claims['improved-seed-sgd'][1])} &" in seed
     assert mri.signed(-2.5) == "$-$2.50" and mri.signed(0.125) == "+0.12"
     assert "improved-seed-sgd" in read(out, "abstract.tex") and "90.12" in read(out, "abstract.tex")
-    assert "full CIFAR-10, 45,000/5,000/10,000 train/val/test images, official test set" in read(out, "results_table.tex")
+    assert "full CIFAR-10, 45,000/5,000/10,000 train/val/test images, official test set" in read(
+        out, "results_table.tex"
+    )
     assert "against the seed's" in read(out, "seed_discussion.tex")
     assert "recipe moves" not in read(out, "seed_discussion.tex")  # no modern run to compare with
     opt = read(out, "optimizer.tex")
@@ -134,10 +169,12 @@ def test_full_runs_are_compared_with_the_seed_and_selected_by_validation(tmp_pat
 
 
 def test_modern_against_seed_recipe_on_the_same_data(tmp_path):
-    runs = {"lite-seed-sgd": fake_result("lite-seed-sgd", 0.60, 0.58, MINI, epochs=3),
-            "lite-modern": fake_result("lite-modern", 0.7525, 0.74, MINI, epochs=3),
-            "improved-seed-sgd": fake_result("improved-seed-sgd", 0.5, 0.5, MINI, epochs=3),
-            "improved-modern": fake_result("improved-modern", 0.6, 0.6, FULL, epochs=3)}  # other data: no sentence
+    runs = {
+        "lite-seed-sgd": fake_result("lite-seed-sgd", 0.60, 0.58, MINI, epochs=3),
+        "lite-modern": fake_result("lite-modern", 0.7525, 0.74, MINI, epochs=3),
+        "improved-seed-sgd": fake_result("improved-seed-sgd", 0.5, 0.5, MINI, epochs=3),
+        "improved-modern": fake_result("improved-modern", 0.6, 0.6, FULL, epochs=3),
+    }  # other data: no sentence
     _, out = generate(tmp_path, runs)
     text = read(out, "seed_discussion.tex")
     assert "moves Lite from validation 58.00\\% $\\to$ 74.00\\%, test 60.00\\% $\\to$ 75.25\\% (+15.25 points)" in text
@@ -161,8 +198,9 @@ def test_architecture_tables_come_from_the_code(tmp_path):
 
 def test_figures_are_included_only_when_present(tmp_path):
     runs = {"improved-modern": fake_result("improved-modern", 0.5, 0.5, MINI)}
-    manifest, out = generate(tmp_path, runs, figures=["improved_training_curves.png",
-                                                      "confusion_matrix_improved-modern.png"])
+    manifest, out = generate(
+        tmp_path, runs, figures=["improved_training_curves.png", "confusion_matrix_improved-modern.png"]
+    )
     curves, confusion = read(out, "fig_curves.tex"), read(out, "fig_confusion.tex")
     # Paths relative to the folder pdflatex runs in (the parent of generated/).
     assert "\\includegraphics[width=0.85\\textwidth]{../figures/improved_training_curves.png}" in curves
@@ -175,7 +213,10 @@ def test_figures_are_included_only_when_present(tmp_path):
 
 
 def test_figure_older_than_its_results_is_flagged(tmp_path):
-    runs = {"lite-modern": fake_result("lite-modern", 0.5, 0.5, MINI), "improved-modern": fake_result("improved-modern", 0.5, 0.5, MINI)}
+    runs = {
+        "lite-modern": fake_result("lite-modern", 0.5, 0.5, MINI),
+        "improved-modern": fake_result("improved-modern", 0.5, 0.5, MINI),
+    }
     write_runs(tmp_path / "results", runs)
     (tmp_path / "figures").mkdir()
     for name in ("lite_training_curves.png", "improved_training_curves.png", "class_balance.png"):
@@ -192,7 +233,7 @@ def test_figure_older_than_its_results_is_flagged(tmp_path):
 def test_figure_path_latex_cannot_include_is_an_error(tmp_path):
     fig_dir = tmp_path / "figs#1"
     fig_dir.mkdir()
-    (fig_dir / "class_balance.png").write_bytes(b"png")
+    (fig_dir / "samples_per_class.png").write_bytes(b"png")
     with pytest.raises(mri.ResultsError, match="LaTeX cannot include"):
         mri.write_inputs(tmp_path / "results", fig_dir, tmp_path / "report" / "generated")
 
@@ -211,8 +252,10 @@ def write_per_class(results: Path, runs: list[str]) -> None:
 
 
 def test_per_class_analysis_from_notebook_05_files(tmp_path):
-    runs = {"lite-modern": fake_result("lite-modern", 0.6, 0.70, MINI),
-            "improved-modern": fake_result("improved-modern", 0.6, 0.55, MINI)}
+    runs = {
+        "lite-modern": fake_result("lite-modern", 0.6, 0.70, MINI),
+        "improved-modern": fake_result("improved-modern", 0.6, 0.55, MINI),
+    }
     write_runs(tmp_path / "results", runs)
     write_per_class(tmp_path / "results", list(runs))
     old = (tmp_path / "results" / "per_class_accuracy.csv").stat().st_mtime - 100
@@ -241,7 +284,10 @@ def test_broken_results_file_is_an_error_naming_it(tmp_path, capsys):
     bad = tmp_path / "results" / "lite-modern"
     bad.mkdir(parents=True)
     (bad / "results.json").write_text('{"config": ')
-    assert mri.main(["--results", str(tmp_path / "results"), "--figures", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert (
+        mri.main(["--results", str(tmp_path / "results"), "--figures", str(tmp_path), "--out", str(tmp_path / "o")])
+        == 2
+    )
     assert "lite-modern/results.json: unreadable" in capsys.readouterr().err
     (bad / "results.json").write_text('{"config": {}}')
     with pytest.raises(mri.ResultsError, match="missing num_params"):
@@ -289,8 +335,12 @@ def test_readme_block_replaced_between_markers(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(README)
     readme.chmod(0o644)
-    assert urr.main(["--readme", str(readme), "--results", str(tmp_path / "results"),
-                     "--figures", str(tmp_path / "figures")]) == 0
+    assert (
+        urr.main(
+            ["--readme", str(readme), "--results", str(tmp_path / "results"), "--figures", str(tmp_path / "figures")]
+        )
+        == 0
+    )
     text = readme.read_text()
     assert text.startswith("# Project\n\nIntro.\n\n## Results\n\n<!-- results:start -->\n")
     assert text.endswith("<!-- results:end -->\n\n## Next\n") and "stale" not in text
@@ -321,11 +371,14 @@ def test_readme_without_results_shows_no_numbers(tmp_path):
     assert not re.search(r"\d+\.\d+ ?%", block)
 
 
-@pytest.mark.parametrize("text, problem", [
-    ("no markers", "exactly once"),
-    (README + "<!-- results:start -->", "exactly once"),
-    ("<!-- results:end -->\n<!-- results:start -->\n", "comes before"),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("no markers", "exactly once"),
+        (README + "<!-- results:start -->", "exactly once"),
+        ("<!-- results:end -->\n<!-- results:start -->\n", "comes before"),
+    ],
+)
 def test_readme_markers_must_be_there_once_and_in_order(tmp_path, text, problem):
     with pytest.raises(urr.MarkerError, match=problem):
         urr.replace_block(text, "block")
@@ -351,7 +404,25 @@ def test_seeds_give_mean_and_std_and_only_a_clear_difference_is_a_finding(tmp_pa
 
 
 def test_one_seed_each_is_not_called_a_finding(tmp_path):
-    _, out = generate(tmp_path, {"lite-seed-sgd": fake_result("lite-seed-sgd", 0.70, 0.69, FULL, epochs=40),
-                                 "lite-modern": fake_result("lite-modern", 0.83, 0.82, FULL, epochs=40)})
+    _, out = generate(
+        tmp_path,
+        {
+            "lite-seed-sgd": fake_result("lite-seed-sgd", 0.70, 0.69, FULL, epochs=40),
+            "lite-modern": fake_result("lite-modern", 0.83, 0.82, FULL, epochs=40),
+        },
+    )
     text = "".join(p.read_text() for p in out.glob("*.tex"))
     assert "too few seeds to tell it from seed-to-seed noise" in text and "holds up" not in text
+
+
+def test_paper_shows_two_confusion_matrices_and_the_rest_in_the_appendix(tmp_path):
+    runs = {n: fake_result(n, 0.8 - 0.01 * i, 0.79 - 0.01 * i, FULL, epochs=40) for i, n in enumerate(RUNS)}
+    _, out = generate(tmp_path, runs, figures=[f"confusion_matrix_{n}.png" for n in RUNS])
+    main, appendix = read(out, "fig_confusion.tex"), read(out, "appendix_confusion.tex")
+    key = ["lite-seed-sgd", "improved-seed-sgd"]  # each model's best run by validation accuracy
+    assert all(f"confusion_matrix_{n}" in main for n in key) and main.count("\\includegraphics") == 2
+    assert appendix.count("\\includegraphics") == 3 and not any(f"confusion_matrix_{n}." in appendix for n in key)
+    assert "Runs as in Table~\\ref{tab:results}" in main and "Produced by" not in main  # said once, in the table
+    mixed = {**runs, "lite-modern": fake_result("lite-modern", 0.6, 0.6, MINI, epochs=2)}
+    _, out = generate(tmp_path / "mixed", mixed, figures=["per_class_accuracy.png"])
+    assert "do not compare like for like" in read(out, "fig_confusion.tex")  # per-class figure: mixed data
