@@ -1344,6 +1344,8 @@ def _train_and_evaluate(
     # data and before training: the config (again: a notebook may have edited it), the
     # output folder, the model's budget, and what an existing checkpoint allows.
     cfg.validate()
+    if ddp.world().distributed:
+        ddp.check_batch_size(cfg.batch_size, ddp.world())
     out = Path(out_dir) if out_dir is not None else None
     checkpoint = out / "checkpoint.pt" if out is not None else None
     if out is not None:
