@@ -654,17 +654,8 @@ class TrainConfig:
             raise ConfigError(f"val_size={v!r} must be 0, a fraction below 1, or a whole number of images")
         if self.label_smoothing >= 1:
             raise ConfigError(f"label_smoothing={self.label_smoothing} must be below 1")
-        for name in (
-            "nesterov",
-            "crop",
-            "flip",
-            "bf16",
-            "channels_last",
-            "compile",
-            "tta",
-            "allow_over_budget",
-            "sync_bn",
-        ):
+        bools = ("nesterov", "crop", "flip", "bf16", "channels_last", "compile", "tta", "allow_over_budget", "sync_bn")
+        for name in bools:
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be True or False")
         if not self.allow_over_budget:
