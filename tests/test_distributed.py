@@ -223,3 +223,23 @@ def test_resuming_with_another_world_size_is_refused(two_process_run, data_dir, 
         assert rl.main(cli_args(data_dir, out, "--resume")) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "written by a run with 2 process(es) and this run has 1" in err, err
+
+
+def test_benchmark_scaling_row_says_when_there_are_not_two_gpus():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_under_test", ROOT / "bench" / "bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.scaling(bench.parse_args(["--device", "cpu"]), torch.device("cpu"), "lite", 128)
+    assert result == {"gpus": 0, "skipped": "no GPU present"}
+    assert bench.scaling_text(result).startswith("Scaling (DDP, torchrun): no GPU present; no scaling row")
+    row = {
+        "gpus": 4,
+        "model": "lite",
+        "per_gpu_batch": 256,
+        "images_per_sec": {"1": 1000.0, "4": 3600.0},
+        "speedup": 3.6,
+        "efficiency": 0.9,
+    }
+    assert "| lite | 1,000 | 3,600 | 3.60x | 90% |" in bench.scaling_text(row)
