@@ -1070,6 +1070,7 @@ def fit(
     device = resolve_device(cfg.device)
     world = ddp.world()
     if world.distributed:
+        ddp.check_device(device, world)
         device = ddp.rank_device(device)
         ddp.check_batch_size(cfg.batch_size, world)
         ddp.check_sync_bn(cfg.sync_bn, device, world)

@@ -89,6 +89,21 @@ def rank_device(device: torch.device) -> torch.device:
     return device
 
 
+def check_device(device: torch.device, w: World) -> None:
+    """Several processes train on CUDA GPUs (one each: LOCAL_RANK's) or on CPUs."""
+    from resnet_lib import ConfigError  # it imports this module lazily
+
+    if not w.distributed:
+        return
+    if device.type not in ("cuda", "cpu"):
+        raise ConfigError(f"device={device.type!r}: data-parallel training runs on CUDA GPUs (NCCL) or CPUs (Gloo)")
+    if device.type == "cuda" and device.index is not None and device.index != torch.cuda.current_device():
+        raise ConfigError(
+            f"device='{device}' under torchrun: each process uses its own GPU (LOCAL_RANK, here "
+            f"cuda:{torch.cuda.current_device()}); use --device cuda or auto, and CUDA_VISIBLE_DEVICES to choose GPUs"
+        )
+
+
 def check_batch_size(batch_size: int, w: World) -> None:
     from resnet_lib import ConfigError  # it imports this module lazily
 

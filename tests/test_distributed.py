@@ -149,6 +149,9 @@ def test_global_batch_split():
         ddp.check_batch_size(32, ddp.World(0, 3, "gloo"))
     with pytest.raises(rl.ConfigError, match="sync_bn=True needs CUDA"):
         ddp.check_sync_bn(True, torch.device("cpu"), ddp.World(0, 2, "gloo"))
+    with pytest.raises(rl.ConfigError, match="runs on CUDA GPUs .NCCL. or CPUs .Gloo."):
+        ddp.check_device(torch.device("meta"), ddp.World(0, 2, "gloo"))
+    ddp.check_device(torch.device("cpu"), ddp.World(0, 2, "gloo"))
     assert ddp.world() == ddp.World(0, 1, None)  # no process group in the test process
 
 
