@@ -14,8 +14,9 @@ with DDP when a process group is initialised (by us, or by the caller):
   are all-reduced, so every rank holds the global numbers;
 - only rank 0 writes checkpoints, results and logs; the others wait at a barrier.
 
-Without a process group (no torchrun) nothing here is used and a run is exactly as before.
-Imports torch only.
+Without a process group (no torchrun, or torchrun with one process) the helpers here are
+no-ops and a run is exactly as before. A checkpoint records the world size; resuming it with
+another number of processes is refused (`check_world_size`). Imports torch only.
 """
 
 from __future__ import annotations
