@@ -235,5 +235,5 @@ def check_world_size(saved: dict[str, Any], w: World, path: Any) -> None:
     if was != w.size:
         raise ConfigError(
             f"{path} was written by a run with {was} process(es) and this run has {w.size}; resume it with "
-            f"{was} (torchrun --nproc_per_node / --nnodes), or start a new run in another output folder"
+            f"{was} (torchrun: nnodes x nproc_per_node = {was}), or start a new run in another output folder"
         )
