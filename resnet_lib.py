@@ -615,6 +615,9 @@ class TrainConfig:
     # never the test set, which is only evaluated for reporting.
     val_size: float = 0.1
     allow_over_budget: bool = False
+    # Under torchrun with several processes: synchronise BatchNorm statistics across GPUs
+    # (SyncBatchNorm; CUDA only). Off: each GPU normalizes by its share of the batch.
+    sync_bn: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -659,7 +662,8 @@ class TrainConfig:
                 f"schedule_epochs={self.schedule_epochs} must be 0 (the run's length) or at least "
                 f"epochs={self.epochs}"
             )
-        for name in ("nesterov", "crop", "flip", "bf16", "channels_last", "compile", "tta", "allow_over_budget"):
+        bools = ("nesterov", "crop", "flip", "bf16", "channels_last", "compile", "tta", "allow_over_budget", "sync_bn")
+        for name in bools:
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be True or False")
         if not self.allow_over_budget:
@@ -865,7 +869,9 @@ def _prepare(data: CIFAR10, cfg: TrainConfig, device: torch.device) -> _Prepared
     )
 
 
-def _batches(p: _Prepared, cfg: TrainConfig, gen: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _batches(
+    p: _Prepared, cfg: TrainConfig, gen: torch.Generator, rank: int = 0, world_size: int = 1
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One epoch of augmented, normalized training batches (the last one may be smaller).
 
     All of the epoch's random draws (order, crops, flips, cutout centres) are made up front
@@ -875,6 +881,10 @@ def _batches(p: _Prepared, cfg: TrainConfig, gen: torch.Generator) -> Iterator[t
     large kernels instead of about ten small ones per step (a small model's step there is
     bound by kernel launches); on the CPU one batch at a time, whose pixels stay in cache
     (larger chunks measured slower per image there).
+
+    With `world_size` > 1 processes (DDP), every rank makes the same draws from the same
+    generator and yields only its contiguous share (batch_size / world_size images) of each
+    global batch (see resnet_tools.distributed.rank_positions).
     """
     n = len(p.train_y)
     device = p.train_x.device
@@ -884,12 +894,18 @@ def _batches(p: _Prepared, cfg: TrainConfig, gen: torch.Generator) -> Iterator[t
     cy = torch.randint(0, h, (n,), generator=gen) if cfg.cutout else None
     cx = torch.randint(0, w, (n,), generator=gen) if cfg.cutout else None
     absent = torch.zeros(n, dtype=torch.int64)
-    rows = [perm] + [absent if d is None else d.long() for d in (dy, dx, mirror, cy, cx)]
-    perm, dy, dx, mirror, cy, cx = torch.stack(rows).to(device).unbind(0)
+    rows = torch.stack([perm] + [absent if d is None else d.long() for d in (dy, dx, mirror, cy, cx)])
+    batch_size = cfg.batch_size
+    if world_size > 1:
+        from resnet_tools.distributed import rank_positions
+
+        positions, _ = rank_positions(n, cfg.batch_size, rank, world_size)
+        rows, n, batch_size = rows[:, positions], len(positions), cfg.batch_size // world_size
+    perm, dy, dx, mirror, cy, cx = rows.to(device).unbind(0)
     mirror = mirror.bool()
     train_y = p.train_y[perm]
     scale, shift = _affine(p.mean, p.std)
-    chunk = cfg.batch_size * (1 if device.type == "cpu" else 64)
+    chunk = batch_size * (1 if device.type == "cpu" else 64)
     for c0 in range(0, n, chunk):
         part = slice(c0, c0 + chunk)
         images = _crop_flip(
@@ -898,9 +914,9 @@ def _batches(p: _Prepared, cfg: TrainConfig, gen: torch.Generator) -> Iterator[t
             dx[part] if cfg.crop else None,
             mirror[part] if cfg.flip else None,
         )
-        for start in range(c0, min(c0 + chunk, n), cfg.batch_size):
-            batch = slice(start, start + cfg.batch_size)
-            x = _scale_shift(images[start - c0 : start - c0 + cfg.batch_size], scale, shift, cfg.channels_last)
+        for start in range(c0, min(c0 + chunk, n), batch_size):
+            batch = slice(start, start + batch_size)
+            x = _scale_shift(images[start - c0 : start - c0 + batch_size], scale, shift, cfg.channels_last)
             if cfg.cutout:  # after normalization, so the square is the dataset mean
                 x = _cutout_at(x, cy[batch], cx[batch], cfg.cutout)
                 if cfg.channels_last:  # masked_fill returns a contiguous tensor
@@ -1051,10 +1067,23 @@ def fit(
     model, optimizer, scheduler, RNG states, config and history are saved there
     atomically. With `resume`, training continues from that checkpoint and ends with the
     same result as an uninterrupted run (bit-identical on the CPU with the same seed).
+
+    Under an initialised process group (torchrun; see resnet_tools.distributed) it trains
+    with DistributedDataParallel: `cfg.batch_size` is the global batch, each rank trains on
+    its share; the history holds global numbers on every rank; only rank 0 writes the checkpoint.
     """
+    from resnet_tools import distributed as ddp  # imports only torch
+
     cfg.validate()
     check_budget(model, cfg.allow_over_budget)
     device = resolve_device(cfg.device)
+    world = ddp.world()
+    if world.distributed:
+        ddp.check_device(device, world)
+        device = ddp.rank_device(device)
+        ddp.check_batch_size(cfg.batch_size, world)
+        ddp.check_sync_bn(cfg.sync_bn, device, world)
+        torch.manual_seed(cfg.seed + world.rank)  # randomness outside the shared data generator: per rank
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     if checkpoint is not None:
         check_writable(checkpoint.parent)
@@ -1066,7 +1095,8 @@ def fit(
     prepared = _prepare(data, cfg, device)
     stats = data.stats
     val_xy = split_train_val(data, cfg)[1]
-    steps_per_epoch = math.ceil(len(prepared.train_y) / cfg.batch_size)
+    batch_sizes = ddp.global_batch_sizes(len(prepared.train_y), cfg.batch_size, world.size)
+    steps_per_epoch = len(batch_sizes)
     total_steps = cfg.epochs * steps_per_epoch
     warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
     horizon_steps = round(cfg.schedule_epochs * steps_per_epoch)
@@ -1083,6 +1113,7 @@ def fit(
 
         saved = load_checkpoint_dict(checkpoint)
         check_resumable(saved, cfg, model, checkpoint)
+        ddp.check_world_size(saved, world, checkpoint)
         model.load_state_dict(saved["model_state"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
@@ -1092,11 +1123,18 @@ def fit(
 
     # dynamic=False: the smaller last batch of an epoch gets its own static graph instead
     # of turning the batch size symbolic for every later step (automatic dynamic shapes).
-    step_model = torch.compile(model, dynamic=False) if cfg.compile else model
+    train_model = model
+    if world.distributed:
+        if cfg.sync_bn:
+            train_model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # in place (same parameters)
+        train_model = nn.parallel.DistributedDataParallel(
+            train_model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    step_model = torch.compile(train_model, dynamic=False) if cfg.compile else train_model
     bar = tqdm(
         total=total_steps,
         initial=start_epoch * steps_per_epoch,
-        disable=not progress,
+        disable=not progress or not world.main,
         desc=f"{cfg.model}/{cfg.recipe}",
         unit="step",
         dynamic_ncols=True,
@@ -1113,25 +1151,36 @@ def fit(
             hits = torch.zeros(len(prepared.train_y), device=device, dtype=torch.bool)  # argmax == label
             checked = seen = 0
             lr_now = optimizer.param_groups[0]["lr"]
-            for step, (x, y) in enumerate(_batches(prepared, cfg, gen)):
-                loss, logits = train_step(step_model, optimizer, scheduler, x, y, cfg, device)
+            for step, (x, y) in enumerate(_batches(prepared, cfg, gen, world.rank, world.size)):
+                # DDP averages the ranks' gradients: a rank's share of an uneven last batch is weighted by its size.
+                scale = len(y) * world.size / batch_sizes[step] if world.distributed else 1.0
+                loss, logits = train_step(step_model, optimizer, scheduler, x, y, cfg, device, scale)
                 losses[step] = loss
                 torch.eq(logits.argmax(1), y, out=hits[seen : seen + len(y)])
                 seen += len(y)
                 sizes.append(len(y))
                 bar.update(1)
                 if step % 20 == 19 or step == steps_per_epoch - 1:
-                    _raise_if_diverged(losses[checked : step + 1], checked, epoch, steps_per_epoch)
+                    window = losses[checked : step + 1]
+                    window = ddp.all_reduce_sum(window.clone()) if world.distributed else window  # all ranks stop
+                    _raise_if_diverged(window, checked, epoch, steps_per_epoch)
                     checked = step + 1
                     bar.set_postfix(epoch=f"{epoch + 1}/{cfg.epochs}", loss=f"{_mean_loss(losses, sizes):.3f}")
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - t0
-            val = evaluate(model, val_xy, stats=stats, bf16=cfg.bf16) if len(val_xy[1]) else None
-            ev = evaluate(model, data, "test", tta=False, stats=stats, bf16=cfg.bf16)
-            record = _epoch_record(
-                epoch + 1, lr_now, _mean_loss(losses, sizes), hits[:seen].sum().item() / seen, val, ev, seconds, seen
-            )
+            train_loss, train_acc = _mean_loss(losses, sizes), hits[:seen].sum().item() / seen
+            if world.distributed:
+                train_loss, train_acc, seen = ddp.global_train_stats(
+                    train_loss, hits[:seen].sum().item(), seen, device
+                )
+                ddp.broadcast_buffers(model)  # evaluate (and save) rank 0's BatchNorm statistics everywhere
+                val = ddp.evaluate_sharded(model, val_xy, stats, bf16=cfg.bf16) if len(val_xy[1]) else None
+                ev = ddp.evaluate_sharded(model, (data.test_x, data.test_y), stats, bf16=cfg.bf16)
+            else:
+                val = evaluate(model, val_xy, stats=stats, bf16=cfg.bf16) if len(val_xy[1]) else None
+                ev = evaluate(model, data, "test", tta=False, stats=stats, bf16=cfg.bf16)
+            record = _epoch_record(epoch + 1, lr_now, train_loss, train_acc, val, ev, seconds, seen)
             for key in HISTORY_KEYS:
                 history[key].append(record[key])
             bar.set_postfix(
@@ -1139,10 +1188,12 @@ def fit(
                 loss=f"{history['train_loss'][-1]:.3f}",
                 **({"val_acc": f"{val.accuracy:.2%}"} if val else {"test_acc": f"{ev.accuracy:.2%}"}),
             )
-            if checkpoint is not None:
-                atomic_save(
-                    _checkpoint_state(epoch + 1, cfg, model, optimizer, scheduler, gen, stats, history), checkpoint
-                )
+            if checkpoint is not None and world.main:
+                state = _checkpoint_state(epoch + 1, cfg, model, optimizer, scheduler, gen, stats, history)
+                if world.distributed:
+                    state["world_size"] = world.size  # a resume must use as many processes
+                atomic_save(state, checkpoint)
+            ddp.barrier()  # other ranks wait for rank 0's checkpoint
     finally:
         bar.close()
     return history
@@ -1156,14 +1207,16 @@ def train_step(
     y: torch.Tensor,
     cfg: TrainConfig,
     device: torch.device,
+    scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimization step on a prepared batch; returns (detached loss, logits) without a
-    host sync. Shared by `fit` and the benchmark's fixed-batch ceiling."""
+    host sync. Shared by `fit` and the benchmark's fixed-batch ceiling. `scale` multiplies
+    the loss that is differentiated (DDP: this rank's share of an uneven last batch)."""
     with _autocast(device, cfg):
         logits = model(x)
     loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    (loss * scale if scale != 1.0 else loss).backward()
     optimizer.step()
     scheduler.step()
     return loss.detach(), logits
@@ -1264,11 +1317,37 @@ def train_and_evaluate(
     (trained model, results dict). The results say what produced them: data, epochs,
     device, wall time. With `resume`, continues from `out_dir/checkpoint.pt`; without it,
     refuses to overwrite the checkpoint of an unfinished run (ValueError, before any work).
+
+    Under torchrun (WORLD_SIZE > 1) it starts the process group (NCCL on GPUs, Gloo on CPUs)
+    and ends it when done; `fit` then trains with DDP and only rank 0 writes files.
     """
+    from resnet_tools import distributed as ddp  # imports only torch
+
+    started = ddp.init_from_env(resolve_device(cfg.device)) if ddp.env_world_size() > 1 else False
+    try:
+        return _train_and_evaluate(cfg, data, data_dir, out_dir, download, resume, progress)
+    finally:
+        if started:
+            ddp.shutdown()
+
+
+def _train_and_evaluate(
+    cfg: TrainConfig,
+    data: CIFAR10 | None,
+    data_dir: str | Path | None,
+    out_dir: str | Path | None,
+    download: bool,
+    resume: bool,
+    progress: bool,
+) -> tuple[ResNet, dict[str, Any]]:
+    from resnet_tools import distributed as ddp
+
     # Everything that can fail without data fails here, before loading (or downloading)
     # data and before training: the config (again: a notebook may have edited it), the
     # output folder, the model's budget, and what an existing checkpoint allows.
     cfg.validate()
+    if ddp.world().distributed:
+        ddp.check_batch_size(cfg.batch_size, ddp.world())
     out = Path(out_dir) if out_dir is not None else None
     checkpoint = out / "checkpoint.pt" if out is not None else None
     if out is not None:
@@ -1281,12 +1360,19 @@ def train_and_evaluate(
     if data is None:
         data = load_cifar10(data_dir, download=download)
     device = resolve_device(cfg.device)
+    world = ddp.world()
     t0 = time.perf_counter()
     history = fit(model, data, cfg, checkpoint=checkpoint, resume=resume, progress=progress)
     wall = time.perf_counter() - t0
     (train_x, _), val_xy = split_train_val(data, cfg)
-    val = evaluate(model, val_xy, tta=cfg.tta, stats=data.stats, bf16=cfg.bf16) if len(val_xy[1]) else None
-    test = evaluate(model, data, "test", tta=cfg.tta, stats=data.stats, bf16=cfg.bf16)
+    if world.distributed:  # sharded over the ranks, all-reduced
+        device = ddp.rank_device(device)
+        test_xy = (data.test_x, data.test_y)
+        val = ddp.evaluate_sharded(model, val_xy, data.stats, cfg.tta, cfg.bf16) if len(val_xy[1]) else None
+        test = ddp.evaluate_sharded(model, test_xy, data.stats, cfg.tta, cfg.bf16)
+    else:
+        val = evaluate(model, val_xy, tta=cfg.tta, stats=data.stats, bf16=cfg.bf16) if len(val_xy[1]) else None
+        test = evaluate(model, data, "test", tta=cfg.tta, stats=data.stats, bf16=cfg.bf16)
     val_acc = [a for a in history["val_acc"] if not math.isnan(a)]
     results = {
         "config": dataclasses.asdict(cfg),
@@ -1314,13 +1400,15 @@ def train_and_evaluate(
             "n_test": len(data.test_y),
         },
         "device": device_name(device),
+        "distributed": ddp.describe(device_name(device)),  # world_size, backend, every rank's device
         "wall_seconds": wall,
         "train_seconds": sum(history["seconds"]),
         "torch": torch.__version__,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    if out is not None:
+    if out is not None and world.main:
         write_json(results, out / "results.json")
+    ddp.barrier()
     return model, results
 
 

@@ -35,11 +35,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import json
 import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -87,7 +90,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--sections",
         default=None,
-        help="comma-separated: throughput,epoch,accuracy,options (default: cpu -> throughput,accuracy; cuda -> throughput,epoch,options)",
+        help="comma-separated: throughput,epoch,accuracy,options,scaling (default: cpu -> throughput,accuracy,scaling; "
+        "cuda -> throughput,epoch,options,scaling)",
     )
     p.add_argument(
         "--batch-size", type=int, default=None, help="default: the modern recipe's batch size on this device"
@@ -157,6 +161,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--quick", action="store_true", help="smoke run: 2 steps x 2 windows, Lite only, 2-epoch accuracy section"
     )
     p.add_argument("--strict", action="store_true", help="exit with status 1 when a target is missed")
+    p.add_argument("--scaling-worker", default=None, help=argparse.SUPPRESS)  # a torchrun rank of `scaling`
     args = p.parse_args(argv)
     if args.quick:
         args.models = "lite" if args.models == ",".join(MODELS) else args.models
@@ -746,6 +751,92 @@ def speed_options_accuracy(
 # ---------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------
+def scaling_worker(args: argparse.Namespace, device: torch.device, name: str) -> int:
+    """One rank of a `scaling` run (under torchrun): `fit` with DDP on synthetic images, the
+    per-GPU batch `--batch-size` (weak scaling); rank 0 writes the history to --scaling-worker."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    per_gpu = args.batch_size
+    steps = max(10, args.epoch_images // (per_gpu * world))
+    cfg = config_for(
+        "modern",
+        name,
+        device,
+        batch_size=per_gpu * world,
+        epochs=args.epoch_runs,
+        compile=args.compile == "on",
+        seed=0,
+    )
+    _, res = rl.train_and_evaluate(cfg, data=synthetic_cifar(steps * per_gpu * world, 1000), progress=False)
+    if int(os.environ.get("RANK", "0")) == 0:
+        rate = res["history"]["images_per_sec"][-1]  # the last epoch: compile and warm-up are in the first
+        Path(args.scaling_worker).write_text(json.dumps({"images_per_sec": rate, "distributed": res["distributed"]}))
+    return 0
+
+
+def scaling(args: argparse.Namespace, device: torch.device, name: str, per_gpu: int) -> dict[str, Any]:
+    """Training images/s through `fit` with DDP on 1 and on all N GPUs of this machine (torchrun,
+    one process per GPU, the same per-GPU batch), and the efficiency (N-GPU rate / (N x 1-GPU rate))."""
+    gpus = torch.cuda.device_count() if device.type == "cuda" else 0
+    if gpus < 2:
+        return {"gpus": gpus, "skipped": "no GPU present" if gpus == 0 else "only one GPU present"}
+    rates = {}
+    for k in (1, gpus):
+        print(
+            f"bench: scaling, {name}: {args.epoch_runs} epochs on {k} GPU(s), batch {per_gpu} per GPU ...", flush=True
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "rank0.json"
+            cmd = [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                f"--nproc_per_node={k}",
+                "--standalone",
+                str(Path(__file__).resolve()),
+                "--device",
+                "cuda",
+                "--models",
+                name,
+                "--batch-size",
+                str(per_gpu),
+                "--compile",
+                args.compile,
+                "--epoch-images",
+                str(args.epoch_images),
+                "--epoch-runs",
+                str(max(2, args.epoch_runs)),
+                "--scaling-worker",
+                str(out),
+            ]
+            subprocess.run(cmd, check=True, cwd=ROOT)
+            rates[k] = json.loads(out.read_text())["images_per_sec"]
+    speedup = rates[gpus] / rates[1]
+    return {
+        "gpus": gpus,
+        "model": name,
+        "per_gpu_batch": per_gpu,
+        "images_per_sec": {"1": rates[1], str(gpus): rates[gpus]},
+        "speedup": speedup,
+        "efficiency": speedup / gpus,
+    }
+
+
+def scaling_text(r: dict[str, Any]) -> str:
+    if "skipped" in r:
+        return f"Scaling (DDP, torchrun): {r['skipped']}; no scaling row (it needs two or more GPUs)."
+    n = r["gpus"]
+    return "\n".join(
+        [
+            f"Scaling: rl.fit with DDP (torchrun, NCCL), {r['model']}, batch {r['per_gpu_batch']} per GPU",
+            "",
+            f"| model | img/s, 1 GPU | img/s, {n} GPUs | speedup | efficiency |",
+            "|---|---|---|---|---|",
+            f"| {r['model']} | {r['images_per_sec']['1']:,.0f} | {r['images_per_sec'][str(n)]:,.0f} | "
+            f"{r['speedup']:.2f}x | {r['efficiency']:.0%} |",
+        ]
+    )
+
+
 def cpu_busy_fraction(seconds: float = 1.0) -> float | None:
     """Fraction of all CPU time spent busy over the next `seconds` (Linux /proc/stat):
     other processes competing with the benchmark. None where /proc/stat is missing."""
@@ -1021,10 +1112,14 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(models) - set(MODELS))
     if unknown:
         raise SystemExit(f"error: unknown model(s) {unknown}; choose from {', '.join(MODELS)}")
-    default_sections = "throughput,accuracy" if device.type == "cpu" else "throughput,epoch,options"
+    if args.scaling_worker:
+        return scaling_worker(args, device, models[0])
+    default_sections = "throughput,accuracy,scaling" if device.type == "cpu" else "throughput,epoch,options,scaling"
     sections = [s.strip() for s in (args.sections or default_sections).split(",") if s.strip()]
-    if set(sections) - {"throughput", "epoch", "accuracy", "options"}:
-        raise SystemExit(f"error: --sections {args.sections!r}: choose from throughput, epoch, accuracy, options")
+    if set(sections) - {"throughput", "epoch", "accuracy", "options", "scaling"}:
+        raise SystemExit(
+            f"error: --sections {args.sections!r}: choose from throughput, epoch, accuracy, options, scaling"
+        )
     options_models = [m.strip() for m in args.options_models.split(",") if m.strip()]
     if set(options_models) - set(MODELS):
         raise SystemExit(f"error: --options-models {args.options_models!r}: choose from {', '.join(MODELS)}")
@@ -1195,6 +1290,11 @@ def main(argv: list[str] | None = None) -> int:
             ),
         )
         markdown.append(options_text(report["speed_options"]))
+        print("\n" + markdown[-1] + "\n", flush=True)
+
+    if "scaling" in sections:
+        report["scaling"] = scaling(args, device, models[0], batch_size)
+        markdown.append(scaling_text(report["scaling"]))
         print("\n" + markdown[-1] + "\n", flush=True)
 
     markdown[0] = (

@@ -17,11 +17,14 @@ from resnet_lib import count_params, resolve_device
 # Config fields that may differ between a checkpoint and the run that resumes it:
 # they change how fast it runs, not what it computes.
 _RESUME_FREE = {"device", "compile", "bf16", "channels_last", "tta", "allow_over_budget"}
+# TrainConfig fields added after checkpoints were first written: a checkpoint without one was
+# trained with this value.
+_ADDED_FIELDS = {"sync_bn": False}
 
 
 def _check_config_matches(saved: dict[str, Any], expected: dict[str, Any], path: Path, now: str, advice: str) -> None:
     """Raise ValueError saying which model, or which config fields, differ from `expected`."""
-    config = saved.get("config") or {}
+    config = {**_ADDED_FIELDS, **(saved.get("config") or {})}
     if "model" in expected and config.get("model") != expected["model"]:
         raise ValueError(
             f"{path} is a checkpoint of model {config.get('model')!r}, not {expected['model']!r}; {advice}"

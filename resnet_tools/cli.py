@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,8 @@ def _train_one(cfg: TrainConfig, args: argparse.Namespace, out: Path) -> dict[st
         resume=args.resume,
         progress=not args.quiet,
     )
+    if res["distributed"]["world_size"] > 1 and os.environ.get("RANK", "0") != "0":
+        return  # one summary, from rank 0
     fin = res["final"]
     val = f"val acc {fin['val_acc']:.2%}, " if fin["val_acc"] is not None else ""
     print(

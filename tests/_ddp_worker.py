@@ -1,0 +1,92 @@
+"""Run `python resnet_lib.py train ...` under torchrun, a process the tests can SIGKILL mid-epoch.
+
+    python -m torch.distributed.run --nproc_per_node=2 --standalone tests/_ddp_worker.py train ARGS...
+    python -m torch.distributed.run --nproc_per_node=2 --standalone tests/_ddp_worker.py no-batchnorm DATA OUT_JSON
+
+Each rank prints "PID <rank> <pid>" first (torchrun starts its workers in their own sessions,
+so the test kills them by pid). With DDP_PAUSE_AT=K in the environment, rank 0 prints "PAUSED"
+in the forward pass of its K-th training step (1-based, counted over epochs; the earlier steps
+have updated the weights) and waits there to be killed; the other ranks wait in DDP's gradient
+all-reduce of that step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import resnet_lib as rl  # noqa: E402
+from resnet_tools.cli import main  # noqa: E402
+
+PAUSE_SECONDS = 120  # the test kills the processes long before this
+# no-batchnorm: `fit` of a model without BatchNorm (whose statistics are per rank), on 179 images:
+# 5 global batches of 32 and a last one of 19 (10 + 9), so DDP must weight the ranks' shares.
+NO_BN_CONFIG = dict(
+    model="lite", epochs=2, batch_size=32, lr=0.05, warmup_epochs=0.5, device="cpu", seed=0, cutout=8, train_subset=179
+)
+
+
+def no_batchnorm_model() -> torch.nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(1),
+            torch.nn.Flatten(),
+            torch.nn.Linear(8, 10),
+        )
+
+
+def fit_no_batchnorm(data_dir: str) -> dict:
+    """fit's history of the BN-free model: under torchrun with DDP, or in one process."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the synthetic folder is "not the official CIFAR-10"
+        data = rl.load_cifar10(data_dir, download=False)
+    cfg = rl.TrainConfig.from_recipe("modern", **NO_BN_CONFIG)
+    history = rl.fit(no_batchnorm_model(), data, cfg, progress=False)
+    return {k: v for k, v in history.items() if k not in ("seconds", "images_per_sec")}
+
+
+def with_pause(build_model, pause_at: int):
+    def build(*args, **kwargs) -> torch.nn.Module:
+        model = build_model(*args, **kwargs)
+        calls = {"train": 0}
+
+        def hook(module: torch.nn.Module, inputs: tuple) -> None:
+            if module.training:  # evaluation forwards run in eval mode and are not counted
+                calls["train"] += 1
+                if calls["train"] == pause_at:
+                    print(f"PAUSED {pause_at}", flush=True)
+                    time.sleep(PAUSE_SECONDS)
+                    sys.exit("not killed")
+
+        model.register_forward_pre_hook(hook)
+        return model
+
+    return build
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)  # two CPU cores are shared with the test process and others
+    rank = int(os.environ.get("RANK", "0"))
+    print(f"PID {rank} {os.getpid()}", flush=True)
+    if sys.argv[1] == "no-batchnorm":
+        torch.distributed.init_process_group("gloo")
+        history = fit_no_batchnorm(sys.argv[2])
+        if rank == 0:
+            Path(sys.argv[3]).write_text(json.dumps(history))
+        torch.distributed.destroy_process_group()
+        sys.exit(0)
+    pause_at = int(os.environ.get("DDP_PAUSE_AT", "0"))
+    if pause_at and rank == 0:
+        rl.build_model = with_pause(rl.build_model, pause_at)  # train_and_evaluate looks it up here
+    sys.exit(main(sys.argv[1:]))
