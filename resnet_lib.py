@@ -29,7 +29,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -1035,13 +1035,16 @@ def fit(
     checkpoint: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    on_epoch: Callable[[dict[str, list[float]]], None] | None = None,
 ) -> dict[str, list[float]]:
     """Train `model` on `data.train_*` as `cfg` says; return the per-epoch history.
 
     After every epoch the test split is evaluated (no TTA) and, if `checkpoint` is given,
     model, optimizer, scheduler, RNG states, config and history are saved there
-    atomically. With `resume`, training continues from that checkpoint and ends with the
-    same result as an uninterrupted run (bit-identical on the CPU with the same seed).
+    atomically; then `on_epoch(history)` is called, if given (train_and_evaluate's writes
+    history.csv and TensorBoard scalars: resnet_tools.runlog.EpochLog). With `resume`,
+    training continues from that checkpoint and ends with the same result as an
+    uninterrupted run (bit-identical on the CPU with the same seed).
     """
     cfg.validate()
     check_budget(model, cfg.allow_over_budget)
@@ -1133,6 +1136,8 @@ def fit(
                 atomic_save(
                     _checkpoint_state(epoch + 1, cfg, model, optimizer, scheduler, gen, stats, history), checkpoint
                 )
+            if on_epoch is not None:
+                on_epoch(history)
     finally:
         bar.close()
     return history
@@ -1250,7 +1255,8 @@ def train_and_evaluate(
 ) -> tuple[ResNet, dict[str, Any]]:
     """The whole job: load data, build the model, fit, evaluate, write results.
 
-    Writes `out_dir/checkpoint.pt` (every epoch) and `out_dir/results.json`, returns
+    Writes `out_dir/checkpoint.pt`, `out_dir/history.csv` and TensorBoard event files (every
+    epoch) and `out_dir/results.json`, returns
     (trained model, results dict). The results say what produced them: data, epochs,
     device, wall time. With `resume`, continues from `out_dir/checkpoint.pt`; without it,
     refuses to overwrite the checkpoint of an unfinished run (ValueError, before any work).
@@ -1271,8 +1277,15 @@ def train_and_evaluate(
     if data is None:
         data = load_cifar10(data_dir, download=download)
     device = resolve_device(cfg.device)
+    # history.csv and TensorBoard scalars in out_dir after every epoch (resnet_tools.runlog).
+    log = _epoch_log(out)
     t0 = time.perf_counter()
-    history = fit(model, data, cfg, checkpoint=checkpoint, resume=resume, progress=progress)
+    try:
+        history = fit(model, data, cfg, checkpoint=checkpoint, resume=resume, progress=progress, on_epoch=log)
+    except BaseException:
+        if log is not None:
+            log.close()
+        raise
     wall = time.perf_counter() - t0
     (train_x, _), val_xy = split_train_val(data, cfg)
     val = evaluate(model, val_xy, tta=cfg.tta, stats=data.stats, bf16=cfg.bf16) if len(val_xy[1]) else None
@@ -1307,9 +1320,21 @@ def train_and_evaluate(
         "torch": torch.__version__,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if log is not None:
+        log.final(results)
+        log.close()
     if out is not None:
         write_json(results, out / "results.json")
     return model, results
+
+
+def _epoch_log(out: Path | None) -> Any:
+    """fit's on_epoch callback writing history.csv and TensorBoard event files into `out`, or None."""
+    if out is None:
+        return None
+    from resnet_tools.runlog import EpochLog  # imports safeio only; tensorboard (optional) when it runs
+
+    return EpochLog(out)
 
 
 # ---------------------------------------------------------------------------------------

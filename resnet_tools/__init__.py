@@ -2,6 +2,7 @@
 
     safeio       allow-list unpickler, md5 sums, atomic writes, writable checks
     imagefolder  image-folder datasets (train/<class>/*.png|jpg, test/<class>/*), decoded once and cached
+    runlog       per-epoch logs: history.csv and TensorBoard event files beside results.json
     inference    predict, submission files, safetensors export and loading
     results      run names, data labels, loading results, the best run, tables
     figures      one figure style and every plot
