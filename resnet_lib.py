@@ -591,19 +591,19 @@ class TrainConfig:
     lr: float = 0.1  # peak learning rate
     momentum: float = 0.9  # SGD only
     nesterov: bool = True  # SGD only
-    weight_decay: float = 5e-4
+    weight_decay: float = 5e-4  # L2 penalty on all parameters (decoupled for adamw)
     schedule: str = "onecycle"  # constant | cosine | onecycle (linear warm-up, linear decay)
     warmup_epochs: float = 0.0  # linear warm-up from 0, for cosine and onecycle too
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # cross-entropy label smoothing, 0 = off
     crop: bool = True  # random 32x32 crop of the image zero-padded by 4 pixels
     flip: bool = True  # random horizontal flip
     cutout: int = 0  # side of the cutout square in pixels, 0 = off
-    epochs: int = 40
-    batch_size: int = 128
-    seed: int = 0
+    epochs: int = 40  # passes over the training images
+    batch_size: int = 128  # images per optimizer step
+    seed: int = 0  # initial weights, data order, augmentation and the validation split
     device: str = "auto"  # auto = cuda, then mps, then cpu
     bf16: bool = True  # bf16 autocast, CUDA only (ignored elsewhere)
-    channels_last: bool = True
+    channels_last: bool = True  # NHWC memory layout (faster convolutions on GPUs)
     compile: bool = False  # torch.compile the training model
     tta: bool = False  # flip test-time augmentation in the final evaluation
     train_subset: int = 0  # train on a seeded random subset of this many images, 0 = all
@@ -611,7 +611,7 @@ class TrainConfig:
     # count, 0 none. 0.1 is 5,000 of the official 50,000. Model selection uses these,
     # never the test set, which is only evaluated for reporting.
     val_size: float = 0.1
-    allow_over_budget: bool = False
+    allow_over_budget: bool = False  # allow a model over the 5,000,000-parameter budget
 
     def __post_init__(self) -> None:
         self.validate()
@@ -1130,7 +1130,7 @@ def fit(
             bar.set_postfix(
                 epoch=f"{epoch + 1}/{cfg.epochs}",
                 loss=f"{history['train_loss'][-1]:.3f}",
-                **({"val_acc": f"{val.accuracy:.2%}"} if val else {"test_acc": f"{ev.accuracy:.2%}"}),
+                **{"val_acc" if val else "test_acc": f"{(val or ev).accuracy:.2%} (no TTA)"},
             )
             if checkpoint is not None:
                 atomic_save(
