@@ -1380,6 +1380,17 @@ _REEXPORTS = {
         "plot_misclassified",
         "plot_predictions",
     ),
+    "resnet_tools.explain": (
+        "fit_temperature",
+        "expected_calibration_error",
+        "calibrate",
+        "calibration_table",
+        "plot_reliability_diagram",
+        "grad_cam",
+        "pick_examples",
+        "example_titles",
+        "plot_grad_cam",
+    ),
     "resnet_tools.cli": ("main",),
 }
 _REEXPORTED = {name: module for module, names in _REEXPORTS.items() for name in names}
