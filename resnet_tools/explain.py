@@ -225,44 +225,35 @@ def pick_examples(predictions: torch.Tensor, labels: torch.Tensor, n: int = 4, s
 
 
 def plot_grad_cam(
-    images: torch.Tensor,
-    maps: torch.Tensor,
-    titles: list[str],
-    cols: int = 4,
-    row_labels: list[str] | None = None,
-    title: str | None = None,
-    alpha: float = 0.5,
+    groups: dict[str, tuple[torch.Tensor, torch.Tensor, list[str]]], title: str | None = None, alpha: float = 0.5
 ) -> Any:
-    """Images in rows of `cols`, each row followed by the same images with their Grad-CAM map
-    laid over them (red = most evidence for the class explained). `row_labels` names each
-    row of images (e.g. correct, misclassified)."""
+    """Per group (e.g. "correct", "misclassified": (uint8 images, Grad-CAM maps, titles)), a row
+    of images and under it the same images with their maps laid over them (red = most evidence
+    for the class explained)."""
     from resnet_tools.figures import _pyplot, _show_image
 
-    n = len(images)
-    cols = max(1, min(cols, n))
-    chunks = max(1, math.ceil(n / cols))
+    cols = max([1, *(len(images) for images, _, _ in groups.values())])
+    rows = 2 * max(1, len(groups))
     plt, style = _pyplot()
     with style:
         fig, axes = plt.subplots(
-            2 * chunks,
-            cols,
-            figsize=(1.35 * cols + 0.4, 2.5 * chunks + 0.4),
-            squeeze=False,
-            gridspec_kw=dict(wspace=0.25, hspace=0.35),
+            rows, cols, figsize=(1.35 * cols + 0.4, 1.25 * rows + 0.4), squeeze=False, gridspec_kw=dict(wspace=0.25)
         )
         for ax in axes.flat:
             ax.set_axis_off()
-        for i in range(n):
-            top, bottom = axes[2 * (i // cols), i % cols], axes[2 * (i // cols) + 1, i % cols]
-            top.set_axis_on()
-            bottom.set_axis_on()
-            _show_image(top, images[i], titles[i])
-            _show_image(bottom, images[i])
-            bottom.imshow(maps[i].numpy(), cmap="jet", alpha=alpha, vmin=0, vmax=1, interpolation="bilinear")
-        for c in range(chunks):
-            label = row_labels[c] if row_labels and c < len(row_labels) else "image"
-            axes[2 * c, 0].set_ylabel(label, fontsize=8)
-            axes[2 * c + 1, 0].set_ylabel("Grad-CAM", fontsize=8)
+        for g, (label, (images, maps, titles)) in enumerate(groups.items()):
+            for i in range(len(images)):
+                top, bottom = axes[2 * g, i], axes[2 * g + 1, i]
+                top.set_axis_on()
+                bottom.set_axis_on()
+                _show_image(top, images[i], titles[i])
+                _show_image(bottom, images[i])
+                bottom.imshow(maps[i].numpy(), cmap="jet", alpha=alpha, vmin=0, vmax=1, interpolation="bilinear")
+            if len(images):
+                axes[2 * g, 0].set_ylabel(label, fontsize=8)
+                axes[2 * g + 1, 0].set_ylabel("Grad-CAM", fontsize=8)
+            else:
+                axes[2 * g, 0].text(0, 0.5, f"{label}: none", transform=axes[2 * g, 0].transAxes)
         fig.suptitle(title or "Grad-CAM of the predicted class (true class → predicted class, its probability)", y=1.0)
     return fig
 

@@ -90,10 +90,14 @@ def test_calibration_and_grad_cam_figures(tmp_path):
     pick = explain.pick_examples(logits.argmax(1), labels, n=3)
     assert len(pick["correct"]) == 3 and len(pick["misclassified"]) == 3
     assert all(logits.argmax(1)[i] != labels[i] for i in pick["misclassified"])
-    idx = pick["correct"] + pick["misclassified"]
-    images = torch.randint(0, 256, (len(idx), 3, 32, 32), dtype=torch.uint8)
-    titles = explain.example_titles(idx, logits.argmax(1), labels, logits.softmax(1))
-    fig = explain.plot_grad_cam(images, torch.rand(len(idx), 32, 32), titles, cols=3, row_labels=["right", "wrong"])
-    assert [ax.get_ylabel() for ax in fig.axes[::3]] == ["right", "Grad-CAM", "wrong", "Grad-CAM"]
+    groups = {}
+    for kind in ("correct", "misclassified"):
+        idx = pick[kind]
+        images = torch.randint(0, 256, (len(idx), 3, 32, 32), dtype=torch.uint8)
+        titles = explain.example_titles(idx, logits.argmax(1), labels, logits.softmax(1))
+        groups[kind] = (images, torch.rand(len(idx), 32, 32), titles)
+    groups["none here"] = (torch.zeros(0, 3, 32, 32, dtype=torch.uint8), torch.zeros(0, 32, 32), [])
+    fig = explain.plot_grad_cam(groups)
+    assert [ax.get_ylabel() for ax in fig.axes[::3][:4]] == ["correct", "Grad-CAM", "misclassified", "Grad-CAM"]
     pdf, png = rl.save_figure(fig, "gradcam", tmp_path)
     assert png.stat().st_size > 1000
