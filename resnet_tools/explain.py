@@ -17,6 +17,7 @@ use them, so resnet_lib and the other helpers work without them.
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,7 +176,7 @@ def plot_reliability_diagram(calibrations: dict[str, Calibration], cols: int = 3
                 )
             ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top-1 probability)", ylabel="accuracy")
             ax.set_aspect("equal")
-            ax.set_title(label, fontsize=8)
+            ax.set_title("\n".join(textwrap.wrap(label, 32)), fontsize=8)
             ax.legend(loc="upper left", fontsize=7, handlelength=1.2)
         fig.suptitle(
             title or f"Reliability on the test split, before and after temperature scaling ({N_BINS} bins)", y=1.0
@@ -237,7 +238,11 @@ def plot_grad_cam(
     plt, style = _pyplot()
     with style:
         fig, axes = plt.subplots(
-            rows, cols, figsize=(1.35 * cols + 0.4, 1.25 * rows + 0.4), squeeze=False, gridspec_kw=dict(wspace=0.25)
+            rows,
+            cols,
+            figsize=(1.35 * cols + 0.4, 1.35 * rows + 0.4),
+            squeeze=False,
+            gridspec_kw=dict(wspace=0.25, hspace=0.45),
         )
         for ax in axes.flat:
             ax.set_axis_off()
