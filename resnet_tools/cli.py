@@ -43,7 +43,10 @@ def field_parser(name: str) -> Any:
 def config_field_comments() -> dict[str, str]:
     """Each TrainConfig field's comment in resnet_lib's source: the `# ...` at the end of its
     line, else the comment lines right above it (joined). Fields without one are absent."""
-    source = textwrap.dedent(inspect.getsource(TrainConfig))
+    try:
+        source = textwrap.dedent(inspect.getsource(TrainConfig))
+    except (OSError, TypeError):  # no source (a frozen or compiled-only install): help shows the defaults only
+        return {}
     comments: dict[int, str] = {}  # line number -> comment text
     code_lines: set[int] = set()  # lines holding code, not just a comment
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
@@ -153,7 +156,9 @@ def _cmd_export(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="resnet_lib.py", description=rl.__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train one model and write results.json + checkpoint.pt")
+    train = sub.add_parser(
+        "train", help="train one model; write results.json, checkpoint.pt, history.csv and TensorBoard events"
+    )
     train.add_argument(
         "--recipe",
         choices=tuple(RECIPES),

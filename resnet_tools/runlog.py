@@ -62,12 +62,13 @@ def summary_writer(log_dir: str | Path) -> Any | None:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        print(
-            "note: TensorBoard logs skipped (the tensorboard package is not installed); history.csv is written",
-            file=sys.stderr,
-        )
-        return None
-    return SummaryWriter(log_dir=str(log_dir))
+        why = "the tensorboard package is not installed"
+    except Exception as e:  # an installed but broken tensorboard (e.g. a protobuf mismatch) must not stop training
+        why = f"tensorboard does not import: {type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
+    else:
+        return SummaryWriter(log_dir=str(log_dir))
+    print(f"note: TensorBoard logs skipped ({why}); history.csv is written", file=sys.stderr)
+    return None
 
 
 class EpochLog:
