@@ -29,7 +29,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -591,22 +591,22 @@ class TrainConfig:
     lr: float = 0.1  # peak learning rate
     momentum: float = 0.9  # SGD only
     nesterov: bool = True  # SGD only
-    weight_decay: float = 5e-4
+    weight_decay: float = 5e-4  # L2 penalty on all parameters (decoupled for adamw)
     schedule: str = "onecycle"  # constant | cosine | onecycle (linear warm-up, linear decay)
     warmup_epochs: float = 0.0  # linear warm-up from 0, for cosine and onecycle too
     # Length of the cosine or linear decay in epochs; 0 = the run's length. A longer horizon is
     # stopped early: kuangliu/pytorch-cifar's CosineAnnealingLR(T_max=200) run for 40 epochs.
     schedule_epochs: float = 0.0
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # cross-entropy label smoothing, 0 = off
     crop: bool = True  # random 32x32 crop of the image zero-padded by 4 pixels
     flip: bool = True  # random horizontal flip
     cutout: int = 0  # side of the cutout square in pixels, 0 = off
-    epochs: int = 40
-    batch_size: int = 128
-    seed: int = 0
+    epochs: int = 40  # passes over the training images
+    batch_size: int = 128  # images per optimizer step
+    seed: int = 0  # initial weights, data order, augmentation and the validation split
     device: str = "auto"  # auto = cuda, then mps, then cpu
     bf16: bool = True  # bf16 autocast, CUDA only (ignored elsewhere)
-    channels_last: bool = True
+    channels_last: bool = True  # NHWC memory layout (faster convolutions on GPUs)
     compile: bool = False  # torch.compile the training model
     tta: bool = False  # flip test-time augmentation in the final evaluation
     train_subset: int = 0  # train on a seeded random subset of this many images, 0 = all
@@ -614,7 +614,7 @@ class TrainConfig:
     # count, 0 none. 0.1 is 5,000 of the official 50,000. Model selection uses these,
     # never the test set, which is only evaluated for reporting.
     val_size: float = 0.1
-    allow_over_budget: bool = False
+    allow_over_budget: bool = False  # allow a model over the 5,000,000-parameter budget
     # Under torchrun with several processes: synchronise BatchNorm statistics across GPUs
     # (SyncBatchNorm; CUDA only). Off: each GPU normalizes by its share of the batch.
     sync_bn: bool = False
@@ -1060,17 +1060,21 @@ def fit(
     checkpoint: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    on_epoch: Callable[[dict[str, list[float]]], None] | None = None,
 ) -> dict[str, list[float]]:
     """Train `model` on `data.train_*` as `cfg` says; return the per-epoch history.
 
     After every epoch the test split is evaluated (no TTA) and, if `checkpoint` is given,
     model, optimizer, scheduler, RNG states, config and history are saved there
-    atomically. With `resume`, training continues from that checkpoint and ends with the
-    same result as an uninterrupted run (bit-identical on the CPU with the same seed).
+    atomically; then `on_epoch(history)` is called, if given (train_and_evaluate's writes
+    history.csv and TensorBoard scalars: resnet_tools.runlog.EpochLog). With `resume`,
+    training continues from that checkpoint and ends with the same result as an
+    uninterrupted run (bit-identical on the CPU with the same seed).
 
     Under an initialised process group (torchrun; see resnet_tools.distributed) it trains
     with DistributedDataParallel: `cfg.batch_size` is the global batch, each rank trains on
-    its share; the history holds global numbers on every rank; only rank 0 writes the checkpoint.
+    its share; the history holds global numbers on every rank; only rank 0 writes the checkpoint
+    and calls `on_epoch`.
     """
     from resnet_tools import distributed as ddp  # imports only torch
 
@@ -1186,13 +1190,15 @@ def fit(
             bar.set_postfix(
                 epoch=f"{epoch + 1}/{cfg.epochs}",
                 loss=f"{history['train_loss'][-1]:.3f}",
-                **({"val_acc": f"{val.accuracy:.2%}"} if val else {"test_acc": f"{ev.accuracy:.2%}"}),
+                **{"val_acc" if val else "test_acc": f"{(val or ev).accuracy:.2%} (no TTA)"},
             )
             if checkpoint is not None and world.main:
                 state = _checkpoint_state(epoch + 1, cfg, model, optimizer, scheduler, gen, stats, history)
                 if world.distributed:
                     state["world_size"] = world.size  # a resume must use as many processes
                 atomic_save(state, checkpoint)
+            if on_epoch is not None and world.main:
+                on_epoch(history)
             ddp.barrier()  # other ranks wait for rank 0's checkpoint
     finally:
         bar.close()
@@ -1313,7 +1319,8 @@ def train_and_evaluate(
 ) -> tuple[ResNet, dict[str, Any]]:
     """The whole job: load data, build the model, fit, evaluate, write results.
 
-    Writes `out_dir/checkpoint.pt` (every epoch) and `out_dir/results.json`, returns
+    Writes `out_dir/checkpoint.pt`, `out_dir/history.csv` and TensorBoard event files (every
+    epoch) and `out_dir/results.json`, returns
     (trained model, results dict). The results say what produced them: data, epochs,
     device, wall time. With `resume`, continues from `out_dir/checkpoint.pt`; without it,
     refuses to overwrite the checkpoint of an unfinished run (ValueError, before any work).
@@ -1361,8 +1368,15 @@ def _train_and_evaluate(
         data = load_cifar10(data_dir, download=download)
     device = resolve_device(cfg.device)
     world = ddp.world()
+    # history.csv and TensorBoard scalars in out_dir after every epoch (resnet_tools.runlog), rank 0 only.
+    log = _epoch_log(out) if world.main else None
     t0 = time.perf_counter()
-    history = fit(model, data, cfg, checkpoint=checkpoint, resume=resume, progress=progress)
+    try:
+        history = fit(model, data, cfg, checkpoint=checkpoint, resume=resume, progress=progress, on_epoch=log)
+    except BaseException:
+        if log is not None:
+            log.close()
+        raise
     wall = time.perf_counter() - t0
     (train_x, _), val_xy = split_train_val(data, cfg)
     if world.distributed:  # sharded over the ranks, all-reduced
@@ -1406,10 +1420,22 @@ def _train_and_evaluate(
         "torch": torch.__version__,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if log is not None:
+        log.final(results)
+        log.close()
     if out is not None and world.main:
         write_json(results, out / "results.json")
     ddp.barrier()
     return model, results
+
+
+def _epoch_log(out: Path | None) -> Any:
+    """fit's on_epoch callback writing history.csv and TensorBoard event files into `out`, or None."""
+    if out is None:
+        return None
+    from resnet_tools.runlog import EpochLog  # imports safeio only; tensorboard (optional) when it runs
+
+    return EpochLog(out)
 
 
 # ---------------------------------------------------------------------------------------
@@ -1426,6 +1452,8 @@ _REEXPORTS = {
     "per_class_accuracy confused_pairs",
     "resnet_tools.figures": "save_figure plot_class_balance plot_samples_per_class plot_augmentation_preview "
     "plot_training_curves plot_confusion_matrix plot_per_class_accuracy plot_misclassified plot_predictions",
+    "resnet_tools.explain": "fit_temperature expected_calibration_error calibrate calibration_table "
+    "plot_reliability_diagram grad_cam pick_examples example_titles plot_grad_cam",
     "resnet_tools.cli": "main",
 }
 _REEXPORTED = {name: module for module, names in _REEXPORTS.items() for name in names.split()}

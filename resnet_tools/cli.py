@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
+import functools
+import inspect
+import io
 import os
 import sys
+import textwrap
+import tokenize
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +20,9 @@ import torch
 import resnet_lib as rl
 from resnet_lib import ARCHS, CLASSES, OPTIMIZERS, RECIPES, SCHEDULES, BudgetError, ConfigError, DataError, TrainConfig
 from resnet_lib import TrainingDiverged
-from resnet_tools.inference import export_safetensors, load_for_inference, load_pretrained, predict, read_unlabeled
+from resnet_tools.inference import export_safetensors, load_pretrained, predict, read_unlabeled
 from resnet_tools.inference import write_submission
+from resnet_tools.inference import load_for_inference_with_config, tta_label
 from resnet_tools.results import merge_seeds, run_name
 
 
@@ -34,17 +41,77 @@ def field_parser(name: str) -> Any:
     return {"int": int, "float": float}.get(typ, str)
 
 
+@functools.cache
+def config_field_comments() -> dict[str, str]:
+    """Each TrainConfig field's comment in resnet_lib's source: the `# ...` at the end of its
+    line, else the comment lines right above it (joined). Fields without one are absent."""
+    try:
+        source = textwrap.dedent(inspect.getsource(TrainConfig))
+    except (OSError, TypeError):  # no source (a frozen or compiled-only install): help shows the defaults only
+        return {}
+    comments: dict[int, str] = {}  # line number -> comment text
+    code_lines: set[int] = set()  # lines holding code, not just a comment
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT:
+            comments[tok.start[0]] = tok.string.lstrip("#").strip()
+        elif tok.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER):
+            code_lines.update(range(tok.start[0], tok.end[0] + 1))
+    out: dict[str, str] = {}
+    for node in ast.parse(source).body[0].body:
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+            continue
+        text = comments.get(node.end_lineno or node.lineno, "")
+        if not text:  # a block of comment-only lines directly above the field
+            above, line = [], node.lineno - 1
+            while line in comments and line not in code_lines:
+                above.insert(0, comments[line])
+                line -= 1
+            text = " ".join(above)
+        if text:
+            out[node.target.id] = text
+    return out
+
+
+def _shown(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def config_option_help(name: str) -> str:
+    """--help text of a TrainConfig option: its comment in TrainConfig, then its default: the
+    recipes' values where the recipes set it (RECIPES_ON_CUDA noted), else TrainConfig's."""
+    default = {f.name: f.default for f in dataclasses.fields(TrainConfig)}[name]
+    per_recipe = {}
+    for recipe, values in RECIPES.items():
+        if name in values:
+            cuda = rl.RECIPES_ON_CUDA.get(recipe, {}).get(name)
+            per_recipe[recipe] = _shown(values[name]) + (f" ({_shown(cuda)} on CUDA)" if cuda is not None else "")
+    if not per_recipe:
+        shown = _shown(default)
+    elif len(set(per_recipe.values())) == 1 and len(per_recipe) == len(RECIPES):
+        shown = f"{next(iter(per_recipe.values()))} in every recipe"
+    else:
+        shown = ", ".join(f"{recipe} {v}" for recipe, v in per_recipe.items())
+    text = f"{config_field_comments().get(name, name.replace('_', ' '))} (default: {shown})"
+    return text.replace("%", "%%")  # argparse formats help strings with %
+
+
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    """One option per TrainConfig field (default None = the recipe's value)."""
+    """One option per TrainConfig field (default None = the recipe's value), with help from the
+    field's comment and its defaults."""
+    group = parser.add_argument_group("training options (TrainConfig fields; each overrides the recipe)")
     for f in dataclasses.fields(TrainConfig):
         if f.name == "recipe":
             continue
         flag = "--" + f.name.replace("_", "-")
+        helptext = config_option_help(f.name)
         if f.type in ("bool", bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=helptext)
         else:
             choices = {"model": tuple(ARCHS), "optimizer": OPTIMIZERS, "schedule": SCHEDULES}.get(f.name)
-            parser.add_argument(flag, type=field_parser(f.name), default=None, choices=choices)
+            metavar = {"int": "N", "float": "X"}.get(str(f.type), "NAME") if choices is None else None
+            group.add_argument(
+                flag, type=field_parser(f.name), default=None, choices=choices, metavar=metavar, help=helptext
+            )
 
 
 def _seed_list(text: str) -> list[int]:
@@ -70,12 +137,13 @@ def _train_one(cfg: TrainConfig, args: argparse.Namespace, out: Path) -> dict[st
     if res["distributed"]["world_size"] > 1 and os.environ.get("RANK", "0") != "0":
         return  # one summary, from rank 0
     fin = res["final"]
-    val = f"val acc {fin['val_acc']:.2%}, " if fin["val_acc"] is not None else ""
+    how = tta_label(fin["tta"])
+    val = f"val acc {fin['val_acc']:.2%} ({how}), " if fin["val_acc"] is not None else ""
     print(
-        f"{cfg.model} {cfg.recipe} seed {cfg.seed}: {val}test acc {fin['test_acc']:.2%}"
-        f"{' (flip TTA)' if fin['tta'] else ''}, train acc {fin['train_acc']:.2%}, {res['num_params']:,} params, "
-        f"{cfg.epochs} epochs, {res['data']['n_train']:,} train images, {res['wall_seconds']:.0f} s on "
-        f"{res['device']} -> {out / 'results.json'}"
+        f"{cfg.model} {cfg.recipe} seed {cfg.seed}: {val}test acc {fin['test_acc']:.2%} ({how}), "
+        f"train acc {fin['train_acc']:.2%} (running, augmented), {res['num_params']:,} params, {cfg.epochs} epochs, "
+        f"{res['data']['n_train']:,} train images, {res['wall_seconds']:.0f} s on {res['device']} -> "
+        f"{out / 'results.json'}"
     )
     return res
 
@@ -89,6 +157,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
         raise ConfigError("give --seed or --seeds, not both")
     configs = [TrainConfig.from_recipe(args.recipe, **{**overrides, "seed": seed}) for seed in args.seeds]
     runs = {run_name(cfg): _train_one(cfg, args, Path(args.out) / run_name(cfg)) for cfg in configs}
+    if None in runs.values():
+        return  # a rank other than 0 under torchrun: rank 0 prints the summary
     for group, m in merge_seeds(runs).items():
         fin, std = m["final"], m["final_std"]
         print(
@@ -99,12 +169,15 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
-    model, stats = load_for_inference(args.checkpoint, args.device)
+    model, stats, config = load_for_inference_with_config(args.checkpoint, args.device)
+    # Unless told, predict as the run was evaluated (its config's tta), so it matches its reported accuracy.
+    tta = bool(config.get("tta", False)) if args.tta is None else args.tta
     images, ids = read_unlabeled(args.input)
-    labels, _ = predict(model, images, stats=stats, tta=args.tta)
+    labels, _ = predict(model, images, stats=stats, tta=tta)
     write_submission(args.out, ids, labels)
     counts = torch.bincount(labels, minlength=len(CLASSES)).tolist()
-    print(f"{len(labels):,} predictions -> {args.out}")
+    why = "as the run was evaluated" if args.tta is None else "as asked"
+    print(f"{len(labels):,} predictions ({tta_label(tta)}, {why}) -> {args.out}")
     for name, n in zip(CLASSES, counts):
         print(f"  {name:>10} {n:>7,}  {'#' * round(40 * n / max(1, max(counts)))}")
 
@@ -118,16 +191,24 @@ def _cmd_export(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="resnet_lib.py", description=rl.__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train one model and write results.json + checkpoint.pt")
-    train.add_argument("--recipe", choices=tuple(RECIPES), default="modern")
+    train = sub.add_parser(
+        "train", help="train one model; write results.json, checkpoint.pt, history.csv and TensorBoard events"
+    )
+    train.add_argument(
+        "--recipe",
+        choices=tuple(RECIPES),
+        default="modern",
+        help="the preset the training options start from: seed = the seed report's setup, modern = the best "
+        "40-epoch recipe (default: modern)",
+    )
     train.add_argument(
         "--data-dir", default=None, help="folder containing cifar-10-batches-py/ (default: $DATA_DIR or ./data)"
     )
     train.add_argument(
         "--out",
         default="results/run",
-        help="output folder for results.json and checkpoint.pt "
-        "(with --seeds: the results folder; each seed's run goes to OUT/<run name>)",
+        help="output folder for results.json, checkpoint.pt, history.csv and TensorBoard event files "
+        "(default: results/run; with --seeds: the results folder, each seed's run in OUT/<run name>)",
     )
     train.add_argument(
         "--seeds",
@@ -145,16 +226,23 @@ def main(argv: list[str] | None = None) -> int:
     pred = sub.add_parser("predict", help="label unlabeled images; write a submission CSV (ID,Labels)")
     pred.add_argument("--checkpoint", required=True, help="checkpoint.pt from training, or an exported .safetensors")
     pred.add_argument("--input", required=True, help=".npy uint8 array, or a pickle of a dict with 'data' (and 'ids')")
-    pred.add_argument("--out", default="submission.csv")
+    pred.add_argument("--out", default="submission.csv", help="the CSV to write (default: submission.csv)")
     pred.add_argument(
-        "--tta", action=argparse.BooleanOptionalAction, default=False, help="flip test-time augmentation"
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="flip test-time augmentation (default: what the run was evaluated with, its config's tta)",
     )
-    pred.add_argument("--device", default="auto")
+    pred.add_argument(
+        "--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto = cuda, then mps, then cpu)"
+    )
     pred.set_defaults(run=_cmd_predict)
 
     exp = sub.add_parser("export", help="write a checkpoint's weights and config as .safetensors")
-    exp.add_argument("--checkpoint", required=True)
-    exp.add_argument("--out", default="model.safetensors")
+    exp.add_argument("--checkpoint", required=True, help="checkpoint.pt from training")
+    exp.add_argument(
+        "--out", default="model.safetensors", help="the .safetensors file to write (default: model.safetensors)"
+    )
     exp.set_defaults(run=_cmd_export)
 
     args = parser.parse_args(argv)

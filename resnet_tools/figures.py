@@ -200,15 +200,22 @@ def plot_training_curves(
     histories: dict[str, dict[str, list[float]]],
     title: str | None = None,
     splits: tuple[str, ...] = ("train", "val", "test"),
+    lr: bool = False,
 ) -> Any:
     """Loss and accuracy per epoch: one colour per run (the dict's keys label them), one
-    line style per split. Splits a history lacks (no validation set, say) are skipped."""
+    line style per split. Splits a history lacks (no validation set, say) are skipped.
+    With `lr`, a third panel shows each run's learning-rate schedule (the rate at the
+    start of each epoch, as the history records it)."""
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
     plt, style = _pyplot()
     with style:
-        fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(7.0, 2.7))
+        if lr:
+            fig, (ax_loss, ax_acc, ax_lr) = plt.subplots(1, 3, figsize=(7.0, 2.4))
+            _plot_lr(ax_lr, histories)
+        else:
+            fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(7.0, 2.7))
         shown: set[str] = set()
         for color, (label, h) in zip(PALETTE, histories.items()):
             epochs = h["epoch"]
@@ -226,7 +233,7 @@ def plot_training_curves(
         ax_acc.set(xlabel="epoch", ylabel="accuracy (%)")
         last = max((max(h["epoch"], default=1) for h in histories.values()), default=1)
         for ax in (ax_loss, ax_acc):
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=min(last, 10)))
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=min(last, 6 if lr else 10)))
             ax.set_xlim(0.5 if last <= 12 else 0, last + 0.5 if last <= 12 else last)
         names = {
             "train": "training (running, over the epoch)",
@@ -248,6 +255,25 @@ def plot_training_curves(
             bbox_to_anchor=(0.98, 0.0),
         )
     return fig
+
+
+def _plot_lr(ax: Any, histories: dict[str, dict[str, list[float]]]) -> None:
+    """Each run's learning rate against training progress in epochs: the history's `lr` is the
+    rate at the start of epoch e, drawn at e - 1."""
+    from matplotlib.ticker import MaxNLocator
+
+    last = 1
+    for color, h in zip(PALETTE, histories.values()):
+        rates = [math.nan if v is None else v for v in h.get("lr") or []]
+        if not rates:
+            continue
+        start = np.asarray(h["epoch"], dtype=float) - 1
+        ax.plot(start, rates, color=color, marker="o" if len(rates) <= 12 else None, ms=3)
+        last = max(last, int(max(h["epoch"])))
+    ax.set(xlabel="epoch", ylabel="learning rate", xlim=(0, last))
+    ax.set_ylim(bottom=0)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=min(last, 6)))
+    ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
 
 
 def plot_confusion_matrix(cm: np.ndarray, title: str | None = None, classes: tuple[str, ...] = CLASSES) -> Any:

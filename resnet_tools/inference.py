@@ -125,6 +125,24 @@ def load_for_inference(
     return model, stats_of(meta)
 
 
+def load_for_inference_with_config(
+    path: str | Path, device: str = "auto"
+) -> tuple[ResNet, tuple[tuple[float, ...], tuple[float, ...]], dict[str, Any]]:
+    """(model, normalization stats, the run's TrainConfig as a dict) from a training checkpoint
+    (.pt) or an export (.safetensors, whose metadata holds the config): `predict` uses the
+    config's `tta`, what the run was evaluated with."""
+    if str(path).endswith(".safetensors"):
+        model, meta = load_pretrained(path, device)
+    else:
+        model, meta = load_checkpoint(path, device)
+    return model, stats_of(meta), dict(meta.get("config") or {})
+
+
+def tta_label(tta: bool) -> str:
+    """How an accuracy was measured, for printing beside it: 'flip TTA' or 'no TTA'."""
+    return "flip TTA" if tta else "no TTA"
+
+
 def read_unlabeled(path: str | Path) -> tuple[torch.Tensor, list[Any]]:
     """(uint8 images (N, 3, 32, 32), ids) from a .npy array, or a pickle holding a dict with
     'data' and optionally 'ids' (loaded with the restricted unpickler, never pickle.load)."""

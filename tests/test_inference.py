@@ -96,9 +96,9 @@ def test_cli_predict_from_pickle_and_npy_and_export(trained, tmp_path):
     assert proc.returncode == 0, proc.stderr
     lines = (tmp_path / "sub.csv").read_text().splitlines()
     assert lines[0] == "ID,Labels" and len(lines) == 31
-    expected, _ = rl.predict(model, images, stats=data.stats)
+    expected, _ = rl.predict(model, images, stats=data.stats, tta=True)  # as the run (modern recipe) was evaluated
     assert [line.split(",") for line in lines[1:]] == [[str(1000 + i), str(int(c))] for i, c in enumerate(expected)]
-    assert "30 predictions" in proc.stdout and "airplane" in proc.stdout  # the class histogram
+    assert "30 predictions (flip TTA, as the run was evaluated)" in proc.stdout and "airplane" in proc.stdout
 
     np.save(tmp_path / "x.npy", images)
     exported = tmp_path / "m.safetensors"

@@ -25,11 +25,11 @@ RUNNER = ROOT / "scripts" / "run_notebooks.py"
 CHECKED = "nbval-check-output"
 RUNS = ["lite-seed-sgd", "lite-modern", "improved-modern", "improved-seed-sgd", "improved-seed-adam"]
 FIGURES = ["class_balance", "samples_per_class", "augmentation_preview", "lite_training_curves",
-           "improved_training_curves", "optimizer_comparison", "per_class_accuracy",
+           "improved_training_curves", "optimizer_comparison", "per_class_accuracy", "reliability_diagram",
            *[f"confusion_matrix_{r}" for r in RUNS], *[f"misclassified_{r}" for r in RUNS]]
 # Parameters that are not TrainConfig fields: folders, smoke mode, and per-notebook choices.
 EXTRA_PARAMS = {"SMOKE", "RESUME", "DATA_DIR", "RESULTS_DIR", "FIGURES_DIR", "RECIPES", "RUNS", "MISCLASSIFIED",
-                "PREDICT_IMAGES"}
+                "PREDICT_IMAGES", "GRAD_CAM_IMAGES"}
 
 
 def smoke_env(tmp_path: Path) -> dict[str, str]:
@@ -102,7 +102,7 @@ def test_runner_smoke_end_to_end_writes_every_figure_and_result(tmp_path):
     # Every exported figure is also shown in its executed notebook.
     shown = sum("image/png" in o.get("data", {}) for p in out.glob("*.ipynb")
                 for c in nbformat.read(p, as_version=4).cells for o in c.get("outputs", []))
-    assert shown == len(FIGURES) + 1  # + the inference section's predictions of the best run
+    assert shown == len(FIGURES) + 2  # + the best run's predictions (inference section) and Grad-CAM maps
 
     figures = Path(env["FIGURES_DIR"])
     # notebook 05 picks the run with the best validation accuracy for its inference section
@@ -111,7 +111,7 @@ def test_runner_smoke_end_to_end_writes_every_figure_and_result(tmp_path):
     predicted = [p.stem[len("predictions_"):] for p in figures.glob("predictions_*.png")]
     assert len(predicted) == 1 and val_acc[predicted[0]] == max(val_acc.values()), (predicted, val_acc)
     best = predicted[0]
-    for name in [*FIGURES, f"predictions_{best}"]:
+    for name in [*FIGURES, f"predictions_{best}", f"grad_cam_{best}"]:
         pdf, png = figures / f"{name}.pdf", figures / f"{name}.png"
         assert pdf.read_bytes()[:5] == b"%PDF-" and pdf.stat().st_size > 1000, pdf
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000, png
@@ -123,6 +123,9 @@ def test_runner_smoke_end_to_end_writes_every_figure_and_result(tmp_path):
         assert (results / run / "checkpoint.pt").stat().st_size > 0
     for ext in ("csv", "md", "tex"):
         assert (results / f"results_table.{ext}").stat().st_size > 0
+        assert (results / f"calibration.{ext}").stat().st_size > 0
+    for run in RUNS:  # per-epoch logs beside every run's results.json
+        assert (results / run / "history.csv").read_text().startswith("epoch,lr,")
     submission = (results / "submission_sample.csv").read_text().splitlines()
     assert submission[0] == "ID,Labels" and len(submission) == 1 + 50  # the smoke set's 50 test images
     assert (results / best / "model.safetensors").stat().st_size > 0
