@@ -20,7 +20,10 @@ loaded on first use. Importing needs only torch, numpy and tqdm, and has no side
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import importlib
+import inspect
 import math
 import os
 import platform
@@ -37,7 +40,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from resnet_tools.safeio import RefusedPickle, atomic_save, check_writable, file_md5, safe_unpickle, write_json
+from resnet_tools.safeio import RefusedPickle, atomic_save, check_writable, file_md5, run_lock, safe_unpickle
+from resnet_tools.safeio import state_sha256, write_json
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 PARAM_BUDGET = 5_000_000  # the mini-project's hard limit on trainable parameters
@@ -314,6 +318,7 @@ class CIFAR10:
     # "image folder: NAME", "non-official CIFAR-10 files: NAME", or "subset of ..." after head().
     label: str = "in-memory data"
     _stats: tuple[tuple[float, ...], tuple[float, ...]] | None = field(default=None, init=False, repr=False)
+    _fingerprint: dict[str, Any] | None = field(default=None, init=False, repr=False)
 
     @property
     def stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -322,6 +327,28 @@ class CIFAR10:
         if self._stats is None:
             self._stats = channel_stats(self.train_x)
         return self._stats
+
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        """Which data this is, for checkpoints: label, root, counts and a SHA-256 of the training
+        (and of the test) images and labels, computed once. A run resumed on other data is refused."""
+        if self._fingerprint is None:
+
+            def sha256(*tensors: torch.Tensor) -> str:
+                h = hashlib.sha256()
+                for t in tensors:
+                    h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy())
+                return h.hexdigest()
+
+            self._fingerprint = {
+                "label": self.label,
+                "root": str(self.root),
+                "n_train": len(self.train_y),
+                "n_test": len(self.test_y),
+                "train_sha256": sha256(self.train_x, self.train_y),
+                "test_sha256": sha256(self.test_x, self.test_y),
+            }
+        return self._fingerprint
 
     def head(self, n_train: int, n_test: int) -> "CIFAR10":
         """The first n_train training and n_test test images (smoke runs), labelled a subset."""
@@ -1072,7 +1099,7 @@ def fit(
         from resnet_tools.checkpoints import check_resumable, load_checkpoint_dict  # it imports this module
 
         saved = load_checkpoint_dict(checkpoint)
-        check_resumable(saved, cfg, model, checkpoint)
+        check_resumable(saved, cfg, model, checkpoint, data)
         model.load_state_dict(saved["model_state"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
@@ -1131,7 +1158,10 @@ def fit(
             )
             if checkpoint is not None:
                 atomic_save(
-                    _checkpoint_state(epoch + 1, cfg, model, optimizer, scheduler, gen, stats, history), checkpoint
+                    _checkpoint_state(
+                        epoch + 1, cfg, model, optimizer, scheduler, gen, stats, history, data.fingerprint
+                    ),
+                    checkpoint,
                 )
     finally:
         bar.close()
@@ -1193,10 +1223,13 @@ def _checkpoint_state(
     gen: torch.Generator,
     stats: tuple[tuple[float, ...], tuple[float, ...]],
     history: dict[str, list[float]],
+    data: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What a checkpoint holds after `epoch` epochs: enough to rebuild the model for inference
-    (_CHECKPOINT_KEYS) and to resume training exactly (_RESUME_KEYS)."""
-    return {
+    (_CHECKPOINT_KEYS) and to resume training exactly (_RESUME_KEYS); the data it was trained on
+    (CIFAR10.fingerprint), and SHA-256 sums of its weights and optimizer state (state_sha256),
+    which loading verifies."""
+    state = {
         "format": CHECKPOINT_FORMAT,
         "epoch": epoch,
         "config": dataclasses.asdict(cfg),
@@ -1208,6 +1241,10 @@ def _checkpoint_state(
         "rng": {"data": gen.get_state()},
         "history": history,
     }
+    if data is not None:
+        state["data"] = data
+    state["sha256"] = {k: state_sha256(state[k]) for k in _HASHED_KEYS}
+    return state
 
 
 def _mean_loss(losses: torch.Tensor, sizes: list[int]) -> float:
@@ -1231,6 +1268,9 @@ def _raise_if_diverged(losses: torch.Tensor, first_step: int, epoch: int, steps_
 CHECKPOINT_FORMAT = 1
 _CHECKPOINT_KEYS = ("format", "epoch", "config", "num_params", "stats", "model_state")
 _RESUME_KEYS = ("optimizer", "scheduler", "rng", "history")
+# Parts of a checkpoint whose SHA-256 it stores ("sha256": {key: hex}); checkpoints written
+# before this have no "sha256" and load unverified.
+_HASHED_KEYS = ("model_state", "optimizer")
 
 
 def device_name(device: torch.device) -> str:
@@ -1239,6 +1279,27 @@ def device_name(device: torch.device) -> str:
     return f"{device.type} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def _checked_and_locked(run: Any) -> Any:
+    """Around train_and_evaluate: what fails without data fails before the run starts (the
+    config, the device this machine must have, an unwritable output folder), and `out_dir`
+    is held with `run_lock` (OUT/.lock) while the run works there, so a second process that
+    trains into the same folder fails at once instead of both writing its checkpoint."""
+
+    @functools.wraps(run)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        given = inspect.signature(run).bind(*args, **kwargs).arguments
+        given["cfg"].validate()
+        resolve_device(given["cfg"].device)
+        if given.get("out_dir") is None:
+            return run(*args, **kwargs)
+        check_writable(Path(given["out_dir"]))
+        with run_lock(Path(given["out_dir"])):
+            return run(*args, **kwargs)
+
+    return checked
+
+
+@_checked_and_locked
 def train_and_evaluate(
     cfg: TrainConfig,
     data: CIFAR10 | None = None,

@@ -15,6 +15,7 @@ from resnet_lib import ARCHS, CLASSES, OPTIMIZERS, RECIPES, SCHEDULES, BudgetErr
 from resnet_lib import TrainingDiverged
 from resnet_tools.inference import export_safetensors, load_for_inference, load_pretrained, predict, read_unlabeled
 from resnet_tools.inference import write_submission
+from resnet_tools.safeio import check_not_an_input
 
 
 def field_parser(name: str) -> Any:
@@ -48,6 +49,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
 def _cmd_train(args: argparse.Namespace) -> None:
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name != "recipe"}
     cfg = TrainConfig.from_recipe(args.recipe, **overrides)
+    rl.resolve_device(cfg.device)  # a device this machine lacks: one line now, not after loading the data
     _, res = rl.train_and_evaluate(
         cfg,
         data_dir=args.data_dir,
@@ -66,6 +68,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
+    rl.resolve_device(args.device)  # before loading anything
+    check_not_an_input(args.out, {"checkpoint": args.checkpoint, "input": args.input})
     model, stats = load_for_inference(args.checkpoint, args.device)
     images, ids = read_unlabeled(args.input)
     labels, _ = predict(model, images, stats=stats, tta=args.tta)
@@ -77,6 +81,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
+    check_not_an_input(args.out, {"checkpoint": args.checkpoint})
     out = export_safetensors(args.checkpoint, args.out)
     model, meta = load_pretrained(out, device="cpu")  # prove it loads back
     print(f"{meta['config']['model']} ({meta['num_params']:,} params) -> {out}")

@@ -14,7 +14,7 @@ import torch.nn as nn
 from resnet_lib import ARCHS, CIFAR10_MEAN, CIFAR10_STD, DataError, ResNet, build_model, count_params
 from resnet_lib import logits_of, resolve_device
 from resnet_tools.checkpoints import load_checkpoint
-from resnet_tools.safeio import RefusedPickle, safe_unpickle
+from resnet_tools.safeio import RefusedPickle, atomic_write, check_not_an_input, safe_unpickle
 
 
 def as_nchw_uint8(images: Any) -> torch.Tensor:
@@ -60,8 +60,9 @@ EXPORT_FORMAT = "resnet_lib/1"
 def export_safetensors(checkpoint: str | Path, out: str | Path) -> Path:
     """Write a checkpoint's weights as safetensors (no pickle), with its config,
     normalization statistics and parameter count in the file's metadata."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
+    check_not_an_input(out, {"checkpoint": checkpoint})  # before the work, and again before writing
     model, saved = load_checkpoint(checkpoint, device="cpu")
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     meta = {
@@ -72,8 +73,9 @@ def export_safetensors(checkpoint: str | Path, out: str | Path) -> Path:
         "stats": json.dumps(saved["stats"]),
     }
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(out), metadata=meta)
+    check_not_an_input(out, {"checkpoint": checkpoint})
+    blob = save(state, metadata=meta)  # bytes: a small model's weights, written atomically below
+    atomic_write(out, "wb", lambda f: f.write(blob))
     return out
 
 
@@ -158,10 +160,64 @@ def read_unlabeled(path: str | Path) -> tuple[torch.Tensor, list[Any]]:
     return x, ids
 
 
+# First characters that make a spreadsheet read a cell as a formula (CSV injection): an id
+# starting with one of them is refused unless it is a number (-3, +1.5).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _is_number(text: str) -> bool:
+    if text != text.strip():
+        return False
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def write_submission(path: str | Path, ids: list[Any], labels: torch.Tensor) -> Path:
-    """CSV with header ID,Labels (labels as class indices), the class-competition format."""
+    """CSV with header ID,Labels (labels as class indices), the class-competition format,
+    written with the csv module (an id with a comma or a quote is quoted) and atomically.
+
+    Refused (ValueError naming the row): a number of ids other than of labels, an id with a
+    line break (it would split its row), and an id a spreadsheet would run as a formula (text
+    starting with = + - @, a tab or a carriage return; numbers such as -3 are fine). Refused,
+    not rewritten: an altered id would no longer match the grader's. Duplicate or empty ids
+    are written as they are, with a warning.
+    """
+    import csv  # stdlib
+    import warnings  # stdlib
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = ["ID,Labels"] + [f"{i},{int(c)}" for i, c in zip(ids, labels.tolist())]
-    path.write_text("\n".join(lines) + "\n")
+    labels = labels.tolist() if isinstance(labels, torch.Tensor) else list(labels)
+    if len(ids) != len(labels):
+        raise ValueError(f"{path}: {len(ids)} ids for {len(labels)} labels")
+    texts = ["" if i is None or (isinstance(i, float) and i != i) else str(i) for i in ids]  # None, NaN: empty
+    for row, text in enumerate(texts, start=1):
+        if "\n" in text or "\r" in text:
+            raise ValueError(f"{path}: id {text!r} (row {row}) contains a line break; it would split its row")
+        if text.startswith(FORMULA_STARTS) and not _is_number(text):
+            raise ValueError(
+                f"{path}: id {text!r} (row {row}) starts with {text[0]!r}: a spreadsheet would run it as a formula "
+                "(CSV injection); refusing to write it"
+            )
+    empty = [row for row, text in enumerate(texts, start=1) if not text.strip()]
+    if empty:
+        warnings.warn(f"{path}: {len(empty)} empty id(s), first at row {empty[0]}", UserWarning, stacklevel=2)
+    seen: set[str] = set()
+    dups = [text for text in texts if text.strip() and (text in seen or seen.add(text))]
+    if dups:
+        shown = ", ".join(map(repr, sorted(set(dups))[:5]))
+        warnings.warn(
+            f"{path}: {len(dups)} duplicate id(s) ({shown}{', ...' if len(set(dups)) > 5 else ''})",
+            UserWarning,
+            stacklevel=2,
+        )
+
+    def write(f: Any) -> None:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["ID", "Labels"])
+        w.writerows((text, int(c)) for text, c in zip(texts, labels))
+
+    atomic_write(path, "w", write)
     return path

@@ -1,18 +1,21 @@
-"""Safe file handling: an allow-list unpickler, md5 sums, atomic writes, writable checks.
+"""Safe file handling: an allow-list unpickler, md5 and SHA-256 sums, atomic writes, writable
+checks, a folder lock and the check that an output is not one of the inputs.
 
 Standard library only (plus torch for `atomic_save`), so resnet_lib can use it at import time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
 import pickle
 import tempfile
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -138,3 +141,143 @@ def check_writable(folder: Path) -> None:
             pass
     except OSError as e:
         raise OSError(f"cannot write to {folder} ({e.strerror or e}); choose another output folder") from None
+
+
+def state_sha256(obj: Any) -> str:
+    """SHA-256 over a state (nested dicts / lists / tuples of tensors and plain values), in
+    a fixed order: keys, dtypes, shapes and every tensor's raw bytes. A checkpoint stores it
+    when saved, so a bit flipped afterwards (disk, copy, upload) is refused at load time."""
+    h = hashlib.sha256()
+
+    def walk(x: Any) -> None:
+        if isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous()
+            h.update(f"T{t.dtype}{tuple(t.shape)};".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(x, dict):
+            h.update(f"D{len(x)};".encode())
+            for k in sorted(x, key=repr):
+                h.update(f"K{k!r};".encode())
+                walk(x[k])
+        elif isinstance(x, (list, tuple)):
+            h.update(f"L{len(x)};".encode())
+            for v in x:
+                walk(v)
+        else:
+            h.update(f"V{x!r};".encode())
+
+    walk(obj)
+    return h.hexdigest()
+
+
+class FolderLocked(OSError):
+    """Another live process holds the folder's lock (run_lock)."""
+
+
+LOCK_NAME = ".lock"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # alive under another user / not checkable: treat as held
+    return True
+
+
+def _lock_owner(lock: Path) -> tuple[int | None, str]:
+    """(pid, host) written in a lock file; pid None if unreadable."""
+    try:
+        fields = lock.read_text().split()
+    except OSError:
+        return None, ""
+    pid = int(fields[0]) if fields and fields[0].isdigit() else None
+    return pid, fields[1] if len(fields) > 1 else ""
+
+
+def _lock_is_stale(lock: Path) -> bool:
+    """The lock's owner is a process of this machine that is no longer running (or the file
+    holds no pid: a writer killed between creating and writing it)."""
+    import socket  # stdlib; only for the host name
+
+    pid, host = _lock_owner(lock)
+    if pid is None:
+        try:  # give a writer that just created the file a moment to write its pid
+            return time.time() - lock.stat().st_mtime > 5
+        except FileNotFoundError:
+            return True
+    return host == socket.gethostname() and not _pid_alive(pid)
+
+
+@contextlib.contextmanager
+def run_lock(folder: Path) -> Iterator[Path]:
+    """Hold `folder/.lock` while the block runs: created with O_EXCL, holding this process's
+    pid and host name, removed at the end. A second process that wants the same folder fails at
+    once (FolderLocked, naming the owner), instead of both writing the same checkpoint. A lock
+    left by a process that died (SIGKILL, a closed session) on this machine is taken over."""
+    import socket  # stdlib; only for the host name
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / LOCK_NAME
+    me = f"{os.getpid()} {socket.gethostname()}\n"
+    for _ in range(10):
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            if not _lock_is_stale(lock):
+                pid, host = _lock_owner(lock)
+                owner = f"process {pid}" + (f" on {host}" if host else "") if pid is not None else "another process"
+                raise FolderLocked(
+                    f"{folder} is in use by {owner} (lock file {lock}): another training run writes there. Wait for "
+                    "it to finish or choose another output folder; if no run uses it, delete the lock file"
+                ) from None
+            # Stale: move it aside under a name of our own (atomic: of two processes taking over the
+            # same stale lock, one rename wins) and start again.
+            aside = lock.with_name(f"{LOCK_NAME}.stale.{os.getpid()}")
+            try:
+                os.rename(lock, aside)
+            except FileNotFoundError:
+                continue
+            pid, _ = _lock_owner(aside)
+            if pid is not None and _pid_alive(pid):  # a live owner's fresh lock was moved: put it back
+                try:
+                    os.link(aside, lock)
+                except FileExistsError:
+                    pass
+            aside.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(me)
+        break
+    else:
+        raise FolderLocked(f"{folder}: could not take the lock file {lock}")
+    try:
+        yield lock
+    finally:
+        try:
+            if lock.read_text() == me:
+                lock.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def check_not_an_input(out: str | Path, inputs: dict[str, str | Path]) -> None:
+    """Refuse an output path that is one of the inputs ({what: path}): the same path, a
+    symlink to it or a hard link of it. Writing there would destroy the input it reads."""
+    out = Path(out)
+    for what, given in inputs.items():
+        given = Path(given)
+        try:
+            same = out.resolve() == given.resolve() or (
+                out.exists() and given.exists() and os.path.samefile(out, given)
+            )
+        except OSError:
+            same = False
+        if same:
+            raise ValueError(
+                f"the output {out} is the same file as the {what} {given}; writing it would destroy the {what}. "
+                "Choose another output path"
+            )

@@ -564,7 +564,36 @@ def raw_bytes(make: Callable[[bytes], bytes]) -> Callable[[Path, dict], Any]:
 def tampered_state(saved: dict[str, Any]) -> dict[str, Any]:
     state = dict(saved["model_state"])
     state["fc.weight"] = torch.zeros(64, 10)  # transposed: same count, wrong shape
-    return variant(saved, model_state=state)
+    return variant(saved, model_state=state, sha256=None)  # edited by hand, without checksums
+
+
+def edited(key: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The checkpoint with one number of its weights (or optimizer state) changed, checksums kept."""
+
+    def edit(saved: dict[str, Any]) -> dict[str, Any]:
+        if key == "model_state":
+            state = {k: v.clone() for k, v in saved["model_state"].items()}
+            state["fc.bias"][3] += 0.5
+            return variant(saved, model_state=state)
+        opt = {"state": {i: dict(s) for i, s in saved["optimizer"]["state"].items()},
+               "param_groups": saved["optimizer"]["param_groups"]}
+        first = next(iter(opt["state"].values()))
+        first["momentum_buffer"] = first["momentum_buffer"] * 2
+        return variant(saved, optimizer=opt)
+
+    return edit
+
+
+def flipped_bit(path: Path, saved: dict) -> None:
+    """The saved file with one bit flipped inside the bytes of fc.weight (bit rot, a bad copy):
+    the zip and pickle stay valid, so only the checksum can tell."""
+    buf = io.BytesIO()
+    torch.save(saved, buf)
+    blob = bytearray(buf.getvalue())
+    at = blob.find(saved["model_state"]["fc.weight"].numpy().tobytes())
+    assert at > 0
+    blob[at + 101] ^= 0x10
+    path.write_bytes(bytes(blob))
 
 
 BAD_CHECKPOINTS = [
@@ -582,6 +611,11 @@ BAD_CHECKPOINTS = [
     ("a folder instead of a file", lambda path, saved: path.mkdir(), r"cannot read the checkpoint \(Is a directory\)"),
     ("parameter count of another model", save_to(lambda s: variant(s, num_params=4_903_242)),
      r"holds 4903242 parameters, model 'lite' has 78042"),
+    ("a bit flipped in the weights on disk", flipped_bit,
+     r"checksum mismatch in 'model_state': the file changed after it was saved"),
+    ("a weight edited, checksums kept", save_to(edited("model_state")), r"checksum mismatch in 'model_state'"),
+    ("optimizer state edited, checksums kept", save_to(edited("optimizer")), r"checksum mismatch in 'optimizer'"),
+    ("checksums not a dict", save_to(lambda s: variant(s, sha256="0" * 64)), r"'sha256' must be a dict of checksums"),
 ]
 
 
@@ -592,6 +626,15 @@ def test_bad_checkpoint_gives_one_clear_error(checkpoint, tmp_path, name, write,
     with pytest.raises(ValueError, match=message) as e:
         rl.load_checkpoint(path, device="cpu")
     assert one_error(e).startswith(str(path))
+
+
+def test_checkpoint_has_checksums_and_one_without_them_still_loads(checkpoint, tmp_path):
+    ck, saved = checkpoint
+    assert set(saved["sha256"]) == {"model_state", "optimizer"}
+    old = tmp_path / "written-before-checksums.pt"
+    torch.save(variant(saved, sha256=None), old)
+    model, _ = rl.load_checkpoint(old, device="cpu")
+    assert torch.equal(model.fc.weight, saved["model_state"]["fc.weight"])
 
 
 def test_weights_only_checkpoint_cannot_be_resumed(checkpoint, tmp_path, no_training):
@@ -651,7 +694,7 @@ def test_an_unfinished_run_is_not_overwritten_without_resume(checkpoint, tmp_pat
     monkeypatch.setattr(rl, "load_cifar10", must_not_run("load_cifar10"))
     with pytest.raises(ValueError, match=r"holds an unfinished run \(epoch 1 of 3\); continue it with --resume") as e:
         rl.train_and_evaluate(tiny_config(epochs=3), out_dir=out)
-    one_error(e)
+    assert "RESUME=True" in one_error(e) and "make run RESUME=1" in str(e.value)
     assert ck.read_bytes() == before
     # A finished run may be replaced by a new one (rerunning a notebook): it gets to training.
     put_checkpoint(checkpoint[1], out)
