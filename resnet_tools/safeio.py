@@ -92,8 +92,19 @@ def atomic_write(path: Path, mode: str, write: Any) -> None:
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save `obj` to `path` atomically (see atomic_write)."""
-    atomic_write(path, "wb", lambda f: torch.save(obj, f))
+    """torch.save `obj` to `path` atomically (see atomic_write). A failed write (a full disk)
+    raises its OSError: torch's zip writer would report it as a RuntimeError ("unexpected pos")
+    raised while closing the file after the OSError."""
+
+    def save(f: Any) -> None:
+        try:
+            torch.save(obj, f)
+        except RuntimeError as e:
+            if isinstance(e.__context__, OSError):
+                raise e.__context__ from None
+            raise
+
+    atomic_write(path, "wb", save)
 
 
 def remove_orphaned_temps(path: Path) -> None:

@@ -961,6 +961,283 @@ def test_ctrl_c_during_cli_training_says_how_to_resume(tmp_path, capsys, monkeyp
 
 
 # ---------------------------------------------------------------------------------------
+# Resuming on other data; a second run in the same folder; devices this machine lacks
+# ---------------------------------------------------------------------------------------
+# (what the resuming run is given, expected message; None: the same data, moved: it resumes)
+OTHER_DATA = [
+    ("other images, same counts", dict(seed=1),
+     r"was trained on other data: .*\(200 training, 100 test images\); this run has .*other\S* \(200 training, 100 test "
+     r"images\) \(the same number of images, but different images or labels\)"),
+    ("fewer training images", dict(per_batch=30),
+     r"was trained on other data: .*; this run has .*\(150 training, 100 test images\) \(a different number of images\)"),
+    ("the same data in another folder", dict(), None),
+]
+
+
+@pytest.mark.parametrize("name, given, message", OTHER_DATA, ids=[c[0] for c in OTHER_DATA])
+def test_resume_on_other_data_is_refused_naming_both(checkpoint, tmp_path, name, given, message):
+    out = tmp_path / "out"
+    ck = put_checkpoint(checkpoint[1], out, epochs=2)  # an unfinished 2-epoch run on the fixture's data
+    before = ck.read_bytes()
+    with pytest.warns(UserWarning, match="not the official"):
+        other = rl.load_cifar10(write_cifar(tmp_path / "other", **given), download=False)
+    if message is None:
+        _, res = rl.train_and_evaluate(tiny_config(epochs=2), data=other, out_dir=out, resume=True, progress=False)
+        assert res["history"]["epoch"] == [1, 2] and rl.load_checkpoint_dict(ck)["data"]["root"] == other.root
+        return
+    with pytest.raises(ValueError, match=message) as e:
+        rl.train_and_evaluate(tiny_config(epochs=2), data=other, out_dir=out, resume=True, progress=False)
+    assert one_error(e).startswith(f"{ck} was trained on other data") and "use another output folder" in str(e.value)
+    assert ck.read_bytes() == before
+
+
+# A process holding OUT/.lock with resnet_tools.safeio.run_lock, as a running `train` does.
+HOLDER = """import sys, time
+sys.path.insert(0, sys.argv[1])
+from resnet_tools.safeio import run_lock
+with run_lock(sys.argv[2]):
+    print("HELD", flush=True)
+    time.sleep(120)
+"""
+# How OUT/.lock is found: held by a live process (refused), or left behind (taken over).
+LOCKS = ["held by a running process", "left by a SIGKILLed process", "empty (killed while creating it)"]
+
+
+@pytest.mark.parametrize("lock", LOCKS)
+def test_a_second_run_in_the_same_folder_fails_at_once(tmp_path, capsys, monkeypatch, no_training, lock):
+    out = tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(ROOT), str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "HELD\n"
+        assert (out / ".lock").read_text().split()[0] == str(holder.pid)
+        argv = ["train", "--out", str(out), "--quiet", "--device", "cpu", "--no-download", "--data-dir",
+                str(tmp_path / "nowhere")]
+        if lock == "held by a running process":
+            t0 = time.monotonic()
+            code, err = run_main(argv, capsys)
+            assert code == 2 and time.monotonic() - t0 < 30
+            assert err == (f"error: {out} is in use by process {holder.pid} on {os.uname().nodename} (lock file "
+                           f"{out / '.lock'}): another training run writes there. Wait for it to finish or choose "
+                           "another output folder; if no run uses it, delete the lock file\n")
+            assert (out / ".lock").exists() and not (out / "checkpoint.pt").exists()
+            return
+        holder.kill()
+        holder.wait(timeout=30)
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert (out / ".lock").exists()  # SIGKILL: the holder could not remove it
+    if lock.startswith("empty"):
+        (out / ".lock").write_text("")
+        os.utime(out / ".lock", (time.time() - 60, time.time() - 60))
+
+    class Reached(Exception):
+        pass
+
+    def reached(*a, **k):
+        assert (out / ".lock").read_text().split()[0] == str(os.getpid())  # taken over
+        raise Reached
+
+    monkeypatch.setattr(rl, "load_cifar10", reached)
+    with pytest.raises(Reached):
+        rl.train_and_evaluate(tiny_config(), out_dir=out)
+    assert not (out / ".lock").exists() and not list(out.glob(".lock*"))  # released, even on an error
+
+
+def test_finished_run_removes_its_lock(cifar, tmp_path):
+    rl.train_and_evaluate(tiny_config(epochs=1), data=cifar, out_dir=tmp_path / "out", progress=False)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["checkpoint.pt", "results.json"]
+
+
+# Devices the machine lacks or that are malformed: one line from the CLI, before any loading.
+ABSENT_DEVICES = ["cuda:99", "cuda:x", "mps", "cuda"]
+
+
+@pytest.mark.parametrize("command", ["train", "predict"])
+@pytest.mark.parametrize("device", ABSENT_DEVICES)
+def test_cli_refuses_a_device_this_machine_lacks_before_loading(tmp_path, capsys, monkeypatch, no_training, command,
+                                                               device):
+    if device == "cuda" and torch.cuda.is_available() or device == "mps" and rl._mps_available():
+        pytest.skip(f"this machine has {device}")
+    import resnet_tools.cli as cli
+
+    for name in ("load_for_inference", "read_unlabeled"):
+        monkeypatch.setattr(cli, name, must_not_run(name))
+    if command == "train":
+        argv = ["train", "--out", str(tmp_path / "out"), "--quiet", "--no-download", "--data-dir",
+                str(tmp_path / "nowhere"), "--device", device]
+    else:
+        argv = ["predict", "--checkpoint", str(tmp_path / "ck.pt"), "--input", str(tmp_path / "x.npy"), "--out",
+                str(tmp_path / "s.csv"), "--device", device]
+    code, err = run_main(argv, capsys)
+    assert code == 2 and err.startswith(f"error: device={device!r}") and err.count("\n") == 1, err
+    assert "choose" in err or "CUDA GPU(s)" in err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "s.csv").exists()
+
+
+# ---------------------------------------------------------------------------------------
+# Outputs that are inputs; submission ids that break a CSV
+# ---------------------------------------------------------------------------------------
+def _hardlink(target: Path, link: Path) -> Path:
+    os.link(target, link)
+    return link
+
+
+def _symlink(target: Path, link: Path) -> Path:
+    link.symlink_to(target)
+    return link
+
+
+# (command, which input the output names, how)
+SAME_FILE = [
+    ("predict", "checkpoint", "same path"),
+    ("predict", "checkpoint", "symlink"),
+    ("predict", "input", "same path"),
+    ("predict", "input", "path with ./ and ..", ),
+    ("export", "checkpoint", "same path"),
+    ("export", "checkpoint", "hard link"),
+    ("export (library)", "checkpoint", "same path"),
+]
+
+
+@pytest.mark.parametrize("command, which, how", SAME_FILE, ids=[" / ".join(c) for c in SAME_FILE])
+def test_output_that_is_an_input_is_refused(checkpoint, tmp_path, capsys, command, which, how):
+    ck = tmp_path / "ck.pt"
+    ck.write_bytes(checkpoint[0].read_bytes())
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((2, 32, 32, 3), np.uint8))
+    target = ck if which == "checkpoint" else x
+    out = {"same path": lambda: target, "symlink": lambda: _symlink(target, tmp_path / "link.csv"),
+           "hard link": lambda: _hardlink(target, tmp_path / "m.safetensors"),
+           "path with ./ and ..": lambda: tmp_path / "sub" / ".." / "." / target.name}[how]()
+    (tmp_path / "sub").mkdir()
+    before = {p: p.read_bytes() for p in (ck, x)}
+    message = rf"the output {re.escape(str(out))} is the same file as the {which} {re.escape(str(target))}"
+    if command == "export (library)":
+        with pytest.raises(ValueError, match=message):
+            rl.export_safetensors(ck, out)
+    else:
+        extra = ["--input", str(x)] if command == "predict" else []
+        code, err = run_main([command, "--checkpoint", str(ck), *extra, "--out", str(out)], capsys)
+        assert code == 2 and re.match("error: " + message, err) and err.count("\n") == 1, err
+    assert {p: p.read_bytes() for p in (ck, x)} == before
+
+
+# ids given to write_submission: (ids, None: written, read back by csv as given / regex of the refusal)
+CSV_IDS = [
+    (["a,b", 'say "hi"', "plain"], None),
+    ([-3, "+1.5", "-2e3", 7], None),
+    (["ok", "two\nlines"], r"id 'two\\nlines' \(row 2\) contains a line break"),
+    (["ok", "car\rriage"], r"id 'car\\rriage' \(row 2\) contains a line break"),
+    (["=HYPERLINK(\"http://x\",\"y\")"], r"id '=HYPERLINK.*' \(row 1\) starts with '=': a spreadsheet would run it"),
+    (["1", "+cmd|' /C calc'!A0"], r"\(row 2\) starts with '\+'"),
+    (["-2+3+cmd|' /C calc'!A0"], r"starts with '-'"),
+    (["@SUM(A1:A9)"], r"starts with '@'"),
+    (["\t=1+1"], r"starts with '\\t'"),
+]
+
+
+@pytest.mark.parametrize("ids, refusal", CSV_IDS, ids=[repr(i) for i, _ in CSV_IDS])
+def test_submission_ids_that_would_break_the_csv(tmp_path, ids, refusal):
+    import csv
+
+    path = tmp_path / "sub.csv"
+    path.write_text("ID,Labels\nprevious,1\n")
+    labels = torch.arange(len(ids)) % 10
+    if refusal is None:
+        rl.write_submission(path, ids, labels)
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+        assert rows == [["ID", "Labels"]] + [[str(i), str(c)] for i, c in zip(ids, labels.tolist())]
+        assert "\r" not in path.read_text()
+    else:
+        with pytest.raises(ValueError, match=refusal):
+            rl.write_submission(path, ids, labels)
+        assert path.read_text() == "ID,Labels\nprevious,1\n"
+
+
+def test_submission_warns_on_duplicate_and_missing_ids(tmp_path):
+    path = tmp_path / "sub.csv"
+    with pytest.warns(UserWarning) as caught:
+        rl.write_submission(path, [1, 2, 2, None, float("nan"), 3, 1], torch.zeros(7, dtype=torch.long))
+    messages = [str(w.message) for w in caught]
+    assert any("2 empty id(s), first at row 4" in m for m in messages), messages
+    assert any("2 duplicate id(s) ('1', '2')" in m for m in messages), messages
+    assert path.read_text().splitlines()[4:6] == [",0", ",0"]
+    with pytest.raises(ValueError, match=r"3 ids for 2 labels"):
+        rl.write_submission(path, [1, 2, 3], torch.zeros(2))
+
+
+def test_cli_predict_refuses_a_formula_id_and_writes_nothing(checkpoint, tmp_path, capsys):
+    with open(tmp_path / "x.pkl", "wb") as f:
+        pickle.dump({"data": np.zeros((2, 32, 32, 3), np.uint8), "ids": ["img1", "=1+1"]}, f)
+    code, err = run_main(["predict", "--checkpoint", str(checkpoint[0]), "--input", str(tmp_path / "x.pkl"), "--out",
+                          str(tmp_path / "s.csv"), "--device", "cpu"], capsys)
+    assert code == 2 and "id '=1+1' (row 2) starts with '='" in err and not (tmp_path / "s.csv").exists()
+
+
+# ---------------------------------------------------------------------------------------
+# A real full disk: a small tmpfs (needs root and mount; skipped with the reason otherwise)
+# ---------------------------------------------------------------------------------------
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs at tmp_path/disk (one Lite checkpoint fits, two do not); yields
+    (folder, resize(size)), unmounted at the end."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.name != "posix" or os.geteuid() != 0:
+        pytest.skip("a real full disk needs a tmpfs mount, which needs root")
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip() or proc.returncode}")
+
+    def resize(size: str) -> None:
+        subprocess.run(["mount", "-o", f"remount,size={size}", str(disk)], check=True)
+
+    try:
+        yield disk, resize
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def fill(folder: Path) -> None:
+    """Write zeros into folder/filler until the disk is full."""
+    with open(folder / "filler", "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError as e:
+            assert e.errno == errno.ENOSPC
+
+
+def test_real_disk_full_keeps_every_previous_file_whole(cifar, small_disk):
+    disk, resize = small_disk
+    ck = disk / "checkpoint.pt"
+    cfg = tiny_config(epochs=2)
+    with pytest.raises(OSError, match="No space left"):  # the second epoch's save does not fit
+        rl.fit(rl.build_model("lite", seed=0), cifar, cfg, checkpoint=ck, progress=False)
+    assert rl.load_checkpoint_dict(ck)["epoch"] == 1 and temps(ck) == []
+    resize("8m")  # space freed: the run continues from epoch 1
+    history = rl.fit(rl.build_model("lite", seed=0), cifar, cfg, checkpoint=ck, resume=True, progress=False)
+    assert history["epoch"] == [1, 2]
+    model, saved = rl.load_checkpoint(ck, device="cpu")
+    exported = rl.export_safetensors(ck, disk / "m.safetensors")
+    sub = rl.write_submission(disk / "sub.csv", list(range(5000)), torch.zeros(5000, dtype=torch.long))
+    before = {p: p.read_bytes() for p in (ck, exported, sub)}
+    fill(disk)
+    with pytest.raises(OSError, match="No space left"):
+        rl.export_safetensors(ck, exported)
+    with pytest.raises(OSError, match="No space left"):
+        rl.write_submission(sub, [f"image-{i}" for i in range(5000)], torch.ones(5000, dtype=torch.long))
+    with pytest.raises(OSError, match="No space left"):
+        rl.fit(model, cifar, tiny_config(epochs=1), checkpoint=ck, progress=False)
+    assert {p: p.read_bytes() for p in (ck, exported, sub)} == before
+    assert not list(disk.glob("*.tmp"))
+    rl.load_pretrained(exported, device="cpu")
+
+
+# ---------------------------------------------------------------------------------------
 # What the suite injects and tries, for tests/fault_counts.py and the README
 # ---------------------------------------------------------------------------------------
 FAULT_CASES: dict[str, list] = {
