@@ -1,5 +1,8 @@
-"""Fault injection: killed processes, wrong data folders, malicious and mismatched files,
-invalid parameters, unwritable folders and divergence. Nothing here is skipped.
+"""Fault injection: killed processes, full disks, flipped bits, concurrent runs, wrong data
+folders, malicious and mismatched files, invalid parameters and devices, unwritable folders,
+outputs that are inputs, CSV-breaking ids and divergence. Skipped only where the machine
+cannot run a case, with the reason: the real full disk needs root to mount a tmpfs, and a
+device-refusal case is skipped on a machine that has that device.
 
 Every group of cases is a module-level list that its test is parametrized over;
 FAULT_CASES and BAD_INPUT_CASES below collect them, and tests/fault_counts.py prints
@@ -542,7 +545,7 @@ def variant(saved: dict[str, Any], **changes: Any) -> dict[str, Any]:
     out = dict(saved)
     for k, v in changes.items():
         if v is None:
-            out.pop(k)
+            out.pop(k, None)
         else:
             out[k] = v(saved) if callable(v) else v
     return out
@@ -1244,7 +1247,11 @@ FAULT_CASES: dict[str, list] = {
     "SIGKILL of a training process mid-epoch, then resume": KILL_MID_EPOCH,
     "SIGKILL inside a checkpoint save (mid-write, before the rename)": KILL_IN_SAVE,
     "SIGKILL at a random moment while saving": RANDOM_KILL_SEEDS,
-    "disk full during a save": [test_disk_full_during_a_save_keeps_the_last_checkpoint],
+    "disk full during a save (injected)": [test_disk_full_during_a_save_keeps_the_last_checkpoint],
+    "a real full disk (1 MiB tmpfs): checkpoint, export and submission saves": [
+        test_real_disk_full_keeps_every_previous_file_whole],
+    "bits flipped or numbers edited in a saved checkpoint": [c for c in BAD_CHECKPOINTS if "checksum mismatch" in c[2]],
+    "a second training process in the same output folder (live or dead lock owner)": LOCKS,
     "Ctrl-C during command-line training": [test_ctrl_c_during_cli_training_says_how_to_resume],
     "loss divergence (NaN mid-run, huge learning rate)": [test_divergence_after_a_good_epoch_keeps_that_checkpoint,
                                                           test_huge_learning_rate_stops_the_cli_with_a_clear_message],
@@ -1253,11 +1260,18 @@ BAD_INPUT_CASES: dict[str, list] = {
     "wrong data folders and batch files": BAD_DATA + BAD_DATA_DIRS,
     "damaged batch files (seeded truncations, bytes, bit flips; pickle protocols 2 and 5)": CORRUPTIONS * 2,
     "malicious pickles (batch files and checkpoints)": MALICIOUS + [test_cli_refuses_a_malicious_checkpoint_and_runs_nothing],
-    "damaged or foreign checkpoints": BAD_CHECKPOINTS + [test_weights_only_checkpoint_cannot_be_resumed],
+    "damaged or foreign checkpoints": [c for c in BAD_CHECKPOINTS if "checksum mismatch" not in c[2]]
+    + [test_weights_only_checkpoint_cannot_be_resumed],
+    "a run resumed on other data": [c for c in OTHER_DATA if c[2] is not None],
     "checkpoints of the other model or another config": MISMATCHES + [test_an_unfinished_run_is_not_overwritten_without_resume]
     + ["CLI --resume --lr", "CLI --resume --model"],
     "invalid parameters (library / notebook parameters)": INVALID_PARAMS,
     "invalid command-line parameters": INVALID_CLI + [test_cli_invalid_parameter_in_a_real_process],
     "invalid notebook parameters (papermill) and notebook folders": NOTEBOOK_CASES,
     "unwritable output or figures folders": [(m, u) for m in UNWRITABLE for u in UNWRITABLE_USES],
+    "devices this machine lacks or malformed (CLI train and predict)": [(d, c) for d in ABSENT_DEVICES
+                                                                        for c in ("train", "predict")],
+    "an output path that is an input (same path, symlink, hard link)": SAME_FILE,
+    "submission ids that break a CSV (line breaks, formulas; commas, quotes)": CSV_IDS
+    + [test_submission_warns_on_duplicate_and_missing_ids, test_cli_predict_refuses_a_formula_id_and_writes_nothing],
 }
