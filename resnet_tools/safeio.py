@@ -13,6 +13,7 @@ import math
 import os
 import pickle
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -208,26 +209,42 @@ def _lock_owner(lock: Path) -> tuple[int | None, str]:
     return pid, fields[1] if len(fields) > 1 else ""
 
 
+# The lock holder touches its lock file every LOCK_HEARTBEAT_S seconds. A lock of another
+# machine (a shared Drive folder, a Colab session that was closed) whose pid cannot be checked
+# from here is stale once it has not been touched for LOCK_STALE_S seconds.
+LOCK_HEARTBEAT_S = 30.0
+LOCK_STALE_S = 300.0
+
+
+def _lock_age(lock: Path) -> float:
+    try:
+        return time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return math.inf
+
+
 def _lock_is_stale(lock: Path) -> bool:
-    """The lock's owner is a process of this machine that is no longer running (or the file
-    holds no pid: a writer killed between creating and writing it)."""
+    """The lock's owner is a process of this machine that is no longer running; or a lock of
+    another machine, or one without a pid (a writer killed between creating and writing it),
+    that has not been touched for LOCK_STALE_S (without a pid: 5) seconds."""
     import socket  # stdlib; only for the host name
 
     pid, host = _lock_owner(lock)
     if pid is None:
-        try:  # give a writer that just created the file a moment to write its pid
-            return time.time() - lock.stat().st_mtime > 5
-        except FileNotFoundError:
-            return True
-    return host == socket.gethostname() and not _pid_alive(pid)
+        return _lock_age(lock) > 5
+    if host == socket.gethostname():
+        return not _pid_alive(pid)
+    return _lock_age(lock) > LOCK_STALE_S
 
 
 @contextlib.contextmanager
 def run_lock(folder: Path) -> Iterator[Path]:
     """Hold `folder/.lock` while the block runs: created with O_EXCL, holding this process's
-    pid and host name, removed at the end. A second process that wants the same folder fails at
-    once (FolderLocked, naming the owner), instead of both writing the same checkpoint. A lock
-    left by a process that died (SIGKILL, a closed session) on this machine is taken over."""
+    pid and host name, touched every LOCK_HEARTBEAT_S seconds, removed at the end. A second
+    process that wants the same folder fails at once (FolderLocked, naming the owner), instead of
+    both writing the same checkpoint. A lock left by a process that died (SIGKILL, a closed
+    session) is taken over: at once on this machine (its pid is not running), after LOCK_STALE_S
+    seconds without a heartbeat if it was another machine's."""
     import socket  # stdlib; only for the host name
 
     folder = Path(folder)
@@ -241,6 +258,8 @@ def run_lock(folder: Path) -> Iterator[Path]:
             if not _lock_is_stale(lock):
                 pid, host = _lock_owner(lock)
                 owner = f"process {pid}" + (f" on {host}" if host else "") if pid is not None else "another process"
+                if host and host != socket.gethostname():
+                    owner += f", active {_lock_age(lock):.0f} s ago (taken over after {LOCK_STALE_S:.0f} s without activity)"
                 raise FolderLocked(
                     f"{folder} is in use by {owner} (lock file {lock}): another training run writes there. Wait for "
                     "it to finish or choose another output folder; if no run uses it, delete the lock file"
@@ -252,8 +271,7 @@ def run_lock(folder: Path) -> Iterator[Path]:
                 os.rename(lock, aside)
             except FileNotFoundError:
                 continue
-            pid, _ = _lock_owner(aside)
-            if pid is not None and _pid_alive(pid):  # a live owner's fresh lock was moved: put it back
+            if not _lock_is_stale(aside):  # another taker's fresh lock was moved: put it back
                 try:
                     os.link(aside, lock)
                 except FileExistsError:
@@ -265,9 +283,22 @@ def run_lock(folder: Path) -> Iterator[Path]:
         break
     else:
         raise FolderLocked(f"{folder}: could not take the lock file {lock}")
+    stop = threading.Event()
+
+    def heartbeat() -> None:  # so that another machine can tell a live run from a dead one
+        while not stop.wait(LOCK_HEARTBEAT_S):
+            try:
+                os.utime(lock)
+            except OSError:
+                pass
+
+    beat = threading.Thread(target=heartbeat, name=f"run_lock {lock}", daemon=True)
+    beat.start()
     try:
         yield lock
     finally:
+        stop.set()
+        beat.join()
         try:
             if lock.read_text() == me:
                 lock.unlink()
