@@ -1058,6 +1058,19 @@ def test_a_second_run_in_the_same_folder_fails_at_once(tmp_path, capsys, monkeyp
     assert not (out / ".lock").exists() and not list(out.glob(".lock*"))  # released, even on an error
 
 
+def test_lock_heartbeat_keeps_a_long_run_fresh(tmp_path, monkeypatch):
+    from resnet_tools import safeio
+
+    monkeypatch.setattr(safeio, "LOCK_HEARTBEAT_S", 0.05)
+    with safeio.run_lock(tmp_path / "out") as lock:
+        os.utime(lock, (0, 0))  # as if last touched in 1970: another machine would take it over
+        deadline = time.monotonic() + 10
+        while lock.stat().st_mtime == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert time.time() - lock.stat().st_mtime < 60
+    assert not lock.exists()
+
+
 def test_finished_run_removes_its_lock(cifar, tmp_path):
     rl.train_and_evaluate(tiny_config(epochs=1), data=cifar, out_dir=tmp_path / "out", progress=False)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["checkpoint.pt", "results.json"]
