@@ -4,6 +4,7 @@ or model that uses it (fit writes them: resnet_lib._checkpoint_state)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import pickle
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,32 @@ def verify_checksums(saved: dict[str, Any], path: Path) -> None:
             )
 
 
+def check_weights_and_stats(path: str | Path, model: nn.Module, stats: Any) -> None:
+    """Refuse weights with NaN or infinite values, and normalization statistics that are not a
+    finite mean and a positive finite std for each of the 3 channels: with either, every image
+    gets the same label (a model that runs, and silently predicts one class)."""
+    ok = (
+        isinstance(stats, dict)
+        and all(
+            isinstance(stats.get(k), (list, tuple))
+            and len(stats[k]) == 3
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in stats[k])
+            for k in ("mean", "std")
+        )
+        and all(v > 0 for v in stats["std"])
+    )
+    if not ok:
+        shown = {k: stats.get(k) for k in ("mean", "std")} if isinstance(stats, dict) else stats
+        raise ValueError(
+            f"{path}: invalid normalization statistics {shown!r}; expected a finite mean and a positive, finite std "
+            "for each of the 3 channels"
+        )
+    for name, t in model.state_dict().items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            n = int((~torch.isfinite(t)).sum())
+            raise ValueError(f"{path}: weight {name!r} holds {n} NaN or infinite value(s); refusing to load it")
+
+
 def load_checkpoint(
     path: str | Path, device: str = "auto", expect: TrainConfig | dict[str, Any] | None = None
 ) -> tuple[ResNet, dict[str, Any]]:
@@ -184,6 +211,7 @@ def load_checkpoint(
         model.load_state_dict(saved["model_state"])
     except RuntimeError as e:
         raise ValueError(f"{path}: its tensors do not match model {name!r} ({str(e).splitlines()[0]})") from None
+    check_weights_and_stats(path, model, saved["stats"])
     model.to(resolve_device(device)).eval()
     return model, saved
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import torch.nn as nn
 
 from resnet_lib import ARCHS, CIFAR10_MEAN, CIFAR10_STD, DataError, ResNet, build_model, count_params
 from resnet_lib import logits_of, resolve_device
-from resnet_tools.checkpoints import load_checkpoint
+from resnet_tools.checkpoints import check_weights_and_stats, load_checkpoint
 from resnet_tools.safeio import RefusedPickle, atomic_write, check_not_an_input, safe_unpickle
 
 
@@ -46,7 +47,14 @@ def predict(
     """
     x = as_nchw_uint8(images)
     stats = stats if stats is not None else (CIFAR10_MEAN, CIFAR10_STD)
-    probs = logits_of(model, x, stats, tta=tta, batch_size=batch_size).softmax(1)
+    logits = logits_of(model, x, stats, tta=tta, batch_size=batch_size)
+    bad = (~torch.isfinite(logits)).any(1)
+    if bad.any():
+        raise ValueError(
+            f"the model gave NaN or infinite outputs for {int(bad.sum())} of {len(x)} images (first: image "
+            f"{int(bad.nonzero()[0, 0])}); its weights or normalization statistics are damaged. No labels written"
+        )
+    probs = logits.softmax(1)
     return probs.argmax(1), probs
 
 
@@ -79,10 +87,26 @@ def export_safetensors(checkpoint: str | Path, out: str | Path) -> Path:
     return out
 
 
+def _meta_json(path: Path, meta: dict[str, str], key: str) -> Any:
+    """A JSON field of an export's metadata, as a dict; ValueError naming the file otherwise."""
+    if key not in meta:
+        raise ValueError(
+            f"{path}: metadata has no {key!r} (found {sorted(meta)}); export it with resnet_lib.py export"
+        )
+    try:
+        value = json.loads(meta[key])
+    except ValueError:
+        raise ValueError(f"{path}: metadata {key!r} is not valid JSON: {meta[key][:80]!r}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: metadata {key!r} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
 def load_pretrained(path: str | Path, device: str = "auto") -> tuple[ResNet, dict[str, Any]]:
     """Rebuild the model of an exported .safetensors file; return (model in eval mode,
     {"config", "stats", "num_params"}). Refuses a file whose parameter count or tensors
-    do not match the architecture its metadata names."""
+    do not match the architecture its metadata names, whose metadata is incomplete, or whose
+    weights or normalization statistics are not finite (check_weights_and_stats)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file, safe_open
 
@@ -91,19 +115,21 @@ def load_pretrained(path: str | Path, device: str = "auto") -> tuple[ResNet, dic
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
         state = load_file(str(path))
-    except (SafetensorError, OSError) as e:
-        raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path}: not a readable safetensors file ({first})") from None
     if meta.get("format") != EXPORT_FORMAT:
         raise ValueError(
             f"{path}: metadata format {meta.get('format')!r}, expected {EXPORT_FORMAT!r} (export it with resnet_lib.py export)"
         )
-    config = json.loads(meta["config"])
+    config = _meta_json(path, meta, "config")
+    stats = _meta_json(path, meta, "stats")
     name = config.get("model")
     if name not in ARCHS:
         raise ValueError(f"{path}: unknown model {name!r}; valid: {', '.join(ARCHS)}")
     model = build_model(name, allow_over_budget=bool(config.get("allow_over_budget")))
     n_file = sum(v.numel() for k, v in state.items() if "running_" not in k and "num_batches" not in k)
-    if int(meta.get("num_params", -1)) != count_params(model) or n_file != count_params(model):
+    if str(meta.get("num_params")) != str(count_params(model)) or n_file != count_params(model):
         raise ValueError(
             f"{path}: holds {n_file:,} parameters (metadata says {meta.get('num_params')}), "
             f"but model {name!r} has {count_params(model):,}; refusing to load"
@@ -111,20 +137,59 @@ def load_pretrained(path: str | Path, device: str = "auto") -> tuple[ResNet, dic
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise ValueError(f"{path}: tensors do not match model {name!r}: {e}") from None
+        raise ValueError(f"{path}: tensors do not match model {name!r}: {str(e).splitlines()[0]}") from None
+    check_weights_and_stats(path, model, stats)
     model.to(resolve_device(device)).eval()
-    return model, {"config": config, "stats": json.loads(meta["stats"]), "num_params": count_params(model)}
+    return model, {"config": config, "stats": stats, "num_params": count_params(model)}
+
+
+def is_safetensors(path: str | Path) -> bool:
+    """Whether the file's content is safetensors (an 8-byte little-endian header length, then a
+    JSON header), whatever its name: a torch checkpoint starts with PK (zip) or a pickle opcode."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+            size = os.fstat(f.fileno()).st_size
+    except OSError:
+        return str(path).endswith(".safetensors")  # let the loader name the problem
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    return 0 < int.from_bytes(head[:8], "little") <= size - 8
 
 
 def load_for_inference(
     path: str | Path, device: str = "auto"
 ) -> tuple[ResNet, tuple[tuple[float, ...], tuple[float, ...]]]:
     """(model, normalization stats) from a training checkpoint (.pt) or an export (.safetensors)."""
-    if str(path).endswith(".safetensors"):
+    if is_safetensors(path):  # by content, not by name
         model, meta = load_pretrained(path, device)
     else:
         model, meta = load_checkpoint(path, device)
     return model, stats_of(meta)
+
+
+def _check_npy_size(path: Path) -> None:
+    """Compare a .npy header's shape and dtype with the file's size before loading it: a header
+    claiming 10^10 images would otherwise ask for terabytes of memory."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
+            shape, _, dtype = read_header(f)
+            offset = f.tell()
+            size = os.fstat(f.fileno()).st_size
+    except (ValueError, OSError, EOFError, SyntaxError) as e:
+        raise DataError(f"{path}: not a readable .npy file ({str(e)[:200]})") from None
+    if dtype.hasobject:
+        raise DataError(f"{path}: holds Python objects, not uint8 images")
+    need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if need != size - offset:
+        raise DataError(
+            f"{path}: its header says shape {shape} of {dtype} ({need:,} bytes), but the file holds "
+            f"{size - offset:,} bytes of data; truncated or damaged"
+        )
 
 
 def read_unlabeled(path: str | Path) -> tuple[torch.Tensor, list[Any]]:
@@ -132,28 +197,56 @@ def read_unlabeled(path: str | Path) -> tuple[torch.Tensor, list[Any]]:
     'data' and optionally 'ids' (loaded with the restricted unpickler, never pickle.load)."""
     path = Path(path)
     if path.suffix == ".npy":
+        _check_npy_size(path)
         try:
             arr = np.load(path, allow_pickle=False)
-        except ValueError as e:
+        except (ValueError, OSError, EOFError) as e:
             raise DataError(f"{path}: not a plain numpy array ({e})") from None
-        x = as_nchw_uint8(arr)
+        try:
+            x = as_nchw_uint8(arr)
+        except ValueError as e:
+            raise DataError(f"{path}: {e}") from None
         return x, list(range(len(x)))
     try:
         obj = safe_unpickle(path)
     except RefusedPickle as e:
         raise DataError(f"{path}: refused: {e}; nothing in it was run") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, AttributeError) as e:
-        raise DataError(f"{path}: unreadable pickle ({type(e).__name__}: {e})") from None
+    except (IsADirectoryError, PermissionError, FileNotFoundError) as e:
+        raise DataError(f"{path}: cannot read it ({e.strerror or e})") from None
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        IndexError,
+        AttributeError,
+        OverflowError,
+        MemoryError,
+        KeyError,
+    ) as e:
+        raise DataError(f"{path}: unreadable pickle ({type(e).__name__}: {str(e)[:200]})") from None
     if not isinstance(obj, dict):
         raise DataError(f"{path}: expected a dict with 'data' (and optionally 'ids'), got {type(obj).__name__}")
     obj = {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
     if "data" not in obj:
         raise DataError(f"{path}: no 'data' key (found {sorted(obj)})")
+    data = obj["data"]
     try:
-        x = as_nchw_uint8(np.asarray(obj["data"]))
+        arr = np.asarray(data) if isinstance(data, (np.ndarray, list, tuple)) else None
+    except (ValueError, TypeError):  # ragged nested lists
+        arr = None
+    if arr is None or arr.dtype.kind not in "uif":
+        kind = f"an array of {arr.dtype}" if arr is not None else type(data).__name__
+        raise DataError(f"{path}: 'data' must be a uint8 array of images, got {kind}")
+    try:
+        x = as_nchw_uint8(arr)
     except ValueError as e:
         raise DataError(f"{path}: {e}") from None
     ids = obj.get("ids", obj.get("id"))
+    if ids is not None and (isinstance(ids, (str, bytes)) or np.ndim(ids) != 1):
+        raise DataError(
+            f"{path}: 'ids' must be a list of {len(x)} ids, one per image, got {type(ids).__name__} {ids!r:.60}"
+        )
     ids = list(range(len(x))) if ids is None else [i.item() if hasattr(i, "item") else i for i in ids]
     if len(ids) != len(x):
         raise DataError(f"{path}: {len(ids)} ids for {len(x)} images")
