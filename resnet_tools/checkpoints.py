@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from resnet_lib import _CHECKPOINT_KEYS, _HASHED_KEYS, _RESUME_KEYS, ARCHS, CHECKPOINT_FORMAT, CIFAR10, ResNet
 from resnet_lib import TrainConfig, build_model, count_params, resolve_device
-from resnet_tools.safeio import state_sha256
+from resnet_tools.safeio import is_safetensors, state_sha256
 
 # Config fields that may differ between a checkpoint and the run that resumes it:
 # they change how fast it runs, not what it computes.
@@ -91,8 +91,14 @@ def load_checkpoint_dict(path: str | Path) -> dict[str, Any]:
     import re  # stdlib; only to name the refused global
 
     path = Path(path)
+    if path.is_file() and is_safetensors(path):
+        raise ValueError(
+            f"{path}: is a safetensors export (weights for inference), not a training checkpoint; load it with "
+            "load_pretrained or load_for_inference (predict --checkpoint takes either)"
+        )
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        with open(path, "rb") as f:  # a file object: torch.load reads a *.safetensors path as safetensors
+            saved = torch.load(f, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
     except pickle.UnpicklingError as e:

@@ -15,7 +15,7 @@ import torch.nn as nn
 from resnet_lib import ARCHS, CIFAR10_MEAN, CIFAR10_STD, DataError, ResNet, build_model, count_params
 from resnet_lib import logits_of, resolve_device
 from resnet_tools.checkpoints import check_weights_and_stats, load_checkpoint
-from resnet_tools.safeio import RefusedPickle, atomic_write, check_not_an_input, safe_unpickle
+from resnet_tools.safeio import RefusedPickle, atomic_write, check_not_an_input, is_safetensors, safe_unpickle
 
 
 def as_nchw_uint8(images: Any) -> torch.Tensor:
@@ -141,20 +141,6 @@ def load_pretrained(path: str | Path, device: str = "auto") -> tuple[ResNet, dic
     check_weights_and_stats(path, model, stats)
     model.to(resolve_device(device)).eval()
     return model, {"config": config, "stats": stats, "num_params": count_params(model)}
-
-
-def is_safetensors(path: str | Path) -> bool:
-    """Whether the file's content is safetensors (an 8-byte little-endian header length, then a
-    JSON header), whatever its name: a torch checkpoint starts with PK (zip) or a pickle opcode."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(9)
-            size = os.fstat(f.fileno()).st_size
-    except OSError:
-        return str(path).endswith(".safetensors")  # let the loader name the problem
-    if len(head) < 9 or head[8:9] != b"{":
-        return False
-    return 0 < int.from_bytes(head[:8], "little") <= size - 8
 
 
 def load_for_inference(

@@ -323,3 +323,17 @@ def check_not_an_input(out: str | Path, inputs: dict[str, str | Path]) -> None:
                 f"the output {out} is the same file as the {what} {given}; writing it would destroy the {what}. "
                 "Choose another output path"
             )
+
+
+def is_safetensors(path: str | Path) -> bool:
+    """Whether the file's content is safetensors (an 8-byte little-endian header length, then a
+    JSON header), whatever its name: a torch checkpoint starts with PK (zip) or a pickle opcode."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+            size = os.fstat(f.fileno()).st_size
+    except OSError:
+        return str(path).endswith(".safetensors")  # let the loader name the problem
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    return 0 < int.from_bytes(head[:8], "little") <= size - 8

@@ -619,6 +619,9 @@ BAD_CHECKPOINTS = [
     ("a weight edited, checksums kept", save_to(edited("model_state")), r"checksum mismatch in 'model_state'"),
     ("optimizer state edited, checksums kept", save_to(edited("optimizer")), r"checksum mismatch in 'optimizer'"),
     ("checksums not a dict", save_to(lambda s: variant(s, sha256="0" * 64)), r"'sha256' must be a dict of checksums"),
+    ("a safetensors export named .pt", lambda path, saved: __import__("safetensors.torch").torch.save_file(
+        saved["model_state"], str(path), metadata={"format": "resnet_lib/1"}),
+     r"is a safetensors export \(weights for inference\), not a training checkpoint; load it with load_pretrained"),
 ]
 
 
@@ -1262,6 +1265,163 @@ def test_real_disk_full_keeps_every_previous_file_whole(cifar, small_disk):
     assert {p: p.read_bytes() for p in (ck, exported, sub)} == before
     assert not list(disk.glob("*.tmp"))
     rl.load_pretrained(exported, device="cpu")
+
+
+# ---------------------------------------------------------------------------------------
+# Non-finite or malformed weights and statistics; damaged exports; bad prediction inputs
+# ---------------------------------------------------------------------------------------
+def _stats(mean: list, std: list) -> Callable[[dict, dict], None]:
+    def change(state: dict, meta: dict) -> None:
+        meta["stats"] = json.dumps({"mean": mean, "std": std})
+
+    return change
+
+
+def _weight(value: float) -> Callable[[dict, dict], None]:
+    def change(state: dict, meta: dict) -> None:
+        state["fc.weight"] = state["fc.weight"].clone()
+        state["fc.weight"][0, 0] = value
+
+    return change
+
+
+def _meta(**fields: Any) -> Callable[[dict, dict], None]:
+    def change(state: dict, meta: dict) -> None:
+        for k, v in fields.items():
+            meta.pop(k) if v is None else meta.__setitem__(k, v)
+
+    return change
+
+
+NAN = float("nan")
+BAD_EXPORTS = [
+    ("NaN mean", _stats([NAN, 0.5, 0.5], [0.2, 0.2, 0.2]), r"invalid normalization statistics .*'mean': \[nan"),
+    ("zero std", _stats([0.5] * 3, [0.0, 0.2, 0.2]), r"invalid normalization statistics .*positive, finite std"),
+    ("infinite std", _stats([0.5] * 3, [float("inf")] * 3), r"invalid normalization statistics"),
+    ("1-channel stats", _stats([0.5], [0.2]), r"invalid normalization statistics .*each of the 3 channels"),
+    ("stats as strings", _stats(["0.5"] * 3, [0.2] * 3), r"invalid normalization statistics"),
+    ("a NaN weight", _weight(NAN), r"weight 'fc.weight' holds 1 NaN or infinite value\(s\); refusing to load it"),
+    ("an infinite weight", _weight(float("-inf")), r"weight 'fc.weight' holds 1 NaN or infinite"),
+    ("no stats in the metadata", _meta(stats=None), r"metadata has no 'stats' \(found \['config', 'format'"),
+    ("no config in the metadata", _meta(config=None), r"metadata has no 'config'"),
+    ("config not JSON", _meta(config="{model: lite"), r"metadata 'config' is not valid JSON: '\{model: lite'"),
+    ("config a JSON list", _meta(config="[1, 2]"), r"metadata 'config' must be a JSON object, got list"),
+    ("no num_params", _meta(num_params=None), r"metadata says None\), but model 'lite' has 78,042"),
+]
+
+
+@pytest.fixture(scope="module")
+def exported(checkpoint, tmp_path_factory) -> tuple[dict, dict]:
+    """(tensors, metadata) of the checkpoint fixture's safetensors export."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = rl.export_safetensors(checkpoint[0], tmp_path_factory.mktemp("export") / "m.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        return load_file(str(path)), dict(f.metadata())
+
+
+@pytest.mark.parametrize("name, change, message", BAD_EXPORTS, ids=[c[0] for c in BAD_EXPORTS])
+def test_bad_export_is_refused_naming_what(exported, tmp_path, capsys, name, change, message):
+    from safetensors.torch import save_file
+
+    state, meta = dict(exported[0]), dict(exported[1])
+    change(state, meta)
+    path = tmp_path / "m.safetensors"
+    save_file(state, str(path), metadata=meta)
+    with pytest.raises(ValueError, match=message) as e:
+        rl.load_pretrained(path, device="cpu")
+    assert one_error(e).startswith(f"{path}: ")
+    np.save(tmp_path / "x.npy", np.zeros((3, 32, 32, 3), np.uint8))
+    code, err = run_main(["predict", "--checkpoint", str(path), "--input", str(tmp_path / "x.npy"), "--out",
+                          str(tmp_path / "s.csv"), "--device", "cpu"], capsys)
+    assert code == 2 and err.count("\n") == 1 and re.search(message, err) and not (tmp_path / "s.csv").exists()
+
+
+# (name, change to the checkpoint dict, message): written without checksums, as by hand
+BAD_CHECKPOINT_VALUES = [
+    ("a NaN weight", lambda s: {**s["model_state"], "fc.bias": torch.full((10,), NAN)}, None,
+     r"weight 'fc.bias' holds 10 NaN or infinite"),
+    ("zero std", None, {"mean": [0.5] * 3, "std": [0.0] * 3}, r"invalid normalization statistics"),
+    ("1-channel stats", None, {"mean": [0.5], "std": [0.2]}, r"invalid normalization statistics"),
+]
+
+
+@pytest.mark.parametrize("name, state, stats, message", BAD_CHECKPOINT_VALUES, ids=[c[0] for c in BAD_CHECKPOINT_VALUES])
+def test_checkpoint_with_non_finite_weights_or_bad_stats_is_refused(checkpoint, tmp_path, name, state, stats, message):
+    saved = variant(checkpoint[1], sha256=None, **({"model_state": state} if state else {}),
+                    **({"stats": stats} if stats else {}))
+    torch.save(saved, tmp_path / "ck.pt")
+    with pytest.raises(ValueError, match=message) as e:
+        rl.load_checkpoint(tmp_path / "ck.pt", device="cpu")
+    assert one_error(e).startswith(str(tmp_path / "ck.pt"))
+
+
+def test_predict_refuses_non_finite_outputs():
+    model = rl.build_model("lite", seed=0)
+    with torch.no_grad():
+        model.fc.bias[2] = float("inf")
+        model.fc.bias[3] = float("-inf")  # inf - inf: NaN logits
+    with pytest.raises(ValueError, match=r"the model gave NaN or infinite outputs for 4 of 4 images \(first: image 0\)"):
+        rl.predict(model, torch.zeros(4, 3, 32, 32, dtype=torch.uint8))
+
+
+def test_exports_and_checkpoints_are_recognised_by_content_not_name(checkpoint, tmp_path, capsys):
+    wrong = tmp_path / "model.pt"  # an export under a checkpoint's name
+    rl.export_safetensors(checkpoint[0], tmp_path / "m.safetensors").rename(wrong)
+    ck_as_st = tmp_path / "ck.safetensors"  # a checkpoint under an export's name
+    ck_as_st.write_bytes(checkpoint[0].read_bytes())
+    np.save(tmp_path / "x.npy", np.zeros((3, 32, 32, 3), np.uint8))
+    outs = []
+    for i, model in enumerate([wrong, ck_as_st]):
+        code, err = run_main(["predict", "--checkpoint", str(model), "--input", str(tmp_path / "x.npy"), "--out",
+                              str(tmp_path / f"s{i}.csv"), "--device", "cpu"], capsys)
+        assert code == 0, err
+        outs.append((tmp_path / f"s{i}.csv").read_text())
+    assert outs[0] == outs[1]
+
+
+def _npy_claiming(shape: tuple, payload: bytes) -> Callable[[Path], None]:
+    def write(path: Path) -> None:
+        with open(path, "wb") as f:
+            np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": shape})
+            f.write(payload)
+
+    return write
+
+
+def _pickled(obj: Any) -> Callable[[Path], None]:
+    return lambda path: path.write_bytes(pickle.dumps(obj, protocol=4))
+
+
+# (name, file name, writer, message): prediction inputs that used to escape as tracebacks
+BAD_PREDICT_INPUTS = [
+    ("npy header claiming 10^10 images", "x.npy", _npy_claiming((10**10, 32, 32, 3), b"\0" * 100),
+     r"header says shape \(10000000000, 32, 32, 3\) of uint8 \(30,720,000,000,000 bytes\), but the file holds 100"),
+    ("npy truncated", "x.npy", _npy_claiming((4, 32, 32, 3), b"\0" * 5000), r"file holds 5,000 bytes of data; truncated"),
+    ("npy of Python objects", "x.npy", lambda p: np.save(p, np.array([1, "a"], dtype=object), allow_pickle=True),
+     r"holds Python objects, not uint8 images"),
+    ("npy that is text", "x.npy", lambda p: p.write_text("id,image\n"), r"not a readable .npy file"),
+    ("pickle frame length overflow", "x.pkl", lambda p: p.write_bytes(HUGE_FRAME),
+     r"unreadable pickle \(OverflowError"),
+    ("object-dtype data", "x.pkl", _pickled({"data": np.array([1, "a", None], dtype=object)}),
+     r"'data' must be a uint8 array of images, got an array of object"),
+    ("ragged lists as data", "x.pkl", _pickled({"data": [[1, 2], [3]]}), r"'data' must be a uint8 array of images, got list"),
+    ("data a string", "x.pkl", _pickled({"data": "images.png"}), r"'data' must be a uint8 array of images, got str"),
+    ("a scalar id", "x.pkl", _pickled({"data": np.zeros((2, 3072), np.uint8), "ids": 5}),
+     r"'ids' must be a list of 2 ids, one per image, got int 5"),
+    ("ids a string", "x.pkl", _pickled({"data": np.zeros((2, 3072), np.uint8), "ids": "ab"}),
+     r"'ids' must be a list of 2 ids, one per image, got str"),
+]
+
+
+@pytest.mark.parametrize("name, filename, write, message", BAD_PREDICT_INPUTS, ids=[c[0] for c in BAD_PREDICT_INPUTS])
+def test_bad_prediction_input_gives_one_clear_error(tmp_path, name, filename, write, message):
+    path = tmp_path / filename
+    write(path)
+    with pytest.raises(rl.DataError, match=message) as e:
+        rl.read_unlabeled(path)
+    assert one_error(e).startswith(f"{path}: ")
 
 
 # ---------------------------------------------------------------------------------------
