@@ -620,7 +620,7 @@ BAD_CHECKPOINTS = [
     ("optimizer state edited, checksums kept", save_to(edited("optimizer")), r"checksum mismatch in 'optimizer'"),
     ("checksums not a dict", save_to(lambda s: variant(s, sha256="0" * 64)), r"'sha256' must be a dict of checksums"),
     ("a safetensors export named .pt", lambda path, saved: __import__("safetensors.torch").torch.save_file(
-        saved["model_state"], str(path), metadata={"format": "resnet_lib/1"}),
+        {k: v.contiguous() for k, v in saved["model_state"].items()}, str(path), metadata={"format": "resnet_lib/1"}),
      r"is a safetensors export \(weights for inference\), not a training checkpoint; load it with load_pretrained"),
 ]
 
