@@ -605,6 +605,7 @@ class TrainingDiverged(RuntimeError):
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+MAX_WARMUP_EPOCHS = 1_000_000  # beyond any run; larger values overflow the step count
 
 
 @dataclass
@@ -667,6 +668,12 @@ class TrainConfig:
                 raise ConfigError(f"{name}={v!r} must be a finite, non-negative number")
         if self.lr == 0:
             raise ConfigError("lr must be positive")
+        if self.cutout > 32:
+            raise ConfigError(f"cutout={self.cutout} must be at most 32, the image size (0 turns it off)")
+        if self.seed >= 2**63:
+            raise ConfigError(f"seed={self.seed} must be below 2**63 (torch's seed range)")
+        if self.warmup_epochs > MAX_WARMUP_EPOCHS:
+            raise ConfigError(f"warmup_epochs={self.warmup_epochs} must be at most {MAX_WARMUP_EPOCHS:,}")
         v = self.val_size
         if (
             isinstance(v, bool)

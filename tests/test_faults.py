@@ -737,6 +737,9 @@ INVALID_PARAMS = [
     (dict(lr=float("inf")), r"lr=inf must be a finite, non-negative number"),
     (dict(lr=-0.1), r"lr=-0.1 must be a finite, non-negative number"),
     (dict(lr=0), r"lr must be positive"),
+    (dict(cutout=1000), r"cutout=1000 must be at most 32, the image size \(0 turns it off\)"),
+    (dict(warmup_epochs=1e308), r"warmup_epochs=1e\+308 must be at most 1,000,000"),
+    (dict(seed=10**23), r"seed=100000000000000000000000 must be below 2\*\*63"),
     (dict(model="wide"), r"model='wide' has 6,560,074 parameters, over the 5,000,000 budget; choose one of: lite, improved, or set allow_over_budget=True"),
 ]
 
@@ -788,6 +791,10 @@ INVALID_CLI = [
     (["--lr", "nan"], [r"^error: lr=nan must be a finite, non-negative number$"]),
     (["--lr", "-1"], [r"^error: lr=-1.0 must be a finite, non-negative number$"]),
     (["--device", "tpu"], [r"^error: device='tpu' is not valid; choose one of: auto, cpu, cuda, mps"]),
+    (["--cutout", "1000"], [r"^error: cutout=1000 must be at most 32, the image size"]),
+    (["--warmup-epochs", "1e308"], [r"^error: warmup_epochs=1e\+308 must be at most 1,000,000$"]),
+    (["--seed", "1" + "0" * 23], [r"^error: seed=100000000000000000000000 must be below 2\*\*63"]),
+    (["--device", "cuda:abc"], [r"^error: device='cuda:abc' is not valid; choose one of: auto, cpu, cuda, mps, or cuda:N$"]),
     (["--val-size", "2.5"], [r"^error: val_size=2.5 must be 0, a fraction below 1, or a whole number"]),
     (["--model", "wide"], [r"^error: model='wide' has 6,560,074 parameters, over the 5,000,000 budget; choose one of: lite, improved"]),
 ]
