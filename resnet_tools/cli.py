@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,16 @@ def _cmd_export(args: argparse.Namespace) -> None:
     print(f"{meta['config']['model']} ({meta['num_params']:,} params) -> {out}")
 
 
+def _where_interrupted(args: argparse.Namespace, started: float) -> str:
+    """What an interrupted `train` left: a checkpoint to resume from, or none (stopped before the
+    end of its first epoch; a checkpoint older than the run is an earlier run's, which a run that
+    does not resume replaces)."""
+    ck = Path(args.out) / "checkpoint.pt"
+    if ck.is_file() and (args.resume or ck.stat().st_mtime >= started):
+        return f" {ck} holds the last completed epoch; rerun with --resume to continue."
+    return " It stopped before the end of its first epoch, so no checkpoint was written: rerun to start over."
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="resnet_lib.py", description=rl.__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -118,17 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     exp.set_defaults(run=_cmd_export)
 
     args = parser.parse_args(argv)
+    started = time.time()
     try:
         args.run(args)
     except (DataError, ConfigError, BudgetError, TrainingDiverged, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        where = (
-            f" {Path(args.out) / 'checkpoint.pt'} holds the last completed epoch; rerun with --resume to continue."
-            if (args.command == "train")
-            else ""
-        )
-        print(f"interrupted.{where}", file=sys.stderr)
+        print(f"interrupted.{_where_interrupted(args, started) if args.command == 'train' else ''}", file=sys.stderr)
         return 130  # the shell's convention for SIGINT
     return 0

@@ -961,8 +961,15 @@ def test_huge_learning_rate_stops_the_cli_with_a_clear_message(cifar_dir, tmp_pa
     assert "Traceback" not in err and not (out / "results.json").exists()
 
 
-def test_ctrl_c_during_cli_training_says_how_to_resume(tmp_path, capsys, monkeypatch):
-    def interrupted(*args, **kwargs):
+# Ctrl-C after the first epoch's checkpoint, or before any checkpoint was written.
+CTRL_C = ["after a checkpoint", "before the first checkpoint"]
+
+
+@pytest.mark.parametrize("when", CTRL_C)
+def test_ctrl_c_during_cli_training_says_how_to_resume(tmp_path, capsys, monkeypatch, when):
+    def interrupted(model, data, cfg, checkpoint=None, **kwargs):
+        if when == "after a checkpoint":
+            Path(checkpoint).write_bytes(b"an epoch's checkpoint")
         raise KeyboardInterrupt  # what SIGINT (Ctrl-C, a stopped Colab cell) raises mid-epoch
 
     monkeypatch.setattr(rl, "fit", interrupted)
@@ -970,7 +977,11 @@ def test_ctrl_c_during_cli_training_says_how_to_resume(tmp_path, capsys, monkeyp
         code, err = run_main(["train", "--out", str(tmp_path / "out"), "--quiet", "--device", "cpu", "--no-download",
                               "--data-dir", str(write_cifar(tmp_path / "cifar"))], capsys)
     assert code == 130 and "Traceback" not in err
-    assert err == f"interrupted. {tmp_path / 'out' / 'checkpoint.pt'} holds the last completed epoch; rerun with --resume to continue.\n"
+    if when == "after a checkpoint":
+        assert err == f"interrupted. {tmp_path / 'out' / 'checkpoint.pt'} holds the last completed epoch; rerun with --resume to continue.\n"
+    else:
+        assert err == ("interrupted. It stopped before the end of its first epoch, so no checkpoint was written: "
+                       "rerun to start over.\n")
 
 
 # ---------------------------------------------------------------------------------------
@@ -1443,7 +1454,7 @@ FAULT_CASES: dict[str, list] = {
         test_real_disk_full_keeps_every_previous_file_whole],
     "bits flipped or numbers edited in a saved checkpoint": [c for c in BAD_CHECKPOINTS if "checksum mismatch" in c[2]],
     "a second training process in the same output folder (live or dead lock owner)": LOCKS,
-    "Ctrl-C during command-line training": [test_ctrl_c_during_cli_training_says_how_to_resume],
+    "Ctrl-C during command-line training (after a checkpoint, before the first)": CTRL_C,
     "loss divergence (NaN mid-run, huge learning rate)": [test_divergence_after_a_good_epoch_keeps_that_checkpoint,
                                                           test_huge_learning_rate_stops_the_cli_with_a_clear_message],
 }
