@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from resnet_tools.safeio import RefusedPickle, atomic_save, check_writable, file_md5, run_lock, safe_unpickle
-from resnet_tools.safeio import state_sha256, write_json
+from resnet_tools.safeio import state_sha256, symlink_loop, write_json
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 PARAM_BUDGET = 5_000_000  # the mini-project's hard limit on trainable parameters
@@ -418,6 +418,12 @@ def load_cifar10(data_dir: str | Path | None = None, download: bool = True) -> C
             label=d.label,
         )
     expected = {**CIFAR10_TRAIN_MD5, **CIFAR10_TEST_MD5}
+    for path in (root, root / CIFAR10_FOLDER, *(root / CIFAR10_FOLDER / name for name in expected)):
+        if (loop := symlink_loop(path)) is not None:
+            raise DataError(
+                f"{loop} is a symlink loop (a link that leads back to itself), not CIFAR-10 data; "
+                "remove or fix the link, or point --data-dir / DATA_DIR at the real folder"
+            )
     if root.is_file():
         raise DataError(
             f"data folder {root} is a file, not a folder; expected the folder that contains {CIFAR10_FOLDER}/ "

@@ -7,6 +7,7 @@ Standard library only (plus torch for `atomic_save`), so resnet_lib can use it a
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import math
@@ -141,9 +142,29 @@ def write_json(obj: Any, path: str | Path) -> None:
     atomic_write(Path(path), "w", lambda f: f.write(json.dumps(_jsonable(obj), indent=2) + "\n"))
 
 
+def symlink_loop(path: str | Path) -> Path | None:
+    """The first of `path` and its parents that is a symlink loop (a link that leads back to
+    itself: every use fails with ELOOP, which tools report as 'missing' or 'File exists'), or None."""
+    path = Path(path)
+    for p in reversed((path, *path.parents)):
+        try:
+            os.stat(p)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                return p
+            return None  # missing: nothing below it can loop
+    return None
+
+
 def check_writable(folder: Path) -> None:
     """Fail now, not after 40 epochs, if results cannot be written to `folder`."""
     folder = Path(folder)
+    loop = symlink_loop(folder)
+    if loop is not None:
+        raise OSError(
+            f"cannot write to {folder}: {loop} is a symlink loop (a link that leads back to itself); "
+            "remove or fix the link, or choose another output folder"
+        )
     blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
     if blocker is not None:
         raise OSError(f"cannot write to {folder}: {blocker} is a file, not a folder; choose another output folder")

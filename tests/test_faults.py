@@ -1443,6 +1443,48 @@ def test_bad_prediction_input_gives_one_clear_error(tmp_path, name, filename, wr
 
 
 # ---------------------------------------------------------------------------------------
+# Symlink loops (a link that leads back to itself), where data is read or results written
+# ---------------------------------------------------------------------------------------
+def _loop(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.symlink_to(path.name)  # relative: resolves to itself
+    return path
+
+
+SYMLINK_LOOPS = ["data folder", "a batch file", "output folder", "parent of the output folder (CLI)"]
+
+
+@pytest.mark.parametrize("where", SYMLINK_LOOPS)
+def test_symlink_loop_is_named_as_a_loop(tmp_path, capsys, monkeypatch, where):
+    import torchvision.datasets.utils as tvu
+
+    monkeypatch.setattr(tvu, "download_and_extract_archive", must_not_run("the download"))
+    if where == "data folder":
+        loop = _loop(tmp_path / "data")
+        with pytest.raises(rl.DataError, match=rf"^{re.escape(str(loop))} is a symlink loop .*not CIFAR-10 data") as e:
+            rl.load_cifar10(loop, download=True)
+        one_error(e)
+    elif where == "a batch file":
+        root = write_cifar(tmp_path / "cifar")
+        batch_path(root, "data_batch_3").unlink()
+        loop = _loop(batch_path(root, "data_batch_3"))
+        with pytest.raises(rl.DataError, match=rf"^{re.escape(str(loop))} is a symlink loop"):
+            rl.load_cifar10(root, download=True)
+    elif where == "output folder":
+        loop = _loop(tmp_path / "results")
+        monkeypatch.setattr(rl, "load_cifar10", must_not_run("load_cifar10"))
+        with pytest.raises(OSError, match=rf"cannot write to .*: {re.escape(str(loop))} is a symlink loop") as e:
+            rl.train_and_evaluate(tiny_config(), out_dir=loop)
+        one_error(e)
+    else:
+        loop = _loop(tmp_path / "results")
+        monkeypatch.setattr(rl, "load_cifar10", must_not_run("load_cifar10"))
+        code, err = run_main(["train", "--out", str(loop / "run"), "--quiet", "--device", "cpu", "--no-download"], capsys)
+        assert code == 2 and err == (f"error: cannot write to {loop / 'run'}: {loop} is a symlink loop (a link that "
+                                     "leads back to itself); remove or fix the link, or choose another output folder\n")
+
+
+# ---------------------------------------------------------------------------------------
 # What the suite injects and tries, for tests/fault_counts.py and the README
 # ---------------------------------------------------------------------------------------
 FAULT_CASES: dict[str, list] = {
