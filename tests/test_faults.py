@@ -1516,6 +1516,11 @@ BAD_INPUT_CASES: dict[str, list] = {
     "devices this machine lacks or malformed (CLI train and predict)": [(d, c) for d in ABSENT_DEVICES
                                                                         for c in ("train", "predict")],
     "an output path that is an input (same path, symlink, hard link)": SAME_FILE,
+    "non-finite or malformed weights and statistics (exports, checkpoints, model outputs)": BAD_EXPORTS
+    + BAD_CHECKPOINT_VALUES + [test_predict_refuses_non_finite_outputs],
+    "exports and checkpoints under each other's file names": [test_exports_and_checkpoints_are_recognised_by_content_not_name],
+    "bad prediction inputs (.npy headers, pickle frames, object data, scalar ids)": BAD_PREDICT_INPUTS,
+    "symlink loops as data or output folders": SYMLINK_LOOPS,
     "submission ids that break a CSV (line breaks, formulas; commas, quotes)": CSV_IDS
     + [test_submission_warns_on_duplicate_and_missing_ids, test_cli_predict_refuses_a_formula_id_and_writes_nothing],
 }
