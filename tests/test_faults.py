@@ -1397,6 +1397,12 @@ def test_exports_and_checkpoints_are_recognised_by_content_not_name(checkpoint, 
         assert code == 0, err
         outs.append((tmp_path / f"s{i}.csv").read_text())
     assert outs[0] == outs[1]
+    blob = wrong.read_bytes()
+    damaged = tmp_path / "damaged.pt"  # a damaged export, under a checkpoint's name: not "may be malicious"
+    for content in (blob[: len(blob) // 2], (10**12).to_bytes(8, "little") + blob[8:200]):
+        damaged.write_bytes(content)
+        with pytest.raises(ValueError, match=rf"^{re.escape(str(damaged))}: not a readable safetensors file \("):
+            rl.load_for_inference(damaged, device="cpu")
 
 
 def _npy_claiming(shape: tuple, payload: bytes) -> Callable[[Path], None]:
