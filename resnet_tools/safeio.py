@@ -280,7 +280,8 @@ def run_lock(folder: Path) -> Iterator[Path]:
                 pid, host = _lock_owner(lock)
                 owner = f"process {pid}" + (f" on {host}" if host else "") if pid is not None else "another process"
                 if host and host != socket.gethostname():
-                    owner += f", active {_lock_age(lock):.0f} s ago (taken over after {LOCK_STALE_S:.0f} s without activity)"
+                    age, stale = _lock_age(lock), LOCK_STALE_S
+                    owner += f", active {age:.0f} s ago (taken over after {stale:.0f} s without activity)"
                 raise FolderLocked(
                     f"{folder} is in use by {owner} (lock file {lock}): another training run writes there. Wait for "
                     "it to finish or choose another output folder; if no run uses it, delete the lock file"

@@ -794,7 +794,8 @@ INVALID_CLI = [
     (["--cutout", "1000"], [r"^error: cutout=1000 must be at most 32, the image size"]),
     (["--warmup-epochs", "1e308"], [r"^error: warmup_epochs=1e\+308 must be at most 1,000,000$"]),
     (["--seed", "1" + "0" * 23], [r"^error: seed=100000000000000000000000 must be below 2\*\*63"]),
-    (["--device", "cuda:abc"], [r"^error: device='cuda:abc' is not valid; choose one of: auto, cpu, cuda, mps, or cuda:N$"]),
+    (["--device", "cuda:abc"],
+     [r"^error: device='cuda:abc' is not valid; choose one of: auto, cpu, cuda, mps, or cuda:N$"]),
     (["--val-size", "2.5"], [r"^error: val_size=2.5 must be 0, a fraction below 1, or a whole number"]),
     (["--model", "wide"], [r"^error: model='wide' has 6,560,074 parameters, over the 5,000,000 budget; choose one of: lite, improved"]),
 ]
@@ -978,7 +979,8 @@ def test_ctrl_c_during_cli_training_says_how_to_resume(tmp_path, capsys, monkeyp
                               "--data-dir", str(write_cifar(tmp_path / "cifar"))], capsys)
     assert code == 130 and "Traceback" not in err
     if when == "after a checkpoint":
-        assert err == f"interrupted. {tmp_path / 'out' / 'checkpoint.pt'} holds the last completed epoch; rerun with --resume to continue.\n"
+        assert err == (f"interrupted. {tmp_path / 'out' / 'checkpoint.pt'} holds the last completed epoch; "
+                       "rerun with --resume to continue.\n")
     else:
         assert err == ("interrupted. It stopped before the end of its first epoch, so no checkpoint was written: "
                        "rerun to start over.\n")
@@ -990,10 +992,11 @@ def test_ctrl_c_during_cli_training_says_how_to_resume(tmp_path, capsys, monkeyp
 # (what the resuming run is given, expected message; None: the same data, moved: it resumes)
 OTHER_DATA = [
     ("other images, same counts", dict(seed=1),
-     r"was trained on other data: .*\(200 training, 100 test images\); this run has .*other\S* \(200 training, 100 test "
-     r"images\) \(the same number of images, but different images or labels\)"),
+     r"was trained on other data: .*\(200 training, 100 test images\); this run has .*other\S* "
+     r"\(200 training, 100 test images\) \(the same number of images, but different images or labels\)"),
     ("fewer training images", dict(per_batch=30),
-     r"was trained on other data: .*; this run has .*\(150 training, 100 test images\) \(a different number of images\)"),
+     r"was trained on other data: .*; this run has .*\(150 training, 100 test images\) "
+     r"\(a different number of images\)"),
     ("the same data in another folder", dict(), None),
 ]
 
@@ -1040,8 +1043,8 @@ def test_a_second_run_in_the_same_folder_fails_at_once(tmp_path, capsys, monkeyp
             os.utime(out / ".lock", (time.time() - 600, time.time() - 600))
         else:
             code, err = run_main(argv, capsys)
-            assert code == 2 and re.match(rf"error: {re.escape(str(out))} is in use by process 4242 on "
-                                          r"colab-vm-elsewhere, active \d s ago \(taken over after 300 s without", err), err
+            assert code == 2 and re.match(rf"error: {re.escape(str(out))} is in use by process 4242 on colab-vm-"
+                                          r"elsewhere, active \d s ago \(taken over after 300 s without", err), err
             return
     else:
         holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(ROOT), str(out)], stdout=subprocess.PIPE,
@@ -1365,7 +1368,8 @@ BAD_CHECKPOINT_VALUES = [
 ]
 
 
-@pytest.mark.parametrize("name, state, stats, message", BAD_CHECKPOINT_VALUES, ids=[c[0] for c in BAD_CHECKPOINT_VALUES])
+@pytest.mark.parametrize("name, state, stats, message", BAD_CHECKPOINT_VALUES,
+                         ids=[c[0] for c in BAD_CHECKPOINT_VALUES])
 def test_checkpoint_with_non_finite_weights_or_bad_stats_is_refused(checkpoint, tmp_path, name, state, stats, message):
     saved = variant(checkpoint[1], sha256=None, **({"model_state": state} if state else {}),
                     **({"stats": stats} if stats else {}))
@@ -1380,7 +1384,7 @@ def test_predict_refuses_non_finite_outputs():
     with torch.no_grad():
         model.fc.bias[2] = float("inf")
         model.fc.bias[3] = float("-inf")  # inf - inf: NaN logits
-    with pytest.raises(ValueError, match=r"the model gave NaN or infinite outputs for 4 of 4 images \(first: image 0\)"):
+    with pytest.raises(ValueError, match=r"NaN or infinite outputs for 4 of 4 images \(first: image 0\)"):
         rl.predict(model, torch.zeros(4, 3, 32, 32, dtype=torch.uint8))
 
 
@@ -1422,7 +1426,8 @@ def _pickled(obj: Any) -> Callable[[Path], None]:
 BAD_PREDICT_INPUTS = [
     ("npy header claiming 10^10 images", "x.npy", _npy_claiming((10**10, 32, 32, 3), b"\0" * 100),
      r"header says shape \(10000000000, 32, 32, 3\) of uint8 \(30,720,000,000,000 bytes\), but the file holds 100"),
-    ("npy truncated", "x.npy", _npy_claiming((4, 32, 32, 3), b"\0" * 5000), r"file holds 5,000 bytes of data; truncated"),
+    ("npy truncated", "x.npy", _npy_claiming((4, 32, 32, 3), b"\0" * 5000),
+     r"file holds 5,000 bytes of data; truncated"),
     ("npy of Python objects", "x.npy", lambda p: np.save(p, np.array([1, "a"], dtype=object), allow_pickle=True),
      r"holds Python objects, not uint8 images"),
     ("npy that is text", "x.npy", lambda p: p.write_text("id,image\n"), r"not a readable .npy file"),
@@ -1430,7 +1435,8 @@ BAD_PREDICT_INPUTS = [
      r"unreadable pickle \(OverflowError"),
     ("object-dtype data", "x.pkl", _pickled({"data": np.array([1, "a", None], dtype=object)}),
      r"'data' must be a uint8 array of images, got an array of object"),
-    ("ragged lists as data", "x.pkl", _pickled({"data": [[1, 2], [3]]}), r"'data' must be a uint8 array of images, got list"),
+    ("ragged lists as data", "x.pkl", _pickled({"data": [[1, 2], [3]]}),
+     r"'data' must be a uint8 array of images, got list"),
     ("data a string", "x.pkl", _pickled({"data": "images.png"}), r"'data' must be a uint8 array of images, got str"),
     ("a scalar id", "x.pkl", _pickled({"data": np.zeros((2, 3072), np.uint8), "ids": 5}),
      r"'ids' must be a list of 2 ids, one per image, got int 5"),
@@ -1485,9 +1491,11 @@ def test_symlink_loop_is_named_as_a_loop(tmp_path, capsys, monkeypatch, where):
     else:
         loop = _loop(tmp_path / "results")
         monkeypatch.setattr(rl, "load_cifar10", must_not_run("load_cifar10"))
-        code, err = run_main(["train", "--out", str(loop / "run"), "--quiet", "--device", "cpu", "--no-download"], capsys)
-        assert code == 2 and err == (f"error: cannot write to {loop / 'run'}: {loop} is a symlink loop (a link that "
-                                     "leads back to itself); remove or fix the link, or choose another output folder\n")
+        code, err = run_main(["train", "--out", str(loop / "run"), "--quiet", "--device", "cpu", "--no-download"],
+                             capsys)
+        assert code == 2 and err == (f"error: cannot write to {loop / 'run'}: {loop} is a symlink loop (a link "
+                                     "that leads back to itself); remove or fix the link, or choose another "
+                                     "output folder\n")
 
 
 # Ways of writing a file that bypass resnet_tools.safeio.atomic_write (a crash or a full disk
@@ -1500,7 +1508,8 @@ def test_every_file_the_project_writes_goes_through_the_atomic_writer():
     """Not a fault injected: the check that the writers tested above are the only ones. safeio.py
     (the atomic writer, and the lock file it creates with O_EXCL) is not scanned; the image-folder
     cache has its own atomic writer (open 'xb' + os.replace), which the pattern allows."""
-    sources = [ROOT / "resnet_lib.py", *sorted(set((ROOT / "resnet_tools").glob("*.py")) - {ROOT / "resnet_tools" / "safeio.py"}),
+    tools = sorted(p for p in (ROOT / "resnet_tools").glob("*.py") if p.name != "safeio.py")
+    sources = [ROOT / "resnet_lib.py", *tools,
                *sorted((ROOT / "scripts").glob("*.py")), *sorted((ROOT / "bench").glob("*.py"))]
     direct = [f"{p.relative_to(ROOT)}:{i}: {line.strip()}" for p in sources
               for i, line in enumerate(p.read_text().splitlines(), start=1) if DIRECT_WRITES.search(line)]
@@ -1517,7 +1526,8 @@ FAULT_CASES: dict[str, list] = {
     "disk full during a save (injected)": [test_disk_full_during_a_save_keeps_the_last_checkpoint],
     "a real full disk (1 MiB tmpfs): checkpoint, export and submission saves": [
         test_real_disk_full_keeps_every_previous_file_whole],
-    "bits flipped or numbers edited in a saved checkpoint": [c for c in BAD_CHECKPOINTS if "checksum mismatch" in c[2]],
+    "bits flipped or numbers edited in a saved checkpoint": [c for c in BAD_CHECKPOINTS
+                                                             if "checksum mismatch" in c[2]],
     "a second training process in the same output folder (live or dead lock owner)": LOCKS,
     "Ctrl-C during command-line training (after a checkpoint, before the first)": CTRL_C,
     "loss divergence (NaN mid-run, huge learning rate)": [test_divergence_after_a_good_epoch_keeps_that_checkpoint,
@@ -1541,7 +1551,8 @@ BAD_INPUT_CASES: dict[str, list] = {
     "an output path that is an input (same path, symlink, hard link)": SAME_FILE,
     "non-finite or malformed weights and statistics (exports, checkpoints, model outputs)": BAD_EXPORTS
     + BAD_CHECKPOINT_VALUES + [test_predict_refuses_non_finite_outputs],
-    "exports and checkpoints under each other's file names": [test_exports_and_checkpoints_are_recognised_by_content_not_name],
+    "exports and checkpoints under each other's file names": [
+        test_exports_and_checkpoints_are_recognised_by_content_not_name],
     "bad prediction inputs (.npy headers, pickle frames, object data, scalar ids)": BAD_PREDICT_INPUTS,
     "symlink loops as data or output folders": SYMLINK_LOOPS,
     "submission ids that break a CSV (line breaks, formulas; commas, quotes)": CSV_IDS
