@@ -19,7 +19,9 @@ loaded on first use. Importing needs only torch, numpy and tqdm, and has no side
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import importlib
 import math
 import os
@@ -37,7 +39,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from resnet_tools.safeio import RefusedPickle, atomic_save, check_writable, file_md5, safe_unpickle, write_json
+from resnet_tools.safeio import RefusedPickle, atomic_save, check_writable, file_md5, run_lock, safe_unpickle
+from resnet_tools.safeio import state_sha256, symlink_loop, write_json
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 PARAM_BUDGET = 5_000_000  # the mini-project's hard limit on trainable parameters
@@ -314,6 +317,7 @@ class CIFAR10:
     # "image folder: NAME", "non-official CIFAR-10 files: NAME", or "subset of ..." after head().
     label: str = "in-memory data"
     _stats: tuple[tuple[float, ...], tuple[float, ...]] | None = field(default=None, init=False, repr=False)
+    _fingerprint: dict[str, Any] | None = field(default=None, init=False, repr=False)
 
     @property
     def stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -322,6 +326,28 @@ class CIFAR10:
         if self._stats is None:
             self._stats = channel_stats(self.train_x)
         return self._stats
+
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        """Which data this is, for checkpoints: label, root, counts and a SHA-256 of the training
+        (and of the test) images and labels, computed once. A run resumed on other data is refused."""
+        if self._fingerprint is None:
+
+            def sha256(*tensors: torch.Tensor) -> str:
+                h = hashlib.sha256()
+                for t in tensors:
+                    h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy())
+                return h.hexdigest()
+
+            self._fingerprint = {
+                "label": self.label,
+                "root": str(self.root),
+                "n_train": len(self.train_y),
+                "n_test": len(self.test_y),
+                "train_sha256": sha256(self.train_x, self.train_y),
+                "test_sha256": sha256(self.test_x, self.test_y),
+            }
+        return self._fingerprint
 
     def head(self, n_train: int, n_test: int) -> "CIFAR10":
         """The first n_train training and n_test test images (smoke runs), labelled a subset."""
@@ -391,6 +417,12 @@ def load_cifar10(data_dir: str | Path | None = None, download: bool = True) -> C
             label=d.label,
         )
     expected = {**CIFAR10_TRAIN_MD5, **CIFAR10_TEST_MD5}
+    for path in (root, root / CIFAR10_FOLDER, *(root / CIFAR10_FOLDER / name for name in expected)):
+        if (loop := symlink_loop(path)) is not None:
+            raise DataError(
+                f"{loop} is a symlink loop (a link that leads back to itself), not CIFAR-10 data; "
+                "remove or fix the link, or point --data-dir / DATA_DIR at the real folder"
+            )
     if root.is_file():
         raise DataError(
             f"data folder {root} is a file, not a folder; expected the folder that contains {CIFAR10_FOLDER}/ "
@@ -578,6 +610,7 @@ class TrainingDiverged(RuntimeError):
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+MAX_WARMUP_EPOCHS = 1_000_000  # beyond any run; larger values overflow the step count
 
 
 @dataclass
@@ -646,6 +679,12 @@ class TrainConfig:
                 raise ConfigError(f"{name}={v!r} must be a finite, non-negative number")
         if self.lr == 0:
             raise ConfigError("lr must be positive")
+        if self.cutout > 32:
+            raise ConfigError(f"cutout={self.cutout} must be at most 32, the image size (0 turns it off)")
+        if self.seed >= 2**63:
+            raise ConfigError(f"seed={self.seed} must be below 2**63 (torch's seed range)")
+        if self.warmup_epochs > MAX_WARMUP_EPOCHS:
+            raise ConfigError(f"warmup_epochs={self.warmup_epochs} must be at most {MAX_WARMUP_EPOCHS:,}")
         v = self.val_size
         if (
             isinstance(v, bool)
@@ -1116,7 +1155,7 @@ def fit(
         from resnet_tools.checkpoints import check_resumable, load_checkpoint_dict  # it imports this module
 
         saved = load_checkpoint_dict(checkpoint)
-        check_resumable(saved, cfg, model, checkpoint)
+        check_resumable(saved, cfg, model, checkpoint, data)
         ddp.check_world_size(saved, world, checkpoint)
         model.load_state_dict(saved["model_state"])
         optimizer.load_state_dict(saved["optimizer"])
@@ -1193,7 +1232,9 @@ def fit(
                 **{"val_acc" if val else "test_acc": f"{(val or ev).accuracy:.2%} (no TTA)"},
             )
             if checkpoint is not None and world.main:
-                state = _checkpoint_state(epoch + 1, cfg, model, optimizer, scheduler, gen, stats, history)
+                state = _checkpoint_state(
+                    epoch + 1, cfg, model, optimizer, scheduler, gen, stats, history, data.fingerprint
+                )
                 if world.distributed:
                     state["world_size"] = world.size  # a resume must use as many processes
                 atomic_save(state, checkpoint)
@@ -1262,10 +1303,13 @@ def _checkpoint_state(
     gen: torch.Generator,
     stats: tuple[tuple[float, ...], tuple[float, ...]],
     history: dict[str, list[float]],
+    data: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What a checkpoint holds after `epoch` epochs: enough to rebuild the model for inference
-    (_CHECKPOINT_KEYS) and to resume training exactly (_RESUME_KEYS)."""
-    return {
+    (_CHECKPOINT_KEYS) and to resume training exactly (_RESUME_KEYS); the data it was trained on
+    (CIFAR10.fingerprint), and SHA-256 sums of its weights and optimizer state (state_sha256),
+    which loading verifies."""
+    state = {
         "format": CHECKPOINT_FORMAT,
         "epoch": epoch,
         "config": dataclasses.asdict(cfg),
@@ -1277,6 +1321,10 @@ def _checkpoint_state(
         "rng": {"data": gen.get_state()},
         "history": history,
     }
+    if data is not None:
+        state["data"] = data
+    state["sha256"] = {k: state_sha256(state[k]) for k in _HASHED_KEYS}
+    return state
 
 
 def _mean_loss(losses: torch.Tensor, sizes: list[int]) -> float:
@@ -1300,6 +1348,9 @@ def _raise_if_diverged(losses: torch.Tensor, first_step: int, epoch: int, steps_
 CHECKPOINT_FORMAT = 1
 _CHECKPOINT_KEYS = ("format", "epoch", "config", "num_params", "stats", "model_state")
 _RESUME_KEYS = ("optimizer", "scheduler", "rng", "history")
+# Parts of a checkpoint whose SHA-256 it stores ("sha256": {key: hex}); checkpoints written
+# before this have no "sha256" and load unverified.
+_HASHED_KEYS = ("model_state", "optimizer")
 
 
 def device_name(device: torch.device) -> str:
@@ -1330,12 +1381,23 @@ def train_and_evaluate(
     """
     from resnet_tools import distributed as ddp  # imports only torch
 
-    started = ddp.init_from_env(resolve_device(cfg.device)) if ddp.env_world_size() > 1 else False
-    try:
-        return _train_and_evaluate(cfg, data, data_dir, out_dir, download, resume, progress)
-    finally:
-        if started:
-            ddp.shutdown()
+    # What fails without data fails first: the config, a device this machine lacks, an
+    # unwritable output folder. OUT/.lock (run_lock, held by rank 0 alone under torchrun) makes a
+    # second process training into the same folder fail at once instead of both writing there.
+    cfg.validate()
+    resolve_device(cfg.device)
+    lock = contextlib.nullcontext()
+    if out_dir is not None:
+        check_writable(Path(out_dir))
+        if int(os.environ.get("RANK", "0")) == 0:
+            lock = run_lock(Path(out_dir))
+    with lock:
+        started = ddp.init_from_env(resolve_device(cfg.device)) if ddp.env_world_size() > 1 else False
+        try:
+            return _train_and_evaluate(cfg, data, data_dir, out_dir, download, resume, progress)
+        finally:
+            if started:
+                ddp.shutdown()
 
 
 def _train_and_evaluate(

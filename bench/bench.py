@@ -1090,7 +1090,7 @@ def check_targets(device: torch.device, report: dict[str, Any]) -> list[dict[str
 
 def write_outputs(report: dict[str, Any], markdown: str, out: Path) -> None:
     rl.write_json(report, out)
-    out.with_suffix(".md").write_text(markdown + "\n")
+    rl.atomic_write(out.with_suffix(".md"), "w", lambda f: f.write(markdown + "\n"))
 
 
 # ---------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ or model that uses it (fit writes them: resnet_lib._checkpoint_state)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import pickle
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from resnet_lib import _CHECKPOINT_KEYS, _RESUME_KEYS, ARCHS, CHECKPOINT_FORMAT, ResNet, TrainConfig, build_model
-from resnet_lib import count_params, resolve_device
+from resnet_lib import _CHECKPOINT_KEYS, _HASHED_KEYS, _RESUME_KEYS, ARCHS, CHECKPOINT_FORMAT, CIFAR10, ResNet
+from resnet_lib import TrainConfig, build_model, count_params, resolve_device
+from resnet_tools.safeio import is_safetensors, state_sha256
 
 # Config fields that may differ between a checkpoint and the run that resumes it:
 # they change how fast it runs, not what it computes.
@@ -35,7 +37,36 @@ def _check_config_matches(saved: dict[str, Any], expected: dict[str, Any], path:
         raise ValueError(f"{path} was written with a different config ({text}); {advice}")
 
 
-def check_resumable(saved: dict[str, Any], cfg: TrainConfig, model: nn.Module, path: Path) -> None:
+def _describe_data(d: dict[str, Any]) -> str:
+    return f"{d.get('label')!r} at {d.get('root') or '?'} ({d.get('n_train')} training, {d.get('n_test')} test images)"
+
+
+def check_same_data(saved: dict[str, Any], data: CIFAR10, path: Path) -> None:
+    """Refuse to resume a run on other data than it was trained on (CIFAR10.fingerprint):
+    its history and weights would mix two datasets. The data's folder may have moved; its
+    images and labels may not change. Checkpoints written without a fingerprint are not checked."""
+    was = saved.get("data")
+    if not isinstance(was, dict) or "train_sha256" not in was:
+        return
+    now = data.fingerprint
+    differ = [k for k in ("n_train", "n_test", "train_sha256", "test_sha256") if was.get(k) != now[k]]
+    if differ:
+        what = (
+            "the same number of images, but different images or labels"
+            if all(k.endswith("sha256") for k in differ)
+            else "a different number of images"
+        )
+        raise ValueError(
+            f"{path} was trained on other data: {_describe_data(was)}; this run has {_describe_data(now)} "
+            f"({what}). Resume with the data it was trained on, or use another output folder to start over"
+        )
+
+
+def check_resumable(
+    saved: dict[str, Any], cfg: TrainConfig, model: nn.Module, path: Path, data: CIFAR10 | None = None
+) -> None:
+    """Refuse to resume from a checkpoint that is weights-only, of another config or model, or
+    (given `data`) of other data."""
     missing = [k for k in _RESUME_KEYS if k not in saved]
     if missing:
         raise ValueError(
@@ -46,6 +77,8 @@ def check_resumable(saved: dict[str, Any], cfg: TrainConfig, model: nn.Module, p
     _check_config_matches(saved, expected, path, "now", "use another output folder or the same config")
     if saved.get("num_params") != count_params(model):
         raise ValueError(f"{path} holds {saved.get('num_params')} parameters, the model has {count_params(model)}")
+    if data is not None:
+        check_same_data(saved, data, path)
 
 
 # Per-epoch history. lr: at the start of the epoch; train_*: running values over the
@@ -61,8 +94,14 @@ def load_checkpoint_dict(path: str | Path) -> dict[str, Any]:
     import re  # stdlib; only to name the refused global
 
     path = Path(path)
+    if path.is_file() and is_safetensors(path):
+        raise ValueError(
+            f"{path}: is a safetensors export (weights for inference), not a training checkpoint; load it with "
+            "load_pretrained or load_for_inference (predict --checkpoint takes either)"
+        )
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        with open(path, "rb") as f:  # a file object: torch.load reads a *.safetensors path as safetensors
+            saved = torch.load(f, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
     except pickle.UnpicklingError as e:
@@ -107,7 +146,51 @@ def load_checkpoint_dict(path: str | Path) -> dict[str, Any]:
         )
     if not isinstance(saved["config"], dict) or not isinstance(saved["model_state"], dict):
         raise ValueError(f"{path}: 'config' and 'model_state' must be dicts; not a resnet_lib checkpoint")
+    verify_checksums(saved, path)
     return saved
+
+
+def verify_checksums(saved: dict[str, Any], path: Path) -> None:
+    """Check the SHA-256 sums fit stored (resnet_lib._checkpoint_state) against the tensors
+    read back: ValueError naming the file and the damaged part. A checkpoint without sums
+    (written before they existed, or by hand) is accepted as it is."""
+    sums = saved.get("sha256")
+    if sums is None:
+        return
+    if not isinstance(sums, dict):
+        raise ValueError(f"{path}: 'sha256' must be a dict of checksums; not a resnet_lib checkpoint")
+    for key in _HASHED_KEYS:
+        if key in saved and key in sums and state_sha256(saved[key]) != sums[key]:
+            raise ValueError(
+                f"{path}: checksum mismatch in {key!r}: the file changed after it was saved (a damaged disk, "
+                "copy or upload, or an edit); refusing to use it. Use an intact copy, or retrain"
+            )
+
+
+def check_weights_and_stats(path: str | Path, model: nn.Module, stats: Any) -> None:
+    """Refuse weights with NaN or infinite values, and normalization statistics that are not a
+    finite mean and a positive finite std for each of the 3 channels: with either, every image
+    gets the same label (a model that runs, and silently predicts one class)."""
+    ok = (
+        isinstance(stats, dict)
+        and all(
+            isinstance(stats.get(k), (list, tuple))
+            and len(stats[k]) == 3
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in stats[k])
+            for k in ("mean", "std")
+        )
+        and all(v > 0 for v in stats["std"])
+    )
+    if not ok:
+        shown = {k: stats.get(k) for k in ("mean", "std")} if isinstance(stats, dict) else stats
+        raise ValueError(
+            f"{path}: invalid normalization statistics {shown!r}; expected a finite mean and a positive, finite std "
+            "for each of the 3 channels"
+        )
+    for name, t in model.state_dict().items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            n = int((~torch.isfinite(t)).sum())
+            raise ValueError(f"{path}: weight {name!r} holds {n} NaN or infinite value(s); refusing to load it")
 
 
 def load_checkpoint(
@@ -137,6 +220,7 @@ def load_checkpoint(
         model.load_state_dict(saved["model_state"])
     except RuntimeError as e:
         raise ValueError(f"{path}: its tensors do not match model {name!r} ({str(e).splitlines()[0]})") from None
+    check_weights_and_stats(path, model, saved["stats"])
     model.to(resolve_device(device)).eval()
     return model, saved
 
@@ -156,5 +240,6 @@ def check_existing_checkpoint(path: Path, cfg: TrainConfig, model: nn.Module, re
     if isinstance(done, int) and isinstance(total, int) and done < total:
         raise ValueError(
             f"{path} holds an unfinished run (epoch {done} of {total}); continue it with --resume "
-            "(resume=True), or delete it or choose another output folder to start over"
+            "(resume=True; in the notebooks RESUME=True, or make run RESUME=1), or delete it or choose another "
+            "output folder to start over"
         )

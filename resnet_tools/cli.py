@@ -11,6 +11,7 @@ import io
 import os
 import sys
 import textwrap
+import time
 import tokenize
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from resnet_tools.inference import export_safetensors, load_pretrained, predict,
 from resnet_tools.inference import write_submission
 from resnet_tools.inference import load_for_inference_with_config, tta_label
 from resnet_tools.results import merge_seeds, run_name
+from resnet_tools.safeio import check_not_an_input
 
 
 def field_parser(name: str) -> Any:
@@ -151,11 +153,14 @@ def _train_one(cfg: TrainConfig, args: argparse.Namespace, out: Path) -> dict[st
 def _cmd_train(args: argparse.Namespace) -> None:
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name != "recipe"}
     if args.seeds is None:
-        _train_one(TrainConfig.from_recipe(args.recipe, **overrides), args, Path(args.out))
+        cfg = TrainConfig.from_recipe(args.recipe, **overrides)
+        rl.resolve_device(cfg.device)  # a device this machine lacks: one line now, not after loading the data
+        _train_one(cfg, args, Path(args.out))
         return
     if args.seed is not None:
         raise ConfigError("give --seed or --seeds, not both")
     configs = [TrainConfig.from_recipe(args.recipe, **{**overrides, "seed": seed}) for seed in args.seeds]
+    rl.resolve_device(configs[0].device)
     runs = {run_name(cfg): _train_one(cfg, args, Path(args.out) / run_name(cfg)) for cfg in configs}
     if None in runs.values():
         return  # a rank other than 0 under torchrun: rank 0 prints the summary
@@ -169,6 +174,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
+    rl.resolve_device(args.device)  # before loading anything
+    check_not_an_input(args.out, {"checkpoint": args.checkpoint, "input": args.input})
     model, stats, config = load_for_inference_with_config(args.checkpoint, args.device)
     # Unless told, predict as the run was evaluated (its config's tta), so it matches its reported accuracy.
     tta = bool(config.get("tta", False)) if args.tta is None else args.tta
@@ -183,9 +190,20 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
+    check_not_an_input(args.out, {"checkpoint": args.checkpoint})
     out = export_safetensors(args.checkpoint, args.out)
     model, meta = load_pretrained(out, device="cpu")  # prove it loads back
     print(f"{meta['config']['model']} ({meta['num_params']:,} params) -> {out}")
+
+
+def _where_interrupted(args: argparse.Namespace, started: float) -> str:
+    """What an interrupted `train` left: a checkpoint to resume from, or none (stopped before the
+    end of its first epoch; a checkpoint older than the run is an earlier run's, which a run that
+    does not resume replaces)."""
+    ck = Path(args.out) / "checkpoint.pt"
+    if ck.is_file() and (args.resume or ck.stat().st_mtime >= started):
+        return f" {ck} holds the last completed epoch; rerun with --resume to continue."
+    return " It stopped before the end of its first epoch, so no checkpoint was written: rerun to start over."
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -246,17 +264,13 @@ def main(argv: list[str] | None = None) -> int:
     exp.set_defaults(run=_cmd_export)
 
     args = parser.parse_args(argv)
+    started = time.time()
     try:
         args.run(args)
     except (DataError, ConfigError, BudgetError, TrainingDiverged, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        where = (
-            f" {Path(args.out) / 'checkpoint.pt'} holds the last completed epoch; rerun with --resume to continue."
-            if (args.command == "train")
-            else ""
-        )
-        print(f"interrupted.{where}", file=sys.stderr)
+        print(f"interrupted.{_where_interrupted(args, started) if args.command == 'train' else ''}", file=sys.stderr)
         return 130  # the shell's convention for SIGINT
     return 0

@@ -15,6 +15,7 @@ import torch
 
 from resnet_lib import CIFAR10, CIFAR10_MEAN, CLASSES, EvalResult, TrainConfig, augment, cutout
 from resnet_tools.results import class_counts
+from resnet_tools.safeio import atomic_write
 
 # seaborn's "colorblind" palette (distinguishable with the common colour-vision deficiencies).
 PALETTE = (
@@ -87,9 +88,11 @@ def save_figure(fig: Any, name: str, figures_dir: str | Path) -> tuple[Path, Pat
     folder = Path(figures_dir)
     folder.mkdir(parents=True, exist_ok=True)
     pdf, png = folder / f"{name}.pdf", folder / f"{name}.png"
-    with matplotlib.rc_context({"pdf.fonttype": 42, "ps.fonttype": 42}):
-        fig.savefig(pdf, bbox_inches="tight", metadata={"CreationDate": None})  # reproducible bytes
-        fig.savefig(png, dpi=200, bbox_inches="tight")
+    with matplotlib.rc_context({"pdf.fonttype": 42, "ps.fonttype": 42}):  # atomically: never half a figure
+        atomic_write(
+            pdf, "wb", lambda f: fig.savefig(f, format="pdf", bbox_inches="tight", metadata={"CreationDate": None})
+        )  # reproducible bytes
+        atomic_write(png, "wb", lambda f: fig.savefig(f, format="png", dpi=200, bbox_inches="tight"))
     return pdf, png
 
 

@@ -1,18 +1,23 @@
-"""Safe file handling: an allow-list unpickler, md5 sums, atomic writes, writable checks.
+"""Safe file handling: an allow-list unpickler, md5 and SHA-256 sums, atomic writes, writable
+checks, a folder lock and the check that an output is not one of the inputs.
 
 Standard library only (plus torch for `atomic_save`), so resnet_lib can use it at import time.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import math
 import os
 import pickle
 import tempfile
+import threading
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -89,8 +94,19 @@ def atomic_write(path: Path, mode: str, write: Any) -> None:
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save `obj` to `path` atomically (see atomic_write)."""
-    atomic_write(path, "wb", lambda f: torch.save(obj, f))
+    """torch.save `obj` to `path` atomically (see atomic_write). A failed write (a full disk)
+    raises its OSError: torch's zip writer would report it as a RuntimeError ("unexpected pos")
+    raised while closing the file after the OSError."""
+
+    def save(f: Any) -> None:
+        try:
+            torch.save(obj, f)
+        except RuntimeError as e:
+            if isinstance(e.__context__, OSError):
+                raise e.__context__ from None
+            raise
+
+    atomic_write(path, "wb", save)
 
 
 def remove_orphaned_temps(path: Path) -> None:
@@ -126,9 +142,29 @@ def write_json(obj: Any, path: str | Path) -> None:
     atomic_write(Path(path), "w", lambda f: f.write(json.dumps(_jsonable(obj), indent=2) + "\n"))
 
 
+def symlink_loop(path: str | Path) -> Path | None:
+    """The first of `path` and its parents that is a symlink loop (a link that leads back to
+    itself: every use fails with ELOOP, which tools report as 'missing' or 'File exists'), or None."""
+    path = Path(path)
+    for p in reversed((path, *path.parents)):
+        try:
+            os.stat(p)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                return p
+            return None  # missing: nothing below it can loop
+    return None
+
+
 def check_writable(folder: Path) -> None:
     """Fail now, not after 40 epochs, if results cannot be written to `folder`."""
     folder = Path(folder)
+    loop = symlink_loop(folder)
+    if loop is not None:
+        raise OSError(
+            f"cannot write to {folder}: {loop} is a symlink loop (a link that leads back to itself); "
+            "remove or fix the link, or choose another output folder"
+        )
     blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
     if blocker is not None:
         raise OSError(f"cannot write to {folder}: {blocker} is a file, not a folder; choose another output folder")
@@ -138,3 +174,186 @@ def check_writable(folder: Path) -> None:
             pass
     except OSError as e:
         raise OSError(f"cannot write to {folder} ({e.strerror or e}); choose another output folder") from None
+
+
+def state_sha256(obj: Any) -> str:
+    """SHA-256 over a state (nested dicts / lists / tuples of tensors and plain values), in
+    a fixed order: keys, dtypes, shapes and every tensor's raw bytes. A checkpoint stores it
+    when saved, so a bit flipped afterwards (disk, copy, upload) is refused at load time."""
+    h = hashlib.sha256()
+
+    def walk(x: Any) -> None:
+        if isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous()
+            h.update(f"T{t.dtype}{tuple(t.shape)};".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(x, dict):
+            h.update(f"D{len(x)};".encode())
+            for k in sorted(x, key=repr):
+                h.update(f"K{k!r};".encode())
+                walk(x[k])
+        elif isinstance(x, (list, tuple)):
+            h.update(f"L{len(x)};".encode())
+            for v in x:
+                walk(v)
+        else:
+            h.update(f"V{x!r};".encode())
+
+    walk(obj)
+    return h.hexdigest()
+
+
+class FolderLocked(OSError):
+    """Another live process holds the folder's lock (run_lock)."""
+
+
+LOCK_NAME = ".lock"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # alive under another user / not checkable: treat as held
+    return True
+
+
+def _lock_owner(lock: Path) -> tuple[int | None, str]:
+    """(pid, host) written in a lock file; pid None if unreadable."""
+    try:
+        fields = lock.read_text().split()
+    except OSError:
+        return None, ""
+    pid = int(fields[0]) if fields and fields[0].isdigit() else None
+    return pid, fields[1] if len(fields) > 1 else ""
+
+
+# The lock holder touches its lock file every LOCK_HEARTBEAT_S seconds. A lock of another
+# machine (a shared Drive folder, a Colab session that was closed) whose pid cannot be checked
+# from here is stale once it has not been touched for LOCK_STALE_S seconds.
+LOCK_HEARTBEAT_S = 30.0
+LOCK_STALE_S = 300.0
+
+
+def _lock_age(lock: Path) -> float:
+    try:
+        return time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return math.inf
+
+
+def _lock_is_stale(lock: Path) -> bool:
+    """The lock's owner is a process of this machine that is no longer running; or a lock of
+    another machine, or one without a pid (a writer killed between creating and writing it),
+    that has not been touched for LOCK_STALE_S (without a pid: 5) seconds."""
+    import socket  # stdlib; only for the host name
+
+    pid, host = _lock_owner(lock)
+    if pid is None:
+        return _lock_age(lock) > 5
+    if host == socket.gethostname():
+        return not _pid_alive(pid)
+    return _lock_age(lock) > LOCK_STALE_S
+
+
+@contextlib.contextmanager
+def run_lock(folder: Path) -> Iterator[Path]:
+    """Hold `folder/.lock` while the block runs: created with O_EXCL, holding this process's
+    pid and host name, touched every LOCK_HEARTBEAT_S seconds, removed at the end. A second
+    process that wants the same folder fails at once (FolderLocked, naming the owner), instead of
+    both writing the same checkpoint. A lock left by a process that died (SIGKILL, a closed
+    session) is taken over: at once on this machine (its pid is not running), after LOCK_STALE_S
+    seconds without a heartbeat if it was another machine's."""
+    import socket  # stdlib; only for the host name
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / LOCK_NAME
+    me = f"{os.getpid()} {socket.gethostname()}\n"
+    for _ in range(10):
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            if not _lock_is_stale(lock):
+                pid, host = _lock_owner(lock)
+                owner = f"process {pid}" + (f" on {host}" if host else "") if pid is not None else "another process"
+                if host and host != socket.gethostname():
+                    age, stale = _lock_age(lock), LOCK_STALE_S
+                    owner += f", active {age:.0f} s ago (taken over after {stale:.0f} s without activity)"
+                raise FolderLocked(
+                    f"{folder} is in use by {owner} (lock file {lock}): another training run writes there. Wait for "
+                    "it to finish or choose another output folder; if no run uses it, delete the lock file"
+                ) from None
+            # Stale: move it aside under a name of our own (atomic: of two processes taking over the
+            # same stale lock, one rename wins) and start again.
+            aside = lock.with_name(f"{LOCK_NAME}.stale.{os.getpid()}")
+            try:
+                os.rename(lock, aside)
+            except FileNotFoundError:
+                continue
+            if not _lock_is_stale(aside):  # another taker's fresh lock was moved: put it back
+                try:
+                    os.link(aside, lock)
+                except FileExistsError:
+                    pass
+            aside.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(me)
+        break
+    else:
+        raise FolderLocked(f"{folder}: could not take the lock file {lock}")
+    stop = threading.Event()
+
+    def heartbeat() -> None:  # so that another machine can tell a live run from a dead one
+        while not stop.wait(LOCK_HEARTBEAT_S):
+            try:
+                os.utime(lock)
+            except OSError:
+                pass
+
+    beat = threading.Thread(target=heartbeat, name=f"run_lock {lock}", daemon=True)
+    beat.start()
+    try:
+        yield lock
+    finally:
+        stop.set()
+        beat.join()
+        try:
+            if lock.read_text() == me:
+                lock.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def check_not_an_input(out: str | Path, inputs: dict[str, str | Path]) -> None:
+    """Refuse an output path that is one of the inputs ({what: path}): the same path, a
+    symlink to it or a hard link of it. Writing there would destroy the input it reads."""
+    out = Path(out)
+    for what, given in inputs.items():
+        given = Path(given)
+        try:
+            same = out.resolve() == given.resolve() or (
+                out.exists() and given.exists() and os.path.samefile(out, given)
+            )
+        except OSError:
+            same = False
+        if same:
+            raise ValueError(
+                f"the output {out} is the same file as the {what} {given}; writing it would destroy the {what}. "
+                "Choose another output path"
+            )
+
+
+def is_safetensors(path: str | Path) -> bool:
+    """Whether the file's content is safetensors (an 8-byte little-endian header length, then a
+    JSON header), whatever its name: a torch checkpoint starts with PK (zip) or a pickle opcode.
+    A damaged export still counts (its loader then says what is wrong with it)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError:
+        return str(path).endswith(".safetensors")  # let the loader name the problem
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") > 0

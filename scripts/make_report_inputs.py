@@ -26,7 +26,6 @@ import argparse
 import csv
 import dataclasses
 import functools
-import json
 import math
 import os
 import sys
@@ -1171,7 +1170,7 @@ def write_inputs(results_dir: Path, figures_dir: Path, out_dir: Path, tex_dir: P
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
-        (out_dir / name).write_text(text)
+        rl.atomic_write(out_dir / name, "w", lambda f, text=text: f.write(text))
     manifest = {
         "results_dir": str(results_dir),
         "figures_dir": str(figures_dir),
@@ -1184,7 +1183,7 @@ def write_inputs(results_dir: Path, figures_dir: Path, out_dir: Path, tex_dir: P
         "figures_older_than_results": figs.older_than,
         "files": sorted(files),
     }
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    rl.write_json(manifest, out_dir / "manifest.json")
     return manifest
 
 
