@@ -26,12 +26,13 @@ import argparse
 import csv
 import dataclasses
 import functools
+import json
 import math
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -250,9 +251,88 @@ def is_full(res: dict[str, Any]) -> bool:
 
 
 def comparable_to_seed(res: dict[str, Any]) -> bool:
-    """Full CIFAR-10, the seed's epoch count: the only runs whose numbers may stand beside
+    """All 60,000 CIFAR-10 images (official files, or the JPEG copy: a different data version,
+    marked as such) and the seed's epoch count: the only runs whose numbers may stand beside
     the seed report's."""
-    return is_full(res) and epochs_of(res) == rl.RECIPES["seed"]["epochs"]
+    return data_kind(res["data"]) in ("full", "jpeg") and epochs_of(res) == rl.RECIPES["seed"]["epochs"]
+
+
+def delta_mark(res: dict[str, Any]) -> str:
+    """A Δ against the seed's number on the JPEG copy is across data versions: mark it."""
+    return "‡" if data_kind(res["data"]) == "jpeg" else ""
+
+
+# The seed-recipe reading experiments (issue: which reading of the report's recipe reproduces
+# its numbers): their results.json files and an index saying what each run is, committed in
+# report/experiments/ (small JSON, no checkpoints).
+EXPERIMENTS = ROOT / "report" / "experiments"
+
+
+class Reading(NamedTuple):
+    name: str
+    what: str  # the reading in words
+    res: dict[str, Any] | None  # its results.json, None where not measured
+    note: str  # where not measured: why
+
+
+def seed_readings(folder: Path | None = None) -> tuple[list[Reading], str]:
+    """([Reading], the data note) from folder/index.json (default EXPERIMENTS) and the results
+    files it names."""
+    folder = folder or EXPERIMENTS
+    index_path = folder / "index.json"
+    if not index_path.is_file():
+        return [], ""
+    index = json.loads(index_path.read_text())
+    out = []
+    for item in index["readings"]:
+        path = folder / item["file"] if item.get("file") else None
+        res = json.loads(path.read_text()) if path and path.is_file() else None
+        out.append(Reading(item["name"], item["what"], res, item.get("note", "not measured")))
+    return out, index.get("data", "")
+
+
+def best_test_over_epochs(res: dict[str, Any]) -> float | None:
+    """Highest per-epoch test accuracy (no TTA): what a script that keeps the best test epoch
+    reports. A diagnostic of how the seed may have measured, never a model-selection rule here."""
+    accs = [a for a in res["history"].get("test_acc", []) if a is not None]
+    return max(accs) if accs else None
+
+
+def reading_rows(readings: list[Reading]) -> list[list[str]]:
+    """Plain-text cells: reading, what, train, test (final), best test over epochs, distance to
+    the seed's Lite row (|Δ train| + |Δ test|, points)."""
+    s_train, s_test = seed_claims()[rl.run_name(rl.TrainConfig.from_recipe("seed", model="lite"))]
+    rows = []
+    for r in readings:
+        if r.res is None:
+            rows.append([r.name, r.what, "--", "--", "--", r.note])
+            continue
+        train, test = 100 * r.res["final"]["train_acc"], 100 * r.res["final"]["test_acc"]
+        dist = abs(train - s_train) + abs(test - s_test)
+        best = best_test_over_epochs(r.res)
+        rows.append([r.name, r.what, f"{train:.2f}", f"{test:.2f}", pct(best), f"{dist:.2f}"])
+    return rows
+
+
+def seed_readings_tex(folder: Path | None = None) -> str:
+    readings, data = seed_readings(folder)
+    if not readings:
+        return "No reading of the seed recipe has been measured in this build.\n"
+    rows = [[tex(c) for c in row] for row in reading_rows(readings)]
+    body = tabular(
+        "@{}p{0.16\\linewidth}p{0.34\\linewidth}rrrr@{}",
+        ["Reading", "Recipe", "Train", "Test", "Best test", "Distance"],
+        rows,
+    )
+    s_train, s_test = seed_claims()[rl.run_name(rl.TrainConfig.from_recipe("seed", model="lite"))]
+    caption = (
+        f"Readings of the seed report's recipe, Lite model, against its Lite row ({s_train:.2f}\\% train, "
+        f"{s_test:.2f}\\% test on official CIFAR-10). Train: running accuracy over the last epoch's batches; test: "
+        "the final model, no TTA; best test: the highest per-epoch test accuracy (what a script that keeps its "
+        "best test epoch would report; a diagnostic, never used to choose anything); distance: $|\\Delta$train$| + "
+        "|\\Delta$test$|$ in points. " + tex(data)
+    )
+    return table_env(body, caption, "tab:readings", wide=True)
 
 
 selection_accuracy, best_run = results.selection_accuracy, results.best_run
@@ -631,7 +711,11 @@ def seed_comparison_tex(runs: dict[str, dict[str, Any]]) -> str:
         model = name.split("-")[0]
         modern = runs.get(rl.run_name(rl.TrainConfig.from_recipe("modern", model=model)))
         ours = (pct(res["final"]["train_acc"]), pct(res["final"]["test_acc"])) if res else ("--", "--")
-        delta = signed(100 * res["final"]["test_acc"] - s_test) if res and comparable_to_seed(res) else "n/c"
+        delta = (
+            signed(100 * res["final"]["test_acc"] - s_test) + delta_mark(res).replace("‡", "$^\\ddagger$")
+            if res and comparable_to_seed(res)
+            else "n/c"
+        )
         mod = (
             pct(modern["final"]["test_acc"]) + "$^\\dagger$"
             if modern and modern["final"].get("tta")
@@ -659,8 +743,9 @@ def seed_comparison_tex(runs: dict[str, dict[str, Any]]) -> str:
     caption = (
         "The seed report's numbers (its claims, copied from its results table) beside our repetitions of "
         "the same runs, and the same model with the \\texttt{modern} recipe (accuracy in \\%; "
-        "$^\\dagger$ flip TTA). $\\Delta$ is shown only for runs on the full CIFAR-10 with the seed's "
-        f"{rl.RECIPES['seed']['epochs']} epochs; n/c: not comparable. Our runs: "
+        "$^\\dagger$ flip TTA). $\\Delta$ is shown only for runs on all 60,000 CIFAR-10 images with the seed's "
+        f"{rl.RECIPES['seed']['epochs']} epochs; n/c: not comparable; $^\\ddagger$ on the JPEG copy of CIFAR-10, a "
+        "different data version from the seed's (JPEG-compressed pixels). Our runs: "
         + provenance_brief(present)
         + " "
         + full_status_brief(runs)
@@ -1160,6 +1245,7 @@ def write_inputs(results_dir: Path, figures_dir: Path, out_dir: Path, tex_dir: P
         "optimizer.tex": optimizer_tex(runs),
         "seed_comparison.tex": seed_comparison_tex(runs),
         "seed_discussion.tex": seed_discussion_tex(runs),
+        "seed_readings.tex": seed_readings_tex(),
         "per_class.tex": per_class_tex(runs, per_class),
         "fig_data.tex": data_figures_tex(figs, tex_dir),
         "fig_curves.tex": curve_figures_tex(figs, runs, tex_dir),

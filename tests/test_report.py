@@ -426,3 +426,23 @@ def test_paper_shows_two_confusion_matrices_and_the_rest_in_the_appendix(tmp_pat
     mixed = {**runs, "lite-modern": fake_result("lite-modern", 0.6, 0.6, MINI, epochs=2)}
     _, out = generate(tmp_path / "mixed", mixed, figures=["per_class_accuracy.png"])
     assert "do not compare like for like" in read(out, "fig_confusion.tex")  # per-class figure: mixed data
+
+
+def test_seed_readings_table_from_the_experiments_index(tmp_path, monkeypatch):
+    """Each reading of the seed recipe against the seed's Lite row (79.12 / 79.87): its final train
+    and test accuracy, the best test epoch as a diagnostic, and the distance; unmeasured ones say why."""
+    res = fake_result("lite-seed-sgd", 0.70, 0.69, FULL, epochs=40)
+    res["final"]["train_acc"] = 0.9267
+    res["history"]["test_acc"][10] = 0.7350  # a better epoch than the last
+    (tmp_path / "literal.json").write_text(json.dumps(res))
+    index = {"data": "CIFAR-10 (JPEG copy), 2-core CPU, seed 0.",
+             "readings": [{"name": "literal", "what": "SGD 0.01, constant", "file": "literal.json"},
+                          {"name": "kuangliu", "what": "cosine T_max 200", "note": "not measured: no time"}]}
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    monkeypatch.setattr(mri, "EXPERIMENTS", tmp_path)
+    rows = mri.reading_rows(mri.seed_readings()[0])
+    assert rows[0] == ["literal", "SGD 0.01, constant", "92.67", "70.00", "73.50", f"{13.55 + 9.87:.2f}"]
+    assert rows[1][-1] == "not measured: no time" and rows[1][2] == "--"
+    assert "tab:readings" in mri.seed_readings_tex() and "JPEG copy" in mri.seed_readings_tex()
+    block = urr.render_block(tmp_path / "none", tmp_path / "figures", tmp_path)
+    assert "| literal | SGD 0.01, constant | 92.67 | 70.00 | 73.50 | 23.42 |" in block
