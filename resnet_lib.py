@@ -1393,11 +1393,14 @@ def train_and_evaluate(
             lock = run_lock(Path(out_dir))
     with lock:
         started = ddp.init_from_env(resolve_device(cfg.device)) if ddp.env_world_size() > 1 else False
+        finished = False
         try:
-            return _train_and_evaluate(cfg, data, data_dir, out_dir, download, resume, progress)
+            result = _train_and_evaluate(cfg, data, data_dir, out_dir, download, resume, progress)
+            finished = True
+            return result
         finally:
             if started:
-                ddp.shutdown()
+                ddp.shutdown(finished)
 
 
 def _train_and_evaluate(

@@ -769,7 +769,7 @@ def scaling_worker(args: argparse.Namespace, device: torch.device, name: str) ->
     _, res = rl.train_and_evaluate(cfg, data=synthetic_cifar(steps * per_gpu * world, 1000), progress=False)
     if int(os.environ.get("RANK", "0")) == 0:
         rate = res["history"]["images_per_sec"][-1]  # the last epoch: compile and warm-up are in the first
-        Path(args.scaling_worker).write_text(json.dumps({"images_per_sec": rate, "distributed": res["distributed"]}))
+        rl.write_json({"images_per_sec": rate, "distributed": res["distributed"]}, args.scaling_worker)
     return 0
 
 

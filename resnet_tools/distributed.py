@@ -78,8 +78,14 @@ def init_from_env(device: torch.device) -> bool:
     return True
 
 
-def shutdown() -> None:
+def shutdown(finished: bool = True) -> None:
+    """End the process group. After a finished run every rank first waits for the others: rank 0
+    hosts the rendezvous store, and tearing it down while another rank is still talking to it
+    can abort that rank ("terminate called without an active exception"). After an error there
+    is no barrier: the other ranks may never reach it."""
     if dist.is_available() and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -84,6 +84,7 @@ if __name__ == "__main__":
         history = fit_no_batchnorm(sys.argv[2])
         if rank == 0:
             Path(sys.argv[3]).write_text(json.dumps(history))
+        torch.distributed.barrier()  # nobody tears down rank 0's store while another rank still uses it
         torch.distributed.destroy_process_group()
         sys.exit(0)
     pause_at = int(os.environ.get("DDP_PAUSE_AT", "0"))

@@ -1097,7 +1097,8 @@ def test_lock_heartbeat_keeps_a_long_run_fresh(tmp_path, monkeypatch):
 
 def test_finished_run_removes_its_lock(cifar, tmp_path):
     rl.train_and_evaluate(tiny_config(epochs=1), data=cifar, out_dir=tmp_path / "out", progress=False)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["checkpoint.pt", "results.json"]
+    left = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert ".lock" not in left and {"checkpoint.pt", "results.json"} <= set(left)
 
 
 # Devices the machine lacks or that are malformed: one line from the CLI, before any loading.
@@ -1112,7 +1113,7 @@ def test_cli_refuses_a_device_this_machine_lacks_before_loading(tmp_path, capsys
         pytest.skip(f"this machine has {device}")
     import resnet_tools.cli as cli
 
-    for name in ("load_for_inference", "read_unlabeled"):
+    for name in ("load_for_inference_with_config", "read_unlabeled"):
         monkeypatch.setattr(cli, name, must_not_run(name))
     if command == "train":
         argv = ["train", "--out", str(tmp_path / "out"), "--quiet", "--no-download", "--data-dir",

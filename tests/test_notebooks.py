@@ -29,7 +29,7 @@ FIGURES = ["class_balance", "samples_per_class", "augmentation_preview", "lite_t
            *[f"confusion_matrix_{r}" for r in RUNS], *[f"misclassified_{r}" for r in RUNS]]
 # Parameters that are not TrainConfig fields: folders, smoke mode, and per-notebook choices.
 EXTRA_PARAMS = {"SMOKE", "RESUME", "DATA_DIR", "RESULTS_DIR", "FIGURES_DIR", "RECIPES", "RUNS", "MISCLASSIFIED",
-                "PREDICT_IMAGES", "GRAD_CAM_IMAGES"}
+                "PREDICT_IMAGES", "GRAD_CAM_IMAGES", "SEEDS"}
 
 
 def smoke_env(tmp_path: Path) -> dict[str, str]:

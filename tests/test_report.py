@@ -81,6 +81,13 @@ def fake_result(
     }
 
 
+@pytest.fixture(autouse=True)
+def no_committed_experiments(tmp_path_factory, monkeypatch):
+    """The generators also read report/experiments/ (the seed-recipe readings); these tests give
+    them an empty one unless they write their own, so only their own runs show up."""
+    monkeypatch.setattr(mri, "EXPERIMENTS", tmp_path_factory.mktemp("no-experiments"))
+
+
 def write_runs(results: Path, runs: dict[str, dict]) -> Path:
     for name, res in runs.items():
         (results / name).mkdir(parents=True, exist_ok=True)

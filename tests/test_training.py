@@ -205,7 +205,7 @@ def test_cli_train_writes_results_json(cifar_dir, tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "lite modern: val acc" in proc.stdout and "test acc" in proc.stdout and "78,042 params" in proc.stdout
+    assert "lite modern seed 0: val acc" in proc.stdout and "test acc" in proc.stdout and "78,042 params" in proc.stdout
     assert proc.stdout.count("(no TTA)") == 2  # val and test, each labelled
     res = json.loads((out / "results.json").read_text())
     assert res["config"]["epochs"] == 1 and res["config"]["tta"] is False and res["config"]["batch_size"] == 64
