@@ -246,6 +246,18 @@ def provenance_groups(runs: dict[str, dict[str, Any]]) -> list[tuple[list[str], 
     return [(names, d, e, dev) for (d, e, dev), names in groups.items()]
 
 
+def is_jpeg_full(res: dict[str, Any]) -> bool:
+    """All 60,000 images, as the JPEG copy of CIFAR-10: full size, but not the official pixels."""
+    return data_kind(res["data"]) == "jpeg"
+
+
+JPEG_NOTE = (
+    "the JPEG copy of CIFAR-10 (the official split's 60,000 images, JPEG-compressed, about 30 dB PSNR against the "
+    "official pixels): full size, but not official CIFAR-10 scores; beside the seed report's numbers they stand as "
+    "a different data version"
+)
+
+
 def is_full(res: dict[str, Any]) -> bool:
     return data_kind(res["data"]) == "full"
 
@@ -496,6 +508,13 @@ def full_status_tex(runs: dict[str, dict[str, Any]]) -> str:
             f"Only {tt_list(full)} used the full official CIFAR-10; "
             "the other runs' numbers are not CIFAR-10 results."
         )
+    jpeg = [n for n, r in runs.items() if is_jpeg_full(r)]
+    if jpeg:
+        return (
+            f"No run used the official CIFAR-10 files. {tt_list(jpeg)} used {tex(JPEG_NOTE)}. "
+            f"Runs on the official files come from \\texttt{{{hint}}} (on a GPU machine for the Improved model), "
+            "then \\texttt{make report}."
+        )
     return (
         "\\textbf{No run in this build used the full CIFAR-10: full-data accuracies have not been measured "
         f"here}}, and none of the numbers below can be compared with the seed report's. "
@@ -509,6 +528,8 @@ def full_status_brief(runs: dict[str, dict[str, Any]]) -> str:
         return ""
     if any(is_full(r) for r in runs.values()):
         return "Only runs on the full CIFAR-10 give CIFAR-10 results."
+    if any(is_jpeg_full(r) for r in runs.values()):
+        return "Full-size runs used the JPEG copy of CIFAR-10: not official CIFAR-10 scores."
     return "\\textbf{No run used the full CIFAR-10: these are not CIFAR-10 results.}" if runs else ""
 
 
@@ -604,7 +625,7 @@ def results_table_tex(runs: dict[str, dict[str, Any]]) -> str:
     for name in names:
         res = runs.get(name)
         if res is None:
-            rows.append([f"\\texttt{{{tex(name)}}}"] + ["\\multicolumn{10}{l}{\\emph{not run}}"])
+            rows.append([f"\\texttt{{{tex(name)}}}"] + ["\\multicolumn{10}{l}{\\emph{not measured}}"])
             continue
         c, fin = res["config"], res["final"]
         rows.append(
@@ -643,7 +664,7 @@ def optimizer_tex(runs: dict[str, dict[str, Any]]) -> str:
     for name in names:
         res = runs.get(name)
         if res is None:
-            rows.append([f"\\texttt{{{tex(name)}}}", "\\multicolumn{7}{l}{\\emph{not run}}"])
+            rows.append([f"\\texttt{{{tex(name)}}}", "\\multicolumn{7}{l}{\\emph{not measured}}"])
             continue
         c, fin, h = res["config"], res["final"], res["history"]
         val = [v for v in h.get("val_acc", []) if v is not None]
@@ -721,7 +742,7 @@ def seed_comparison_tex(runs: dict[str, dict[str, Any]]) -> str:
             if modern and modern["final"].get("tta")
             else (pct(modern["final"]["test_acc"]) if modern else "--")
         )
-        prod = f"{tex(data_short(res['data']))}, {epochs_of(res)} ep." if res else "\\emph{not run}"
+        prod = f"{tex(data_short(res['data']))}, {epochs_of(res)} ep." if res else "\\emph{not measured}"
         rows.append(
             [f"\\texttt{{{tex(name)}}}", f"{s_train:.2f}", f"{s_test:.2f}", ours[0], ours[1], delta, mod, prod]
         )
@@ -993,7 +1014,7 @@ def curve_figures_tex(figs: Figures, runs: dict[str, dict[str, Any]], tex_dir: P
         prov = provenance_ref(group, runs)
         out += figure_tex(
             figs.get(f"{model}_training_curves"),
-            f"{model.capitalize()} model: loss and accuracy per epoch (notebook {nb}). {prov}"
+            f"{model.capitalize()} model: loss, accuracy and learning rate per epoch (notebook {nb}). {prov}"
             + figs.note(f"{model}_training_curves"),
             f"fig:{model}curves",
             tex_dir,
@@ -1134,6 +1155,8 @@ def limitations_tex(runs: dict[str, dict[str, Any]]) -> str:
     items = []
     if not runs:
         items.append("No run has been made: this build reports no measured accuracy at all.")
+    elif not any(is_full(r) for r in runs.values()) and any(is_jpeg_full(r) for r in runs.values()):
+        items.append(f"No run used the official CIFAR-10 files; the full-size runs used {tex(JPEG_NOTE)}.")
     elif not any(is_full(r) for r in runs.values()):
         items.append(
             "No run used the full CIFAR-10, so this build measures no CIFAR-10 test accuracy; "
@@ -1151,10 +1174,15 @@ def limitations_tex(runs: dict[str, dict[str, Any]]) -> str:
         items.append(f"{who} trained on a random subset of the training images (\\texttt{{train\\_subset}}).")
     expected = [n for n in expected_runs() if n not in runs]
     if expected:
-        items.append(f"Not run in this build: {tt_list(expected)}.")
+        items.append(f"Not measured in this build: {tt_list(expected)}.")
+    single = [n for n, r in runs.items() if n_seeds(r) < 2]
+    if single:
+        who = "Each configuration" if len(single) == len(runs) else tt_list(single)
+        items.append(
+            f"{who} ran once, with one seed: the seed-to-seed spread, which can exceed small "
+            "differences between configurations, is not measured, and no difference is called a finding."
+        )
     items += [
-        "Each configuration ran once, with one seed: the seed-to-seed spread, which can exceed small "
-        "differences between configurations, is not measured.",
         "The seed report gives no learning rates, batch size or weight decay; the \\texttt{seed} recipe fills "
         "them with common defaults, so it repeats the seed's setup only as far as the report describes it.",
         "We hold out a validation split of the training images for model selection, so our models train on "
@@ -1174,6 +1202,17 @@ def abstract_tex(runs: dict[str, dict[str, Any]]) -> str:
             f"On the full CIFAR-10, the run with the highest validation accuracy, \\texttt{{{tex(best)}}} "
             f"({epochs_of(r)} epochs), reaches {pct(r['final']['test_acc'])}\\% test accuracy "
             f"with {r['num_params']:,} parameters. "
+        )
+    jpeg = {n: r for n, r in runs.items() if is_jpeg_full(r)}
+    if jpeg:
+        best = best_run(jpeg) or next(iter(jpeg))
+        r = jpeg[best]
+        missing = [n for n in expected_runs() if n not in runs]
+        return (
+            f"On the JPEG copy of CIFAR-10 (all 60,000 images, JPEG-compressed; not official scores), the run with "
+            f"the highest validation accuracy, \\texttt{{{tex(best)}}} ({epochs_of(r)} epochs), reaches "
+            f"{pct(r['final']['test_acc'])}\\% test accuracy with {r['num_params']:,} parameters"
+            + (f"; {tt_list(missing)} were not measured (no GPU was available). " if missing else ". ")
         )
     if runs:
         epochs = sorted({epochs_of(r) for r in runs.values()})

@@ -53,7 +53,22 @@ def provenance_md(runs: dict[str, dict[str, Any]]) -> list[str]:
         )
     lines.append("")
     full = [n for n, r in runs.items() if mri.is_full(r)]
-    if len(full) < len(runs):
+    jpeg = [n for n, r in runs.items() if mri.is_jpeg_full(r)]
+    missing = [n for n in mri.expected_runs() if n not in runs]
+    if jpeg and not full:
+        lines += [
+            "> **No run here used the official CIFAR-10 files.** "
+            + ", ".join(f"`{n}`" for n in jpeg)
+            + f" used {mri.JPEG_NOTE} (‡)."
+            + (
+                " " + ", ".join(f"`{n}`" for n in missing) + " were not measured: the Improved model needs a GPU, "
+                "and none was available to the session that ran these."
+                if missing
+                else ""
+            ),
+            "",
+        ]
+    elif len(full) < len(runs):
         lines += [
             "> **"
             + (
@@ -82,7 +97,7 @@ def results_table_md(runs: dict[str, dict[str, Any]]) -> list[str]:
     for name in names:
         res = runs.get(name)
         if res is None:
-            lines.append(f"| `{name}` | *not run* | | | | | | | | | |")
+            lines.append(f"| `{name}` | *not measured* | | | | | | | | | |")
             continue
         c, fin = res["config"], res["final"]
         acc = {k: mri.pct_sd(res, k, latex=False) for k in ("train_acc", "val_acc", "test_acc")}
@@ -107,7 +122,7 @@ def seed_md(runs: dict[str, dict[str, Any]]) -> list[str]:
     epochs = rl.RECIPES["seed"]["epochs"]
     lines = [
         f"**The seed report's claims** (copied from its results table: its numbers after {epochs} epochs on "
-        "CIFAR-10, not runs of ours), beside our repetitions of the same runs. Δ only where our run used the "
+        "CIFAR-10, not runs of ours), beside our repetitions of the same runs. Δ only where our run used "
         f"all 60,000 CIFAR-10 images for {epochs} epochs (n/c: not comparable; ‡: on the JPEG copy of CIFAR-10, "
         "a different data version from the seed's).",
         "",
@@ -117,7 +132,7 @@ def seed_md(runs: dict[str, dict[str, Any]]) -> list[str]:
     for name, (s_train, s_test) in mri.seed_claims().items():
         res = runs.get(name)
         if res is None:
-            lines.append(f"| `{name}` | {s_train:.2f} | {s_test:.2f} | *not run* | | |")
+            lines.append(f"| `{name}` | {s_train:.2f} | {s_test:.2f} | *not measured* | | |")
             continue
         delta = (
             f"{100 * res['final']['test_acc'] - s_test:+.2f}{mri.delta_mark(res)}"
@@ -184,8 +199,8 @@ def figures_md(runs: dict[str, dict[str, Any]], results_dir: Path, figures_dir: 
     results it shows (from another run)."""
     focus = mri.best_run(runs)
     wanted = [
-        ("improved_training_curves", "Improved ResNet: loss and accuracy per epoch"),
-        ("lite_training_curves", "Lite ResNet: loss and accuracy per epoch"),
+        ("improved_training_curves", "Improved ResNet: loss, accuracy and learning rate per epoch"),
+        ("lite_training_curves", "Lite ResNet: loss, accuracy and learning rate per epoch"),
     ]
     if focus:
         wanted.insert(1, (f"confusion_matrix_{focus}", f"Confusion matrix of {focus}"))

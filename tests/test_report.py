@@ -118,7 +118,7 @@ def test_no_results_builds_every_fragment_and_says_so(tmp_path):
     manifest, out = generate(tmp_path)
     assert manifest["runs"] == [] and manifest["missing_runs"] == list(RUNS)
     assert sorted(p.name for p in out.glob("*.tex")) == manifest["files"]
-    assert read(out, "results_table.tex").count("not run") == len(RUNS)
+    assert read(out, "results_table.tex").count("not measured") == len(RUNS)
     assert "no training runs" in read(out, "abstract.tex")
     assert "No training run has produced results" in read(out, "provenance.tex")
     assert "not available" in read(out, "per_class.tex")
@@ -134,7 +134,7 @@ def test_subset_runs_are_labelled_and_not_compared_with_the_seed(tmp_path):
     table = read(out, "results_table.tex")
     assert manifest["runs"] == ["lite-modern", "improved-seed-sgd"] and manifest["full_cifar10_runs"] == []
     assert "45.67$^\\dagger$" in table  # modern recipe: flip TTA is marked
-    assert "30.12 &" in table and table.count("not run") == 3
+    assert "30.12 &" in table and table.count("not measured") == 3
     # What produced it: data, sizes, caveat, epochs, device, wall time.
     assert "cifar10-mini, 3,663/407/1,015 train/val/test images, test = held-out training images" in table
     assert "2 epochs" in table and "cpu (x86\\_64, 2 threads)" in table and "wall time 2.1 min in all" in table
@@ -145,7 +145,7 @@ def test_subset_runs_are_labelled_and_not_compared_with_the_seed(tmp_path):
     assert "neither confirmed nor refuted" in read(out, "seed_discussion.tex")
     assert "recipe moves" not in read(out, "seed_discussion.tex")  # no Lite seed run, no Improved modern run
     lim = read(out, "limitations.tex")
-    assert "far shorter" in lim and "Not run in this build: " + mri.tt_list(["lite-seed-sgd"]) in lim
+    assert "far shorter" in lim and "Not measured in this build: " + mri.tt_list(["lite-seed-sgd"]) in lim
 
 
 def test_full_runs_are_compared_with_the_seed_and_selected_by_validation(tmp_path):
@@ -352,9 +352,9 @@ def test_readme_block_replaced_between_markers(tmp_path):
     assert text.startswith("# Project\n\nIntro.\n\n## Results\n\n<!-- results:start -->\n")
     assert text.endswith("<!-- results:end -->\n\n## Next\n") and "stale" not in text
     assert "| `lite-modern` | SGD + Nesterov momentum | 78,042 |" in text and "45.67 †" in text
-    assert text.count("*not run*") == (len(RUNS) - 1) + 3  # results table, and seed table rows
+    assert text.count("*not measured*") == (len(RUNS) - 1) + 3  # results table, and seed table rows
     assert "No run here used the full CIFAR-10" in text and "`make run`" in text
-    assert "![Lite ResNet: loss and accuracy per epoch](figures/lite_training_curves.png)" in text
+    assert "![Lite ResNet: loss, accuracy and learning rate per epoch](figures/lite_training_curves.png)" in text
     assert mri.REGENERATE in text
     assert readme.stat().st_mode & 0o777 == 0o644
     # Idempotent: a second run changes nothing.
