@@ -382,7 +382,8 @@ def _download(root: Path) -> None:
         raise DataError(
             f"could not download CIFAR-10 ({type(e).__name__}: {e}).\n"
             f"Put the official python version in {root / CIFAR10_FOLDER} (data_batch_1..5, test_batch), "
-            f"or point at an existing copy with --data-dir DIR / DATA_DIR=DIR (the folder that contains {CIFAR10_FOLDER}/)."
+            "or point at an existing copy with --data-dir DIR / DATA_DIR=DIR "
+            f"(the folder that contains {CIFAR10_FOLDER}/)."
         ) from None
 
 
@@ -451,7 +452,8 @@ def load_cifar10(data_dir: str | Path | None = None, download: bool = True) -> C
             f"and test_batch){binary}.\n"
             f"Download the python version of CIFAR-10 and extract it into {root}, "
             "allow the automatic download (download=True, no --no-download), "
-            f"or point at an existing copy with --data-dir DIR / DATA_DIR=DIR (the folder that contains {CIFAR10_FOLDER}/)."
+            "or point at an existing copy with --data-dir DIR / DATA_DIR=DIR "
+            f"(the folder that contains {CIFAR10_FOLDER}/)."
         )
     official = True
     parts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -1513,8 +1515,8 @@ _REEXPORTS = {
     "resnet_tools.inference": "predict export_safetensors load_pretrained load_for_inference read_unlabeled "
     "write_submission as_nchw_uint8",
     "resnet_tools.results": "SEED_REPORTED run_name group_name optimizer_label run_label load_results saved_results "
-    "best_run merge_seeds results_table summary_table write_table class_counts channel_stats_table confusion_matrix "
-    "per_class_accuracy confused_pairs",
+    "best_run merge_seeds missing_runs results_table summary_table write_table class_counts channel_stats_table "
+    "confusion_matrix per_class_accuracy confused_pairs",
     "resnet_tools.figures": "save_figure plot_class_balance plot_samples_per_class plot_augmentation_preview "
     "plot_training_curves plot_confusion_matrix plot_per_class_accuracy plot_misclassified plot_predictions",
     "resnet_tools.explain": "fit_temperature expected_calibration_error calibrate calibration_table "

@@ -259,7 +259,8 @@ def plot_grad_cam(
                 axes[2 * g + 1, 0].set_ylabel("Grad-CAM", fontsize=8)
             else:
                 axes[2 * g, 0].text(0, 0.5, f"{label}: none", transform=axes[2 * g, 0].transAxes)
-        fig.suptitle(title or "Grad-CAM of the predicted class (true class → predicted class, its probability)", y=1.0)
+        default = "Grad-CAM of the predicted class (true class → predicted class, its probability)"
+        fig.suptitle(title or default, y=1.0)
     return fig
 
 
@@ -267,6 +268,8 @@ def example_titles(
     idx: list[int], predictions: torch.Tensor, labels: torch.Tensor, probs: torch.Tensor, classes=CLASSES
 ) -> list[str]:
     """'true\n→ predicted p%' for each index, as plot_misclassified labels its images."""
-    return [
-        f"{classes[int(labels[i])]}\n→ {classes[int(predictions[i])]} {probs[i, int(predictions[i])]:.0%}" for i in idx
-    ]
+    titles = []
+    for i in idx:
+        p = int(predictions[i])
+        titles.append(f"{classes[int(labels[i])]}\n→ {classes[p]} {probs[i, p]:.0%}")
+    return titles

@@ -120,7 +120,8 @@ def load_pretrained(path: str | Path, device: str = "auto") -> tuple[ResNet, dic
         raise ValueError(f"{path}: not a readable safetensors file ({first})") from None
     if meta.get("format") != EXPORT_FORMAT:
         raise ValueError(
-            f"{path}: metadata format {meta.get('format')!r}, expected {EXPORT_FORMAT!r} (export it with resnet_lib.py export)"
+            f"{path}: metadata format {meta.get('format')!r}, expected {EXPORT_FORMAT!r} "
+            "(export it with resnet_lib.py export)"
         )
     config = _meta_json(path, meta, "config")
     stats = _meta_json(path, meta, "stats")

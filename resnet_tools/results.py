@@ -88,6 +88,28 @@ def load_results(results_dir: str | Path) -> dict[str, dict[str, Any]]:
     return dict(sorted(runs.items(), key=key))
 
 
+# The configurations the notebooks train by default, in the report's order, and which notebook
+# makes each: each model with the seed recipe (SGD; Improved also Adam) and the modern recipe.
+NOTEBOOK_RUNS: tuple[tuple[str, dict[str, str], str], ...] = (
+    ("seed", dict(model="lite", optimizer="sgd"), "02_train_lite"),
+    ("modern", dict(model="lite"), "02_train_lite"),
+    ("seed", dict(model="improved", optimizer="sgd"), "04_optimizer_comparison"),
+    ("seed", dict(model="improved", optimizer="adam"), "04_optimizer_comparison"),
+    ("modern", dict(model="improved"), "03_train_improved"),
+)
+
+
+def expected_runs() -> dict[str, str]:
+    """{group name: the notebook that trains it} for the notebooks' default runs."""
+    return {group_name(TrainConfig.from_recipe(recipe, device="cpu", **kw)): nb for recipe, kw, nb in NOTEBOOK_RUNS}
+
+
+def missing_runs(runs: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """The notebooks' default configurations with no run among `runs`: {group name: notebook}."""
+    have = {group_name(r["config"]) for r in runs.values()}
+    return {name: nb for name, nb in expected_runs().items() if name not in have}
+
+
 def selection_accuracy(res: dict[str, Any]) -> float | None:
     """Validation accuracy of a run's final model: the only number model selection may use."""
     v = res["final"].get("val_acc")

@@ -126,3 +126,10 @@ def test_notebook_seeds_parameter_trains_every_seed_and_summarises(tmp_path):
     every, summary = ("".join(o["data"]["text/plain"]) for o in last["outputs"])
     assert "lite-modern-seed1" in every  # one row per run ...
     assert "lite-modern" in summary and "seeds" in summary and "lite-modern-seed1" not in summary  # ... then per group
+
+
+def test_missing_runs_names_the_notebook_that_makes_each():
+    runs = {"lite-modern": fake_run(), "lite-modern-seed1": fake_run(seed=1)}
+    missing = rl.missing_runs(runs)
+    assert "lite-modern" not in missing and missing["lite-seed-sgd"] == "02_train_lite"
+    assert missing["improved-modern"] == "03_train_improved" and missing["improved-seed-adam"] == "04_optimizer_comparison"
