@@ -206,11 +206,22 @@ def _where_interrupted(args: argparse.Namespace, started: float) -> str:
     return " It stopped before the end of its first epoch, so no checkpoint was written: rerun to start over."
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, wrapping help text without breaking names at hyphens (seed-kuangliu)."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="resnet_lib.py", description=rl.__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="resnet_lib.py", description=rl.__doc__.split("\n")[0], formatter_class=_HelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser(
-        "train", help="train one model; write results.json, checkpoint.pt, history.csv and TensorBoard events"
+        "train",
+        formatter_class=_HelpFormatter,
+        help="train one model; write results.json, checkpoint.pt, history.csv and TensorBoard events",
     )
     train.add_argument(
         "--recipe",
@@ -241,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     _add_config_options(train)
     train.set_defaults(run=_cmd_train)
 
-    pred = sub.add_parser("predict", help="label unlabeled images; write a submission CSV (ID,Labels)")
+    pred = sub.add_parser(
+        "predict", formatter_class=_HelpFormatter, help="label unlabeled images; write a submission CSV (ID,Labels)"
+    )
     pred.add_argument("--checkpoint", required=True, help="checkpoint.pt from training, or an exported .safetensors")
     pred.add_argument("--input", required=True, help=".npy uint8 array, or a pickle of a dict with 'data' (and 'ids')")
     pred.add_argument("--out", default="submission.csv", help="the CSV to write (default: submission.csv)")
@@ -256,7 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     pred.set_defaults(run=_cmd_predict)
 
-    exp = sub.add_parser("export", help="write a checkpoint's weights and config as .safetensors")
+    exp = sub.add_parser(
+        "export", formatter_class=_HelpFormatter, help="write a checkpoint's weights and config as .safetensors"
+    )
     exp.add_argument("--checkpoint", required=True, help="checkpoint.pt from training")
     exp.add_argument(
         "--out", default="model.safetensors", help="the .safetensors file to write (default: model.safetensors)"

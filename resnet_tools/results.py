@@ -41,7 +41,7 @@ def group_name(cfg: TrainConfig | dict[str, Any]) -> str:
     their seed form one group, one row of a results table (mean +- std over the seeds)."""
     c = cfg if isinstance(cfg, dict) else dataclasses.asdict(cfg)
     name = f"{c['model']}-{c['recipe']}"
-    if c["recipe"] == "seed" or c["optimizer"] != RECIPES.get(c["recipe"], {}).get("optimizer"):
+    if c["recipe"].startswith("seed") or c["optimizer"] != RECIPES.get(c["recipe"], {}).get("optimizer"):
         name += f"-{c['optimizer']}"
     return name
 

@@ -561,6 +561,7 @@ RECIPE_FIELDS = [  # (TrainConfig field, row label)
     ("nesterov", "Nesterov (SGD)"),
     ("weight_decay", "weight decay"),
     ("schedule", "schedule"),
+    ("schedule_epochs", "schedule length (epochs; 0: the run's)"),
     ("warmup_epochs", "warm-up epochs"),
     ("label_smoothing", "label smoothing"),
     ("crop", "random crop (pad 4)"),
@@ -586,25 +587,30 @@ def recipes_table_tex() -> str:
     as TrainConfig.from_recipe sets it)."""
     seed_sgd = rl.TrainConfig.from_recipe("seed", device="cpu")
     seed_adam = rl.TrainConfig.from_recipe("seed", optimizer="adam", device="cpu")
+    reading = rl.TrainConfig.from_recipe("seed-kuangliu", device="cpu")
+    reading_adam = rl.TrainConfig.from_recipe("seed-kuangliu", optimizer="adam", device="cpu")
     modern = rl.TrainConfig.from_recipe("modern", device="cpu")
     on_gpu = rl.RECIPES_ON_CUDA.get("modern", {})
     rows = []
     for f, label in RECIPE_FIELDS:
         s = fmt_value(getattr(seed_sgd, f))
+        k = fmt_value(getattr(reading, f))
         if f == "optimizer":
-            s = "SGD + momentum / Adam"
+            s = k = "SGD + momentum / Adam"
         elif f == "lr":
             s = f"{fmt_value(seed_sgd.lr)} / {fmt_value(seed_adam.lr)}"
+            k = f"{fmt_value(reading.lr)} / {fmt_value(reading_adam.lr)}"
         m = rl.optimizer_label(dataclasses.asdict(modern)) if f == "optimizer" else fmt_value(getattr(modern, f))
         if f in on_gpu:
             m += f" (GPU: {fmt_value(on_gpu[f])})"
-        rows.append([tex(label), tex(s), tex(m)])
-    body = tabular("@{}lll@{}", ["", "\\texttt{seed}", "\\texttt{modern}"], rows)
+        rows.append([tex(label), tex(s), tex(k), tex(m)])
+    body = tabular("@{}llll@{}", ["", "\\texttt{seed}", "\\texttt{seed-kuangliu}", "\\texttt{modern}"], rows)
     return table_env(
         body,
-        "The two training recipes as the code defines them (\\texttt{RECIPES}). The seed report "
+        "The training recipes as the code defines them (\\texttt{RECIPES}). The seed report "
         "states neither learning rates nor batch size nor weight decay; \\texttt{seed} fills "
-        "them with common course defaults. On a GPU, \\texttt{modern} takes a larger batch "
+        "them with common course defaults, \\texttt{seed-kuangliu} is the reading of the seed's recipe that came "
+        "closest to its Lite row (Table~\\ref{tab:readings}). On a GPU, \\texttt{modern} takes a larger batch "
         "and learning rate (\\texttt{RECIPES\\_ON\\_CUDA}).",
         "tab:recipes",
     )

@@ -134,7 +134,7 @@ def test_recipes():
     assert rl.TrainConfig.from_recipe("seed", optimizer="adam", lr=0.01).lr == 0.01
     modern = rl.TrainConfig.from_recipe("modern")
     assert modern.crop and modern.flip and modern.nesterov and modern.label_smoothing > 0 and modern.tta
-    with pytest.raises(rl.ConfigError, match="valid choices: seed, modern"):
+    with pytest.raises(rl.ConfigError, match="valid choices: seed, seed-kuangliu, modern"):
         rl.TrainConfig.from_recipe("fancy")
     with pytest.raises(rl.ConfigError, match="unknown TrainConfig field"):
         rl.TrainConfig.from_recipe("seed", epoch=3)
@@ -256,3 +256,17 @@ def test_fit_keeps_freed_memory_on_the_cpu(cifar, monkeypatch):
     monkeypatch.setattr(rl, "keep_freed_memory", lambda: calls.append(1) or True)
     rl.fit(rl.build_model("lite", seed=0), cifar, tiny_config(epochs=1), progress=False)
     assert calls == [1]
+
+
+def test_seed_kuangliu_preset_is_the_measured_reading():
+    """The best-supported reading of the seed recipe (README, "Which reading of the seed's recipe"):
+    kuangliu/pytorch-cifar's main.py for 40 epochs without augmentation; Adam gets its usual 0.001."""
+    cfg = rl.TrainConfig.from_recipe("seed-kuangliu", model="lite")
+    assert (cfg.optimizer, cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay) == ("sgd", 0.1, 0.9, False, 5e-4)
+    assert (cfg.schedule, cfg.schedule_epochs, cfg.warmup_epochs, cfg.epochs, cfg.batch_size) == ("cosine", 200, 0, 40, 128)
+    assert not (cfg.crop or cfg.flip or cfg.cutout or cfg.tta or cfg.label_smoothing)
+    spe = 352  # 45,000 images at batch 128
+    last = rl.lr_factor(40 * spe - 1, 40 * spe, 0, cfg.schedule, round(cfg.schedule_epochs * spe))
+    assert 0.90 < last < 0.91  # the lr stays near its peak: a run that ends at a high learning rate
+    assert rl.TrainConfig.from_recipe("seed-kuangliu", optimizer="adam").lr == 1e-3
+    assert rl.run_name(cfg) == "lite-seed-kuangliu-sgd"
