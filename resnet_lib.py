@@ -1399,16 +1399,13 @@ def _train_and_evaluate(
 ) -> tuple[ResNet, dict[str, Any]]:
     from resnet_tools import distributed as ddp
 
-    # Everything that can fail without data fails here, before loading (or downloading)
-    # data and before training: the config (again: a notebook may have edited it), the
-    # output folder, the model's budget, and what an existing checkpoint allows.
-    cfg.validate()
+    # train_and_evaluate checked the config, the device and the output folder; what else can
+    # fail without data fails here, before loading (or downloading) data and before training:
+    # the batch split across ranks, the model's budget, and what an existing checkpoint allows.
     if ddp.world().distributed:
         ddp.check_batch_size(cfg.batch_size, ddp.world())
     out = Path(out_dir) if out_dir is not None else None
     checkpoint = out / "checkpoint.pt" if out is not None else None
-    if out is not None:
-        check_writable(out)
     model = build_model(cfg.model, seed=cfg.seed, allow_over_budget=cfg.allow_over_budget)
     if checkpoint is not None and checkpoint.exists():
         from resnet_tools.checkpoints import check_existing_checkpoint  # it imports this module
