@@ -1370,14 +1370,14 @@ def train_and_evaluate(
     # unwritable output folder. OUT/.lock (run_lock, held by rank 0 alone under torchrun) makes a
     # second process training into the same folder fail at once instead of both writing there.
     cfg.validate()
-    resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
     lock = contextlib.nullcontext()
     if out_dir is not None:
         check_writable(Path(out_dir))
         if int(os.environ.get("RANK", "0")) == 0:
             lock = run_lock(Path(out_dir))
     with lock:
-        started = ddp.init_from_env(resolve_device(cfg.device)) if ddp.env_world_size() > 1 else False
+        started = ddp.init_from_env(device) if ddp.env_world_size() > 1 else False
         finished = False
         try:
             result = _train_and_evaluate(cfg, data, data_dir, out_dir, download, resume, progress)

@@ -154,13 +154,11 @@ def _cmd_train(args: argparse.Namespace) -> None:
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name != "recipe"}
     if args.seeds is None:
         cfg = TrainConfig.from_recipe(args.recipe, **overrides)
-        rl.resolve_device(cfg.device)  # a device this machine lacks: one line now, not after loading the data
         _train_one(cfg, args, Path(args.out))
         return
     if args.seed is not None:
         raise ConfigError("give --seed or --seeds, not both")
     configs = [TrainConfig.from_recipe(args.recipe, **{**overrides, "seed": seed}) for seed in args.seeds]
-    rl.resolve_device(configs[0].device)
     runs = {run_name(cfg): _train_one(cfg, args, Path(args.out) / run_name(cfg)) for cfg in configs}
     if None in runs.values():
         return  # a rank other than 0 under torchrun: rank 0 prints the summary
