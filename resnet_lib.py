@@ -6,15 +6,16 @@ The notebooks' one import (`import resnet_lib as rl`), and a command line::
 
 Read top to bottom:
   1. models     `RBL` block, `ResNet` builder (architectures as data), `lite()` / `improved()`, `summary`
-  2. data       `load_cifar10`: the official python format (md5-checked, allow-list unpickler)
+  2. data       `CIFAR10` in memory, `load_cifar10` (official files or an image folder), `channel_stats`
   3. pipeline   the whole dataset as uint8 on the training device; batched crop / flip / cutout there
   4. training   `TrainConfig` and `RECIPES`, `fit` / `train_step` / `evaluate`, checkpoints,
                 `train_and_evaluate` (the whole job: data, model, fit, results.json)
 
 Everything else lives beside it in `resnet_tools/`, one concern per module: `safeio` (safe
-files), `inference` (predict, safetensors), `results` (run names, tables), `figures` and
-`cli`. The names the notebooks use from there are re-exported here (`rl.plot_confusion_matrix`),
-loaded on first use. Importing needs only torch, numpy and tqdm, and has no side effects.
+files), `cifarfiles` and `imagefolder` (reading data), `inference` (predict, safetensors),
+`results` (run names, tables), `figures` and `cli`. The names the notebooks use from there are
+re-exported here (`rl.plot_confusion_matrix`), loaded on first use. Importing needs only
+torch, numpy and tqdm, and has no side effects.
 """
 
 from __future__ import annotations
@@ -25,22 +26,19 @@ import hashlib
 import importlib
 import math
 import os
-import platform
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from resnet_tools.safeio import RefusedPickle, atomic_save, check_writable, file_md5, run_lock, safe_unpickle
-from resnet_tools.safeio import state_sha256, symlink_loop, write_json
+from resnet_tools.devices import DEVICES, is_cuda, keep_freed_memory, resolve_device
+from resnet_tools.safeio import atomic_save, check_writable, run_lock, state_sha256, write_json
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 PARAM_BUDGET = 5_000_000  # the mini-project's hard limit on trainable parameters
@@ -231,21 +229,8 @@ def summary(model: nn.Module, file: Any = None) -> list[LayerRow]:
 
 
 # ---------------------------------------------------------------------------------------
-# 2. Data: the official CIFAR-10 python format
+# 2. Data: CIFAR-10 in memory as uint8, from the official files or an image folder
 # ---------------------------------------------------------------------------------------
-# From the dataset's page (and torchvision.datasets.CIFAR10, which uses the same values).
-CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-CIFAR10_ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
-CIFAR10_FOLDER = "cifar-10-batches-py"
-CIFAR10_TRAIN_MD5 = {
-    "data_batch_1": "c99cafc152244af753f735de768cd75f",
-    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
-    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
-    "data_batch_4": "634d18415352ddfa80567beed471001a",
-    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
-}
-CIFAR10_TEST_MD5 = {"test_batch": "40351d587109b95175f43aff81a1287e"}
-
 # Per-channel mean and std of the 50,000 official training images, pixels scaled to
 # [0, 1], std over all pixels of a channel: what `channel_stats` returns on the full
 # training set. Reference only: the pipeline recomputes them from whatever training set
@@ -257,49 +242,6 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 class DataError(RuntimeError):
     """The data folder is missing, incomplete, corrupt or unsafe; the message says what to do."""
-
-
-def read_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read one batch file: uint8 images (N, 3, 32, 32) and int64 labels (N,).
-
-    Raises DataError naming the file for anything that is not a valid CIFAR-10 batch.
-    """
-    path = Path(path)
-    try:
-        obj = safe_unpickle(path)
-    except RefusedPickle as e:
-        raise DataError(f"{path}: refused: {e}; the file may be malicious, nothing in it was run") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read the file ({e.strerror or e})") from None
-    except Exception as e:  # noqa: BLE001 - a corrupt pickle raises almost anything (OverflowError, KeyError, ...)
-        raise DataError(
-            f"{path}: truncated or corrupt batch file ({type(e).__name__}: {e}); expected a CIFAR-10 "
-            "python-version batch (a pickled dict with 'data' and 'labels')"
-        ) from None
-    if not isinstance(obj, dict):
-        raise DataError(f"{path}: expected a dict with 'data' and 'labels', got {type(obj).__name__}")
-    obj = {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
-    if "data" not in obj or "labels" not in obj:
-        raise DataError(f"{path}: expected keys 'data' and 'labels', found {sorted(map(str, obj))}")
-    data, labels = obj["data"], obj["labels"]
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8:
-        kind = data.dtype if isinstance(data, np.ndarray) else type(data).__name__
-        raise DataError(f"{path}: 'data' must be a uint8 array of N x 3072 pixels, got {kind}")
-    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-        raise DataError(f"{path}: 'data' must have shape (N, 3072) (3x32x32, channel-major), got {data.shape}")
-    if data.shape[0] == 0:
-        raise DataError(f"{path}: holds no images; expected 'data' of shape (N, 3072) with N > 0")
-    try:
-        labels = np.asarray(labels)
-    except Exception:  # noqa: BLE001 - ragged or exotic objects; reported below by type
-        labels = np.asarray(None)
-    if labels.shape != (data.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
-        raise DataError(
-            f"{path}: 'labels' must be {data.shape[0]} integers, got shape {labels.shape} of {labels.dtype}"
-        )
-    if labels.size and (labels.min() < 0 or labels.max() >= len(CLASSES)):
-        raise DataError(f"{path}: labels must lie in 0..{len(CLASSES) - 1}, found {labels.min()}..{labels.max()}")
-    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 
 @dataclass
@@ -372,118 +314,19 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("DATA_DIR") or Path(__file__).resolve().parent / "data")
 
 
-def _download(root: Path) -> None:
-    from torchvision.datasets.utils import download_and_extract_archive
-
-    print(f"CIFAR-10 not found in {root}; downloading the official archive (163 MB) ...", file=sys.stderr)
-    try:
-        download_and_extract_archive(CIFAR10_URL, str(root), md5=CIFAR10_ARCHIVE_MD5)
-    except Exception as e:  # network errors come in many types (URLError, OSError, ...)
-        raise DataError(
-            f"could not download CIFAR-10 ({type(e).__name__}: {e}).\n"
-            f"Put the official python version in {root / CIFAR10_FOLDER} (data_batch_1..5, test_batch), "
-            "or point at an existing copy with --data-dir DIR / DATA_DIR=DIR "
-            f"(the folder that contains {CIFAR10_FOLDER}/)."
-        ) from None
-
-
 def load_cifar10(data_dir: str | Path | None = None, download: bool = True) -> CIFAR10:
-    """Load CIFAR-10 from `data_dir/cifar-10-batches-py/` (the layout torchvision uses), or an
-    image folder (`data_dir/train/<class>/*.png|jpg`, `data_dir/test/<class>/*`; see
-    resnet_tools.imagefolder: decoded once, then cached).
-
-    Missing files are downloaded (official archive, md5-checked) when `download` is true.
-    A folder whose files differ from the official md5 sums (a subset, say) loads with one
-    warning that says how many images it holds. Batch files are unpickled with an
-    allow-list, so a malicious file cannot run code.
-    """
+    """Load CIFAR-10 from `data_dir` (default: default_data_dir()): the official python format in
+    `data_dir/cifar-10-batches-py/` (the layout torchvision uses; resnet_tools.cifarfiles: files
+    md5-checked, unpickled with an allow-list, the official archive downloaded where every file is
+    missing and `download` is true), or an image folder (`data_dir/train/<class>/*.png|jpg`,
+    `data_dir/test/<class>/*`; resnet_tools.imagefolder: decoded once, then cached).
+    Raises DataError naming the file and the fix."""
     root = Path(data_dir) if data_dir is not None else default_data_dir()
-    from resnet_tools import imagefolder  # imported here: it imports this module
+    from resnet_tools import cifarfiles, imagefolder  # imported here: they import this module
 
     if imagefolder.is_image_folder(root):
-        d = imagefolder.load_image_folder(root)
-        if len(d.classes) != len(CLASSES):  # the seed's models have ten outputs
-            raise DataError(
-                f"{root}: {len(d.classes)} class folders ({', '.join(d.classes)}); the models need "
-                f"exactly {len(CLASSES)}"
-            )
-        return CIFAR10(
-            torch.from_numpy(d.train_x),
-            torch.from_numpy(d.train_y),
-            torch.from_numpy(d.test_x),
-            torch.from_numpy(d.test_y),
-            root=str(root),
-            official=False,
-            classes=d.classes,
-            label=d.label,
-        )
-    expected = {**CIFAR10_TRAIN_MD5, **CIFAR10_TEST_MD5}
-    for path in (root, root / CIFAR10_FOLDER, *(root / CIFAR10_FOLDER / name for name in expected)):
-        if (loop := symlink_loop(path)) is not None:
-            raise DataError(
-                f"{loop} is a symlink loop (a link that leads back to itself), not CIFAR-10 data; "
-                "remove or fix the link, or point --data-dir / DATA_DIR at the real folder"
-            )
-    if root.is_file():
-        raise DataError(
-            f"data folder {root} is a file, not a folder; expected the folder that contains {CIFAR10_FOLDER}/ "
-            f"(if it is the downloaded archive, extract it first: tar xzf {root.name})"
-        )
-    folder = root / CIFAR10_FOLDER
-    if not folder.is_dir() and any((root / name).is_file() for name in expected):
-        folder = root  # pointed at cifar-10-batches-py/ itself (or a copy of its files)
-    missing = [name for name in expected if not (folder / name).is_file()]
-    if missing and download and len(missing) < len(expected):
-        # Some files are there: a subset or an interrupted copy. Downloading would extract
-        # the official files over the user's own, so name what is missing instead.
-        raise DataError(
-            f"CIFAR-10 files missing in {folder}: {', '.join(missing)} (expected data_batch_1..data_batch_5 "
-            "and test_batch). The folder holds the other files, so it is not downloaded over them: add the "
-            "missing files, or empty the folder to download the official archive."
-        )
-    if missing and download:
-        _download(root)
-        missing = [name for name in expected if not (folder / name).is_file()]
-    if missing:
-        is_binary = (root / "cifar-10-batches-bin").is_dir() or (root / "data_batch_1.bin").is_file()
-        binary = " (found the binary version of CIFAR-10; the python version is needed)" if is_binary else ""
-        raise DataError(
-            f"CIFAR-10 files missing in {folder}: {', '.join(missing)} (expected data_batch_1..data_batch_5 "
-            f"and test_batch){binary}.\n"
-            f"Download the python version of CIFAR-10 and extract it into {root}, "
-            "allow the automatic download (download=True, no --no-download), "
-            "or point at an existing copy with --data-dir DIR / DATA_DIR=DIR "
-            f"(the folder that contains {CIFAR10_FOLDER}/)."
-        )
-    official = True
-    parts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for name, md5 in expected.items():
-        path = folder / name
-        if path.stat().st_size == 0:
-            raise DataError(
-                f"{path}: file is empty (0 bytes); expected a CIFAR-10 python-version batch "
-                "(a pickled dict with 'data' and 'labels', about 30 MB), e.g. from an interrupted copy"
-            )
-        official &= file_md5(path) == md5
-        parts[name] = read_batch(path)
-    train_x = np.concatenate([parts[n][0] for n in CIFAR10_TRAIN_MD5])
-    train_y = np.concatenate([parts[n][1] for n in CIFAR10_TRAIN_MD5])
-    test_x, test_y = parts["test_batch"]
-    if not official:
-        warnings.warn(
-            f"{folder} is not the official CIFAR-10 (md5 differs): {len(train_y):,} training and "
-            f"{len(test_y):,} test images",
-            stacklevel=2,
-        )
-    return CIFAR10(
-        torch.from_numpy(train_x),
-        torch.from_numpy(train_y),
-        torch.from_numpy(np.ascontiguousarray(test_x)),
-        torch.from_numpy(test_y),
-        root=str(root),
-        official=official,
-        label="CIFAR-10 (official)" if official else f"non-official CIFAR-10 files: {root.resolve().name}",
-    )
+        return imagefolder.load_as_cifar10(root)
+    return cifarfiles.load_batch_folder(root, download)
 
 
 def channel_stats(x: torch.Tensor, chunk: int = 10_000) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -611,7 +454,8 @@ class TrainingDiverged(RuntimeError):
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle")
-DEVICES = ("auto", "cpu", "cuda", "mps")
+_POSITIVE = ("epochs", "batch_size")  # int fields that must be above 0 (the others: 0 = off / none)
+_CHOICES = {"model": ARCHS, "optimizer": OPTIMIZERS, "schedule": SCHEDULES}  # str fields with fixed values
 MAX_WARMUP_EPOCHS = 1_000_000  # beyond any run; larger values overflow the step count
 
 
@@ -658,27 +502,24 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
-        def choice(name: str, valid: tuple[str, ...]) -> None:
-            if getattr(self, name) not in valid:
-                raise ConfigError(f"{name}={getattr(self, name)!r} is not valid; choose one of: {', '.join(valid)}")
-
-        choice("model", tuple(ARCHS))
-        choice("optimizer", OPTIMIZERS)
-        choice("schedule", SCHEDULES)
+        """Raise ConfigError naming the first field out of range. Every field is checked by its
+        declared type (bool; int >= 0, or > 0 for _POSITIVE; float finite and >= 0; str from
+        _CHOICES), then the limits below."""
+        for f in dataclasses.fields(self):
+            name, v = f.name, getattr(self, f.name)
+            if name in _CHOICES and v not in _CHOICES[name]:
+                raise ConfigError(f"{name}={v!r} is not valid; choose one of: {', '.join(_CHOICES[name])}")
+            if f.type == "bool" and not isinstance(v, bool):
+                raise ConfigError(f"{name}={v!r} must be True or False")
+            if f.type == "int" and (isinstance(v, bool) or not isinstance(v, int) or v < (name in _POSITIVE)):
+                raise ConfigError(
+                    f"{name}={v!r} must be a {'positive' if name in _POSITIVE else 'non-negative'} integer"
+                )
+            number = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            if f.type == "float" and name != "val_size" and not (number and v >= 0):
+                raise ConfigError(f"{name}={v!r} must be a finite, non-negative number")
         if not (isinstance(self.device, str) and (self.device in DEVICES or self.device.startswith("cuda:"))):
             raise ConfigError(f"device={self.device!r} is not valid; choose one of: {', '.join(DEVICES)}, or cuda:N")
-        for name in ("epochs", "batch_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise ConfigError(f"{name}={v!r} must be a positive integer")
-        for name in ("train_subset", "cutout", "seed"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ConfigError(f"{name}={v!r} must be a non-negative integer")
-        for name in ("lr", "momentum", "weight_decay", "warmup_epochs", "label_smoothing", "schedule_epochs"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise ConfigError(f"{name}={v!r} must be a finite, non-negative number")
         if self.lr == 0:
             raise ConfigError("lr must be positive")
         if self.cutout > 32:
@@ -688,12 +529,8 @@ class TrainConfig:
         if self.warmup_epochs > MAX_WARMUP_EPOCHS:
             raise ConfigError(f"warmup_epochs={self.warmup_epochs} must be at most {MAX_WARMUP_EPOCHS:,}")
         v = self.val_size
-        if (
-            isinstance(v, bool)
-            or not isinstance(v, (int, float))
-            or not math.isfinite(v)
-            or v < 0
-            or (v >= 1 and v != int(v))
+        if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0) or (
+            v >= 1 and v != int(v)
         ):
             raise ConfigError(f"val_size={v!r} must be 0, a fraction below 1, or a whole number of images")
         if self.label_smoothing >= 1:
@@ -703,10 +540,6 @@ class TrainConfig:
                 f"schedule_epochs={self.schedule_epochs} must be 0 (the run's length) or at least "
                 f"epochs={self.epochs}"
             )
-        bools = ("nesterov", "crop", "flip", "bf16", "channels_last", "compile", "tta", "allow_over_budget", "sync_bn")
-        for name in bools:
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name}={getattr(self, name)!r} must be True or False")
         if not self.allow_over_budget:
             # Count on the meta device (no memory, ~ms), so an over-budget architecture is
             # refused here, with the parameters, not when the run builds it.
@@ -740,7 +573,7 @@ class TrainConfig:
             recipe in RECIPES_ON_CUDA
             and "batch_size" not in given
             and "lr" not in given
-            and _is_cuda(given.get("device", "auto"))
+            and is_cuda(given.get("device", "auto"))
         ):
             values.update(RECIPES_ON_CUDA[recipe])
         values.update(given)
@@ -780,36 +613,6 @@ RECIPES: dict[str, dict[str, Any]] = {
 # How batch 256 / lr 0.4 was chosen, and its measurements: bench/README.md, "The modern recipe's
 # batch size on a GPU". The CPU keeps batch 128.
 RECIPES_ON_CUDA: dict[str, dict[str, Any]] = {"modern": dict(batch_size=256, lr=0.4)}
-
-
-def _is_cuda(device: str) -> bool:
-    if device == "auto":
-        return resolve_device("auto").type == "cuda"
-    return isinstance(device, str) and (device == "cuda" or device.startswith("cuda:"))
-
-
-def _mps_available() -> bool:
-    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' -> cuda if available, then mps, then cpu. Any other name must be a device this
-    machine has: ConfigError otherwise, so a run fails before it loads data."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "mps" if _mps_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        device = None
-    if device is None or device.type not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"device={name!r} is not valid; choose one of: {', '.join(DEVICES)}, or cuda:N")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={name!r}, but this machine has no CUDA GPU that torch can use; choose cpu or auto")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ConfigError(f"device={name!r}, but this machine has {torch.cuda.device_count()} CUDA GPU(s)")
-    if device.type == "mps" and not _mps_available():
-        raise ConfigError(f"device={name!r}, but Apple's MPS backend is not available here; choose cpu or auto")
-    return device
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str, horizon_steps: int = 0) -> float:
@@ -948,31 +751,6 @@ def _batches(
             yield x, train_y[batch]
 
 
-# glibc's malloc hands freed memory back to the OS and serves large blocks with fresh mmap()s,
-# so every CPU training step page-faults its activations back in; keeping it in the process is
-# faster (measurements and the reasoning: bench/README.md, "Memory on the CPU"). Both thresholds
-# must be set together. The cost: the process keeps its peak heap until it exits.
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
-CPU_MALLOC_SETTINGS = {_M_MMAP_THRESHOLD: 1 << 30, _M_TRIM_THRESHOLD: (1 << 31) - 1}
-
-
-def keep_freed_memory() -> bool:
-    """Apply CPU_MALLOC_SETTINGS where the C library is glibc (Linux); elsewhere do
-    nothing. Idempotent; `fit` calls it before training on the CPU. True if applied."""
-    try:
-        if not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"):
-            return False
-    except (AttributeError, ValueError, OSError):  # not a POSIX system, or no GNU libc name
-        return False
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None)
-        return all(libc.mallopt(option, value) == 1 for option, value in CPU_MALLOC_SETTINGS.items())
-    except (OSError, AttributeError):
-        return False
-
-
 # Device types on which `bf16=True` turns on bf16 autocast. Not the CPU: whether bf16 is
 # faster there depends on the processor (native bf16 instructions or emulation), and the
 # CPU path is the reference the tests run. The benchmark's `options` section adds "cpu"
@@ -1063,6 +841,26 @@ def logits_of(
     return torch.cat(logits) if logits else torch.zeros(0, len(CLASSES))
 
 
+def _evaluate_splits(
+    model: nn.Module,
+    val_xy: tuple[torch.Tensor, torch.Tensor],
+    data: CIFAR10,
+    stats: tuple[tuple[float, ...], tuple[float, ...]],
+    tta: bool,
+    bf16: bool,
+) -> tuple[EvalResult | None, EvalResult]:
+    """(validation or None without a split, test) results. Under DDP each rank evaluates its
+    slice and the sums are all-reduced (resnet_tools.distributed.evaluate_sharded)."""
+    from resnet_tools import distributed as ddp
+
+    def run(xy: tuple[torch.Tensor, torch.Tensor]) -> EvalResult:
+        if ddp.world().distributed:
+            return ddp.evaluate_sharded(model, xy, stats, tta, bf16)
+        return evaluate(model, xy, tta=tta, stats=stats, bf16=bf16)
+
+    return (run(val_xy) if len(val_xy[1]) else None), run((data.test_x, data.test_y))
+
+
 HISTORY_KEYS = (
     "epoch",
     "lr",
@@ -1107,11 +905,7 @@ def fit(
     device = resolve_device(cfg.device)
     world = ddp.world()
     if world.distributed:
-        ddp.check_device(device, world)
-        device = ddp.rank_device(device)
-        ddp.check_batch_size(cfg.batch_size, world)
-        ddp.check_sync_bn(cfg.sync_bn, device, world)
-        torch.manual_seed(cfg.seed + world.rank)  # randomness outside the shared data generator: per rank
+        device = ddp.setup_rank(device, cfg.batch_size, cfg.sync_bn, cfg.seed, world)
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     if checkpoint is not None:
         check_writable(checkpoint.parent)
@@ -1149,15 +943,9 @@ def fit(
         history = {k: list(v) for k, v in saved["history"].items()}
         start_epoch = int(saved["epoch"])
 
+    train_model = ddp.wrap(model, device, cfg.sync_bn) if world.distributed else model
     # dynamic=False: the smaller last batch of an epoch gets its own static graph instead
     # of turning the batch size symbolic for every later step (automatic dynamic shapes).
-    train_model = model
-    if world.distributed:
-        if cfg.sync_bn:
-            train_model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # in place (same parameters)
-        train_model = nn.parallel.DistributedDataParallel(
-            train_model, device_ids=[device.index] if device.type == "cuda" else None
-        )
     step_model = torch.compile(train_model, dynamic=False) if cfg.compile else train_model
     bar = tqdm(
         total=total_steps,
@@ -1203,11 +991,7 @@ def fit(
                     train_loss, hits[:seen].sum().item(), seen, device
                 )
                 ddp.broadcast_buffers(model)  # evaluate (and save) rank 0's BatchNorm statistics everywhere
-                val = ddp.evaluate_sharded(model, val_xy, stats, bf16=cfg.bf16) if len(val_xy[1]) else None
-                ev = ddp.evaluate_sharded(model, (data.test_x, data.test_y), stats, bf16=cfg.bf16)
-            else:
-                val = evaluate(model, val_xy, stats=stats, bf16=cfg.bf16) if len(val_xy[1]) else None
-                ev = evaluate(model, data, "test", tta=False, stats=stats, bf16=cfg.bf16)
+            val, ev = _evaluate_splits(model, val_xy, data, stats, tta=False, bf16=cfg.bf16)
             record = _epoch_record(epoch + 1, lr_now, train_loss, train_acc, val, ev, seconds, seen)
             for key in HISTORY_KEYS:
                 history[key].append(record[key])
@@ -1338,12 +1122,6 @@ _RESUME_KEYS = ("optimizer", "scheduler", "rng", "history")
 _HASHED_KEYS = ("model_state", "optimizer")
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{device.type} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
 def train_and_evaluate(
     cfg: TrainConfig,
     data: CIFAR10 | None = None,
@@ -1398,6 +1176,7 @@ def _train_and_evaluate(
     progress: bool,
 ) -> tuple[ResNet, dict[str, Any]]:
     from resnet_tools import distributed as ddp
+    from resnet_tools.results import run_record  # it imports this module
 
     # train_and_evaluate checked the config, the device and the output folder; what else can
     # fail without data fails here, before loading (or downloading) data and before training:
@@ -1426,47 +1205,9 @@ def _train_and_evaluate(
         raise
     wall = time.perf_counter() - t0
     (train_x, _), val_xy = split_train_val(data, cfg)
-    if world.distributed:  # sharded over the ranks, all-reduced
-        device = ddp.rank_device(device)
-        test_xy = (data.test_x, data.test_y)
-        val = ddp.evaluate_sharded(model, val_xy, data.stats, cfg.tta, cfg.bf16) if len(val_xy[1]) else None
-        test = ddp.evaluate_sharded(model, test_xy, data.stats, cfg.tta, cfg.bf16)
-    else:
-        val = evaluate(model, val_xy, tta=cfg.tta, stats=data.stats, bf16=cfg.bf16) if len(val_xy[1]) else None
-        test = evaluate(model, data, "test", tta=cfg.tta, stats=data.stats, bf16=cfg.bf16)
-    val_acc = [a for a in history["val_acc"] if not math.isnan(a)]
-    results = {
-        "config": dataclasses.asdict(cfg),
-        "num_params": count_params(model),
-        "history": history,
-        # The final (last-epoch) model. Test numbers are for reporting only; any choice
-        # (best epoch, early stopping, tuning) must use the validation numbers.
-        "final": {
-            "train_acc": history["train_acc"][-1],  # running accuracy on augmented batches, last epoch
-            "val_loss": val.loss if val else None,
-            "val_acc": val.accuracy if val else None,
-            "test_loss": test.loss,
-            "test_acc": test.accuracy,
-            "tta": cfg.tta,
-            "best_val_epoch": history["epoch"][val_acc.index(max(val_acc))] if val_acc else None,
-            # One digit per test image (classes 0-9): paired tests between runs (results.mcnemar).
-            "test_predictions": "".join(map(str, test.predictions.tolist())),
-        },
-        "data": {
-            "label": data.label,
-            "root": data.root,
-            "official": data.official,
-            "n_train": len(train_x),
-            "n_val": len(val_xy[1]),
-            "n_test": len(data.test_y),
-        },
-        "device": device_name(device),
-        "distributed": ddp.describe(device_name(device)),  # world_size, backend, every rank's device
-        "wall_seconds": wall,
-        "train_seconds": sum(history["seconds"]),
-        "torch": torch.__version__,
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+    device = ddp.rank_device(device) if world.distributed else device
+    val, test = _evaluate_splits(model, val_xy, data, data.stats, tta=cfg.tta, bf16=cfg.bf16)
+    results = run_record(cfg, model, history, val, test, data, len(train_x), len(val_xy[1]), device, wall)
     if log is not None:
         log.final(results)
         log.close()
@@ -1490,6 +1231,8 @@ def _epoch_log(out: Path | None) -> Any:
 # matplotlib or pandas at import time): rl.plot_confusion_matrix is figures.plot_confusion_matrix.
 # ---------------------------------------------------------------------------------------
 _REEXPORTS = {
+    "resnet_tools.cifarfiles": "CIFAR10_URL CIFAR10_FOLDER read_batch",
+    "resnet_tools.devices": "device_name mps_available",
     "resnet_tools.checkpoints": "load_checkpoint load_checkpoint_dict",
     "resnet_tools.safeio": "write_json check_writable atomic_write atomic_save",
     "resnet_tools.inference": "predict export_safetensors load_pretrained load_for_inference read_unlabeled "

@@ -229,7 +229,10 @@ def main(argv: list[str] | None = None) -> int:
         "40-epoch recipe (default: modern)",
     )
     train.add_argument(
-        "--data-dir", default=None, help="folder containing cifar-10-batches-py/ (default: $DATA_DIR or ./data)"
+        "--data-dir",
+        default=None,
+        help="folder containing cifar-10-batches-py/, or an image folder with train/<class>/ and test/<class>/ "
+        "(default: $DATA_DIR or ./data)",
     )
     train.add_argument(
         "--out",

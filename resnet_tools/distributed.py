@@ -128,6 +128,28 @@ def check_sync_bn(sync_bn: bool, device: torch.device, w: World) -> None:
         raise ConfigError("sync_bn=True needs CUDA GPUs (PyTorch's SyncBatchNorm); on CPUs use sync_bn=False")
 
 
+def setup_rank(device: torch.device, batch_size: int, sync_bn: bool, seed: int, w: World) -> torch.device:
+    """What `fit` does first under a process group: check the device, the global batch and
+    SyncBatchNorm, seed this rank's own randomness (outside the shared data generator), and
+    return this rank's device."""
+    check_device(device, w)
+    device = rank_device(device)
+    check_batch_size(batch_size, w)
+    check_sync_bn(sync_bn, device, w)
+    torch.manual_seed(seed + w.rank)
+    return device
+
+
+def wrap(model: torch.nn.Module, device: torch.device, sync_bn: bool) -> torch.nn.Module:
+    """The model `fit` trains under a process group: DistributedDataParallel (after converting
+    BatchNorm to SyncBatchNorm in place, same parameters, where `sync_bn`)."""
+    if sync_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None
+    )
+
+
 def global_batch_sizes(n: int, batch_size: int, world_size: int) -> list[int]:
     """Sizes of an epoch's global batches over `n` images. With several processes a last
     partial batch smaller than the world size (fewer images than processes) is skipped."""

@@ -25,12 +25,20 @@ from pathlib import Path
 from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
+import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from resnet_lib import CLASSES, DataError
+from resnet_lib import CIFAR10, CLASSES, DataError
 
-__all__ = ["IMAGE_SUFFIXES", "ImageFolderData", "is_image_folder", "load_image_folder", "dataset_label"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "ImageFolderData",
+    "is_image_folder",
+    "load_image_folder",
+    "load_as_cifar10",
+    "dataset_label",
+]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # matched case-insensitively: exports often write .JPG
 SPLITS = ("train", "test")
@@ -304,3 +312,13 @@ def load_image_folder(
                 break
     label = dataset_label(classes, n_train, n_test, {p.suffix for p in files}, root.resolve().name)
     return ImageFolderData(train_x, train_y, test_x, test_y, classes, label, fingerprint)
+
+
+def load_as_cifar10(root: str | Path) -> CIFAR10:
+    """`load_image_folder(root)` as resnet_lib's CIFAR10 (what load_cifar10 returns for an image
+    folder); DataError unless it has ten classes, as the seed's models have ten outputs."""
+    d = load_image_folder(root)
+    if len(d.classes) != len(CLASSES):
+        raise DataError(f"{root}: {len(d.classes)} class folders ({', '.join(d.classes)}); the models need exactly 10")
+    tensors = (torch.from_numpy(a) for a in (d.train_x, d.train_y, d.test_x, d.test_y))
+    return CIFAR10(*tensors, root=str(root), official=False, classes=d.classes, label=d.label)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -33,6 +34,59 @@ SEED_REPORTED: dict[tuple[str, str, str], tuple[float, float]] = {
     ("improved", "seed", "sgd"): (94.65, 89.68),
     ("improved", "seed", "adam"): (98.42, 91.52),
 }
+
+
+def run_record(
+    cfg: TrainConfig,
+    model: torch.nn.Module,
+    history: dict[str, list[float]],
+    val: EvalResult | None,
+    test: EvalResult,
+    data: CIFAR10,
+    n_train: int,
+    n_val: int,
+    device: torch.device,
+    wall_seconds: float,
+) -> dict[str, Any]:
+    """What results.json holds for a finished run (REQUIRED_KEYS and more): the config, the
+    history, the final model's numbers, which data it used (data.label; see data_label), the
+    device and the time it took. Test numbers are for reporting only; any choice (best epoch,
+    early stopping, tuning) uses the validation numbers."""
+    from resnet_lib import count_params
+    from resnet_tools import distributed as ddp
+    from resnet_tools.devices import device_name
+
+    val_acc = [a for a in history["val_acc"] if not math.isnan(a)]
+    return {
+        "config": dataclasses.asdict(cfg),
+        "num_params": count_params(model),
+        "history": history,
+        "final": {  # the last epoch's model
+            "train_acc": history["train_acc"][-1],  # running accuracy on augmented batches, last epoch
+            "val_loss": val.loss if val else None,
+            "val_acc": val.accuracy if val else None,
+            "test_loss": test.loss,
+            "test_acc": test.accuracy,
+            "tta": cfg.tta,
+            "best_val_epoch": history["epoch"][val_acc.index(max(val_acc))] if val_acc else None,
+            # One digit per test image (classes 0-9): paired tests between runs (mcnemar).
+            "test_predictions": "".join(map(str, test.predictions.tolist())),
+        },
+        "data": {
+            "label": data.label,
+            "root": data.root,
+            "official": data.official,
+            "n_train": n_train,
+            "n_val": n_val,
+            "n_test": len(data.test_y),
+        },
+        "device": device_name(device),
+        "distributed": ddp.describe(device_name(device)),  # world_size, backend, every rank's device
+        "wall_seconds": wall_seconds,
+        "train_seconds": sum(history["seconds"]),
+        "torch": torch.__version__,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
 
 
 def group_name(cfg: TrainConfig | dict[str, Any]) -> str:

@@ -13,12 +13,15 @@ import torch
 
 import resnet_lib as rl
 from conftest import write_cifar
+from resnet_tools import cifarfiles
 from resnet_tools.safeio import file_md5
 
 
 def test_loads_official_layout_as_uint8_tensors(cifar_dir):
-    with pytest.warns(UserWarning, match=r"not the official CIFAR-10 \(md5 differs\): 200 training and 100 test images"):
+    expected = r"not the official CIFAR-10 \(md5 differs\): 200 training and 100 test images"
+    with pytest.warns(UserWarning, match=expected) as w:
         data = rl.load_cifar10(cifar_dir, download=False)
+    assert w[0].filename == __file__  # the warning points at the caller's line, not inside the loader
     assert data.train_x.shape == (200, 3, 32, 32) and data.train_x.dtype == torch.uint8
     assert data.test_x.shape == (100, 3, 32, 32) and data.test_y.dtype == torch.int64
     assert not data.official
@@ -30,8 +33,8 @@ def test_loads_official_layout_as_uint8_tensors(cifar_dir):
 
 def test_official_md5_means_no_warning(cifar_dir, monkeypatch):
     folder = cifar_dir / rl.CIFAR10_FOLDER
-    monkeypatch.setattr(rl, "CIFAR10_TRAIN_MD5", {f"data_batch_{i}": file_md5(folder / f"data_batch_{i}") for i in range(1, 6)})
-    monkeypatch.setattr(rl, "CIFAR10_TEST_MD5", {"test_batch": file_md5(folder / "test_batch")})
+    monkeypatch.setattr(cifarfiles, "CIFAR10_TRAIN_MD5", {f"data_batch_{i}": file_md5(folder / f"data_batch_{i}") for i in range(1, 6)})
+    monkeypatch.setattr(cifarfiles, "CIFAR10_TEST_MD5", {"test_batch": file_md5(folder / "test_batch")})
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         data = rl.load_cifar10(cifar_dir, download=False)

@@ -36,6 +36,7 @@ import torch
 
 import resnet_lib as rl
 from conftest import ROOT, synthetic_images, tiny_config, write_cifar
+from resnet_tools import devices
 
 WORKER = Path(__file__).with_name("_train_worker.py")
 FOLDER = rl.CIFAR10_FOLDER
@@ -1109,7 +1110,7 @@ ABSENT_DEVICES = ["cuda:99", "cuda:x", "mps", "cuda"]
 @pytest.mark.parametrize("device", ABSENT_DEVICES)
 def test_cli_refuses_a_device_this_machine_lacks_before_loading(tmp_path, capsys, monkeypatch, no_training, command,
                                                                device):
-    if device == "cuda" and torch.cuda.is_available() or device == "mps" and rl._mps_available():
+    if device == "cuda" and torch.cuda.is_available() or device == "mps" and devices.mps_available():
         pytest.skip(f"this machine has {device}")
     import resnet_tools.cli as cli
 
