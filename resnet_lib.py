@@ -643,6 +643,7 @@ class TrainConfig:
     bf16: bool = True  # bf16 autocast, CUDA only (ignored elsewhere)
     channels_last: bool = True  # NHWC memory layout (faster convolutions on GPUs)
     compile: bool = False  # torch.compile the training model
+    cuda_graph: bool = True  # replay the training step as a CUDA graph (CUDA only, eager elsewhere)
     tta: bool = False  # flip test-time augmentation in the final evaluation
     train_subset: int = 0  # train on a seeded random subset of this many images, 0 = all
     # Validation images held out of the training set (seeded): < 1 is a fraction, >= 1 a
@@ -704,7 +705,7 @@ class TrainConfig:
                 f"epochs={self.epochs}"
             )
         bools = ("nesterov", "crop", "flip", "bf16", "channels_last", "compile", "tta", "allow_over_budget", "sync_bn")
-        for name in bools:
+        for name in (*bools, "cuda_graph"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be True or False")
         if not self.allow_over_budget:
@@ -1057,10 +1058,10 @@ def logits_of(
                 out = model(x).float()
                 if tta:
                     out = 0.5 * (out + model(x.flip(3)).float())
-            logits.append(out.cpu())
+            logits.append(out)  # kept on the device: one copy to the CPU at the end, not a sync per batch
     finally:
         model.train(was_training)
-    return torch.cat(logits) if logits else torch.zeros(0, len(CLASSES))
+    return torch.cat(logits).cpu() if logits else torch.zeros(0, len(CLASSES))
 
 
 HISTORY_KEYS = (
@@ -1159,6 +1160,9 @@ def fit(
             train_model, device_ids=[device.index] if device.type == "cuda" else None
         )
     step_model = torch.compile(train_model, dynamic=False) if cfg.compile else train_model
+    from resnet_tools.cudagraph import make_train_step  # imports only torch
+
+    step_fn = make_train_step(step_model, optimizer, scheduler, cfg, device, cfg.batch_size // world.size)
     bar = tqdm(
         total=total_steps,
         initial=start_epoch * steps_per_epoch,
@@ -1182,7 +1186,7 @@ def fit(
             for step, (x, y) in enumerate(_batches(prepared, cfg, gen, world.rank, world.size)):
                 # DDP averages the ranks' gradients: a rank's share of an uneven last batch is weighted by its size.
                 scale = len(y) * world.size / batch_sizes[step] if world.distributed else 1.0
-                loss, logits = train_step(step_model, optimizer, scheduler, x, y, cfg, device, scale)
+                loss, logits = step_fn(x, y, scale)
                 losses[step] = loss
                 torch.eq(logits.argmax(1), y, out=hits[seen : seen + len(y)])
                 seen += len(y)
