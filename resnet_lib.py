@@ -487,6 +487,7 @@ class TrainConfig:
     bf16: bool = True  # bf16 autocast, CUDA only (ignored elsewhere)
     channels_last: bool = True  # NHWC memory layout (faster convolutions on GPUs)
     compile: bool = False  # torch.compile the training model
+    cuda_graph: bool = True  # replay the training step as a CUDA graph (CUDA only, eager elsewhere)
     tta: bool = False  # flip test-time augmentation in the final evaluation
     train_subset: int = 0  # train on a seeded random subset of this many images, 0 = all
     # Validation images held out of the training set (seeded): < 1 is a fraction, >= 1 a
@@ -835,10 +836,10 @@ def logits_of(
                 out = model(x).float()
                 if tta:
                     out = 0.5 * (out + model(x.flip(3)).float())
-            logits.append(out.cpu())
+            logits.append(out)  # kept on the device: one copy to the CPU at the end, not a sync per batch
     finally:
         model.train(was_training)
-    return torch.cat(logits) if logits else torch.zeros(0, len(CLASSES))
+    return torch.cat(logits).cpu() if logits else torch.zeros(0, len(CLASSES))
 
 
 def _evaluate_splits(
@@ -947,6 +948,9 @@ def fit(
     # dynamic=False: the smaller last batch of an epoch gets its own static graph instead
     # of turning the batch size symbolic for every later step (automatic dynamic shapes).
     step_model = torch.compile(train_model, dynamic=False) if cfg.compile else train_model
+    from resnet_tools.cudagraph import make_train_step  # imports only torch
+
+    step_fn = make_train_step(step_model, optimizer, scheduler, cfg, device, cfg.batch_size // world.size)
     bar = tqdm(
         total=total_steps,
         initial=start_epoch * steps_per_epoch,
@@ -970,7 +974,7 @@ def fit(
             for step, (x, y) in enumerate(_batches(prepared, cfg, gen, world.rank, world.size)):
                 # DDP averages the ranks' gradients: a rank's share of an uneven last batch is weighted by its size.
                 scale = len(y) * world.size / batch_sizes[step] if world.distributed else 1.0
-                loss, logits = train_step(step_model, optimizer, scheduler, x, y, cfg, device, scale)
+                loss, logits = step_fn(x, y, scale)
                 losses[step] = loss
                 torch.eq(logits.argmax(1), y, out=hits[seen : seen + len(y)])
                 seen += len(y)

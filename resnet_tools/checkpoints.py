@@ -18,7 +18,7 @@ from resnet_tools.safeio import is_safetensors, state_sha256
 
 # Config fields that may differ between a checkpoint and the run that resumes it:
 # they change how fast it runs, not what it computes.
-_RESUME_FREE = {"device", "compile", "bf16", "channels_last", "tta", "allow_over_budget"}
+_RESUME_FREE = {"device", "compile", "cuda_graph", "bf16", "channels_last", "tta", "allow_over_budget"}
 # TrainConfig fields added after checkpoints were first written: a checkpoint without one was
 # trained with this value.
 _ADDED_FIELDS = {"sync_bn": False}

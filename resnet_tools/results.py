@@ -292,7 +292,7 @@ def saved_results(results_dir: str | Path, cfg: TrainConfig, data: CIFAR10) -> d
     if not (folder / "results.json").is_file() or not (folder / "checkpoint.pt").is_file():
         return None
     res = json.loads((folder / "results.json").read_text())
-    speed_only = {"device", "compile", "channels_last"}
+    speed_only = {"device", "compile", "cuda_graph", "channels_last"}
     same_cfg = {k: v for k, v in res.get("config", {}).items() if k not in speed_only} == {
         k: v for k, v in dataclasses.asdict(cfg).items() if k not in speed_only
     }
