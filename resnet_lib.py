@@ -645,12 +645,14 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 class _Prepared(NamedTuple):
-    """Data placed on the training device, plus the normalization it uses."""
+    """The training images on the training device (in host memory where `sharded`), plus the
+    normalization it uses (on the device)."""
 
     train_x: torch.Tensor
     train_y: torch.Tensor
     mean: torch.Tensor
     std: torch.Tensor
+    sharded: bool = False  # DDP: each epoch _batches moves only this rank's images to its device
 
 
 def val_count(n_train: int, val_size: float) -> int:
@@ -686,14 +688,18 @@ def training_images(data: CIFAR10, cfg: TrainConfig) -> tuple[torch.Tensor, torc
     return split_train_val(data, cfg)[0]
 
 
-def _prepare(data: CIFAR10, cfg: TrainConfig, device: torch.device) -> _Prepared:
+def _prepare(data: CIFAR10, cfg: TrainConfig, device: torch.device, world_size: int = 1) -> _Prepared:
+    """The run's training images on `device`; with several processes (DDP) they stay in host
+    memory and each epoch a rank's device receives only its share (1 / world_size of them)."""
     x, y = training_images(data, cfg)
     mean, std = data.stats  # normalization from the training set (see CIFAR10.stats)
+    sharded = world_size > 1
     return _Prepared(
-        x.to(device),
-        y.to(device),
+        x if sharded else x.to(device),
+        y if sharded else y.to(device),
         torch.tensor(mean, dtype=torch.float32, device=device),
         torch.tensor(std, dtype=torch.float32, device=device),
+        sharded,
     )
 
 
@@ -712,10 +718,11 @@ def _batches(
 
     With `world_size` > 1 processes (DDP), every rank makes the same draws from the same
     generator and yields only its contiguous share (batch_size / world_size images) of each
-    global batch (see resnet_tools.distributed.rank_positions).
+    global batch (see resnet_tools.distributed.rank_positions); with `p.sharded` (fit under DDP)
+    only those images reach the rank's device, once per epoch.
     """
     n = len(p.train_y)
-    device = p.train_x.device
+    device = p.mean.device
     h, w = p.train_x.shape[2:]
     perm = torch.randperm(n, generator=gen)
     dy, dx, mirror = _augment_draws(n, gen, cfg.crop, cfg.flip, pad=4)
@@ -729,15 +736,19 @@ def _batches(
 
         positions, _ = rank_positions(n, cfg.batch_size, rank, world_size)
         rows, n, batch_size = rows[:, positions], len(positions), cfg.batch_size // world_size
+    train_x, train_y = p.train_x, p.train_y
+    if p.sharded:  # this rank's images of the epoch, in the order it takes them, to its device (one copy)
+        train_x, train_y = train_x[rows[0]].to(device), train_y[rows[0]].to(device)
+        rows[0] = torch.arange(n)
     perm, dy, dx, mirror, cy, cx = rows.to(device).unbind(0)
     mirror = mirror.bool()
-    train_y = p.train_y[perm]
+    train_y = train_y[perm]
     scale, shift = _affine(p.mean, p.std)
     chunk = batch_size * (1 if device.type == "cpu" else 64)
     for c0 in range(0, n, chunk):
         part = slice(c0, c0 + chunk)
         images = _crop_flip(
-            p.train_x[perm[part]],
+            train_x[perm[part]],
             dy[part] if cfg.crop else None,
             dx[part] if cfg.crop else None,
             mirror[part] if cfg.flip else None,
@@ -915,7 +926,7 @@ def fit(
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    prepared = _prepare(data, cfg, device)
+    prepared = _prepare(data, cfg, device, world.size)
     stats = data.stats
     val_xy = split_train_val(data, cfg)[1]
     batch_sizes = ddp.global_batch_sizes(len(prepared.train_y), cfg.batch_size, world.size)

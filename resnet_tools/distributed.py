@@ -6,10 +6,11 @@ calls `init_from_env`, which starts the process group from torchrun's environmen
 GPUs (each process on GPU LOCAL_RANK), Gloo on CPUs. `resnet_lib.fit` then trains one model
 with DDP when a process group is initialised (by us, or by the caller):
 
-- every rank holds the training set (uint8, on its device) and draws the same epoch order and
-  augmentation from the same seeded CPU generator, so global batch k is the same images as in
-  a single-process run; each rank augments and trains on its contiguous share of it
-  (`batch_size` is the global batch: batch_size / world_size images per rank);
+- every rank draws the same epoch order and augmentation from the same seeded CPU generator,
+  so global batch k is the same images as in a single-process run; each rank augments and
+  trains on its contiguous share of it (`batch_size` is the global batch: batch_size /
+  world_size images per rank). The training set stays in host memory; each epoch a rank's
+  device receives only its share of the images (uint8, one copy), and augments it there;
 - training statistics, and evaluation (each rank evaluates a contiguous slice of the split),
   are all-reduced, so every rank holds the global numbers;
 - only rank 0 writes checkpoints, results and logs; the others wait at a barrier.

@@ -138,6 +138,13 @@ def test_rank_shares_make_up_the_single_process_batches(cifar):
     for step, (x, y) in enumerate(single):  # global batch k is the same images, augmented the same way
         assert torch.equal(torch.cat([r[step][0] for r in ranks]), x)
         assert torch.equal(torch.cat([r[step][1] for r in ranks]), y)
+    # As fit prepares them under DDP: the images stay on the host, and each epoch a rank's
+    # device gets only its share; the batches are the same.
+    host = rl._prepare(cifar, cfg, torch.device("cpu"), world_size=2)
+    assert host.sharded and not prepared.sharded
+    for r in range(2):
+        for (x, y), (xs, ys) in zip(ranks[r], rl._batches(host, cfg, torch.Generator().manual_seed(0), r, 2)):
+            assert torch.equal(x, xs) and torch.equal(y, ys)
 
 
 def test_global_batch_split():
