@@ -453,3 +453,36 @@ def test_seed_readings_table_from_the_experiments_index(tmp_path, monkeypatch):
     assert "tab:readings" in mri.seed_readings_tex() and "JPEG copy" in mri.seed_readings_tex()
     block = urr.render_block(tmp_path / "none", tmp_path / "figures", tmp_path)
     assert "| literal | SGD 0.01, constant | 92.67 | 70.00 | 73.50 | 23.42 |" in block
+
+
+def test_ablation_table_compares_variants_with_the_baseline_on_validation(tmp_path, monkeypatch):
+    """The ablation index: the baseline's seeds merged (mean +- std), each variant's delta on
+    validation against it, and a verdict that never calls one run a finding."""
+
+    def run(val: float, test: float, seed: int, **changes) -> dict:
+        res = fake_result("lite-modern", test, val, FULL, epochs=40)
+        res["config"].update(seed=seed, **changes)
+        return res
+
+    files = {"m0.json": run(0.830, 0.825, 0), "m1.json": run(0.834, 0.829, 1), "m2.json": run(0.832, 0.827, 2),
+             "wd.json": run(0.845, 0.840, 0, weight_decay=1e-4),
+             "big0.json": run(0.870, 0.860, 0, lr=0.2), "big1.json": run(0.872, 0.862, 1, lr=0.2)}
+    for name, res in files.items():
+        (tmp_path / name).write_text(json.dumps(res))
+    index = {"data": "CIFAR-10 (JPEG copy), 2-core CPU.",
+             "baseline": {"name": "modern", "what": "as is", "files": ["m0.json", "m1.json", "m2.json"]},
+             "variants": [{"name": "wd 1e-4", "what": "--weight-decay 1e-4", "files": ["wd.json"]},
+                          {"name": "lr 0.2", "what": "--lr 0.2", "files": ["big0.json", "big1.json"]},
+                          {"name": "EMA", "what": "an EMA of the weights", "note": "not measured: no time"}]}
+    (tmp_path / "ablation.json").write_text(json.dumps(index))
+    monkeypatch.setattr(mri, "EXPERIMENTS", tmp_path)
+    base, variants, data = mri.ablation()
+    rows = mri.ablation_rows(base, variants, latex=False)
+    assert rows[0][:6] == ["modern", "as is", "3 (0, 1, 2)", "83.20 ± 0.20", "82.70 ± 0.20", ""]
+    assert rows[1][2:6] == ["1 (0)", "84.50", "84.00", "+1.30"] and "too few seeds" in rows[1][6]
+    assert rows[2][5] == "+3.90" and rows[2][6].startswith("exceeds the noise")
+    assert rows[3][2] == "0" and rows[3][-1] == "not measured: no time"
+    tex_table = mri.ablation_tex()
+    assert "tab:ablation" in tex_table and "83.20 $\\pm$ 0.20" in tex_table and "JPEG copy" in tex_table
+    block = urr.render_block(tmp_path / "none", tmp_path / "figures", tmp_path)
+    assert "| modern | as is | 3 (0, 1, 2) | 83.20 ± 0.20 | 82.70 ± 0.20 |  | baseline |" in block
