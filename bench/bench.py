@@ -98,8 +98,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--sections",
         default=None,
-        help="comma-separated: throughput,epoch,accuracy,options,scaling (default: cpu -> throughput,accuracy,scaling; "
-        "cuda -> throughput,epoch,options,scaling)",
+        help="comma-separated: throughput,epoch,accuracy,options,scaling "
+        "(default: cpu -> throughput,accuracy,scaling; cuda -> throughput,epoch,options,scaling)",
     )
     p.add_argument(
         "--batch-size", type=int, default=None, help="default: the modern recipe's batch size on this device"
@@ -233,17 +233,18 @@ def config_for(recipe: str, model: str, device: torch.device, **overrides: Any) 
 def fairness_note(device: torch.device, threads: int, workers: tuple[int, ...], allocator: bool = False) -> str:
     if device.type == "cpu":
         return (
-            f"CPU: every method trains with torch.set_num_threads({threads}){'' if allocator else ' in this one process'}, on the same "
+            f"CPU: every method trains with torch.set_num_threads({threads})"
+            f"{'' if allocator else ' in this one process'}, on the same "
             f"{len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()} cores. "
             "The reference runs with num_workers=0 (per-sample PIL transforms in the training process, between "
             "steps) and num_workers=1 (one worker process preparing batches while the training threads compute, "
             "sharing the same cores, as a user of such a repository would run it here); targets compare the "
             "pipeline with the faster of the reference runs. The reference runs eager, as those repositories do."
             + (
-                " fit keeps freed memory in its process (glibc malloc thresholds, rl.keep_freed_memory); each reference "
-                "loop runs in its own process with the default allocator, as those repositories run, and waits while "
-                f"the others run; the '{SAME_ALLOCATOR_REFERENCE}' row is the reference loop in fit's process, with "
-                "fit's allocator settings."
+                " fit keeps freed memory in its process (glibc malloc thresholds, rl.keep_freed_memory); each "
+                "reference loop runs in its own process with the default allocator, as those repositories run, and "
+                f"waits while the others run; the '{SAME_ALLOCATOR_REFERENCE}' row is the reference loop in fit's "
+                "process, with fit's allocator settings."
                 if allocator
                 else ""
             )
@@ -600,7 +601,9 @@ def throughput(
         return ref.replace(", ", "_").replace("=", "")
 
     result["ratios"] = {
-        "statistic": "median over timed rounds of the per-round ratio of img/s (the methods of a round run back to back)",
+        "statistic": (
+            "median over timed rounds of the per-round ratio of img/s (the methods of a round run back to back)"
+        ),
         "best_reference": best_ref,
         "pipeline_over_best_reference": ratio("pipeline", best_ref),
         **{f"pipeline_over_{key(k)}": ratio("pipeline", k) for k in refs},
@@ -777,7 +780,8 @@ def speed_options_accuracy(
             for seed in range(seeds):
                 cfg = config_for("modern", name, device, epochs=epochs, seed=seed, **kw)
                 print(
-                    f"  options: {name}/{variant} seed {seed}: batch {cfg.batch_size}, lr {cfg.lr}, {epochs} epochs ...",
+                    f"  options: {name}/{variant} seed {seed}: batch {cfg.batch_size}, "
+                    f"lr {cfg.lr}, {epochs} epochs ...",
                     flush=True,
                 )
                 saved = rl.BF16_AUTOCAST_DEVICES
@@ -1035,7 +1039,8 @@ def epoch_table(results: dict[str, Any]) -> str:
 
 def accuracy_text(r: dict[str, Any]) -> str:
     lines = [
-        f"Time to accuracy (Lite, CPU, {r['threads']} threads, {r['train_images']:,} training / {r['test_images']:,} test images, {r['data']['root']})",
+        f"Time to accuracy (Lite, CPU, {r['threads']} threads, {r['train_images']:,} training / "
+        f"{r['test_images']:,} test images, {r['data']['root']})",
         "",
     ]
     lines += [
@@ -1051,7 +1056,8 @@ def accuracy_text(r: dict[str, Any]) -> str:
             f"- modern recipe reaches {r['seed_final_test_acc']:.2%} after {r['modern_epochs_to_target']} epochs "
             f"({r['speedup_epochs']:.1f}x fewer), {r['modern_train_seconds_to_target']:.0f} s of training "
             f"({r['speedup_seconds']:.1f}x less time; from median epochs: "
-            f"{r['modern_train_seconds_to_target_median_based']:.0f} s vs {r['seed_train_seconds_median_based']:.0f} s, "
+            f"{r['modern_train_seconds_to_target_median_based']:.0f} s vs "
+            f"{r['seed_train_seconds_median_based']:.0f} s, "
             f"{r['speedup_seconds_median_based']:.1f}x)"
         )
     if r["disturbed_by_other_load"]:
@@ -1259,13 +1265,16 @@ def main(argv: list[str] | None = None) -> int:
             "reference_in_own_process": allocator_tuned,  # True where fit's allocator settings apply (see fairness)
             "config_overrides": overrides,
             "fairness": fairness_note(device, threads, workers, allocator_tuned),
-            "throughput_data": "synthetic uniform uint8 images and labels (pixel values do not change any step's cost)",
+            "throughput_data": (
+                "synthetic uniform uint8 images and labels (pixel values do not change any step's cost)"
+            ),
             "pipeline_config": {name: dataclasses.asdict(pipeline_config(name)) for name in models},
         },
     }
     t_start = time.perf_counter()
     print(
-        f"bench: {report['hardware']['device']}, torch {torch.__version__}, batch {batch_size}, sections {', '.join(sections)}",
+        f"bench: {report['hardware']['device']}, torch {torch.__version__}, batch {batch_size}, "
+        f"sections {', '.join(sections)}",
         flush=True,
     )
     print(f"bench: {report['settings']['fairness']}", flush=True)

@@ -82,7 +82,9 @@ def failing_cell(executed: Path, error: Any) -> str:
         errors = [out for out in cell.get("outputs", []) if out.get("output_type") == "error"]
         if errors:
             # IPython's traceback names the cell's failing line: "Cell In[4], line 11".
-            frames = (re.match(r"Cell In\[\d+\], line (\d+)", re.sub(r"\x1b\[[0-9;]*m", "", t)) for t in errors[0].traceback)
+            frames = (
+                re.match(r"Cell In\[\d+\], line (\d+)", re.sub(r"\x1b\[[0-9;]*m", "", t)) for t in errors[0].traceback
+            )
             line_no = next((int(m.group(1)) for m in frames if m), 0)
             lines = cell.source.splitlines()
             text = lines[line_no - 1] if 0 < line_no <= len(lines) else next((ln for ln in lines if ln.strip()), "")
@@ -165,7 +167,8 @@ def strip(paths: list[Path]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n", 2)[2])
     ap.add_argument("--data-dir", help="folder containing cifar-10-batches-py/ (default: $DATA_DIR or <repo>/data)")
     ap.add_argument("--epochs", type=int, help="epochs of every training run (default: the recipes' 40)")
@@ -215,7 +218,9 @@ def main(argv: list[str] | None = None) -> int:
         params["RESUME"] = True
     out = Path(args.out).resolve() if args.out else SMOKE_DIR if args.smoke else ROOT / "runs"
     # Say where the outputs go (the notebooks' own defaults when neither option nor variable is set).
-    where = {name: params.get(name) or str(ROOT / name.split("_")[0].lower()) for name in ("RESULTS_DIR", "FIGURES_DIR")}
+    where = {
+        name: params.get(name) or str(ROOT / name.split("_")[0].lower()) for name in ("RESULTS_DIR", "FIGURES_DIR")
+    }
     print(f"results: {where['RESULTS_DIR']}, figures: {where['FIGURES_DIR']}, executed notebooks: {out}", flush=True)
     return run(paths, params, out, args.quiet, resume_command(args, argv), frozenset(implicit))
 

@@ -46,7 +46,9 @@ def write_cifar(root: Path, per_batch: int = 40, n_test: int = 100, seed: int = 
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(1, 6):
         labels = rng.integers(0, 10, per_batch)
-        write_batch(folder / f"data_batch_{i}", synthetic_images(labels, rng, noise), labels, f"training batch {i} of 5")
+        write_batch(
+            folder / f"data_batch_{i}", synthetic_images(labels, rng, noise), labels, f"training batch {i} of 5"
+        )
     labels = rng.integers(0, 10, n_test)
     write_batch(folder / "test_batch", synthetic_images(labels, rng, noise), labels, "testing batch 1 of 1")
     with open(folder / "batches.meta", "wb") as f:

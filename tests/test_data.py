@@ -33,7 +33,9 @@ def test_loads_official_layout_as_uint8_tensors(cifar_dir):
 
 def test_official_md5_means_no_warning(cifar_dir, monkeypatch):
     folder = cifar_dir / rl.CIFAR10_FOLDER
-    monkeypatch.setattr(cifarfiles, "CIFAR10_TRAIN_MD5", {f"data_batch_{i}": file_md5(folder / f"data_batch_{i}") for i in range(1, 6)})
+    monkeypatch.setattr(
+        cifarfiles, "CIFAR10_TRAIN_MD5", {f"data_batch_{i}": file_md5(folder / f"data_batch_{i}") for i in range(1, 6)}
+    )
     monkeypatch.setattr(cifarfiles, "CIFAR10_TEST_MD5", {"test_batch": file_md5(folder / "test_batch")})
     with warnings.catch_warnings():
         warnings.simplefilter("error")

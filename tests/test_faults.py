@@ -303,7 +303,8 @@ HUGE_FRAME = b"\x80\x05\x95" + b"\xff" * 8 + b"}."
 
 BAD_DATA = [
     BadData("missing train batch", remove("data_batch_3"),
-            r"files missing in .*cifar-10-batches-py: data_batch_3 \(expected data_batch_1..data_batch_5 and test_batch\)"),
+            r"files missing in .*cifar-10-batches-py: data_batch_3 "
+            r"\(expected data_batch_1..data_batch_5 and test_batch\)"),
     BadData("test_batch missing", remove("test_batch"), r"files missing in .*: test_batch \(expected .*test_batch\)"),
     BadData("test_batch missing, download on: not downloaded over the user's files", remove("test_batch"),
             r"files missing in .*: test_batch .*not downloaded over them", download=True),
@@ -317,7 +318,8 @@ BAD_DATA = [
             r"data_batch_1: truncated or corrupt batch file .*expected a CIFAR-10"),
     BadData("pickle frame length overflow", write_bytes("data_batch_5", HUGE_FRAME),
             r"data_batch_5: truncated or corrupt batch file \(OverflowError"),
-    BadData("images as HWC (N, 32, 32, 3)", rewrite("data_batch_2", data=lambda o: o["data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)),
+    BadData("images as HWC (N, 32, 32, 3)",
+            rewrite("data_batch_2", data=lambda o: o["data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)),
             r"data_batch_2: 'data' must have shape \(N, 3072\) .*got \(40, 32, 32, 3\)"),
     BadData("rows of 3073 values", rewrite("data_batch_3", data=np.zeros((40, 3073), np.uint8)),
             r"data_batch_3: 'data' must have shape \(N, 3072\).*got \(40, 3073\)"),
@@ -362,13 +364,19 @@ def test_bad_data_folder_gives_one_clear_error(cifar_dir, case, monkeypatch):
 def data_dir_is_archive_file(tmp_path: Path) -> tuple[Path, str]:
     archive = tmp_path / "cifar-10-python.tar.gz"
     archive.write_bytes(b"\x1f\x8b not really")
-    return archive, r"cifar-10-python.tar.gz is a file, not a folder; expected the folder that contains cifar-10-batches-py/ .*tar xzf"
+    return archive, (
+        r"cifar-10-python.tar.gz is a file, not a folder; "
+        r"expected the folder that contains cifar-10-batches-py/ .*tar xzf"
+    )
 
 
 def data_dir_is_binary_version(tmp_path: Path) -> tuple[Path, str]:
     (tmp_path / "cifar-10-batches-bin").mkdir()
     (tmp_path / "cifar-10-batches-bin" / "data_batch_1.bin").write_bytes(b"\0" * 3073)
-    return tmp_path, r"files missing in .*: data_batch_1, .*found the binary version of CIFAR-10; the python version is needed"
+    return tmp_path, (
+        r"files missing in .*: data_batch_1, "
+        r".*found the binary version of CIFAR-10; the python version is needed"
+    )
 
 
 BAD_DATA_DIRS = [data_dir_is_archive_file, data_dir_is_binary_version]
@@ -400,7 +408,9 @@ def corruptions() -> list[tuple[str, Callable[[bytes], bytes]]]:
         cases.append((f"byte{pos}={val}", lambda b, pos=pos, val=val: b[:pos] + bytes([val]) + b[pos + 1 :]))
     for _ in range(8):
         pos, bit = rng.randrange(0, 300), rng.randrange(8)
-        cases.append((f"bitflip{pos}.{bit}", lambda b, pos=pos, bit=bit: b[:pos] + bytes([b[pos] ^ (1 << bit)]) + b[pos + 1 :]))
+        cases.append(
+            (f"bitflip{pos}.{bit}", lambda b, pos=pos, bit=bit: b[:pos] + bytes([b[pos] ^ (1 << bit)]) + b[pos + 1 :])
+        )
     return cases
 
 
@@ -496,7 +506,9 @@ def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path, monkeypatch, pla
     monkeypatch.chdir(tmp_path)
     if placement.startswith("batch file"):
         load = place_in_batch(tmp_path / "cifar", payload, protocol=int(placement[-2]))
-        with pytest.raises(rl.DataError, match=r"data_batch_2: refused: global '.*' is not allowed.*nothing in it was run") as e:
+        with pytest.raises(
+            rl.DataError, match=r"data_batch_2: refused: global '.*' is not allowed.*nothing in it was run"
+        ) as e:
             load()
     elif placement == "checkpoint given to resume":
         ck = place_in_checkpoint(tmp_path / "out", payload, "zip")
@@ -601,16 +613,20 @@ def flipped_bit(path: Path, saved: dict) -> None:
 
 
 BAD_CHECKPOINTS = [
-    ("empty file", raw_bytes(lambda b: b""), r"truncated or corrupt checkpoint .*expected a checkpoint.pt written by resnet_lib"),
+    ("empty file", raw_bytes(lambda b: b""),
+     r"truncated or corrupt checkpoint .*expected a checkpoint.pt written by resnet_lib"),
     ("truncated to 10%", raw_bytes(lambda b: b[: len(b) // 10]), r"truncated or corrupt checkpoint"),
     ("truncated to 99%", raw_bytes(lambda b: b[: len(b) * 99 // 100]), r"truncated or corrupt checkpoint"),
-    ("HTML error page", raw_bytes(lambda b: b"<html>Not Found</html>"), r"refused to load: it is not a plain-tensor torch file"),
+    ("HTML error page", raw_bytes(lambda b: b"<html>Not Found</html>"),
+     r"refused to load: it is not a plain-tensor torch file"),
     ("a bare state_dict (torch.save(model.state_dict()))", save_to(lambda s: s["model_state"]),
      r"is a bare state_dict \(\d+ tensors\), not a resnet_lib checkpoint"),
-    ("a tensor", save_to(torch.zeros(3)), r"holds a Tensor, not a resnet_lib checkpoint \(a dict with format, epoch, config"),
+    ("a tensor", save_to(torch.zeros(3)),
+     r"holds a Tensor, not a resnet_lib checkpoint \(a dict with format, epoch, config"),
     ("no stats or num_params", save_to(lambda s: variant(s, stats=None, num_params=None)),
      r"not a resnet_lib checkpoint: no 'num_params', 'stats' \(expected format, epoch"),
-    ("a newer format", save_to(lambda s: variant(s, format=2)), r"checkpoint format 2; this resnet_lib reads format 1"),
+    ("a newer format", save_to(lambda s: variant(s, format=2)),
+     r"checkpoint format 2; this resnet_lib reads format 1"),
     ("tensors of the wrong shape", save_to(tampered_state), r"its tensors do not match model 'lite'"),
     ("a folder instead of a file", lambda path, saved: path.mkdir(), r"cannot read the checkpoint \(Is a directory\)"),
     ("parameter count of another model", save_to(lambda s: variant(s, num_params=4_903_242)),
@@ -648,7 +664,9 @@ def test_weights_only_checkpoint_cannot_be_resumed(checkpoint, tmp_path, no_trai
     out = tmp_path / "out"
     out.mkdir()
     torch.save(variant(checkpoint[1], optimizer=None, scheduler=None), out / "checkpoint.pt")
-    with pytest.raises(ValueError, match=r"cannot be resumed: it has no optimizer, scheduler \(a weights-only checkpoint\)"):
+    with pytest.raises(
+        ValueError, match=r"cannot be resumed: it has no optimizer, scheduler \(a weights-only checkpoint\)"
+    ):
         rl.train_and_evaluate(tiny_config(epochs=1), out_dir=out, resume=True)
 
 
@@ -663,8 +681,10 @@ MISMATCHES = [
     ("improved config, resume", dict(model="improved"), r"is a checkpoint of model 'lite', not 'improved'"),
     ("lr 0.2, resume", dict(lr=0.2), r"different config \(lr: checkpoint 0.05 vs now 0.2\)"),
     ("adam with a constant schedule, resume", dict(optimizer="adam", schedule="constant"),
-     r"different config \(optimizer: checkpoint 'sgd' vs now 'adam', .*schedule: checkpoint 'onecycle' vs now 'constant'\)"),
-    ("improved, evaluate", dict(model="improved"), r"is a checkpoint of model 'lite', not 'improved'; load the checkpoint of that run"),
+     r"different config \(optimizer: checkpoint 'sgd' vs now 'adam', "
+     r".*schedule: checkpoint 'onecycle' vs now 'constant'\)"),
+    ("improved, evaluate", dict(model="improved"),
+     r"is a checkpoint of model 'lite', not 'improved'; load the checkpoint of that run"),
     ("epochs 40, evaluate", dict(epochs=40), r"different config \(epochs: checkpoint 1 vs expected 40\)"),
 ]
 
@@ -689,7 +709,9 @@ def test_checkpoint_of_another_model_or_config_says_which(checkpoint, tmp_path, 
 
 
 def test_evaluating_with_the_right_expectation_loads(checkpoint):
-    model, saved = rl.load_checkpoint(checkpoint[0], device="cpu", expect=tiny_config(epochs=1, device="cuda", tta=True))
+    model, saved = rl.load_checkpoint(
+        checkpoint[0], device="cpu", expect=tiny_config(epochs=1, device="cuda", tta=True)
+    )
     assert rl.count_params(model) == 78_042 and saved["epoch"] == 1  # speed-only fields may differ
     model, _ = rl.load_checkpoint(checkpoint[0], device="cpu", expect={"model": "lite"})
 
@@ -741,7 +763,9 @@ INVALID_PARAMS = [
     (dict(cutout=1000), r"cutout=1000 must be at most 32, the image size \(0 turns it off\)"),
     (dict(warmup_epochs=1e308), r"warmup_epochs=1e\+308 must be at most 1,000,000"),
     (dict(seed=10**23), r"seed=100000000000000000000000 must be below 2\*\*63"),
-    (dict(model="wide"), r"model='wide' has 6,560,074 parameters, over the 5,000,000 budget; choose one of: lite, improved, or set allow_over_budget=True"),
+    (dict(model="wide"),
+     r"model='wide' has 6,560,074 parameters, over the 5,000,000 budget; "
+     r"choose one of: lite, improved, or set allow_over_budget=True"),
 ]
 
 
@@ -798,7 +822,8 @@ INVALID_CLI = [
     (["--device", "cuda:abc"],
      [r"^error: device='cuda:abc' is not valid; choose one of: auto, cpu, cuda, mps, or cuda:N$"]),
     (["--val-size", "2.5"], [r"^error: val_size=2.5 must be 0, a fraction below 1, or a whole number"]),
-    (["--model", "wide"], [r"^error: model='wide' has 6,560,074 parameters, over the 5,000,000 budget; choose one of: lite, improved"]),
+    (["--model", "wide"],
+     [r"^error: model='wide' has 6,560,074 parameters, over the 5,000,000 budget; choose one of: lite, improved"]),
 ]
 
 
@@ -830,7 +855,9 @@ def test_cli_resume_with_another_config_says_which_and_keeps_the_checkpoint(chec
     base = ["train", "--resume", "--epochs", "1", "--device", "cpu", "--out", str(out), "--quiet", "--no-download",
             "--data-dir", str(tmp_path / "nowhere")]
     code, err = run_main(base + ["--lr", "0.2"], capsys)
-    assert code == 2 and err.startswith(f"error: {ck} was written with a different config (lr: checkpoint 0.1 vs now 0.2)")
+    assert code == 2 and err.startswith(
+        f"error: {ck} was written with a different config (lr: checkpoint 0.1 vs now 0.2)"
+    )
     code, err = run_main(base + ["--model", "improved"], capsys)
     assert code == 2 and err.startswith(f"error: {ck} is a checkpoint of model 'lite', not 'improved'")
     assert ck.read_bytes() == before
@@ -941,7 +968,9 @@ def test_divergence_after_a_good_epoch_keeps_that_checkpoint(cifar, tmp_path):
 
     model.register_forward_hook(nan_from_epoch_2)
     ck = tmp_path / "out" / "checkpoint.pt"
-    with pytest.raises(rl.TrainingDiverged, match=rf"loss became NaN or infinite at epoch 2, step 1/{steps}; lower the learning rate"):
+    with pytest.raises(
+        rl.TrainingDiverged, match=rf"loss became NaN or infinite at epoch 2, step 1/{steps}; lower the learning rate"
+    ):
         rl.fit(model, cifar, cfg, checkpoint=ck, progress=False)
     saved = rl.load_checkpoint_dict(ck)
     assert saved["epoch"] == 1 and saved["history"]["epoch"] == [1]
@@ -955,9 +984,9 @@ def test_divergence_after_a_good_epoch_keeps_that_checkpoint(cifar, tmp_path):
 def test_huge_learning_rate_stops_the_cli_with_a_clear_message(cifar_dir, tmp_path, capsys):
     out = tmp_path / "out"
     with pytest.warns(UserWarning, match="not the official CIFAR-10"):
-        code, err = run_main(["train", "--lr", "1e12", "--warmup-epochs", "0", "--label-smoothing", "0", "--epochs", "2",
-                              "--batch-size", "32", "--device", "cpu", "--data-dir", str(cifar_dir), "--no-download",
-                              "--out", str(out), "--quiet"], capsys)
+        code, err = run_main(["train", "--lr", "1e12", "--warmup-epochs", "0", "--label-smoothing", "0",
+                              "--epochs", "2", "--batch-size", "32", "--device", "cpu", "--data-dir", str(cifar_dir),
+                              "--no-download", "--out", str(out), "--quiet"], capsys)
     assert code == 2
     assert err.startswith("error: loss became NaN or infinite at epoch 1, step ") and "lower the learning rate" in err
     assert "Traceback" not in err and not (out / "results.json").exists()
@@ -1538,11 +1567,13 @@ FAULT_CASES: dict[str, list] = {
 BAD_INPUT_CASES: dict[str, list] = {
     "wrong data folders and batch files": BAD_DATA + BAD_DATA_DIRS,
     "damaged batch files (seeded truncations, bytes, bit flips; pickle protocols 2 and 5)": CORRUPTIONS * 2,
-    "malicious pickles (batch files and checkpoints)": MALICIOUS + [test_cli_refuses_a_malicious_checkpoint_and_runs_nothing],
+    "malicious pickles (batch files and checkpoints)": MALICIOUS
+    + [test_cli_refuses_a_malicious_checkpoint_and_runs_nothing],
     "damaged or foreign checkpoints": [c for c in BAD_CHECKPOINTS if "checksum mismatch" not in c[2]]
     + [test_weights_only_checkpoint_cannot_be_resumed],
     "a run resumed on other data": [c for c in OTHER_DATA if c[2] is not None],
-    "checkpoints of the other model or another config": MISMATCHES + [test_an_unfinished_run_is_not_overwritten_without_resume]
+    "checkpoints of the other model or another config": MISMATCHES
+    + [test_an_unfinished_run_is_not_overwritten_without_resume]
     + ["CLI --resume --lr", "CLI --resume --model"],
     "invalid parameters (library / notebook parameters)": INVALID_PARAMS,
     "invalid command-line parameters": INVALID_CLI + [test_cli_invalid_parameter_in_a_real_process],

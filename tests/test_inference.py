@@ -92,7 +92,17 @@ def test_cli_predict_from_pickle_and_npy_and_export(trained, tmp_path):
     images = data.test_x[:30].permute(0, 2, 3, 1).numpy()  # the NHWC layout of competition files
     with open(tmp_path / "unlabeled.pkl", "wb") as f:
         pickle.dump({"data": images, "ids": np.arange(1000, 1030)}, f)
-    proc = run_cli("predict", "--checkpoint", ck, "--input", tmp_path / "unlabeled.pkl", "--out", tmp_path / "sub.csv", "--device", "cpu")
+    proc = run_cli(
+        "predict",
+        "--checkpoint",
+        ck,
+        "--input",
+        tmp_path / "unlabeled.pkl",
+        "--out",
+        tmp_path / "sub.csv",
+        "--device",
+        "cpu",
+    )
     assert proc.returncode == 0, proc.stderr
     lines = (tmp_path / "sub.csv").read_text().splitlines()
     assert lines[0] == "ID,Labels" and len(lines) == 31
@@ -104,7 +114,17 @@ def test_cli_predict_from_pickle_and_npy_and_export(trained, tmp_path):
     exported = tmp_path / "m.safetensors"
     proc = run_cli("export", "--checkpoint", ck, "--out", exported)
     assert proc.returncode == 0 and "78,042 params" in proc.stdout, proc.stderr
-    proc = run_cli("predict", "--checkpoint", exported, "--input", tmp_path / "x.npy", "--out", tmp_path / "sub2.csv", "--device", "cpu")
+    proc = run_cli(
+        "predict",
+        "--checkpoint",
+        exported,
+        "--input",
+        tmp_path / "x.npy",
+        "--out",
+        tmp_path / "sub2.csv",
+        "--device",
+        "cpu",
+    )
     assert proc.returncode == 0, proc.stderr
     lines2 = (tmp_path / "sub2.csv").read_text().splitlines()
     assert [line.split(",")[1] for line in lines2[1:]] == [line.split(",")[1] for line in lines[1:]]

@@ -131,7 +131,13 @@ def test_runner_smoke_end_to_end_writes_every_figure_and_result(tmp_path):
     assert (results / best / "model.safetensors").stat().st_size > 0
     with open(results / "results_table.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [r["run"] for r in rows] == ["lite-seed-sgd", "lite-modern", "improved-seed-sgd", "improved-seed-adam", "improved-modern"]
+    assert [r["run"] for r in rows] == [
+        "lite-seed-sgd",
+        "lite-modern",
+        "improved-seed-sgd",
+        "improved-seed-adam",
+        "improved-modern",
+    ]
     assert [r["test acc reported by the seed (%)"] for r in rows] == ["79.87", "", "89.68", "91.52", ""]
     assert {r["parameters"] for r in rows} == {"78042", "4903242"}
 
@@ -141,7 +147,9 @@ def test_runner_failure_names_the_notebook_and_cell_and_exits_nonzero(tmp_path):
     cmd = [sys.executable, str(RUNNER), "--only", "02", "--epochs", "0", "--quiet", "--out", str(tmp_path / "runs")]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1
-    assert re.search(r"FAILED: notebooks/02_train_lite\.ipynb, cell \d+ \(In \[\d+\], line \d+: configs = ", proc.stderr), proc.stderr
+    assert re.search(
+        r"FAILED: notebooks/02_train_lite\.ipynb, cell \d+ \(In \[\d+\], line \d+: configs = ", proc.stderr
+    ), proc.stderr
     assert "ConfigError: epochs=0 must be a positive integer" in proc.stderr
     assert (tmp_path / "runs" / "02_train_lite.ipynb").is_file()
     assert not (tmp_path / "results").exists()  # it failed before training
@@ -192,11 +200,20 @@ def test_results_table_and_write_table_formats(tmp_path):
            "data": {"official": False, "n_train": 100, "n_test": 50}, "device": "cpu", "wall_seconds": 90.0}
     table = rl.results_table([res])
     row = table.iloc[0]
-    assert (row["run"], row["optimizer"], row["test acc (%)"], row["epochs"]) == ("improved-seed-adam", "Adam", 25.0, 2)
+    assert (row["run"], row["optimizer"], row["test acc (%)"], row["epochs"]) == (
+        "improved-seed-adam",
+        "Adam",
+        25.0,
+        2,
+    )
     assert row["test acc reported by the seed (%)"] == 91.52 and "val acc (%)" not in table  # no validation split
     csv_path, md_path, tex_path = rl.write_table(table, tmp_path / "t")
     md = md_path.read_text().splitlines()
-    assert md[0].startswith("| run | model |") and "| 4,903,242 |" in md[2] and "non-official CIFAR-10 files: unknown, 100 train / 50 test" in md[2]
+    assert (
+        md[0].startswith("| run | model |")
+        and "| 4,903,242 |" in md[2]
+        and "non-official CIFAR-10 files: unknown, 100 train / 50 test" in md[2]
+    )
     tex = tex_path.read_text()
     assert "\\toprule" in tex and "test acc (\\%)" in tex and "improved-seed-adam" in tex and "4,903,242" in tex
     assert csv_path.read_text().splitlines()[1].startswith("improved-seed-adam,Improved,seed,Adam,4903242,50.0,25.0")

@@ -132,4 +132,7 @@ def test_missing_runs_names_the_notebook_that_makes_each():
     runs = {"lite-modern": fake_run(), "lite-modern-seed1": fake_run(seed=1)}
     missing = rl.missing_runs(runs)
     assert "lite-modern" not in missing and missing["lite-seed-sgd"] == "02_train_lite"
-    assert missing["improved-modern"] == "03_train_improved" and missing["improved-seed-adam"] == "04_optimizer_comparison"
+    assert (
+        missing["improved-modern"] == "03_train_improved"
+        and missing["improved-seed-adam"] == "04_optimizer_comparison"
+    )

@@ -89,7 +89,9 @@ def test_resume_refuses_another_model_or_config(cifar, tmp_path):
     ck = tmp_path / "c.pt"
     fit_quiet(rl.build_model("lite", seed=0), cifar, tiny_config(epochs=1), checkpoint=ck)
     with pytest.raises(ValueError, match="model 'lite', not 'improved'"):
-        fit_quiet(rl.build_model("improved"), cifar, tiny_config(model="improved", epochs=1), checkpoint=ck, resume=True)
+        fit_quiet(
+            rl.build_model("improved"), cifar, tiny_config(model="improved", epochs=1), checkpoint=ck, resume=True
+        )
     with pytest.raises(ValueError, match=r"different config \(lr: checkpoint 0.05 vs now 0.2"):
         fit_quiet(rl.build_model("lite"), cifar, tiny_config(epochs=1, lr=0.2), checkpoint=ck, resume=True)
 
@@ -205,11 +207,18 @@ def test_cli_train_writes_results_json(cifar_dir, tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "lite modern seed 0: val acc" in proc.stdout and "test acc" in proc.stdout and "78,042 params" in proc.stdout
+    assert (
+        "lite modern seed 0: val acc" in proc.stdout and "test acc" in proc.stdout and "78,042 params" in proc.stdout
+    )
     assert proc.stdout.count("(no TTA)") == 2  # val and test, each labelled
     res = json.loads((out / "results.json").read_text())
     assert res["config"]["epochs"] == 1 and res["config"]["tta"] is False and res["config"]["batch_size"] == 64
-    assert res["num_params"] == 78_042 and res["data"]["n_train"] == 180 and res["data"]["n_val"] == 20 and not res["data"]["official"]
+    assert (
+        res["num_params"] == 78_042
+        and res["data"]["n_train"] == 180
+        and res["data"]["n_val"] == 20
+        and not res["data"]["official"]
+    )
     assert 0 <= res["final"]["test_acc"] <= 1 and (out / "checkpoint.pt").exists()
 
 
@@ -263,7 +272,13 @@ def test_seed_kuangliu_preset_is_the_measured_reading():
     kuangliu/pytorch-cifar's main.py for 40 epochs without augmentation; Adam gets its usual 0.001."""
     cfg = rl.TrainConfig.from_recipe("seed-kuangliu", model="lite")
     assert (cfg.optimizer, cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay) == ("sgd", 0.1, 0.9, False, 5e-4)
-    assert (cfg.schedule, cfg.schedule_epochs, cfg.warmup_epochs, cfg.epochs, cfg.batch_size) == ("cosine", 200, 0, 40, 128)
+    assert (cfg.schedule, cfg.schedule_epochs, cfg.warmup_epochs, cfg.epochs, cfg.batch_size) == (
+        "cosine",
+        200,
+        0,
+        40,
+        128,
+    )
     assert not (cfg.crop or cfg.flip or cfg.cutout or cfg.tta or cfg.label_smoothing)
     spe = 352  # 45,000 images at batch 128
     last = rl.lr_factor(40 * spe - 1, 40 * spe, 0, cfg.schedule, round(cfg.schedule_epochs * spe))
