@@ -37,7 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from resnet_tools.devices import DEVICES, is_cuda, keep_freed_memory, resolve_device
+from resnet_tools.devices import DEVICES, keep_freed_memory, resolve_device
 from resnet_tools.safeio import atomic_save, check_writable, run_lock, state_sha256, write_json
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -559,8 +559,10 @@ class TrainConfig:
     @classmethod
     def from_recipe(cls, recipe: str, **overrides: Any) -> "TrainConfig":
         """A named preset from RECIPES, with any field overridden (None = keep the preset's).
-        Where the run's device is CUDA, RECIPES_ON_CUDA replaces the preset's batch size and
-        learning rate, unless either is given."""
+        A preset means the same on every device: the same batch size and learning rate on a CPU and
+        a GPU (where the graphed step, `cuda_graph`, keeps batch 128 from being bound by kernel
+        launches). A larger GPU batch, tried before (batch 256, lr 0.4), cost the Improved model
+        about 5 points on real held-out images; bench/README.md, "The modern recipe's batch size"."""
         if recipe not in RECIPES:
             raise ConfigError(f"unknown recipe {recipe!r}; valid choices: {', '.join(RECIPES)}")
         known = {f.name for f in dataclasses.fields(cls)}
@@ -568,16 +570,7 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown TrainConfig field(s) {unknown}; valid fields: {', '.join(sorted(known))}")
         values = {**RECIPES[recipe], "recipe": recipe}
-        given = {k: v for k, v in overrides.items() if v is not None}
-        # The recipe's GPU batch size and learning rate, as a pair: only where neither is given.
-        if (
-            recipe in RECIPES_ON_CUDA
-            and "batch_size" not in given
-            and "lr" not in given
-            and is_cuda(given.get("device", "auto"))
-        ):
-            values.update(RECIPES_ON_CUDA[recipe])
-        values.update(given)
+        values.update({k: v for k, v in overrides.items() if v is not None})
         if recipe.startswith("seed") and values.get("optimizer") in ("adam", "adamw") and overrides.get("lr") is None:
             values["lr"] = 1e-3  # the usual Adam default; the report does not give its rates
         return cls(**values)
@@ -607,13 +600,6 @@ RECIPES: dict[str, dict[str, Any]] = {
                    batch_size=128, tta=True),
 }
 # fmt: on
-
-
-# Where the run trains on a GPU, `from_recipe` replaces these fields of a preset (unless
-# batch_size or lr is given): at batch 128 a small model's GPU step is bound by kernel launches.
-# How batch 256 / lr 0.4 was chosen, and its measurements: bench/README.md, "The modern recipe's
-# batch size on a GPU". The CPU keeps batch 128.
-RECIPES_ON_CUDA: dict[str, dict[str, Any]] = {"modern": dict(batch_size=256, lr=0.4)}
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str, horizon_steps: int = 0) -> float:

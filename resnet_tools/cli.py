@@ -80,13 +80,12 @@ def _shown(value: Any) -> str:
 
 def config_option_help(name: str) -> str:
     """--help text of a TrainConfig option: its comment in TrainConfig, then its default: the
-    recipes' values where the recipes set it (RECIPES_ON_CUDA noted), else TrainConfig's."""
+    recipes' values where the recipes set it, else TrainConfig's."""
     default = {f.name: f.default for f in dataclasses.fields(TrainConfig)}[name]
     per_recipe = {}
     for recipe, values in RECIPES.items():
         if name in values:
-            cuda = rl.RECIPES_ON_CUDA.get(recipe, {}).get(name)
-            per_recipe[recipe] = _shown(values[name]) + (f" ({_shown(cuda)} on CUDA)" if cuda is not None else "")
+            per_recipe[recipe] = _shown(values[name])
     if not per_recipe:
         shown = _shown(default)
     elif len(set(per_recipe.values())) == 1 and len(per_recipe) == len(RECIPES):

@@ -12,13 +12,6 @@ import torch
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
-def is_cuda(device: str) -> bool:
-    """Whether a device name (a TrainConfig.device) means a CUDA GPU on this machine."""
-    if device == "auto":
-        return resolve_device("auto").type == "cuda"
-    return isinstance(device, str) and (device == "cuda" or device.startswith("cuda:"))
-
-
 def mps_available() -> bool:
     return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 

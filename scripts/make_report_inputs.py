@@ -665,7 +665,6 @@ def recipes_table_tex() -> str:
     reading = rl.TrainConfig.from_recipe("seed-kuangliu", device="cpu")
     reading_adam = rl.TrainConfig.from_recipe("seed-kuangliu", optimizer="adam", device="cpu")
     modern = rl.TrainConfig.from_recipe("modern", device="cpu")
-    on_gpu = rl.RECIPES_ON_CUDA.get("modern", {})
     rows = []
     for f, label in RECIPE_FIELDS:
         s = fmt_value(getattr(seed_sgd, f))
@@ -676,8 +675,6 @@ def recipes_table_tex() -> str:
             s = f"{fmt_value(seed_sgd.lr)} / {fmt_value(seed_adam.lr)}"
             k = f"{fmt_value(reading.lr)} / {fmt_value(reading_adam.lr)}"
         m = rl.optimizer_label(dataclasses.asdict(modern)) if f == "optimizer" else fmt_value(getattr(modern, f))
-        if f in on_gpu:
-            m += f" (GPU: {fmt_value(on_gpu[f])})"
         rows.append([tex(label), tex(s), tex(k), tex(m)])
     body = tabular("@{}llll@{}", ["", "\\texttt{seed}", "\\texttt{seed-kuangliu}", "\\texttt{modern}"], rows)
     return table_env(
@@ -685,8 +682,7 @@ def recipes_table_tex() -> str:
         "The training recipes as the code defines them (\\texttt{RECIPES}). The seed report "
         "states neither learning rates nor batch size nor weight decay; \\texttt{seed} fills "
         "them with common course defaults, \\texttt{seed-kuangliu} is the reading of the seed's recipe that came "
-        "closest to its Lite row (Table~\\ref{tab:readings}). On a GPU, \\texttt{modern} takes a larger batch "
-        "and learning rate (\\texttt{RECIPES\\_ON\\_CUDA}).",
+        "closest to its Lite row (Table~\\ref{tab:readings}). Every recipe is the same on a CPU and a GPU.",
         "tab:recipes",
     )
 
@@ -1315,8 +1311,6 @@ def numbers_tex(runs: dict[str, dict[str, Any]]) -> str:
         macro("ImprovedWidths", "/".join(map(str, rl.ARCHS["improved"][0]))),
         macro("SeedEpochs", str(rl.RECIPES["seed"]["epochs"])),
         macro("ModernBatch", str(rl.RECIPES["modern"]["batch_size"])),
-        macro("ModernGpuBatch", str(rl.RECIPES_ON_CUDA["modern"]["batch_size"])),
-        macro("ModernGpuLr", fmt_value(rl.RECIPES_ON_CUDA["modern"]["lr"])),
         macro("SeedLiteSGDTest", f"{claims[names[0]][1]:.2f}\\%"),
         macro("SeedImprovedSGDTest", f"{claims[names[2]][1]:.2f}\\%"),
         macro("SeedImprovedAdamTest", f"{claims[names[3]][1]:.2f}\\%"),

@@ -228,13 +228,13 @@ def test_module_imports_torch_only():
 # --------------------------------------------------------------------------------------------
 @needs_cuda
 def test_graphed_step_trains_as_eager_on_a_gpu():
-    cfg = rl.TrainConfig.from_recipe("modern", model="lite", device="cuda")  # batch 256, lr 0.4, bf16
-    sizes = (256,) * 6 + (100,) + (256,) * 4  # a smaller batch in between: the eager remainder
+    cfg = rl.TrainConfig.from_recipe("modern", model="lite", device="cuda")  # batch 128, lr 0.1, bf16
+    sizes = (128,) * 6 + (100,) + (128,) * 4  # a smaller batch in between: the eager remainder
     data = batches(sizes, device="cuda")
     expected, eager_model, eager_opt = run_eager(cfg, data, "cuda")
 
     model, optimizer, scheduler = setup(cfg, "cuda")
-    step = make_train_step(model, optimizer, scheduler, cfg, torch.device("cuda"), 256)
+    step = make_train_step(model, optimizer, scheduler, cfg, torch.device("cuda"), cfg.batch_size)
     assert isinstance(step, GraphedStep)
     losses = [step(x, y)[0].item() for x, y in data]
     assert step.graph is not None and not step.failed and step.capture_seconds > 0
@@ -292,7 +292,7 @@ def test_bench_checks_the_gpu_targets_and_sees_fits_steps(cifar):
         "pipeline_over_reference_num_workers8": 2.5,
         "pipeline_over_best_reference": 2,
     }
-    epoch = {"images": 50_000, "batch_size": 256, "epoch_seconds": 0.3, "projected_40_epochs_seconds": 20.0}
+    epoch = {"images": 50_000, "batch_size": 128, "epoch_seconds": 0.3, "projected_40_epochs_seconds": 20.0}
     report = {"throughput": {"lite": {"ratios": ratios}}, "full_epoch": {"lite": epoch, "improved": epoch}}
     checks = {c["target"]: c["ok"] for c in bench.check_targets(torch.device("cuda"), report)}
     assert checks == {
