@@ -1018,11 +1018,17 @@ def figure_runs(name: str, runs: dict[str, dict[str, Any]]) -> list[str]:
     for model in rl.ARCHS:
         if name == f"{model}_training_curves":
             # Notebook 02 trains (and plots) both Lite recipes; notebook 03 only the modern
-            # Improved run: the Improved seed-recipe runs belong to notebook 04's figure.
+            # Improved run: the Improved seed-recipe runs belong to notebook 04's figure. One
+            # curve per configuration: its first seed's run.
+            first = {}
+            for n, r in runs.items():
+                g = rl.group_name(r["config"])
+                if g not in first or r["config"].get("seed", 0) < runs[first[g]]["config"].get("seed", 0):
+                    first[g] = n
             return [
                 n
-                for n, r in runs.items()
-                if r["config"]["model"] == model and (model == "lite" or r["config"]["recipe"] != "seed")
+                for n in first.values()
+                if runs[n]["config"]["model"] == model and (model == "lite" or runs[n]["config"]["recipe"] != "seed")
             ]
     if name == "optimizer_comparison":
         return [n for n in expected_runs() if n.startswith("improved-") and n in runs]

@@ -486,3 +486,17 @@ def test_ablation_table_compares_variants_with_the_baseline_on_validation(tmp_pa
     assert "tab:ablation" in tex_table and "83.20 $\\pm$ 0.20" in tex_table and "JPEG copy" in tex_table
     block = urr.render_block(tmp_path / "none", tmp_path / "figures", tmp_path)
     assert "| modern | as is | 3 (0, 1, 2) | 83.20 ± 0.20 | 82.70 ± 0.20 |  | baseline |" in block
+
+
+def test_training_curves_show_each_configurations_first_seed():
+    """Notebooks 02/03 plot one curve per configuration (its first seed): later seeds' results do not
+    make the curves figure stale."""
+    runs = {
+        "lite-modern": fake_result("lite-modern", 0.8, 0.8, FULL),
+        "lite-seed-sgd": fake_result("lite-seed-sgd", 0.7, 0.7, FULL),
+    }
+    for k in (1, 2):
+        runs[f"lite-modern-seed{k}"] = fake_result("lite-modern", 0.8, 0.8, FULL)
+        runs[f"lite-modern-seed{k}"]["config"]["seed"] = k
+    assert sorted(mri.figure_runs("lite_training_curves", runs)) == ["lite-modern", "lite-seed-sgd"]
+    assert mri.figure_runs("improved_training_curves", runs) == []
