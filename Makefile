@@ -1,5 +1,6 @@
 # make setup | make test | make run | make bench | make report
-# Variables: DATA_DIR (folder containing cifar-10-batches-py/), EPOCHS, SMOKE=1, DEVICE, RESUME=1.
+# Variables: DATA_DIR (folder containing cifar-10-batches-py/, or an image folder with train/ and test/),
+# EPOCHS, SMOKE=1, DEVICE, RESUME=1.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python

@@ -170,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n", 2)[2])
-    ap.add_argument("--data-dir", help="folder containing cifar-10-batches-py/ (default: $DATA_DIR or <repo>/data)")
+    ap.add_argument("--data-dir", help="folder containing cifar-10-batches-py/, or an image folder with "
+                    "train/<class>/ and test/<class>/ (default: $DATA_DIR or <repo>/data)")
     ap.add_argument("--epochs", type=int, help="epochs of every training run (default: the recipes' 40)")
     ap.add_argument("--smoke", action="store_true", help="tiny, seconds-long configuration (for tests)")
     ap.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
