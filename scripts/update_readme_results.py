@@ -146,6 +146,19 @@ def seed_md(runs: dict[str, dict[str, Any]]) -> list[str]:
     return lines + [""]
 
 
+def targets_md(runs: dict[str, dict[str, Any]]) -> list[str]:
+    """Whether the recipes meet their targets on the full-size JPEG copy (make_report_inputs.TARGETS)."""
+    lines = [
+        f"**Targets** (40 epochs, full-size JPEG copy of CIFAR-10, mean test accuracy with flip TTA over "
+        f"{mri.TARGET_SEEDS} seeds):",
+        "",
+        "| Run | Target (%) | Measured (%) | Verdict |",
+        "|:---|:---|:---|:---|",
+    ]
+    lines += ["| " + " | ".join(md(c) for c in row) + " |" for row in mri.target_rows(runs)]
+    return lines + [""]
+
+
 def ablation_md() -> list[str]:
     """The recipe ablation on validation (report/experiments/ablation.json)."""
     base, variants, data = mri.ablation()
@@ -240,6 +253,7 @@ def render_block(results_dir: Path, figures_dir: Path, readme_dir: Path) -> str:
     lines += provenance_md(runs)
     if runs:
         lines += results_table_md(runs)
+        lines += targets_md(runs)
         lines += seed_md(runs)
     lines += seed_readings_md()
     lines += ablation_md()

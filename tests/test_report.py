@@ -500,3 +500,18 @@ def test_training_curves_show_each_configurations_first_seed():
         runs[f"lite-modern-seed{k}"]["config"]["seed"] = k
     assert sorted(mri.figure_runs("lite_training_curves", runs)) == ["lite-modern", "lite-seed-sgd"]
     assert mri.figure_runs("improved_training_curves", runs) == []
+
+
+def test_targets_say_by_how_much_they_are_missed_and_from_how_many_seeds():
+    jpeg = {"label": "CIFAR-10 (JPEG copy)", "official": False, "n_train": 45_000, "n_val": 5_000, "n_test": 10_000}
+    runs = {f"lite-modern{'-seed%d' % k if k else ''}": fake_result("lite-modern", acc, acc, jpeg, epochs=40)
+            for k, acc in enumerate((0.827, 0.829, 0.828))}
+    for k, name in enumerate(runs):
+        runs[name]["config"]["seed"] = k
+    rows = mri.target_rows(mri.results.merge_seeds(runs))
+    assert rows[0] == ["lite-modern", ">= 85.0", "82.80 ± 0.10 (n=3)", "missed by 2.20 points"]
+    assert rows[1][2:] == ["not measured", "not measured on the full-size JPEG copy for 40 epochs"]
+    one = mri.target_rows(mri.results.merge_seeds({"lite-modern": runs["lite-modern"]}))[0]
+    assert one[3] == "missed by 2.30 points (from 1 seed; the target asks for 3)"
+    mini = mri.target_rows(mri.results.merge_seeds({"lite-modern": fake_result("lite-modern", 0.9, 0.9, MINI)}))[0]
+    assert mini[2] == "not measured"
