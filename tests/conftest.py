@@ -73,3 +73,22 @@ def tiny_config(**overrides) -> rl.TrainConfig:
     base = dict(model="lite", epochs=2, batch_size=32, lr=0.05, warmup_epochs=0.5, device="cpu", seed=0)
     base.update(overrides)
     return rl.TrainConfig.from_recipe("modern", **base)
+
+
+def fit_interrupted(monkeypatch, model, data, cfg, checkpoint, epoch: int = 2, step: int = 2) -> None:
+    """rl.fit killed part-way: the batch iterator of epoch `epoch` (1-based) raises KeyboardInterrupt
+    after `step` steps, so `checkpoint` holds the last completed epoch (epochs=1 would change the schedule)."""
+    real_batches = rl._batches
+    epochs_started = []
+
+    def interrupted(*a, **k):
+        epochs_started.append(1)
+        for i, batch in enumerate(real_batches(*a, **k)):
+            if len(epochs_started) == epoch and i == step:
+                raise KeyboardInterrupt
+            yield batch
+
+    with monkeypatch.context() as m:
+        m.setattr(rl, "_batches", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            rl.fit(model, data, cfg, checkpoint=checkpoint, progress=False)

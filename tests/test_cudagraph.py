@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import resnet_lib as rl
-from conftest import tiny_config
+from conftest import fit_interrupted, tiny_config
 from resnet_tools import cudagraph
 from resnet_tools.cudagraph import GraphedStep, make_train_step
 
@@ -251,20 +251,7 @@ def test_graphed_fit_resumes_as_an_uninterrupted_run(cifar, tmp_path, monkeypatc
     full = rl.fit(full_model, cifar, cfg, checkpoint=tmp_path / "full.pt", progress=False)
 
     ck = tmp_path / "part.pt"
-    real_batches = rl._batches
-    epochs_started = []
-
-    def interrupted(*a, **k):
-        epochs_started.append(1)
-        for i, batch in enumerate(real_batches(*a, **k)):
-            if len(epochs_started) == 2 and i == 2:
-                raise KeyboardInterrupt
-            yield batch
-
-    with monkeypatch.context() as m:
-        m.setattr(rl, "_batches", interrupted)
-        with pytest.raises(KeyboardInterrupt):
-            rl.fit(rl.build_model("lite", seed=0), cifar, cfg, checkpoint=ck, progress=False)
+    fit_interrupted(monkeypatch, rl.build_model("lite", seed=0), cifar, cfg, ck)
     shutil.copy(ck, tmp_path / "eager.pt")
     resumed_model = rl.build_model("lite", seed=123)  # weights come from the checkpoint
     resumed = rl.fit(resumed_model, cifar, cfg, checkpoint=ck, resume=True, progress=False)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import resnet_lib as rl
-from conftest import ROOT, tiny_config
+from conftest import ROOT, fit_interrupted, tiny_config
 
 
 def test_learns_a_separable_toy_set(cifar):
@@ -45,24 +45,11 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(cifar, tmp_path, m
     full_model = rl.build_model("lite", seed=0)
     full = fit_quiet(full_model, cifar, cfg, checkpoint=tmp_path / "full.pt")
 
-    # "Interrupted" early in epoch 2 (a run with epochs=1 would change the schedule): the
-    # batch iterator of the second epoch raises after two steps, then we resume.
+    # "Interrupted" early in epoch 2: the batch iterator of the second epoch raises after two
+    # steps, then we resume.
     ck = tmp_path / "part.pt"
     part_model = rl.build_model("lite", seed=0)
-    real_batches = rl._batches
-    epochs_started = []
-
-    def interrupted(*a, **k):
-        epochs_started.append(1)
-        for i, batch in enumerate(real_batches(*a, **k)):
-            if len(epochs_started) == 2 and i == 2:
-                raise KeyboardInterrupt
-            yield batch
-
-    with monkeypatch.context() as m:
-        m.setattr(rl, "_batches", interrupted)
-        with pytest.raises(KeyboardInterrupt):
-            fit_quiet(part_model, cifar, cfg, checkpoint=ck)
+    fit_interrupted(monkeypatch, part_model, cifar, cfg, ck)
     assert torch.load(ck, weights_only=True)["epoch"] == 1
 
     resumed_model = rl.build_model("lite", seed=123)  # weights come from the checkpoint
