@@ -292,13 +292,19 @@ class CIFAR10:
         return self._fingerprint
 
     def head(self, n_train: int, n_test: int) -> "CIFAR10":
-        """The first n_train training and n_test test images (smoke runs), labelled a subset."""
+        """n_train training and n_test test images spread evenly over each split (every k-th; smoke
+        runs), labelled a subset: every class is in it even where files load sorted by class."""
         label = self.label if self.label.startswith("subset of ") else f"subset of {self.label}"
+
+        def spread(n: int, total: int) -> torch.Tensor:  # n indices, evenly spaced over 0..total-1
+            return torch.arange(total) if n >= total else torch.arange(n) * total // n
+
+        tr, te = spread(n_train, len(self.train_y)), spread(n_test, len(self.test_y))
         return CIFAR10(
-            self.train_x[:n_train],
-            self.train_y[:n_train],
-            self.test_x[:n_test],
-            self.test_y[:n_test],
+            self.train_x[tr],
+            self.train_y[tr],
+            self.test_x[te],
+            self.test_y[te],
             root=self.root,
             official=self.official,
             classes=self.classes,

@@ -360,7 +360,9 @@ def test_load_cifar10_reads_an_image_folder(tmp_path):
     assert data.classes == tuple(names) and data.label == "image folder: imgs" and not data.official
     assert data.train_y.tolist() == [i for i in range(10) for _ in range(2)]
     assert int(data.train_x[2, 0, 0, 0]) == 20  # class c1's red channel
-    assert data.head(4, 2).label == "subset of image folder: imgs"
+    small = data.head(5, 5)  # files load sorted by class: a subset spreads over all of them
+    assert small.label == "subset of image folder: imgs"
+    assert small.train_y.tolist() == [0, 2, 4, 6, 8] and small.test_y.tolist() == [0, 2, 4, 6, 8]
 
 
 def test_load_cifar10_refuses_an_image_folder_without_ten_classes(tmp_path):
