@@ -8,8 +8,8 @@ Read top to bottom:
   1. models     `RBL` block, `ResNet` builder (architectures as data), `lite()` / `improved()`, `summary`
   2. data       `CIFAR10` in memory, `load_cifar10` (official files or an image folder), `channel_stats`
   3. pipeline   the whole dataset as uint8 on the training device; batched crop / flip / cutout there
-  4. training   `TrainConfig` and `RECIPES`, `fit` / `train_step` / `evaluate`, checkpoints,
-                `train_and_evaluate` (the whole job: data, model, fit, results.json)
+  4. training   `TrainConfig` and `RECIPES`, `fit` / `train_step` / `evaluate` (a checkpoint every
+                epoch), `train_and_evaluate` (the whole job: data, model, fit, results.json)
 
 Everything else lives beside it in `resnet_tools/`, one concern per module: `safeio` (safe
 files), `cifarfiles` and `imagefolder` (reading data), `inference` (predict, safetensors),
@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from resnet_tools.devices import DEVICES, keep_freed_memory, resolve_device
-from resnet_tools.safeio import atomic_save, check_writable, run_lock, state_sha256, write_json
+from resnet_tools.safeio import atomic_save, check_writable, run_lock, write_json
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 PARAM_BUDGET = 5_000_000  # the mini-project's hard limit on trainable parameters
@@ -903,6 +903,7 @@ def fit(
     and calls `on_epoch`.
     """
     from resnet_tools import distributed as ddp  # imports only torch
+    from resnet_tools.checkpoints import check_resumable, checkpoint_state, load_checkpoint_dict  # they import rl
 
     cfg.validate()
     check_budget(model, cfg.allow_over_budget)
@@ -935,8 +936,6 @@ def fit(
     history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
     start_epoch = 0
     if resume and checkpoint is not None and checkpoint.exists():
-        from resnet_tools.checkpoints import check_resumable, load_checkpoint_dict  # it imports this module
-
         saved = load_checkpoint_dict(checkpoint)
         check_resumable(saved, cfg, model, checkpoint, data)
         ddp.check_world_size(saved, world, checkpoint)
@@ -1008,7 +1007,7 @@ def fit(
                 **{"val_acc" if val else "test_acc": f"{(val or ev).accuracy:.2%} (no TTA)"},
             )
             if checkpoint is not None and world.main:
-                state = _checkpoint_state(
+                state = checkpoint_state(
                     epoch + 1, cfg, model, optimizer, scheduler, gen, stats, history, data.fingerprint
                 )
                 if world.distributed:
@@ -1070,39 +1069,6 @@ def _epoch_record(
     }
 
 
-def _checkpoint_state(
-    epoch: int,
-    cfg: TrainConfig,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    gen: torch.Generator,
-    stats: tuple[tuple[float, ...], tuple[float, ...]],
-    history: dict[str, list[float]],
-    data: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """What a checkpoint holds after `epoch` epochs: enough to rebuild the model for inference
-    (_CHECKPOINT_KEYS) and to resume training exactly (_RESUME_KEYS); the data it was trained on
-    (CIFAR10.fingerprint), and SHA-256 sums of its weights and optimizer state (state_sha256),
-    which loading verifies."""
-    state = {
-        "format": CHECKPOINT_FORMAT,
-        "epoch": epoch,
-        "config": dataclasses.asdict(cfg),
-        "num_params": count_params(model),
-        "stats": {"mean": list(stats[0]), "std": list(stats[1])},
-        "model_state": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "rng": {"data": gen.get_state()},
-        "history": history,
-    }
-    if data is not None:
-        state["data"] = data
-    state["sha256"] = {k: state_sha256(state[k]) for k in _HASHED_KEYS}
-    return state
-
-
 def _mean_loss(losses: torch.Tensor, sizes: list[int]) -> float:
     """Mean loss per image over the steps so far: step means weighted by batch sizes."""
     weights = torch.tensor(sizes, dtype=losses.dtype, device=losses.device)
@@ -1118,15 +1084,6 @@ def _raise_if_diverged(losses: torch.Tensor, first_step: int, epoch: int, steps_
             f"loss became NaN or infinite at epoch {epoch + 1}, step {s + 1}/{steps_per_epoch}; "
             "lower the learning rate. The checkpoint of the last completed epoch (if any) is kept."
         )
-
-
-# What `fit` writes into every checkpoint (format 1); resuming also needs _RESUME_KEYS.
-CHECKPOINT_FORMAT = 1
-_CHECKPOINT_KEYS = ("format", "epoch", "config", "num_params", "stats", "model_state")
-_RESUME_KEYS = ("optimizer", "scheduler", "rng", "history")
-# Parts of a checkpoint whose SHA-256 it stores ("sha256": {key: hex}); checkpoints written
-# before this have no "sha256" and load unverified.
-_HASHED_KEYS = ("model_state", "optimizer")
 
 
 def train_and_evaluate(
@@ -1240,7 +1197,7 @@ def _epoch_log(out: Path | None) -> Any:
 _REEXPORTS = {
     "resnet_tools.cifarfiles": "CIFAR10_URL CIFAR10_FOLDER read_batch",
     "resnet_tools.devices": "device_name mps_available",
-    "resnet_tools.checkpoints": "load_checkpoint load_checkpoint_dict",
+    "resnet_tools.checkpoints": "CHECKPOINT_FORMAT checkpoint_state load_checkpoint load_checkpoint_dict",
     "resnet_tools.safeio": "write_json check_writable atomic_write atomic_save",
     "resnet_tools.inference": "predict export_safetensors load_pretrained load_for_inference read_unlabeled "
     "write_submission as_nchw_uint8",

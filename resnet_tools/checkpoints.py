@@ -1,5 +1,5 @@
-"""Reading checkpoints back: the safe loader, and the checks that a checkpoint fits the run
-or model that uses it (fit writes them: resnet_lib._checkpoint_state)."""
+"""Checkpoints: what `resnet_lib.fit` writes after every epoch (`checkpoint_state`), the safe
+loader, and the checks that a checkpoint fits the run or model that uses it."""
 
 from __future__ import annotations
 
@@ -12,9 +12,16 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from resnet_lib import _CHECKPOINT_KEYS, _HASHED_KEYS, _RESUME_KEYS, ARCHS, CHECKPOINT_FORMAT, CIFAR10, ResNet
-from resnet_lib import TrainConfig, build_model, count_params, resolve_device
+from resnet_lib import ARCHS, CIFAR10, ResNet, TrainConfig, build_model, count_params, resolve_device
 from resnet_tools.safeio import is_safetensors, state_sha256
+
+# What `fit` writes into every checkpoint (format 1); resuming also needs _RESUME_KEYS.
+CHECKPOINT_FORMAT = 1
+_CHECKPOINT_KEYS = ("format", "epoch", "config", "num_params", "stats", "model_state")
+_RESUME_KEYS = ("optimizer", "scheduler", "rng", "history")
+# Parts of a checkpoint whose SHA-256 it stores ("sha256": {key: hex}); checkpoints written
+# before this have no "sha256" and load unverified.
+_HASHED_KEYS = ("model_state", "optimizer")
 
 # Config fields that may differ between a checkpoint and the run that resumes it:
 # they change how fast it runs, not what it computes.
@@ -22,6 +29,39 @@ _RESUME_FREE = {"device", "compile", "cuda_graph", "bf16", "channels_last", "tta
 # TrainConfig fields added after checkpoints were first written: a checkpoint without one was
 # trained with this value.
 _ADDED_FIELDS = {"sync_bn": False}
+
+
+def checkpoint_state(
+    epoch: int,
+    cfg: TrainConfig,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    gen: torch.Generator,
+    stats: tuple[tuple[float, ...], tuple[float, ...]],
+    history: dict[str, list[float]],
+    data: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What a checkpoint holds after `epoch` epochs: enough to rebuild the model for inference
+    (_CHECKPOINT_KEYS) and to resume training exactly (_RESUME_KEYS); the data it was trained on
+    (CIFAR10.fingerprint), and SHA-256 sums of its weights and optimizer state (state_sha256),
+    which loading verifies."""
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "epoch": epoch,
+        "config": dataclasses.asdict(cfg),
+        "num_params": count_params(model),
+        "stats": {"mean": list(stats[0]), "std": list(stats[1])},
+        "model_state": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": {"data": gen.get_state()},
+        "history": history,
+    }
+    if data is not None:
+        state["data"] = data
+    state["sha256"] = {k: state_sha256(state[k]) for k in _HASHED_KEYS}
+    return state
 
 
 def _check_config_matches(saved: dict[str, Any], expected: dict[str, Any], path: Path, now: str, advice: str) -> None:
@@ -151,7 +191,7 @@ def load_checkpoint_dict(path: str | Path) -> dict[str, Any]:
 
 
 def verify_checksums(saved: dict[str, Any], path: Path) -> None:
-    """Check the SHA-256 sums fit stored (resnet_lib._checkpoint_state) against the tensors
+    """Check the SHA-256 sums fit stored (checkpoint_state) against the tensors
     read back: ValueError naming the file and the damaged part. A checkpoint without sums
     (written before they existed, or by hand) is accepted as it is."""
     sums = saved.get("sha256")
