@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from resnet_tools.devices import DEVICES, keep_freed_memory, resolve_device
+from resnet_tools.runlog import HISTORY_KEYS, epoch_record
 from resnet_tools.safeio import atomic_save, check_writable, run_lock, write_json
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -865,20 +866,6 @@ def _evaluate_splits(
     return (run(val_xy) if len(val_xy[1]) else None), run((data.test_x, data.test_y))
 
 
-HISTORY_KEYS = (
-    "epoch",
-    "lr",
-    "train_loss",
-    "train_acc",
-    "val_loss",
-    "val_acc",
-    "test_loss",
-    "test_acc",
-    "seconds",
-    "images_per_sec",
-)
-
-
 def fit(
     model: nn.Module,
     data: CIFAR10,
@@ -998,7 +985,7 @@ def fit(
                 )
                 ddp.broadcast_buffers(model)  # evaluate (and save) rank 0's BatchNorm statistics everywhere
             val, ev = _evaluate_splits(model, val_xy, data, stats, tta=False, bf16=cfg.bf16)
-            record = _epoch_record(epoch + 1, lr_now, train_loss, train_acc, val, ev, seconds, seen)
+            record = epoch_record(epoch + 1, lr_now, train_loss, train_acc, val, ev, seconds, seen)
             for key in HISTORY_KEYS:
                 history[key].append(record[key])
             bar.set_postfix(
@@ -1042,31 +1029,6 @@ def train_step(
     optimizer.step()
     scheduler.step()
     return loss.detach(), logits
-
-
-def _epoch_record(
-    epoch: int,
-    lr: float,
-    train_loss: float,
-    train_acc: float,
-    val: EvalResult | None,
-    test: EvalResult,
-    seconds: float,
-    images: int,
-) -> dict[str, float]:
-    """One epoch's row of the history (HISTORY_KEYS); val_* are NaN without a validation split."""
-    return {
-        "epoch": epoch,
-        "lr": lr,
-        "train_loss": train_loss,
-        "train_acc": train_acc,
-        "val_loss": val.loss if val else math.nan,
-        "val_acc": val.accuracy if val else math.nan,
-        "test_loss": test.loss,
-        "test_acc": test.accuracy,
-        "seconds": seconds,
-        "images_per_sec": images / seconds,
-    }
 
 
 def _mean_loss(losses: torch.Tensor, sizes: list[int]) -> float:

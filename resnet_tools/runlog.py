@@ -1,4 +1,5 @@
-"""Per-epoch logs where people look: OUT/history.csv and TensorBoard event files in OUT/.
+"""Per-epoch logs where people look: OUT/history.csv and TensorBoard event files in OUT/; and
+the per-epoch record they hold (HISTORY_KEYS, epoch_record: what `fit`'s history is made of).
 
 `train_and_evaluate` passes an `EpochLog` to `fit` as its `on_epoch` callback: after every
 epoch it rewrites `history.csv` (atomically; one row per epoch, HISTORY_KEYS as columns)
@@ -20,6 +21,20 @@ from resnet_tools.safeio import atomic_write
 
 HISTORY_CSV = "history.csv"
 
+# fit's history: one list per key, one value per epoch (epoch_record); the columns of history.csv.
+HISTORY_KEYS = (
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "test_loss",
+    "test_acc",
+    "seconds",
+    "images_per_sec",
+)
+
 # TensorBoard tag of each history column: loss and accuracy per split side by side, in %.
 _SCALARS = {
     "train_loss": "loss/train",
@@ -31,6 +46,25 @@ _SCALARS = {
     "lr": "lr",
     "images_per_sec": "images_per_sec",
 }
+
+
+def epoch_record(
+    epoch: int, lr: float, train_loss: float, train_acc: float, val: Any | None, test: Any, seconds: float, images: int
+) -> dict[str, float]:
+    """One epoch's row of fit's history (HISTORY_KEYS) from the epoch's numbers and its validation and
+    test results (resnet_lib.EvalResult: .loss, .accuracy); val_* are NaN without a validation split."""
+    return {
+        "epoch": epoch,
+        "lr": lr,
+        "train_loss": train_loss,
+        "train_acc": train_acc,
+        "val_loss": val.loss if val else math.nan,
+        "val_acc": val.accuracy if val else math.nan,
+        "test_loss": test.loss,
+        "test_acc": test.accuracy,
+        "seconds": seconds,
+        "images_per_sec": images / seconds,
+    }
 
 
 def history_rows(history: dict[str, list[float]]) -> list[dict[str, Any]]:
