@@ -184,8 +184,8 @@ _ACC_KEYS = ("train_acc", "val_acc", "test_acc")
 def merge_seeds(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """{group name: one record per group of runs that differ only in their seed}: the first
     seed's results with "final" holding the mean over seeds of each accuracy, "final_std" the
-    sample standard deviation (NaN for one seed), and "seeds" the count, the seeds, the run
-    names and every per-seed value. Groups keep the order of `runs`."""
+    sample standard deviation (NaN for one seed), "seeds" the count, the seeds, the run names and
+    every per-seed value, "device" every device its runs used. Groups keep the order of `runs`."""
     groups: dict[str, list[str]] = {}
     for name, res in runs.items():
         groups.setdefault(group_name(res["config"]), []).append(name)
@@ -209,6 +209,8 @@ def merge_seeds(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
                 "values": values,
             },
             "wall_seconds": sum(m["wall_seconds"] for m in members),
+            # Seeds run on different machines or thread counts: every device, once each.
+            "device": "; ".join(dict.fromkeys(str(m["device"]) for m in members)),
         }
     return merged
 

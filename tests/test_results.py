@@ -36,6 +36,9 @@ def test_merge_seeds_gives_mean_std_and_every_value():
     assert m["final"]["test_acc"] == pytest.approx(0.82) and m["final_std"]["test_acc"] == pytest.approx(0.02)
     assert m["seeds"]["values"]["test_acc"] == [0.80, 0.82, 0.84] and m["wall_seconds"] == 180.0
     assert merged["lite-seed-sgd"]["seeds"]["n"] == 1 and math.isnan(merged["lite-seed-sgd"]["final_std"]["test_acc"])
+    assert m["device"] == "cpu" and merged["lite-seed-sgd"]["device"] == "cpu"
+    runs["lite-modern-seed2"]["device"] = "NVIDIA H100 80GB HBM3"  # a seed run elsewhere: both devices named
+    assert results.merge_seeds(runs)["lite-modern"]["device"] == "cpu; NVIDIA H100 80GB HBM3"
 
 
 def test_mcnemar_counts_discordant_images_and_gives_the_exact_p():
