@@ -323,12 +323,13 @@ def ablation(folder: Path | None = None) -> tuple[Variant | None, list[Variant],
 
 
 def ablation_rows(base: Variant, variants: list[Variant], latex: bool = True) -> list[list[str]]:
-    """Plain-text cells: variant, change, runs (seeds), validation and test accuracy (mean +- std),
+    """Plain-text cells: variant, change, runs (seeds), training (running), validation and test
+    accuracy (mean +- std),
     Δ validation against the baseline (points), and whether that difference exceeds the noise."""
     rows = []
     for v in [base, *variants]:
         if v.res is None:
-            rows.append([v.name, v.what, "0", "--", "--", "--", v.note])
+            rows.append([v.name, v.what, "0", "--", "--", "--", "--", v.note])
             continue
         seeds = ", ".join(str(k) for k in v.res.get("seeds", {}).get("seeds", [v.res["config"].get("seed", 0)]))
         if v is base:
@@ -341,6 +342,7 @@ def ablation_rows(base: Variant, variants: list[Variant], latex: bool = True) ->
                 v.name,
                 v.what,
                 f"{n_seeds(v.res)} ({seeds})",
+                pct_sd(v.res, "train_acc", latex),
                 pct_sd(v.res, "val_acc", latex),
                 pct_sd(v.res, "test_acc", latex),
                 delta,
@@ -357,14 +359,23 @@ def ablation_tex(folder: Path | None = None) -> str:
     rows = [[tex(c) for c in row] for row in ablation_rows(base, variants, latex=False)]
     rows = [[c.replace("±", "$\\pm$") for c in row] for row in rows]
     body = tabular(
-        "@{}p{0.15\\linewidth}p{0.22\\linewidth}lrrrp{0.22\\linewidth}@{}",
-        ["Variant", "Change from \\texttt{modern}", "Runs (seeds)", "Val", "Test", "$\\Delta$ val", "Verdict"],
+        "@{}p{0.13\\linewidth}p{0.2\\linewidth}lrrrrp{0.2\\linewidth}@{}",
+        [
+            "Variant",
+            "Change from \\texttt{modern}",
+            "Runs (seeds)",
+            "Train",
+            "Val",
+            "Test",
+            "$\\Delta$ val",
+            "Verdict",
+        ],
         rows,
     )
     caption = (
         "Recipe ablation, Lite model, 40 epochs: accuracy (\\%) of the final model, mean $\\pm$ sample standard "
-        "deviation over the seeds; validation on the 5{,}000 held-out training images (what a variant is chosen "
-        "by), test with flip TTA for reporting only. $\\Delta$ val: points against the baseline; a variant "
+        "deviation over the seeds; train: running accuracy over the last epoch's augmented batches; validation "
+        "on the 5{,}000 held-out training images (what a variant is chosen by), test with flip TTA for reporting only. $\\Delta$ val: points against the baseline; a variant "
         "replaces the baseline only where the difference exceeds twice its standard error over seeds. " + tex(data)
     )
     return table_env(body, caption, "tab:ablation", wide=True)

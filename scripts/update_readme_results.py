@@ -168,8 +168,9 @@ def ablation_md() -> list[str]:
         "**Recipe ablation** (Lite, 40 epochs; a variant replaces `modern` only where its validation accuracy "
         "beats it by more than the seeds' noise). Runs of ours, " + data,
         "",
-        "| Variant | Change from `modern` | Runs (seeds) | Val (%) | Test (%) | Δ val (points) | Verdict |",
-        "|:---|:---|:---|---:|---:|---:|:---|",
+        "| Variant | Change from `modern` | Runs (seeds) | Train (%) | Val (%) | Test (%) | Δ val (points) "
+        "| Verdict |",
+        "|:---|:---|:---|---:|---:|---:|---:|:---|",
     ]
     lines += ["| " + " | ".join(md(c) for c in row) + " |" for row in mri.ablation_rows(base, variants, latex=False)]
     return lines + [""]

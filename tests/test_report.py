@@ -478,14 +478,14 @@ def test_ablation_table_compares_variants_with_the_baseline_on_validation(tmp_pa
     monkeypatch.setattr(mri, "EXPERIMENTS", tmp_path)
     base, variants, data = mri.ablation()
     rows = mri.ablation_rows(base, variants, latex=False)
-    assert rows[0][:6] == ["modern", "as is", "3 (0, 1, 2)", "83.20 ± 0.20", "82.70 ± 0.20", ""]
-    assert rows[1][2:6] == ["1 (0)", "84.50", "84.00", "+1.30"] and "too few seeds" in rows[1][6]
-    assert rows[2][5] == "+3.90" and rows[2][6].startswith("exceeds the noise")
+    assert rows[0][:7] == ["modern", "as is", "3 (0, 1, 2)", "79.88 ± 0.18", "83.20 ± 0.20", "82.70 ± 0.20", ""]
+    assert rows[1][2:7] == ["1 (0)", "81.05", "84.50", "84.00", "+1.30"] and "too few seeds" in rows[1][7]
+    assert rows[2][6] == "+3.90" and rows[2][7].startswith("exceeds the noise")
     assert rows[3][2] == "0" and rows[3][-1] == "not measured: no time"
     tex_table = mri.ablation_tex()
     assert "tab:ablation" in tex_table and "83.20 $\\pm$ 0.20" in tex_table and "JPEG copy" in tex_table
     block = urr.render_block(tmp_path / "none", tmp_path / "figures", tmp_path)
-    assert "| modern | as is | 3 (0, 1, 2) | 83.20 ± 0.20 | 82.70 ± 0.20 |  | baseline |" in block
+    assert "| modern | as is | 3 (0, 1, 2) | 79.88 ± 0.18 | 83.20 ± 0.20 | 82.70 ± 0.20 |  | baseline |" in block
 
 
 def test_training_curves_show_each_configurations_first_seed():
