@@ -375,8 +375,9 @@ def ablation_tex(folder: Path | None = None) -> str:
     caption = (
         "Recipe ablation, Lite model, 40 epochs: accuracy (\\%) of the final model, mean $\\pm$ sample standard "
         "deviation over the seeds; train: running accuracy over the last epoch's augmented batches; validation "
-        "on the 5{,}000 held-out training images (what a variant is chosen by), test with flip TTA for reporting only. $\\Delta$ val: points against the baseline; a variant "
-        "replaces the baseline only where the difference exceeds twice its standard error over seeds. " + tex(data)
+        "on the 5{,}000 held-out training images (what a variant is chosen by), test with flip TTA for reporting "
+        "only. $\\Delta$ val: points against the baseline; a variant replaces the baseline only where the "
+        "difference exceeds twice its standard error over seeds. " + tex(data)
     )
     return table_env(body, caption, "tab:ablation", wide=True)
 
