@@ -352,6 +352,33 @@ def ablation_rows(base: Variant, variants: list[Variant], latex: bool = True) ->
     return rows
 
 
+def ablation_summary(base: Variant, variants: list[Variant]) -> str:
+    """One sentence on what the measured variants did to the fit and to validation accuracy, or ""."""
+    measured = [v for v in variants if v.res is not None]
+    if base.res is None or not measured:
+        return ""
+
+    def delta(v: Variant, key: str) -> float:
+        return 100 * (v.res["final"][key] - base.res["final"][key])
+
+    parts = [
+        f"{v.name}: training {delta(v, 'train_acc'):+.2f}, validation {delta(v, 'val_acc'):+.2f} points"
+        for v in measured
+    ]
+    text = "Against the baseline's mean, " + "; ".join(parts) + "."
+    noise = 2 * 100 * base.res.get("final_std", {}).get("val_acc", math.nan)
+    fits_more = all(delta(v, "train_acc") > 0 for v in measured)
+    no_gain = all(delta(v, "val_acc") <= noise for v in measured) if not math.isnan(noise) else False
+    if fits_more and no_gain:
+        text += (
+            " Each variant fits its training images better without raising validation accuracy beyond twice "
+            "the baseline's seed-to-seed deviation: none of these changes helped here."
+        )
+    if any(n_seeds(v.res) < 2 for v in measured):
+        text += " Variants with one seed are a screening, not a finding."
+    return text
+
+
 def ablation_tex(folder: Path | None = None) -> str:
     base, variants, data = ablation(folder)
     if base is None:
@@ -379,7 +406,8 @@ def ablation_tex(folder: Path | None = None) -> str:
         "only. $\\Delta$ val: points against the baseline; a variant replaces the baseline only where the "
         "difference exceeds twice its standard error over seeds. " + tex(data)
     )
-    return table_env(body, caption, "tab:ablation", wide=True)
+    summary = ablation_summary(base, variants)
+    return table_env(body, caption, "tab:ablation", wide=True) + (tex(summary) + "\n" if summary else "")
 
 
 def best_test_over_epochs(res: dict[str, Any]) -> float | None:

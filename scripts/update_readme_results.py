@@ -173,7 +173,8 @@ def ablation_md() -> list[str]:
         "|:---|:---|:---|---:|---:|---:|---:|:---|",
     ]
     lines += ["| " + " | ".join(md(c) for c in row) + " |" for row in mri.ablation_rows(base, variants, latex=False)]
-    return lines + [""]
+    summary = mri.ablation_summary(base, variants)
+    return lines + ([""] + [summary] if summary else []) + [""]
 
 
 def seed_readings_md() -> list[str]:

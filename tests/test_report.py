@@ -482,6 +482,9 @@ def test_ablation_table_compares_variants_with_the_baseline_on_validation(tmp_pa
     assert rows[1][2:7] == ["1 (0)", "81.05", "84.50", "84.00", "+1.30"] and "too few seeds" in rows[1][7]
     assert rows[2][6] == "+3.90" and rows[2][7].startswith("exceeds the noise")
     assert rows[3][2] == "0" and rows[3][-1] == "not measured: no time"
+    summary = mri.ablation_summary(base, variants)
+    assert summary.startswith("Against the baseline's mean, wd 1e-4: training +1.17, validation +1.30 points; lr 0.2:")
+    assert "helped" not in summary and summary.endswith("Variants with one seed are a screening, not a finding.")
     tex_table = mri.ablation_tex()
     assert "tab:ablation" in tex_table and "83.20 $\\pm$ 0.20" in tex_table and "JPEG copy" in tex_table
     block = urr.render_block(tmp_path / "none", tmp_path / "figures", tmp_path)
