@@ -485,6 +485,8 @@ def test_ablation_table_compares_variants_with_the_baseline_on_validation(tmp_pa
     summary = mri.ablation_summary(base, variants)
     assert summary.startswith("Against the baseline's mean, wd 1e-4: training +1.17, validation +1.30 points; lr 0.2:")
     assert "helped" not in summary and summary.endswith("Variants with one seed are a screening, not a finding.")
+    low = variants[0]._replace(res={**variants[0].res, "final": {**variants[0].res["final"], "val_acc": 0.829}})
+    assert "(0.40 points): none of these changes helped here." in mri.ablation_summary(base, [low])
     tex_table = mri.ablation_tex()
     assert "tab:ablation" in tex_table and "83.20 $\\pm$ 0.20" in tex_table and "JPEG copy" in tex_table
     block = urr.render_block(tmp_path / "none", tmp_path / "figures", tmp_path)
