@@ -383,6 +383,8 @@ def ablation_tex(folder: Path | None = None) -> str:
         return "No recipe ablation has been measured in this build.\n"
     rows = [[tex(c) for c in row] for row in ablation_rows(base, variants, latex=False)]
     rows = [[c.replace("±", "$\\pm$") for c in row] for row in rows]
+    for row in rows:  # CLI options: "--" would print as an en dash
+        row[1] = row[1].replace("--", "-{}-")
     body = tabular(
         "@{}p{0.13\\linewidth}p{0.2\\linewidth}lrrrrp{0.2\\linewidth}@{}",
         [

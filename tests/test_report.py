@@ -489,6 +489,7 @@ def test_ablation_table_compares_variants_with_the_baseline_on_validation(tmp_pa
     assert "(0.40 points): none of these changes helped here." in mri.ablation_summary(base, [low])
     tex_table = mri.ablation_tex()
     assert "tab:ablation" in tex_table and "83.20 $\\pm$ 0.20" in tex_table and "JPEG copy" in tex_table
+    assert "-{}-weight-decay 1e-4" in tex_table  # not an en dash
     block = urr.render_block(tmp_path / "none", tmp_path / "figures", tmp_path)
     assert "| modern | as is | 3 (0, 1, 2) | 79.88 ± 0.18 | 83.20 ± 0.20 | 82.70 ± 0.20 |  | baseline |" in block
 
