@@ -462,6 +462,13 @@ class TrainingDiverged(RuntimeError):
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle")
 _POSITIVE = ("epochs", "batch_size")  # int fields that must be above 0 (the others: 0 = off / none)
+
+
+def _finite_number(v: Any) -> bool:
+    """An int or float (not a bool), neither infinite nor NaN."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 _CHOICES = {"model": ARCHS, "optimizer": OPTIMIZERS, "schedule": SCHEDULES}  # str fields with fixed values
 MAX_WARMUP_EPOCHS = 1_000_000  # beyond any run; larger values overflow the step count
 
@@ -523,8 +530,7 @@ class TrainConfig:
                 raise ConfigError(
                     f"{name}={v!r} must be a {'positive' if name in _POSITIVE else 'non-negative'} integer"
                 )
-            number = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-            if f.type == "float" and name != "val_size" and not (number and v >= 0):
+            if f.type == "float" and name != "val_size" and not (_finite_number(v) and v >= 0):
                 raise ConfigError(f"{name}={v!r} must be a finite, non-negative number")
         if not (isinstance(self.device, str) and (self.device in DEVICES or self.device.startswith("cuda:"))):
             raise ConfigError(f"device={self.device!r} is not valid; choose one of: {', '.join(DEVICES)}, or cuda:N")
@@ -537,9 +543,7 @@ class TrainConfig:
         if self.warmup_epochs > MAX_WARMUP_EPOCHS:
             raise ConfigError(f"warmup_epochs={self.warmup_epochs} must be at most {MAX_WARMUP_EPOCHS:,}")
         v = self.val_size
-        if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0) or (
-            v >= 1 and v != int(v)
-        ):
+        if not (_finite_number(v) and v >= 0) or (v >= 1 and v != int(v)):
             raise ConfigError(f"val_size={v!r} must be 0, a fraction below 1, or a whole number of images")
         if self.label_smoothing >= 1:
             raise ConfigError(f"label_smoothing={self.label_smoothing} must be below 1")
@@ -891,6 +895,7 @@ def fit(
     """
     from resnet_tools import distributed as ddp  # imports only torch
     from resnet_tools.checkpoints import check_resumable, checkpoint_state, load_checkpoint_dict  # they import rl
+    from resnet_tools.cudagraph import make_train_step  # imports only torch
 
     cfg.validate()
     check_budget(model, cfg.allow_over_budget)
@@ -937,8 +942,6 @@ def fit(
     # dynamic=False: the smaller last batch of an epoch gets its own static graph instead
     # of turning the batch size symbolic for every later step (automatic dynamic shapes).
     step_model = torch.compile(train_model, dynamic=False) if cfg.compile else train_model
-    from resnet_tools.cudagraph import make_train_step  # imports only torch
-
     step_fn = make_train_step(step_model, optimizer, scheduler, cfg, device, cfg.batch_size // world.size)
     bar = tqdm(
         total=total_steps,

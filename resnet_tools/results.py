@@ -57,6 +57,7 @@ def run_record(
     from resnet_tools.devices import device_name
 
     val_acc = [a for a in history["val_acc"] if not math.isnan(a)]
+    device_label = device_name(device)
     return {
         "config": dataclasses.asdict(cfg),
         "num_params": count_params(model),
@@ -80,8 +81,8 @@ def run_record(
             "n_val": n_val,
             "n_test": len(data.test_y),
         },
-        "device": device_name(device),
-        "distributed": ddp.describe(device_name(device)),  # world_size, backend, every rank's device
+        "device": device_label,
+        "distributed": ddp.describe(device_label),  # world_size, backend, every rank's device
         "wall_seconds": wall_seconds,
         "train_seconds": sum(history["seconds"]),
         "torch": torch.__version__,

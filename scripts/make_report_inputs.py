@@ -322,7 +322,7 @@ def ablation(folder: Path | None = None) -> tuple[Variant | None, list[Variant],
     return variant(index["baseline"]), [variant(v) for v in index["variants"]], index.get("data", "")
 
 
-def ablation_rows(base: Variant, variants: list[Variant], latex: bool = True) -> list[list[str]]:
+def ablation_rows(base: Variant, variants: list[Variant]) -> list[list[str]]:
     """Plain-text cells: variant, change, runs (seeds), training (running), validation and test
     accuracy (mean +- std),
     Δ validation against the baseline (points), and whether that difference exceeds the noise."""
@@ -342,9 +342,9 @@ def ablation_rows(base: Variant, variants: list[Variant], latex: bool = True) ->
                 v.name,
                 v.what,
                 f"{n_seeds(v.res)} ({seeds})",
-                pct_sd(v.res, "train_acc", latex),
-                pct_sd(v.res, "val_acc", latex),
-                pct_sd(v.res, "test_acc", latex),
+                pct_sd(v.res, "train_acc", latex=False),
+                pct_sd(v.res, "val_acc", latex=False),
+                pct_sd(v.res, "test_acc", latex=False),
                 delta,
                 verdict,
             ]
@@ -381,8 +381,7 @@ def ablation_tex(folder: Path | None = None) -> str:
     base, variants, data = ablation(folder)
     if base is None:
         return "No recipe ablation has been measured in this build.\n"
-    rows = [[tex(c) for c in row] for row in ablation_rows(base, variants, latex=False)]
-    rows = [[c.replace("±", "$\\pm$") for c in row] for row in rows]
+    rows = [[tex_cell(c) for c in row] for row in ablation_rows(base, variants)]
     for row in rows:  # CLI options: "--" would print as an en dash
         row[1] = row[1].replace("--", "-{}-")
     body = tabular(
@@ -489,6 +488,11 @@ def throughput(res: dict[str, Any]) -> float | None:
 # LaTeX
 # ---------------------------------------------------------------------------------------
 tex = results.tex_escape  # one LaTeX escaper for every table
+
+
+def tex_cell(text: str) -> str:
+    """A plain-text table cell (pct_sd(..., latex=False): "83.22 ± 0.25") escaped for LaTeX."""
+    return tex(text).replace("±", "$\\pm$")
 
 
 def tt_list(names: Iterable[str]) -> str:
@@ -1290,7 +1294,7 @@ def target_rows(runs: dict[str, dict[str, Any]]) -> list[list[str]]:
 
 
 def targets_tex(runs: dict[str, dict[str, Any]]) -> str:
-    rows = [[tex(c).replace("±", "$\\pm$").replace(">=", "$\\ge$") for c in row] for row in target_rows(runs)]
+    rows = [[tex_cell(c).replace(">=", "$\\ge$") for c in row] for row in target_rows(runs)]
     body = tabular("@{}llll@{}", ["Run", "Target (\\%)", "Measured (\\%)", "Verdict"], rows)
     caption = (
         "The targets set for this repository's 40-epoch recipes on the full-size JPEG copy of CIFAR-10: mean test "

@@ -172,7 +172,7 @@ def ablation_md() -> list[str]:
         "| Verdict |",
         "|:---|:---|:---|---:|---:|---:|---:|:---|",
     ]
-    lines += ["| " + " | ".join(md(c) for c in row) + " |" for row in mri.ablation_rows(base, variants, latex=False)]
+    lines += ["| " + " | ".join(md(c) for c in row) + " |" for row in mri.ablation_rows(base, variants)]
     summary = mri.ablation_summary(base, variants)
     return lines + ([""] + [summary] if summary else []) + [""]
 

@@ -477,7 +477,7 @@ def test_ablation_table_compares_variants_with_the_baseline_on_validation(tmp_pa
     (tmp_path / "ablation.json").write_text(json.dumps(index))
     monkeypatch.setattr(mri, "EXPERIMENTS", tmp_path)
     base, variants, data = mri.ablation()
-    rows = mri.ablation_rows(base, variants, latex=False)
+    rows = mri.ablation_rows(base, variants)
     assert rows[0][:7] == ["modern", "as is", "3 (0, 1, 2)", "79.88 ± 0.18", "83.20 ± 0.20", "82.70 ± 0.20", ""]
     assert rows[1][2:7] == ["1 (0)", "81.05", "84.50", "84.00", "+1.30"] and "too few seeds" in rows[1][7]
     assert rows[2][6] == "+3.90" and rows[2][7].startswith("exceeds the noise")
