@@ -736,16 +736,15 @@ def _batches(
     train_x, train_y = p.train_x, p.train_y
     if p.sharded:  # this rank's images of the epoch, in the order it takes them, to its device (one copy)
         train_x, train_y = train_x[rows[0]].to(device), train_y[rows[0]].to(device)
-        rows[0] = torch.arange(n)
     perm, dy, dx, mirror, cy, cx = rows.to(device).unbind(0)
     mirror = mirror.bool()
-    train_y = train_y[perm]
+    train_y = train_y if p.sharded else train_y[perm]
     scale, shift = _affine(p.mean, p.std)
     chunk = batch_size * (1 if device.type == "cpu" else 64)
     for c0 in range(0, n, chunk):
         part = slice(c0, c0 + chunk)
         images = _crop_flip(
-            train_x[perm[part]],
+            train_x[part] if p.sharded else train_x[perm[part]],
             dy[part] if cfg.crop else None,
             dx[part] if cfg.crop else None,
             mirror[part] if cfg.flip else None,
