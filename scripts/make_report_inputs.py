@@ -361,10 +361,12 @@ def ablation_summary(base: Variant, variants: list[Variant]) -> str:
     def delta(v: Variant, key: str) -> float:
         return 100 * (v.res["final"][key] - base.res["final"][key])
 
-    parts = [
-        f"{v.name}: training {delta(v, 'train_acc'):+.2f}, validation {delta(v, 'val_acc'):+.2f} points"
-        for v in measured
-    ]
+    def change(v: Variant) -> str:
+        if v.res.get("evaluation"):  # the baseline's own models evaluated otherwise (scripts/screen_tta.py)
+            return f"{v.name} (evaluation only): validation {delta(v, 'val_acc'):+.2f} points"
+        return f"{v.name}: training {delta(v, 'train_acc'):+.2f}, validation {delta(v, 'val_acc'):+.2f} points"
+
+    parts = [change(v) for v in measured]
     text = "Against the baseline's mean, " + "; ".join(parts) + "."
     noise = 2 * 100 * base.res.get("final_std", {}).get("val_acc", math.nan)
     if not math.isnan(noise) and all(delta(v, "val_acc") <= noise for v in measured):

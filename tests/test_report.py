@@ -487,6 +487,9 @@ def test_ablation_table_compares_variants_with_the_baseline_on_validation(tmp_pa
     assert "helped" not in summary and summary.endswith("Variants with one seed are a screening, not a finding.")
     low = variants[0]._replace(res={**variants[0].res, "final": {**variants[0].res["final"], "val_acc": 0.829}})
     assert "(0.40 points): none of these changes helped here." in mri.ablation_summary(base, [low])
+    # a variant that re-evaluates the baseline's own models (scripts/screen_tta.py) changed no training
+    tta = low._replace(name="translate TTA", res={**low.res, "evaluation": "flip + translate TTA"})
+    assert "translate TTA (evaluation only): validation -0.30 points." in mri.ablation_summary(base, [tta])
     tex_table = mri.ablation_tex()
     assert "tab:ablation" in tex_table and "83.20 $\\pm$ 0.20" in tex_table and "JPEG copy" in tex_table
     assert "-{}-weight-decay 1e-4" in tex_table  # not an en dash
