@@ -178,6 +178,16 @@ def best_run(runs: dict[str, dict[str, Any]]) -> str | None:
     return max(scored)[1] if scored else None
 
 
+def best_of_each_group(runs: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """{group name: its run with the highest validation accuracy} for the groups of runs that
+    differ only in their seed (group_name); groups without a validation split are left out."""
+    groups: dict[str, dict[str, dict[str, Any]]] = {}
+    for name, res in runs.items():
+        groups.setdefault(group_name(res["config"]), {})[name] = res
+    chosen = {group: best_run(members) for group, members in groups.items()}
+    return {group: name for group, name in chosen.items() if name is not None}
+
+
 # Accuracy keys of results["final"] that merge_seeds averages.
 _ACC_KEYS = ("train_acc", "val_acc", "test_acc")
 

@@ -41,6 +41,13 @@ def test_merge_seeds_gives_mean_std_and_every_value():
     assert results.merge_seeds(runs)["lite-modern"]["device"] == "cpu; NVIDIA H100 80GB HBM3"
 
 
+def test_best_of_each_group_picks_by_validation_never_by_test():
+    runs = {"lite-modern": fake_run(val=0.80, test=0.90), "lite-modern-seed1": fake_run(seed=1, val=0.82, test=0.70),
+            "lite-seed-sgd": fake_run("seed", val=0.70), "lite-seed-sgd-seed1": fake_run("seed", seed=1, val=0.69),
+            "lite-seed-kuangliu": fake_run("seed-kuangliu", val=None)}
+    assert results.best_of_each_group(runs) == {"lite-modern": "lite-modern-seed1", "lite-seed-sgd": "lite-seed-sgd"}
+
+
 def test_mcnemar_counts_discordant_images_and_gives_the_exact_p():
     labels = np.zeros(30, dtype=int)
     a = labels.copy()
