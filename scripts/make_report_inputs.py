@@ -1003,7 +1003,8 @@ def per_class_tex(runs: dict[str, dict[str, Any]], per_class: PerClass | None) -
     mean_by_class = {c: sum(per_class.accuracy[n][c] for n in cols) / len(cols) for c in rl.CLASSES}
     avg_lo = min(mean_by_class.values())
     out += (
-        f"\nWe look closest at \\texttt{{{tex(focus.run)}}}, the run with the highest validation accuracy. "
+        f"\nWe look closest at \\texttt{{{tex(focus.run)}}}, the run with the highest validation accuracy of "
+        "those in the table (one seed per configuration). "
         f"Its easiest {easy} ({hi:.1f}\\%) and its hardest {hard} ({lo:.1f}\\%), "
         f"a spread of {hi - lo:.1f} points. "
     )

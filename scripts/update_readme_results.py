@@ -210,7 +210,8 @@ def per_class_md(runs: dict[str, dict[str, Any]], per_class: mri.PerClass | None
         return []
     acc, hi, lo = focus.accuracy, focus.best, focus.worst
     text = (
-        f"**Per class** (`{focus.run}`, the run with the highest validation accuracy): easiest "
+        f"**Per class** (`{focus.run}`, of the runs notebook 05 draws, one seed per configuration, the one with the "
+        "highest validation accuracy): easiest "
         f"{', '.join(c for c, v in acc.items() if v == hi)} ({hi:.1f}%), hardest "
         f"{', '.join(c for c, v in acc.items() if v == lo)} ({lo:.1f}%)."
     )

@@ -270,7 +270,7 @@ def test_per_class_analysis_from_notebook_05_files(tmp_path):
         os.utime(tmp_path / "results" / name / "results.json", (old, old))
     _, out = generate(tmp_path, {})
     text = read(out, "per_class.tex")
-    assert "lite-modern}, the run with the highest validation accuracy" in text
+    assert "lite-modern}, the run with the highest validation accuracy of those in the table" in text
     assert "hardest class is cat (0.0\\%)" in text
     assert "most confused pair is cat/dog: 10 cat images predicted as dog and 0 the other way" in text
     assert "automobile & \\textbf{80.0} & 70.0" in text  # best run per class in bold
