@@ -277,6 +277,9 @@ class Reading(NamedTuple):
     what: str  # the reading in words
     res: dict[str, Any] | None  # its results.json, None where not measured
     note: str  # where not measured: why
+    # A diagnostic breaks the recipe's budget (e.g. twice the epochs) to ask what holds a model back;
+    # it is never a candidate to replace the baseline.
+    diagnostic: bool = False
 
 
 def seed_readings(folder: Path | None = None) -> tuple[list[Reading], str]:
@@ -303,6 +306,9 @@ class Variant(NamedTuple):
     what: str  # the change, in words and as CLI options
     res: dict[str, Any] | None  # results.merge_seeds record over its runs, None where not measured
     note: str  # where not measured: why
+    # A diagnostic breaks the recipe's budget (e.g. twice the epochs) to ask what holds a model back;
+    # it is never a candidate to replace the baseline.
+    diagnostic: bool = False
 
 
 def ablation(folder: Path | None = None) -> tuple[Variant | None, list[Variant], str]:
@@ -317,7 +323,8 @@ def ablation(folder: Path | None = None) -> tuple[Variant | None, list[Variant],
     def variant(item: dict[str, Any]) -> Variant:
         runs = {f: json.loads((folder / f).read_text()) for f in item.get("files", []) if (folder / f).is_file()}
         merged = next(iter(results.merge_seeds(runs).values())) if runs else None
-        return Variant(item["name"], item["what"], merged, item.get("note", "not measured"))
+        note, diagnostic = item.get("note", "not measured"), bool(item.get("diagnostic", False))
+        return Variant(item["name"], item["what"], merged, note, diagnostic)
 
     return variant(index["baseline"]), [variant(v) for v in index["variants"]], index.get("data", "")
 
@@ -337,6 +344,8 @@ def ablation_rows(base: Variant, variants: list[Variant]) -> list[list[str]]:
         else:
             vd = results.difference_verdict(v.res, base.res, "val_acc")
             delta, verdict = f"{vd.diff:+.2f}", ("exceeds the noise: " if vd.holds else "") + vd.text
+            if v.diagnostic:
+                verdict = "diagnostic, not a candidate: " + verdict
         rows.append(
             [
                 v.name,
@@ -366,17 +375,22 @@ def ablation_summary(base: Variant, variants: list[Variant]) -> str:
             return f"{v.name} (evaluation only): validation {delta(v, 'val_acc'):+.2f} points"
         return f"{v.name}: training {delta(v, 'train_acc'):+.2f}, validation {delta(v, 'val_acc'):+.2f} points"
 
-    parts = [change(v) for v in measured]
-    text = "Against the baseline's mean, " + "; ".join(parts) + "."
+    candidates = [v for v in measured if not v.diagnostic]
+    diagnostics = [v for v in measured if v.diagnostic]
+    text = ""
+    if candidates:
+        text = "Against the baseline's mean, " + "; ".join(change(v) for v in candidates) + "."
     noise = 2 * 100 * base.res.get("final_std", {}).get("val_acc", math.nan)
-    if not math.isnan(noise) and all(delta(v, "val_acc") <= noise for v in measured):
+    if candidates and not math.isnan(noise) and all(delta(v, "val_acc") <= noise for v in candidates):
         text += (
             " No variant raised validation accuracy by more than twice the baseline's seed-to-seed deviation "
             f"({noise:.2f} points): none of these changes helped here."
         )
+    if diagnostics:
+        text += " Outside the budget (diagnostics, no candidates): " + "; ".join(change(v) for v in diagnostics) + "."
     if any(n_seeds(v.res) < 2 for v in measured):
         text += " Variants with one seed are a screening, not a finding."
-    return text
+    return text.strip()
 
 
 def ablation_tex(folder: Path | None = None) -> str:

@@ -466,14 +466,16 @@ def test_ablation_table_compares_variants_with_the_baseline_on_validation(tmp_pa
 
     files = {"m0.json": run(0.830, 0.825, 0), "m1.json": run(0.834, 0.829, 1), "m2.json": run(0.832, 0.827, 2),
              "wd.json": run(0.845, 0.840, 0, weight_decay=1e-4),
-             "big0.json": run(0.870, 0.860, 0, lr=0.2), "big1.json": run(0.872, 0.862, 1, lr=0.2)}
+             "big0.json": run(0.870, 0.860, 0, lr=0.2), "big1.json": run(0.872, 0.862, 1, lr=0.2),
+             "long.json": run(0.850, 0.845, 0, epochs=80)}
     for name, res in files.items():
         (tmp_path / name).write_text(json.dumps(res))
     index = {"data": "CIFAR-10 (JPEG copy), 2-core CPU.",
              "baseline": {"name": "modern", "what": "as is", "files": ["m0.json", "m1.json", "m2.json"]},
              "variants": [{"name": "wd 1e-4", "what": "--weight-decay 1e-4", "files": ["wd.json"]},
                           {"name": "lr 0.2", "what": "--lr 0.2", "files": ["big0.json", "big1.json"]},
-                          {"name": "EMA", "what": "an EMA of the weights", "note": "not measured: no time"}]}
+                          {"name": "EMA", "what": "an EMA of the weights", "note": "not measured: no time"},
+                          {"name": "80 epochs", "what": "--epochs 80", "files": ["long.json"], "diagnostic": True}]}
     (tmp_path / "ablation.json").write_text(json.dumps(index))
     monkeypatch.setattr(mri, "EXPERIMENTS", tmp_path)
     base, variants, data = mri.ablation()
@@ -482,11 +484,15 @@ def test_ablation_table_compares_variants_with_the_baseline_on_validation(tmp_pa
     assert rows[1][2:7] == ["1 (0)", "81.05", "84.50", "84.00", "+1.30"] and "too few seeds" in rows[1][7]
     assert rows[2][6] == "+3.90" and rows[2][7].startswith("exceeds the noise")
     assert rows[3][2] == "0" and rows[3][-1] == "not measured: no time"
+    assert rows[4][6] == "+1.80" and rows[4][7].startswith("diagnostic, not a candidate: 1.80 points")
     summary = mri.ablation_summary(base, variants)
     assert summary.startswith("Against the baseline's mean, wd 1e-4: training +1.17, validation +1.30 points; lr 0.2:")
     assert "helped" not in summary and summary.endswith("Variants with one seed are a screening, not a finding.")
+    assert "Outside the budget (diagnostics, no candidates): 80 epochs: training" in summary
     low = variants[0]._replace(res={**variants[0].res, "final": {**variants[0].res["final"], "val_acc": 0.829}})
     assert "(0.40 points): none of these changes helped here." in mri.ablation_summary(base, [low])
+    # a diagnostic above the noise (80 epochs: +1.80) is no candidate, so the verdict on the candidates stands
+    assert "(0.40 points): none of these changes helped here." in mri.ablation_summary(base, [low, variants[3]])
     # a variant that re-evaluates the baseline's own models (scripts/screen_tta.py) changed no training
     tta = low._replace(name="translate TTA", res={**low.res, "evaluation": "flip + translate TTA"})
     assert "translate TTA (evaluation only): validation -0.30 points." in mri.ablation_summary(base, [tta])
