@@ -1166,8 +1166,8 @@ _REEXPORTS = {
     "resnet_tools.inference": "predict export_safetensors load_pretrained load_for_inference read_unlabeled "
     "write_submission as_nchw_uint8",
     "resnet_tools.results": "SEED_REPORTED run_name group_name optimizer_label run_label load_results saved_results "
-    "best_run best_of_each_group merge_seeds missing_runs results_table summary_table write_table class_counts channel_stats_table "
-    "confusion_matrix per_class_accuracy confused_pairs",
+    "best_run best_of_each_group merge_seeds missing_runs results_table summary_table write_table class_counts "
+    "channel_stats_table confusion_matrix per_class_accuracy confused_pairs",
     "resnet_tools.figures": "save_figure plot_class_balance plot_samples_per_class plot_augmentation_preview "
     "plot_training_curves plot_confusion_matrix plot_per_class_accuracy plot_misclassified plot_predictions",
     "resnet_tools.explain": "fit_temperature expected_calibration_error calibrate calibration_table "

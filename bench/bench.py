@@ -737,8 +737,9 @@ def speed_options_accuracy(
 ) -> dict[str, Any]:
     """Is accuracy traded for speed? The modern recipe trained on real images `seeds`
     times each way, at its batch size and learning rate: `plain` (fp32, NCHW, eager step) and
-    `speed` (bf16 autocast, channels_last, compile when on, else the CUDA-graph step where on). On a device without bf16 autocast in `rl.BF16_AUTOCAST_DEVICES`
-    (the CPU), the `speed` runs turn it on there to reproduce the GPU's numerics."""
+    `speed` (bf16 autocast, channels_last, compile when on, else the CUDA-graph step where on). On a
+    device without bf16 autocast in `rl.BF16_AUTOCAST_DEVICES` (the CPU), the `speed` runs turn it on
+    there to reproduce the GPU's numerics."""
     modern = rl.RECIPES["modern"]
     variants = {
         "plain": dict(

@@ -41,8 +41,8 @@ def finished_run(tmp_path: Path) -> tuple[Path, Path]:
     data_dir = write_cifar(tmp_path / "cifar")
     out = tmp_path / "run"
     with pytest.warns(UserWarning, match="not the official CIFAR-10"):
-        rl.train_and_evaluate(tiny_config(epochs=1, tta=True, val_size=40), data_dir=data_dir, out_dir=out, download=False,
-                              progress=False)
+        cfg = tiny_config(epochs=1, tta=True, val_size=40)
+        rl.train_and_evaluate(cfg, data_dir=data_dir, out_dir=out, download=False, progress=False)
     return data_dir, out
 
 
