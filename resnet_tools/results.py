@@ -178,13 +178,19 @@ def best_run(runs: dict[str, dict[str, Any]]) -> str | None:
     return max(scored)[1] if scored else None
 
 
+def seed_groups(runs: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """{group name: the names of its runs}, for runs that differ only in their seed (group_name),
+    in the order of `runs`."""
+    groups: dict[str, list[str]] = {}
+    for name, res in runs.items():
+        groups.setdefault(group_name(res["config"]), []).append(name)
+    return groups
+
+
 def best_of_each_group(runs: dict[str, dict[str, Any]]) -> dict[str, str]:
     """{group name: its run with the highest validation accuracy} for the groups of runs that
-    differ only in their seed (group_name); groups without a validation split are left out."""
-    groups: dict[str, dict[str, dict[str, Any]]] = {}
-    for name, res in runs.items():
-        groups.setdefault(group_name(res["config"]), {})[name] = res
-    chosen = {group: best_run(members) for group, members in groups.items()}
+    differ only in their seed (seed_groups); groups without a validation split are left out."""
+    chosen = {group: best_run({n: runs[n] for n in names}) for group, names in seed_groups(runs).items()}
     return {group: name for group, name in chosen.items() if name is not None}
 
 
@@ -197,11 +203,8 @@ def merge_seeds(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     seed's results with "final" holding the mean over seeds of each accuracy, "final_std" the
     sample standard deviation (NaN for one seed), "seeds" the count, the seeds, the run names and
     every per-seed value, "device" every device its runs used. Groups keep the order of `runs`."""
-    groups: dict[str, list[str]] = {}
-    for name, res in runs.items():
-        groups.setdefault(group_name(res["config"]), []).append(name)
     merged = {}
-    for group, names in groups.items():
+    for group, names in seed_groups(runs).items():
         members = [runs[n] for n in names]
         values = {k: [m["final"].get(k) for m in members] for k in _ACC_KEYS}
         final, std = dict(members[0]["final"]), {}

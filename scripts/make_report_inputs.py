@@ -277,9 +277,6 @@ class Reading(NamedTuple):
     what: str  # the reading in words
     res: dict[str, Any] | None  # its results.json, None where not measured
     note: str  # where not measured: why
-    # A diagnostic breaks the recipe's budget (e.g. twice the epochs) to ask what holds a model back;
-    # it is never a candidate to replace the baseline.
-    diagnostic: bool = False
 
 
 def seed_readings(folder: Path | None = None) -> tuple[list[Reading], str]:
@@ -331,8 +328,8 @@ def ablation(folder: Path | None = None) -> tuple[Variant | None, list[Variant],
 
 def ablation_rows(base: Variant, variants: list[Variant]) -> list[list[str]]:
     """Plain-text cells: variant, change, runs (seeds), training (running), validation and test
-    accuracy (mean +- std),
-    Δ validation against the baseline (points), and whether that difference exceeds the noise."""
+    accuracy (mean +- std), Δ validation against the baseline (points), and whether that
+    difference exceeds the noise."""
     rows = []
     for v in [base, *variants]:
         if v.res is None:

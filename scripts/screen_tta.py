@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -38,8 +37,10 @@ EVALUATION = "flip + 1-pixel translate TTA (airbench's mirror-translate views), 
 
 
 def translate_views(x: torch.Tensor) -> list[tuple[float, torch.Tensor]]:
-    """(weight, view) pairs for float images (B, C, H, W); the weights sum to 1."""
-    p = F.pad(x, (1, 1, 1, 1), mode="reflect")  # (B, C, H+2, W+2)
+    """(weight, view) pairs for images (B, C, H, W) of any dtype (uint8 too); the weights sum to 1."""
+    h, w = x.shape[2:]
+    rows, cols = torch.tensor([1, *range(h), h - 2]), torch.tensor([1, *range(w), w - 2])
+    p = x[:, :, rows][:, :, :, cols]  # reflect-padded by one pixel: (B, C, H+2, W+2)
     down_right, up_left = p[:, :, :-2, :-2], p[:, :, 2:, 2:]  # the content moved one pixel each way
     views = [(0.25, x), (0.25, x.flip(3))]
     for t in (down_right, up_left):
@@ -47,18 +48,11 @@ def translate_views(x: torch.Tensor) -> list[tuple[float, torch.Tensor]]:
     return views
 
 
-@torch.no_grad()
 def translate_logits(model: torch.nn.Module, x_u8: torch.Tensor, stats: Any, batch_size: int = 500) -> torch.Tensor:
-    """float32 logits (N, 10) averaged over translate_views of uint8 images (N, 3, 32, 32)."""
-    device = next(model.parameters()).device
-    mean = torch.tensor(stats[0], device=device)
-    std = torch.tensor(stats[1], device=device)
-    model.eval()
-    out = []
-    for start in range(0, len(x_u8), batch_size):
-        x = rl.normalize(x_u8[start : start + batch_size].to(device), mean, std)
-        out.append(sum(w * model(v).float() for w, v in translate_views(x)).cpu())
-    return torch.cat(out) if out else torch.zeros(0, len(rl.CLASSES))
+    """float32 logits (N, 10) averaged over translate_views of uint8 images (N, 3, 32, 32), each
+    view evaluated as `rl.logits_of` evaluates images (fp32: the runs' recorded numbers came
+    from CPUs, where bf16 autocast is off)."""
+    return sum(w * rl.logits_of(model, v, stats, batch_size=batch_size, bf16=False) for w, v in translate_views(x_u8))
 
 
 def screen(run_dir: Path, data: rl.CIFAR10, device: str = "cpu") -> dict[str, Any]:
