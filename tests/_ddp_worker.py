@@ -3,11 +3,12 @@
     python -m torch.distributed.run --nproc_per_node=2 --standalone tests/_ddp_worker.py train ARGS...
     python -m torch.distributed.run --nproc_per_node=2 --standalone tests/_ddp_worker.py no-batchnorm DATA OUT_JSON
 
-Each rank prints "PID <rank> <pid>" first (torchrun starts its workers in their own sessions,
-so the test kills them by pid). With DDP_PAUSE_AT=K in the environment, rank 0 prints "PAUSED"
-in the forward pass of its K-th training step (1-based, counted over epochs; the earlier steps
+Each rank first writes its pid to the file pid-<rank> in the folder $DDP_SIGNAL_DIR (torchrun
+starts its workers in their own sessions, so the test kills them by pid). With DDP_PAUSE_AT=K in
+the environment, rank 0 writes the file "paused" there in the forward pass of its K-th training step (1-based, counted over epochs; the earlier steps
 have updated the weights) and waits there to be killed; the other ranks wait in DDP's gradient
-all-reduce of that step.
+all-reduce of that step. Files, not printed lines: the ranks share one stdout pipe, where two
+lines written at once can merge into one ("10181PID 1 ...").
 """
 
 from __future__ import annotations
@@ -56,6 +57,14 @@ def fit_no_batchnorm(data_dir: str) -> dict:
     return {k: v for k, v in history.items() if k not in ("seconds", "images_per_sec")}
 
 
+def signal_file(name: str, text: str) -> None:
+    """Write $DDP_SIGNAL_DIR/name whole (rename), so the test never reads half of it."""
+    folder = Path(os.environ["DDP_SIGNAL_DIR"])
+    tmp = folder / f".{name}.{os.getpid()}.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, folder / name)
+
+
 def with_pause(build_model, pause_at: int):
     def build(*args, **kwargs) -> torch.nn.Module:
         model = build_model(*args, **kwargs)
@@ -65,7 +74,7 @@ def with_pause(build_model, pause_at: int):
             if module.training:  # evaluation forwards run in eval mode and are not counted
                 calls["train"] += 1
                 if calls["train"] == pause_at:
-                    print(f"PAUSED {pause_at}", flush=True)
+                    signal_file("paused", str(pause_at))
                     time.sleep(PAUSE_SECONDS)
                     sys.exit("not killed")
 
@@ -78,7 +87,7 @@ def with_pause(build_model, pause_at: int):
 if __name__ == "__main__":
     torch.set_num_threads(1)  # two CPU cores are shared with the test process and others
     rank = int(os.environ.get("RANK", "0"))
-    print(f"PID {rank} {os.getpid()}", flush=True)
+    signal_file(f"pid-{rank}", str(os.getpid()))
     if sys.argv[1] == "no-batchnorm":
         torch.distributed.init_process_group("gloo")
         history = fit_no_batchnorm(sys.argv[2])

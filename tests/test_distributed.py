@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -53,11 +54,19 @@ def cli_args(data_dir: Path, out: Path, *extra: str) -> list[str]:
 
 class Torchrun:
     """`torchrun --nproc_per_node=2 --standalone tests/_ddp_worker.py ARGS` with its output read
-    line by line in a thread (the workers print "PID rank pid", and "PAUSED" when told to)."""
+    line by line in a thread. The workers write their pids and "paused" to files in a folder of
+    their own (`signals`): two ranks' printed lines can merge in the shared pipe."""
 
     def __init__(self, args: list[str], **env: str) -> None:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", str(WORKER), *args]
-        full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", **env}
+        self.signals = Path(tempfile.mkdtemp(prefix="ddp-signals-"))
+        full_env = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "PYTHONWARNINGS": "ignore",
+            "DDP_SIGNAL_DIR": str(self.signals),
+            **env,
+        }
         self.proc = subprocess.Popen(
             cmd,
             stdout=subprocess.PIPE,
@@ -85,30 +94,31 @@ class Torchrun:
         assert rc == 0, self.output()
         return self.output()
 
-    def wait_for(self, prefix: str) -> None:
+    def wait_for(self, name: str) -> None:
+        """Until a worker has written the signal file `name`."""
         deadline = time.monotonic() + TIMEOUT
         while time.monotonic() < deadline:
-            if any(line.startswith(prefix) for line in list(self.lines)):
+            if (self.signals / name).exists():
                 return
             if self.proc.poll() is not None:
                 self.reader.join(timeout=10)
-                raise AssertionError(f"torchrun exited ({self.proc.returncode}) before {prefix!r}:\n{self.output()}")
+                raise AssertionError(f"torchrun exited ({self.proc.returncode}) before {name!r}:\n{self.output()}")
             time.sleep(0.1)
-        raise AssertionError(f"no {prefix!r} within {TIMEOUT} s:\n{self.output()}")
+        raise AssertionError(f"no {name!r} within {TIMEOUT} s:\n{self.output()}")
 
     def kill(self) -> None:
         """SIGKILL the workers (each in its own session) and torchrun's process group."""
-        for line in list(self.lines):
-            if line.startswith("PID "):
-                try:
-                    os.kill(int(line.split()[2]), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        for pid_file in self.signals.glob("pid-*"):
+            try:
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         self.proc.wait(timeout=30)
+        shutil.rmtree(self.signals, ignore_errors=True)
 
 
 def comparable(history: dict) -> dict:
@@ -205,7 +215,7 @@ def test_two_processes_killed_mid_epoch_resume_to_the_same_history(two_process_r
     out = tmp_path / "killed"
     run = Torchrun(cli_args(data_dir, out), DDP_PAUSE_AT=str(STEPS_PER_EPOCH + 3))  # epoch 2, step 3
     try:
-        run.wait_for("PAUSED")
+        run.wait_for("paused")
     finally:
         run.kill()
     saved = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True)
