@@ -37,7 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from resnet_tools.devices import DEVICES, keep_freed_memory, resolve_device
+from resnet_tools.devices import DEVICES, bf16_enabled, keep_freed_memory, resolve_device
 from resnet_tools.runlog import HISTORY_KEYS, epoch_record
 from resnet_tools.safeio import atomic_save, check_writable, run_lock, write_json
 
@@ -498,7 +498,9 @@ class TrainConfig:
     batch_size: int = 128  # images per optimizer step
     seed: int = 0  # initial weights, data order, augmentation and the validation split
     device: str = "auto"  # auto = cuda, then mps, then cpu
-    bf16: bool = True  # bf16 autocast, CUDA only (ignored elsewhere)
+    # bf16 autocast (weights, BatchNorm and the loss stay fp32); None = auto: on for CUDA and for
+    # a CPU with native bf16 (AMX, AVX512-BF16), off elsewhere. True or False is obeyed everywhere.
+    bf16: bool | None = None
     channels_last: bool = True  # NHWC memory layout (faster convolutions on GPUs)
     compile: bool = False  # torch.compile the training model
     cuda_graph: bool = True  # replay the training step as a CUDA graph (CUDA only, eager elsewhere)
@@ -526,6 +528,8 @@ class TrainConfig:
                 raise ConfigError(f"{name}={v!r} is not valid; choose one of: {', '.join(_CHOICES[name])}")
             if f.type == "bool" and not isinstance(v, bool):
                 raise ConfigError(f"{name}={v!r} must be True or False")
+            if f.type == "bool | None" and not (v is None or isinstance(v, bool)):
+                raise ConfigError(f"{name}={v!r} must be True, False or None (auto)")
             if f.type == "int" and (isinstance(v, bool) or not isinstance(v, int) or v < (name in _POSITIVE)):
                 raise ConfigError(
                     f"{name}={v!r} must be a {'positive' if name in _POSITIVE else 'non-negative'} integer"
@@ -759,15 +763,8 @@ def _batches(
             yield x, train_y[batch]
 
 
-# Device types on which `bf16=True` turns on bf16 autocast. Not the CPU: whether bf16 is
-# faster there depends on the processor (native bf16 instructions or emulation), and the
-# CPU path is the reference the tests run. The benchmark's `options` section adds "cpu"
-# for its runs that emulate the GPU's numerics on a CPU.
-BF16_AUTOCAST_DEVICES: tuple[str, ...] = ("cuda",)
-
-
-def _bf16_autocast(device: torch.device, bf16: bool):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and device.type in BF16_AUTOCAST_DEVICES)
+def _bf16_autocast(device: torch.device, bf16: bool | None):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16_enabled(device.type, bf16))
 
 
 def _autocast(device: torch.device, cfg: TrainConfig):
@@ -790,7 +787,7 @@ def evaluate(
     tta: bool = False,
     batch_size: int = 1000,
     stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
-    bf16: bool = True,
+    bf16: bool | None = None,
 ) -> EvalResult:
     """Loss, accuracy, logits and predictions of `model` on a split ('test' or 'train') of
     `data`, or on explicit `(images, labels)` (uint8 images, as for the validation split).
@@ -822,7 +819,7 @@ def logits_of(
     stats: tuple[tuple[float, ...], tuple[float, ...]],
     tta: bool = False,
     batch_size: int = 1000,
-    bf16: bool = True,
+    bf16: bool | None = None,
 ) -> torch.Tensor:
     """float32 logits (N, 10) on the CPU for uint8 images (N, 3, 32, 32), in eval mode."""
     param = next(model.parameters())

@@ -66,6 +66,7 @@ import resnet_lib as rl  # noqa: E402
 from resnet_tools import cudagraph  # noqa: E402
 from resnet_tools.cli import field_parser  # noqa: E402
 from resnet_tools.cudagraph import make_train_step  # noqa: E402
+from resnet_tools.devices import cpu_model, cpu_native_bf16  # noqa: E402
 
 DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data" / "cifar10-mini"
 MODELS = ("lite", "improved")
@@ -737,9 +738,8 @@ def speed_options_accuracy(
 ) -> dict[str, Any]:
     """Is accuracy traded for speed? The modern recipe trained on real images `seeds`
     times each way, at its batch size and learning rate: `plain` (fp32, NCHW, eager step) and
-    `speed` (bf16 autocast, channels_last, compile when on, else the CUDA-graph step where on). On a
-    device without bf16 autocast in `rl.BF16_AUTOCAST_DEVICES` (the CPU), the `speed` runs turn it on
-    there to reproduce the GPU's numerics."""
+    `speed` (bf16 autocast, channels_last, compile when on, else the CUDA-graph step where on). bf16
+    is obeyed on every device; on a CPU without native bf16 it is emulated (slow, the GPU's numerics)."""
     modern = rl.RECIPES["modern"]
     variants = {
         "plain": dict(
@@ -760,7 +760,7 @@ def speed_options_accuracy(
             **(speed_overrides or {}),
         },
     }
-    emulated = device.type not in rl.BF16_AUTOCAST_DEVICES
+    emulated = device.type == "cpu" and not cpu_native_bf16()
     result: dict[str, Any] = {
         "device": device.type,
         "epochs": epochs,
@@ -785,13 +785,7 @@ def speed_options_accuracy(
                     f"lr {cfg.lr}, {epochs} epochs ...",
                     flush=True,
                 )
-                saved = rl.BF16_AUTOCAST_DEVICES
-                if variant == "speed" and emulated:
-                    rl.BF16_AUTOCAST_DEVICES = (*saved, device.type)
-                try:
-                    history = rl.fit(rl.build_model(name, seed=seed), data, cfg, progress=sys.stderr.isatty())
-                finally:
-                    rl.BF16_AUTOCAST_DEVICES = saved
+                history = rl.fit(rl.build_model(name, seed=seed), data, cfg, progress=sys.stderr.isatty())
                 accs.append(history["test_acc"][-1])
                 secs.append(sum(history["seconds"]))
             per[variant] = {
@@ -921,16 +915,11 @@ def cpu_busy_fraction(seconds: float = 1.0) -> float | None:
 
 
 def environment(device: torch.device, threads: int) -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
     info: dict[str, Any] = {
         "hardware": {
             "device": rl.device_name(device),
-            "cpu": cpu,
+            "cpu": cpu_model(),
+            "cpu_native_bf16": cpu_native_bf16(),  # AMX or AVX512-BF16: what bf16=auto follows on the CPU
             "cpu_count": os.cpu_count(),
             "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
             "torch_threads": threads,
@@ -1071,7 +1060,7 @@ def accuracy_text(r: dict[str, Any]) -> str:
 
 def options_text(r: dict[str, Any]) -> str:
     v = r["variants"]
-    emul = " (turned on for the CPU, to reproduce the GPU's numerics)" if r["bf16_emulated_on_this_device"] else ""
+    emul = " (emulated on this CPU, to reproduce the GPU's numerics)" if r["bf16_emulated_on_this_device"] else ""
     lines = [
         f"Accuracy with and without the speed options ({r['device']}, {r['train_images']:,} training / "
         f"{r['test_images']:,} test images, {r['data']['root']}; modern recipe, {r['epochs']} epochs, "

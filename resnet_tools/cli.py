@@ -32,12 +32,14 @@ def field_parser(name: str) -> Any:
     """How the command line reads a TrainConfig field from text: int, float, str, or (bool)
     true/false/yes/no/1/0. Shared by the CLI and the benchmark's --set FIELD=VALUE."""
     typ = str({f.name: f.type for f in dataclasses.fields(TrainConfig)}[name])
-    if typ == "bool":
+    if typ in ("bool", "bool | None"):
 
-        def boolean(text: str) -> bool:
-            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(f"{name} takes true or false, not {text!r}")
-            return text.lower() in ("true", "1", "yes")
+        auto = ("auto", "none") if typ == "bool | None" else ()
+
+        def boolean(text: str) -> bool | None:
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no", *auto):
+                raise ValueError(f"{name} takes true or false{' or auto' if auto else ''}, not {text!r}")
+            return None if text.lower() in auto else text.lower() in ("true", "1", "yes")
 
         return boolean
     return {"int": int, "float": float}.get(typ, str)
@@ -75,6 +77,8 @@ def config_field_comments() -> dict[str, str]:
 
 
 def _shown(value: Any) -> str:
+    if value is None:  # bf16's automatic default
+        return "auto"
     return str(value).lower() if isinstance(value, bool) else f"{value:g}" if isinstance(value, float) else str(value)
 
 
@@ -105,7 +109,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
             continue
         flag = "--" + f.name.replace("_", "-")
         helptext = config_option_help(f.name)
-        if f.type in ("bool", bool):
+        if f.type in ("bool", bool, "bool | None"):
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=helptext)
         else:
             choices = {"model": tuple(ARCHS), "optimizer": OPTIMIZERS, "schedule": SCHEDULES}.get(f.name)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import platform
+from pathlib import Path
 
 import torch
 
@@ -38,11 +39,49 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+def cpu_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices natively (Intel AMX, or AVX512-BF16: Cooper Lake,
+    Sapphire Rapids, AMD Zen 4 and later). Elsewhere oneDNN emulates bf16, slower than fp32
+    (bench/README.md, "bf16 on the CPU")."""
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # torch.cpu, since torch 2.1
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
+def bf16_enabled(device_type: str, requested: bool | None, cpu_native: bool | None = None) -> bool:
+    """Whether a run on `device_type` computes in bf16 autocast. True or False is obeyed on
+    every device; None (auto) is on for CUDA and for a CPU with native bf16 (`cpu_native`,
+    asked of the processor when not given), off elsewhere (emulated bf16, MPS)."""
+    if requested is not None:
+        return requested
+    if device_type == "cuda":
+        return True
+    if device_type == "cpu":
+        return cpu_native_bf16() if cpu_native is None else cpu_native
+    return False
+
+
+def numerics(device: torch.device, requested: bool | None) -> str:
+    """What results record as the run's arithmetic: "bf16 autocast" or "fp32"."""
+    return "bf16 autocast" if bf16_enabled(device.type, requested) else "fp32"
+
+
 def device_name(device: torch.device) -> str:
     """The device as results record it: the GPU's name, or the CPU and its torch threads."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{device.type} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    native = ", native bf16" if device.type == "cpu" and cpu_native_bf16() else ""
+    return f"{device.type} ({cpu_model()}{native}, {torch.get_num_threads()} threads)"
+
+
+def cpu_model() -> str:
+    """The processor's model name (/proc/cpuinfo on Linux), else what platform knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.startswith("model name") and ":" in line:
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 # glibc's malloc hands freed memory back to the OS and serves large blocks with fresh mmap()s,

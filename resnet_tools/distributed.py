@@ -210,7 +210,7 @@ def evaluate_sharded(
     xy: tuple[torch.Tensor, torch.Tensor],
     stats: tuple[tuple[float, ...], tuple[float, ...]],
     tta: bool = False,
-    bf16: bool = True,
+    bf16: bool | None = None,
 ) -> Any:
     """resnet_lib.evaluate's loss and accuracy over (uint8 images, labels), sharded: each rank
     computes the logits of its contiguous slice; loss sums and correct counts are all-reduced.

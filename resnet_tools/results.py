@@ -54,7 +54,7 @@ def run_record(
     early stopping, tuning) uses the validation numbers."""
     from resnet_lib import count_params
     from resnet_tools import distributed as ddp
-    from resnet_tools.devices import device_name
+    from resnet_tools.devices import device_name, numerics
 
     val_acc = [a for a in history["val_acc"] if not math.isnan(a)]
     device_label = device_name(device)
@@ -82,6 +82,7 @@ def run_record(
             "n_test": len(data.test_y),
         },
         "device": device_label,
+        "numerics": numerics(device, cfg.bf16),  # "bf16 autocast" or "fp32"
         "distributed": ddp.describe(device_label),  # world_size, backend, every rank's device
         "wall_seconds": wall_seconds,
         "train_seconds": sum(history["seconds"]),

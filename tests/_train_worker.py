@@ -35,7 +35,7 @@ import resnet_lib as rl  # noqa: E402
 # Three short epochs on the 200-image synthetic set: 180 training images (20 held out),
 # 6 steps of 32 per epoch; cutout on, so resuming must restore the data RNG exactly.
 WORKER_CONFIG = dict(model="lite", epochs=3, batch_size=32, lr=0.05, warmup_epochs=0.5, device="cpu", seed=0,
-                     cutout=8, tta=False)
+                     cutout=8, tta=False, bf16=False)
 PAYLOAD_FLOATS = 2_000_000  # 8 MB per save: a save takes long enough to be killed in the middle
 PAUSE_SECONDS = 120  # the test kills the process long before this
 

@@ -69,8 +69,9 @@ def cifar(cifar_dir: Path) -> rl.CIFAR10:
 
 
 def tiny_config(**overrides) -> rl.TrainConfig:
-    """A seconds-long CPU configuration."""
-    base = dict(model="lite", epochs=2, batch_size=32, lr=0.05, warmup_epochs=0.5, device="cpu", seed=0)
+    """A seconds-long CPU configuration, in fp32: bf16=None (auto) would differ between processors
+    with and without native bf16, and the suite must compute the same on every machine."""
+    base = dict(model="lite", epochs=2, batch_size=32, lr=0.05, warmup_epochs=0.5, device="cpu", seed=0, bf16=False)
     base.update(overrides)
     return rl.TrainConfig.from_recipe("modern", **base)
 

@@ -16,6 +16,7 @@ import pytest
 
 import resnet_lib as rl
 from conftest import ROOT, write_cifar
+from resnet_tools import devices
 
 BENCH = ROOT / "bench" / "bench.py"
 
@@ -57,7 +58,7 @@ def test_quick_benchmark_writes_every_section(tmp_path: Path):
     assert len(tta["runs"]["modern"]["history"]["test_acc"]) == 2
 
     options = report["speed_options"]
-    assert options["bf16_emulated_on_this_device"] is True and options["seeds"] == [0, 1]
+    assert options["bf16_emulated_on_this_device"] is not devices.cpu_native_bf16() and options["seeds"] == [0, 1]
     plain, speed = options["models"]["lite"]["plain"], options["models"]["lite"]["speed"]
     assert (plain["batch_size"], plain["lr"]) == (rl.RECIPES["modern"]["batch_size"], rl.RECIPES["modern"]["lr"])
     assert (speed["batch_size"], speed["lr"]) == (plain["batch_size"], plain["lr"])  # one recipe, two step options
@@ -71,21 +72,19 @@ def test_quick_benchmark_writes_every_section(tmp_path: Path):
         assert heading in markdown
 
 
-def test_options_section_emulates_bf16_only_for_the_speed_runs(cifar: rl.CIFAR10, monkeypatch):
+def test_options_section_turns_bf16_on_only_for_the_speed_runs(cifar: rl.CIFAR10, monkeypatch):
     bench = load_bench()
     seen = []
     real_fit = rl.fit
 
     def spy(model, data, cfg, **kw):
-        seen.append((cfg.batch_size, cfg.bf16, cfg.channels_last, rl.BF16_AUTOCAST_DEVICES))
+        seen.append((cfg.batch_size, cfg.bf16, cfg.channels_last))
         return real_fit(model, data, cfg, **kw)
 
     monkeypatch.setattr(rl, "fit", spy)
-    before = rl.BF16_AUTOCAST_DEVICES
     result = bench.speed_options_accuracy(cifar, ["lite"], bench.torch.device("cpu"), epochs=1, seeds=1,
                                           compile_on=False, speed_overrides={"batch_size": 64})
-    assert rl.BF16_AUTOCAST_DEVICES == before == ("cuda",)  # restored afterwards
-    assert seen == [(128, False, False, ("cuda",)), (64, True, True, ("cuda", "cpu"))]
+    assert seen == [(128, False, False), (64, True, True)]  # bf16 obeyed on the CPU: plain fp32, speed bf16
     assert result["variants"]["speed"]["batch_size"] == 64
     assert result["models"]["lite"]["within_noise"] is False  # one seed: no spread, no claim
 

@@ -52,7 +52,7 @@ def test_every_train_option_has_help_from_trainconfig_comments_and_defaults():
     assert "peak learning rate (default: seed 0.01, seed-kuangliu 0.1, modern 0.1)" in flat
     assert (
         "(default: 40 in every recipe)" in flat
-        and "bf16 autocast, CUDA only (ignored elsewhere) (default: true)" in flat
+        and "True or False is obeyed everywhere. (default: auto)" in flat
     )
 
 

@@ -33,13 +33,20 @@ WORKER = ROOT / "tests" / "_ddp_worker.py"
 # 200 synthetic images: 180 to train on (20 held out), 32 a global batch (16 per rank), so an
 # epoch is 5 full steps and a last one of 20 (10 per rank); cutout on, so a resume must restore
 # the data generator exactly.
-CONFIG = dict(model="lite", epochs=2, batch_size=32, lr=0.05, warmup_epochs=0.5, device="cpu", seed=0, cutout=8)
+# fp32, so the runs compute the same on every processor (bf16 auto follows the CPU's instructions).
+CONFIG = dict(
+    model="lite", epochs=2, batch_size=32, lr=0.05, warmup_epochs=0.5, device="cpu", seed=0, cutout=8, bf16=False
+)
 STEPS_PER_EPOCH = 6
 TIMEOUT = 600  # generous: a 2-process run on a loaded 2-core machine takes minutes (only a failing run waits this long)
 
 
 def cli_args(data_dir: Path, out: Path, *extra: str) -> list[str]:
-    opts = [f"--{k.replace('_', '-')}={v}" for k, v in CONFIG.items()]
+    flag = {k: "--" + k.replace("_", "-") for k in CONFIG}
+    opts = [
+        (flag[k] if v else "--no-" + flag[k][2:]) if isinstance(v, bool) else f"{flag[k]}={v}"
+        for k, v in CONFIG.items()
+    ]
     return [
         "train",
         "--recipe=modern",

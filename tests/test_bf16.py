@@ -1,0 +1,74 @@
+"""bf16 follows the processor (issue 24): auto is on for CUDA and for a CPU with native bf16,
+off elsewhere; True and False are obeyed on every device; results.json records the numerics."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import write_cifar
+
+import resnet_lib as rl
+from resnet_tools import devices
+from resnet_tools.cli import field_parser, main
+
+
+@pytest.mark.parametrize(
+    "device_type, requested, native, expected",
+    [
+        ("cpu", None, True, True),  # AMX or AVX512-BF16: auto is on
+        ("cpu", None, False, False),  # emulated: slower than fp32, auto is off
+        ("cuda", None, False, True),  # a GPU: auto is on whatever the host CPU is
+        ("mps", None, True, False),  # not measured on Apple GPUs: auto stays fp32
+        ("cpu", True, False, True),  # asked for: obeyed even where emulated
+        ("cpu", False, True, False),
+        ("cuda", False, True, False),
+        ("mps", True, False, True),
+    ],
+)
+def test_policy_on_synthetic_capabilities(device_type, requested, native, expected):
+    assert devices.bf16_enabled(device_type, requested, cpu_native=native) is expected
+
+
+@pytest.mark.parametrize("amx, avx512_bf16, expected", [(True, False, True), (False, True, True), (False, False, False)])
+def test_cpu_capability_asks_the_processor(monkeypatch, amx, avx512_bf16, expected):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    assert devices.cpu_native_bf16() is expected
+    assert devices.bf16_enabled("cpu", None) is expected
+    assert devices.numerics(torch.device("cpu"), None) == ("bf16 autocast" if expected else "fp32")
+    assert ("native bf16" in devices.device_name(torch.device("cpu"))) is expected
+
+
+def test_config_and_cli_read_auto_true_and_false():
+    assert rl.TrainConfig().bf16 is None
+    parse = field_parser("bf16")
+    assert [parse(t) for t in ("auto", "true", "no")] == [None, True, False]
+    with pytest.raises(ValueError, match="true or false or auto"):
+        parse("maybe")
+    with pytest.raises(rl.ConfigError, match="True, False or None"):
+        rl.TrainConfig(bf16="yes")
+
+
+def test_evaluation_obeys_bf16_on_the_cpu():
+    torch.manual_seed(0)
+    model = rl.build_model("lite").eval()
+    x = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    stats = ((0.5,) * 3, (0.25,) * 3)
+    fp32, bf16 = (rl.logits_of(model, x, stats, bf16=b) for b in (False, True))
+    assert fp32.dtype == bf16.dtype == torch.float32  # logits come back as fp32 either way
+    assert not torch.equal(fp32, bf16)  # but bf16 was really used on the CPU
+    assert torch.allclose(fp32, bf16, atol=0.1, rtol=0.1)
+
+
+@pytest.mark.parametrize("flag, numerics", [("--bf16", "bf16 autocast"), ("--no-bf16", "fp32")])
+def test_cli_flag_is_obeyed_on_the_cpu_and_recorded(tmp_path, flag, numerics):
+    data = write_cifar(tmp_path / "cifar", per_batch=20, n_test=20)
+    out = tmp_path / "run"
+    args = ["train", "--recipe=modern", "--model=lite", "--epochs=1", "--batch-size=32", "--device=cpu"]
+    with pytest.warns(UserWarning):  # the synthetic folder is not the official CIFAR-10
+        assert main([*args, f"--data-dir={data}", "--no-download", f"--out={out}", "--quiet", flag]) in (0, None)
+    record = json.loads((out / "results.json").read_text())
+    assert record["numerics"] == numerics and record["config"]["bf16"] is (flag == "--bf16")
