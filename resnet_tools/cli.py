@@ -14,7 +14,7 @@ import textwrap
 import time
 import tokenize
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -117,6 +117,27 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
             group.add_argument(
                 flag, type=field_parser(f.name), default=None, choices=choices, metavar=metavar, help=helptext
             )
+
+
+def list_parameter(value: Any, item: Callable[[Any], Any] = str) -> list:
+    """A notebook's list parameter in every form people pass it: a list; papermill's `-p SEEDS
+    "[0, 1, 2]"` (-p hands over text); `0,1,2` (an environment variable, `-p SEEDS 0,1,2`); or
+    one value. Each element through `item` (int for seeds); ValueError names the value."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith(("[", "(")):
+            try:
+                value = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                raise ValueError(f"cannot read {value!r} as a list; write it as [0, 1, 2] or 0,1,2") from None
+        else:
+            value = [part.strip().strip("'\"") for part in text.split(",") if part.strip()]
+    elif not isinstance(value, (list, tuple)):
+        value = [value]
+    try:
+        return [item(v) for v in value]
+    except (TypeError, ValueError):
+        raise ValueError(f"cannot read {value!r} as a list of {getattr(item, '__name__', item)}") from None
 
 
 def _seed_list(text: str) -> list[int]:

@@ -32,7 +32,9 @@ def test_policy_on_synthetic_capabilities(device_type, requested, native, expect
     assert devices.bf16_enabled(device_type, requested, cpu_native=native) is expected
 
 
-@pytest.mark.parametrize("amx, avx512_bf16, expected", [(True, False, True), (False, True, True), (False, False, False)])
+@pytest.mark.parametrize(
+    "amx, avx512_bf16, expected", [(True, False, True), (False, True, True), (False, False, False)]
+)
 def test_cpu_capability_asks_the_processor(monkeypatch, amx, avx512_bf16, expected):
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)

@@ -19,6 +19,7 @@ import torch
 
 import resnet_lib as rl
 from conftest import ROOT, write_cifar
+from resnet_tools.cli import list_parameter
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 RUNNER = ROOT / "scripts" / "run_notebooks.py"
@@ -140,6 +141,31 @@ def test_runner_smoke_end_to_end_writes_every_figure_and_result(tmp_path):
     ]
     assert [r["test acc reported by the seed (%)"] for r in rows] == ["79.87", "", "89.68", "91.52", ""]
     assert {r["parameters"] for r in rows} == {"78042", "4903242"}
+
+
+@pytest.mark.parametrize("seeds", ["[0, 1]", "0,1"])
+def test_papermill_list_parameters_as_the_readme_types_them(tmp_path, seeds):
+    """`papermill ... -p SEEDS "[0, 1, 2]"` (the README's form; -p passes text) and `-p SEEDS 0,1`."""
+    env = smoke_env(tmp_path)
+    notebook = ROOT / "notebooks" / "02_train_lite.ipynb"
+    cmd = [sys.executable, "-m", "papermill", str(notebook), str(tmp_path / "out.ipynb"),
+           "-p", "SEEDS", seeds, "-p", "RECIPES", "modern", "--log-level", "WARNING"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    records = [json.loads(p.read_text()) for p in Path(env["RESULTS_DIR"]).glob("*/results.json")]
+    assert sorted(r["config"]["seed"] for r in records) == [0, 1]
+    assert {r["config"]["recipe"] for r in records} == {"modern"}
+
+
+def test_list_parameter_reads_every_form():
+    forms = ("[0, 1, 2]", "0,1,2", (0, 1, 2), [0, 1, 2])
+    assert all(list_parameter(form, int) == [0, 1, 2] for form in forms)
+    assert list_parameter(3, int) == [3] and list_parameter("modern") == ["modern"]
+    assert list_parameter("['seed', 'modern']") == list_parameter("seed, modern") == ["seed", "modern"]
+    with pytest.raises(ValueError, match="as a list"):
+        list_parameter("[0, 1", int)
+    with pytest.raises(ValueError, match="list of int"):
+        list_parameter("a,b", int)
 
 
 def test_runner_failure_names_the_notebook_and_cell_and_exits_nonzero(tmp_path):
