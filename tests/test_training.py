@@ -263,3 +263,10 @@ def test_seed_kuangliu_preset_is_the_measured_reading():
     assert 0.90 < last < 0.91  # the lr stays near its peak: a run that ends at a high learning rate
     assert rl.TrainConfig.from_recipe("seed-kuangliu", optimizer="adam").lr == 1e-3
     assert rl.run_name(cfg) == "lite-seed-kuangliu-sgd"
+
+
+def test_a_run_shorter_than_its_warm_up_is_warned_about(cifar):
+    cfg = tiny_config(epochs=1, warmup_epochs=2.0)  # as `modern` with EPOCHS=1: the peak lr is never reached
+    with pytest.warns(UserWarning, match=r"warmup_epochs=2 is not shorter than the run \(epochs=1\)"):
+        history = rl.fit(rl.build_model("lite", seed=0), cifar, cfg, progress=False)
+    assert max(history["lr"]) < cfg.lr  # what the warning says
