@@ -379,6 +379,12 @@ def summary_table(runs: dict[str, dict[str, Any]]) -> Any:
     return pd.DataFrame(rows)
 
 
+def for_display(table: Any) -> Any:
+    """A table as a notebook shows it: missing cells (the std of one seed, a run without a
+    validation split) as "—" rather than NaN. For the eye only; write_table formats its own."""
+    return table.astype(object).where(table.notna(), "—")
+
+
 _TEX_SPECIALS = {
     "\\": r"\textbackslash{}",
     "&": r"\&",

@@ -146,3 +146,14 @@ def test_missing_runs_names_the_notebook_that_makes_each():
         missing["improved-modern"] == "03_train_improved"
         and missing["improved-seed-adam"] == "04_optimizer_comparison"
     )
+
+
+def test_for_display_shows_missing_cells_as_a_dash():
+    import pandas as pd
+
+    from resnet_tools.results import for_display
+
+    table = pd.DataFrame({"run": ["a", "b"], "test std": [0.25, math.nan], "seeds": [3, 1]})
+    shown = for_display(table)
+    assert shown["test std"].tolist() == [0.25, "—"] and shown["seeds"].tolist() == [3, 1]
+    assert "NaN" not in shown.to_string() and table["test std"].isna().sum() == 1  # the input is left as it was
