@@ -1127,7 +1127,8 @@ def _train_and_evaluate(
     device = resolve_device(cfg.device)
     world = ddp.world()
     # history.csv and TensorBoard scalars in out_dir after every epoch (resnet_tools.runlog), rank 0 only.
-    log = _epoch_log(out) if world.main else None
+    fresh = not (resume and checkpoint is not None and checkpoint.exists())
+    log = _epoch_log(out, fresh) if world.main else None
     t0 = time.perf_counter()
     try:
         history = fit(model, data, cfg, checkpoint=checkpoint, resume=resume, progress=progress, on_epoch=log)
@@ -1149,13 +1150,14 @@ def _train_and_evaluate(
     return model, results
 
 
-def _epoch_log(out: Path | None) -> Any:
-    """fit's on_epoch callback writing history.csv and TensorBoard event files into `out`, or None."""
+def _epoch_log(out: Path | None, fresh: bool) -> Any:
+    """fit's on_epoch callback writing history.csv and TensorBoard event files into `out`, or None;
+    `fresh` (not a resume) first clears an earlier run's logs there."""
     if out is None:
         return None
     from resnet_tools.runlog import EpochLog  # imports safeio only; tensorboard (optional) when it runs
 
-    return EpochLog(out)
+    return EpochLog(out, fresh=fresh)
 
 
 # ---------------------------------------------------------------------------------------

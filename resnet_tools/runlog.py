@@ -105,14 +105,27 @@ def summary_writer(log_dir: str | Path) -> Any | None:
     return None
 
 
+def clear_stale_logs(out_dir: Path) -> list[Path]:
+    """Remove an earlier run's TensorBoard event files and history.csv from `out_dir` (a new run
+    is about to write its own), saying so in one line; the removed paths."""
+    stale = sorted(out_dir.glob("events.out.tfevents.*")) + [p for p in [out_dir / HISTORY_CSV] if p.exists()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        print(f"note: cleared {len(stale)} log file(s) of an earlier run in {out_dir}", file=sys.stderr)
+    return stale
+
+
 class EpochLog:
     """The `on_epoch(history)` callback of `fit`: history.csv and TensorBoard scalars in
     `out_dir`. Call `final(results)` after the final evaluation and `close()` at the end
     (or use it as a context manager)."""
 
-    def __init__(self, out_dir: str | Path, tensorboard: bool = True) -> None:
+    def __init__(self, out_dir: str | Path, tensorboard: bool = True, fresh: bool = True) -> None:
         self.out = Path(out_dir)
         self.csv = self.out / HISTORY_CSV
+        if fresh:  # a new run replaces the folder's old one: its curves would mix into TensorBoard's
+            clear_stale_logs(self.out)
         self._writer = summary_writer(self.out) if tensorboard else None
 
     def __call__(self, history: dict[str, list[float]]) -> None:

@@ -79,3 +79,16 @@ def test_training_curves_can_show_the_learning_rate_schedule():
     (line,) = lr_ax[0].get_lines()
     assert list(line.get_xdata()) == [0, 1, 2] and list(line.get_ydata()) == [0.1, 0.05, 0.0]
     assert len(rl.plot_training_curves({"run": h}).axes) == 2  # the default stays loss + accuracy
+
+
+def test_a_fresh_run_clears_the_old_runs_logs_and_a_resume_keeps_them(cifar, tmp_path, capsys):
+    out = tmp_path / "run"
+    rl.train_and_evaluate(tiny_config(epochs=1), data=cifar, out_dir=out, progress=False)
+    first = set(out.glob("events.out.tfevents.*"))
+    rl.train_and_evaluate(tiny_config(epochs=1), data=cifar, out_dir=out, progress=False)  # replaces the run
+    second = set(out.glob("events.out.tfevents.*"))
+    assert len(first) == len(second) == 1  # one event file: the new run's (the old one was removed)
+    assert "cleared 2 log file(s) of an earlier run" in capsys.readouterr().err  # its event file and history.csv
+    rl.train_and_evaluate(tiny_config(epochs=1), data=cifar, out_dir=out, resume=True, progress=False)
+    assert second <= set(out.glob("events.out.tfevents.*"))  # a resume appends to the run's own logs
+    assert len(read_csv(out / "history.csv")) == 1
