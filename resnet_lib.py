@@ -471,6 +471,8 @@ def _finite_number(v: Any) -> bool:
 
 
 _CHOICES = {"model": ARCHS, "optimizer": OPTIMIZERS, "schedule": SCHEDULES}  # str fields with fixed values
+# Beside checkpoint.pt (the last epoch), fit keeps the epoch with the best validation accuracy.
+BEST_CHECKPOINT = "best.pt"
 MAX_WARMUP_EPOCHS = 1_000_000  # beyond any run; larger values overflow the step count
 
 
@@ -880,7 +882,8 @@ def fit(
 
     After every epoch the test split is evaluated (no TTA) and, if `checkpoint` is given,
     model, optimizer, scheduler, RNG states, config and history are saved there
-    atomically; then `on_epoch(history)` is called, if given (train_and_evaluate's writes
+    atomically (and to BEST_CHECKPOINT beside it when the epoch has the best validation
+    accuracy so far); then `on_epoch(history)` is called, if given (train_and_evaluate's writes
     history.csv and TensorBoard scalars: resnet_tools.runlog.EpochLog). With `resume`,
     training continues from that checkpoint and ends with the same result as an
     uninterrupted run (bit-identical on the CPU with the same seed).
@@ -1006,12 +1009,20 @@ def fit(
                 if world.distributed:
                     state["world_size"] = world.size  # a resume must use as many processes
                 atomic_save(state, checkpoint)
+                if _is_best(history["val_acc"]):  # chosen on validation only; none without a validation split
+                    atomic_save(state, checkpoint.with_name(BEST_CHECKPOINT))
             if on_epoch is not None and world.main:
                 on_epoch(history)
             ddp.barrier()  # other ranks wait for rank 0's checkpoint
     finally:
         bar.close()
     return history
+
+
+def _is_best(val_accs: list[float]) -> bool:
+    """Whether the last epoch has the highest validation accuracy so far (the earliest wins ties)."""
+    last, earlier = val_accs[-1], [a for a in val_accs[:-1] if not math.isnan(a)]
+    return not math.isnan(last) and all(last > a for a in earlier)
 
 
 def train_step(
@@ -1065,9 +1076,9 @@ def train_and_evaluate(
 ) -> tuple[ResNet, dict[str, Any]]:
     """The whole job: load data, build the model, fit, evaluate, write results.
 
-    Writes `out_dir/checkpoint.pt`, `out_dir/history.csv` and TensorBoard event files (every
-    epoch) and `out_dir/results.json`, returns
-    (trained model, results dict). The results say what produced them: data, epochs,
+    Writes `out_dir/checkpoint.pt`, `out_dir/best.pt` (the best validation accuracy so far),
+    `out_dir/history.csv` and TensorBoard event files (every epoch) and `out_dir/results.json`;
+    returns (trained model, results dict). The results say what produced them: data, epochs,
     device, wall time. With `resume`, continues from `out_dir/checkpoint.pt`; without it,
     refuses to overwrite the checkpoint of an unfinished run (ValueError, before any work).
 

@@ -182,7 +182,7 @@ def test_global_batch_split():
 def test_two_processes_write_one_result_and_match_one_process(two_process_run, data_dir, tmp_path):
     out = two_process_run
     assert sorted(p.name for p in out.glob("*.json")) == ["results.json"]
-    assert sorted(p.name for p in out.glob("*.pt*")) == ["checkpoint.pt"]  # no temporary files either
+    assert sorted(p.name for p in out.glob("*.pt*")) == ["best.pt", "checkpoint.pt"]  # no temporary files either
     res = json.loads((out / "results.json").read_text())
     assert res["distributed"]["world_size"] == 2 and res["distributed"]["backend"] == "gloo"
     assert len(res["distributed"]["devices"]) == 2

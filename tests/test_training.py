@@ -270,3 +270,17 @@ def test_a_run_shorter_than_its_warm_up_is_warned_about(cifar):
     with pytest.warns(UserWarning, match=r"warmup_epochs=2 is not shorter than the run \(epochs=1\)"):
         history = rl.fit(rl.build_model("lite", seed=0), cifar, cfg, progress=False)
     assert max(history["lr"]) < cfg.lr  # what the warning says
+
+
+def test_fit_keeps_the_best_validation_epoch_beside_the_last(cifar, tmp_path):
+    ck = tmp_path / "checkpoint.pt"
+    history = rl.fit(rl.build_model("lite", seed=0), cifar, tiny_config(epochs=3), checkpoint=ck, progress=False)
+    best = torch.load(tmp_path / rl.BEST_CHECKPOINT, map_location="cpu", weights_only=True)
+    val = history["val_acc"]
+    assert best["epoch"] == val.index(max(val)) + 1  # the first epoch with the highest validation accuracy
+    assert torch.load(ck, map_location="cpu", weights_only=True)["epoch"] == 3
+    assert rl._is_best([0.5, 0.7]) and not rl._is_best([0.7, 0.7]) and not rl._is_best([0.5, float("nan")])
+    no_val = tmp_path / "no-val" / "checkpoint.pt"
+    no_val.parent.mkdir()
+    rl.fit(rl.build_model("lite", seed=0), cifar, tiny_config(epochs=1, val_size=0), checkpoint=no_val, progress=False)
+    assert no_val.exists() and not (no_val.parent / rl.BEST_CHECKPOINT).exists()  # the test set never selects
