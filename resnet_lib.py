@@ -517,6 +517,9 @@ class TrainConfig:
     # Under torchrun with several processes: synchronise BatchNorm statistics across GPUs
     # (SyncBatchNorm; CUDA only). Off: each GPU normalizes by its share of the batch.
     sync_bn: bool = False
+    # Start from this checkpoint's trained weights instead of a random init (fine-tuning, or training
+    # longer with a fresh schedule); "" = random init. The optimizer and schedule start anew.
+    init_from: str = ""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -1133,6 +1136,9 @@ def _train_and_evaluate(
         from resnet_tools.checkpoints import check_existing_checkpoint  # it imports this module
 
         check_existing_checkpoint(checkpoint, cfg, model, resume)
+    source = None
+    if cfg.init_from and not (resume and checkpoint is not None and checkpoint.exists()):
+        source = _init_weights_from(model, cfg)
     if data is None:
         data = load_cifar10(data_dir, download=download)
     device = resolve_device(cfg.device)
@@ -1152,6 +1158,8 @@ def _train_and_evaluate(
     device = ddp.rank_device(device) if world.distributed else device
     val, test = _evaluate_splits(model, val_xy, data, data.stats, tta=cfg.tta, bf16=cfg.bf16)
     results = run_record(cfg, model, history, val, test, data, len(train_x), len(val_xy[1]), device, wall)
+    if source is not None or cfg.init_from:  # on a resume the checkpoint already holds those weights
+        results["init_from"] = source or {"path": cfg.init_from}
     if log is not None:
         log.final(results)
         log.close()
@@ -1159,6 +1167,21 @@ def _train_and_evaluate(
         write_json(results, out / "results.json")
     ddp.barrier()
     return model, results
+
+
+def _init_weights_from(model: nn.Module, cfg: TrainConfig) -> dict[str, Any]:
+    """Load cfg.init_from's weights into `model` (same architecture, checked); what results.json
+    records of where they came from: the path, its model, recipe, seed, epochs and validation accuracy."""
+    from resnet_tools.checkpoints import load_checkpoint  # it imports this module
+
+    path = Path(cfg.init_from).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"init_from={cfg.init_from!r}: no such checkpoint file")
+    trained, saved = load_checkpoint(path, device="cpu", expect={"model": cfg.model})
+    model.load_state_dict(trained.state_dict())
+    src, val = saved["config"], [a for a in saved["history"].get("val_acc", []) if not math.isnan(a)]
+    described = {k: src.get(k) for k in ("model", "recipe", "seed")}
+    return {"path": str(path), **described, "epochs": saved["epoch"], "val_acc": val[-1] if val else None}
 
 
 def _epoch_log(out: Path | None, fresh: bool) -> Any:

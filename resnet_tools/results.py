@@ -93,12 +93,15 @@ def run_record(
 
 def group_name(cfg: TrainConfig | dict[str, Any]) -> str:
     """A configuration's name, seed left out: model-recipe, plus the optimizer for the seed
-    recipe (its comparison) or where it differs from the recipe's. Runs that differ only in
+    recipe (its comparison) or where it differs from the recipe's, and "-ft" for a run started from
+    trained weights (init_from). Runs that differ only in
     their seed form one group, one row of a results table (mean +- std over the seeds)."""
     c = cfg if isinstance(cfg, dict) else dataclasses.asdict(cfg)
     name = f"{c['model']}-{c['recipe']}"
     if c["recipe"].startswith("seed") or c["optimizer"] != RECIPES.get(c["recipe"], {}).get("optimizer"):
         name += f"-{c['optimizer']}"
+    if c.get("init_from"):  # started from trained weights: never averaged with runs from a random init
+        name += "-ft"
     return name
 
 

@@ -284,3 +284,21 @@ def test_fit_keeps_the_best_validation_epoch_beside_the_last(cifar, tmp_path):
     no_val.parent.mkdir()
     rl.fit(rl.build_model("lite", seed=0), cifar, tiny_config(epochs=1, val_size=0), checkpoint=no_val, progress=False)
     assert no_val.exists() and not (no_val.parent / rl.BEST_CHECKPOINT).exists()  # the test set never selects
+
+
+def test_init_from_starts_a_new_run_from_trained_weights_and_records_it(cifar, tmp_path):
+    rl.train_and_evaluate(tiny_config(epochs=2), data=cifar, out_dir=tmp_path / "a", progress=False)
+    source = tmp_path / "a" / "checkpoint.pt"
+    model, res = rl.train_and_evaluate(
+        tiny_config(epochs=1, lr=1e-9, warmup_epochs=0, init_from=str(source)),  # ~no update: the weights stay
+        data=cifar, out_dir=tmp_path / "b", progress=False,
+    )
+    first = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert res["init_from"]["path"] == str(source) and res["init_from"]["epochs"] == 2
+    assert rl.group_name(res["config"]) == "lite-modern-ft"  # not averaged with from-scratch seeds
+    assert res["init_from"]["val_acc"] == pytest.approx(first["final"]["val_acc"])
+    assert res["final"]["val_acc"] >= first["final"]["val_acc"] - 0.05  # far above a random init's chance
+    with pytest.raises(rl.ConfigError, match="no such checkpoint"):
+        rl.train_and_evaluate(tiny_config(init_from=str(tmp_path / "none.pt")), data=cifar, progress=False)
+    with pytest.raises(ValueError, match="improved"):
+        rl.train_and_evaluate(tiny_config(model="improved", init_from=str(source)), data=cifar, progress=False)
