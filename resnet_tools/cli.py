@@ -282,7 +282,12 @@ def main(argv: list[str] | None = None) -> int:
         "predict", formatter_class=_HelpFormatter, help="label unlabeled images; write a submission CSV (ID,Labels)"
     )
     pred.add_argument("--checkpoint", required=True, help="checkpoint.pt from training, or an exported .safetensors")
-    pred.add_argument("--input", required=True, help=".npy uint8 array, or a pickle of a dict with 'data' (and 'ids')")
+    pred.add_argument(
+        "--input",
+        required=True,
+        help="a PNG/JPEG image, a folder of them (any depth, e.g. an image folder's test/), a .npy uint8 array, "
+        "or a pickle of a dict with 'data' (and 'ids')",
+    )
     pred.add_argument("--out", default="submission.csv", help="the CSV to write (default: submission.csv)")
     pred.add_argument(
         "--tta",

@@ -194,10 +194,41 @@ def _check_npy_size(path: Path) -> None:
         )
 
 
+IMAGE_FILES = (".png", ".jpg", ".jpeg")  # matched case-insensitively
+
+
+def read_image_files(path: Path) -> tuple[torch.Tensor, list[Any]]:
+    """(uint8 images (N, 3, 32, 32), ids) from one PNG/JPEG file or every one under a folder
+    (any depth: a flat folder or the train/<class>/ image-folder layout), sorted; ids are the
+    paths relative to the folder (the file name for one file). Other sizes are centre-cropped
+    to a square and resized to 32x32, as CIFAR-10's images were made from larger photos."""
+    from PIL import Image, ImageOps
+
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_FILES)
+    if not files:
+        raise DataError(f"{path}: no .png, .jpg or .jpeg images in it")
+    out = np.empty((len(files), 3, 32, 32), dtype=np.uint8)
+    for i, file in enumerate(files):
+        try:
+            with Image.open(file) as img:
+                # BOX: area averaging, the usual filter for shrinking (exact for whole-number factors)
+                rgb = ImageOps.fit(img.convert("RGB"), (32, 32), Image.Resampling.BOX)
+        except Exception as e:  # noqa: BLE001 - corrupt images raise many types (OSError, SyntaxError, ...)
+            raise DataError(f"{file}: cannot read the image ({type(e).__name__}: {e})") from None
+        out[i] = np.asarray(rgb).transpose(2, 0, 1)
+    ids = [file.name] if path.is_file() else [f.relative_to(path).as_posix() for f in files]
+    return torch.from_numpy(out), ids
+
+
 def read_unlabeled(path: str | Path) -> tuple[torch.Tensor, list[Any]]:
-    """(uint8 images (N, 3, 32, 32), ids) from a .npy array, or a pickle holding a dict with
-    'data' and optionally 'ids' (loaded with the restricted unpickler, never pickle.load)."""
+    """(uint8 images (N, 3, 32, 32), ids) from PNG/JPEG files (one, or a folder of them:
+    read_image_files), a .npy array, or a pickle holding a dict with 'data' and optionally
+    'ids' (loaded with the restricted unpickler, never pickle.load)."""
     path = Path(path)
+    if path.is_dir() or path.suffix.lower() in IMAGE_FILES:
+        if not path.exists():
+            raise DataError(f"{path}: no such file")
+        return read_image_files(path)
     if path.suffix == ".npy":
         _check_npy_size(path)
         try:

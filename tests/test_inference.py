@@ -13,7 +13,7 @@ import torch
 
 import resnet_lib as rl
 from conftest import ROOT, tiny_config
-from resnet_tools.inference import stats_of
+from resnet_tools.inference import read_unlabeled, stats_of
 
 
 @pytest.fixture(scope="module")
@@ -145,3 +145,38 @@ def test_cli_predict_refuses_a_malicious_input_file(trained, tmp_path):
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 2 and "refused" in proc.stderr and "system" in proc.stderr
     assert not (tmp_path / "pwned").exists() and not (tmp_path / "s.csv").exists()
+
+
+def test_cli_predicts_png_and_jpeg_files_a_folder_and_the_image_folder_layout(trained, tmp_path):
+    from PIL import Image
+
+    model, data, ck = trained
+    images = data.test_x[:6].permute(0, 2, 3, 1).numpy()
+    layout = tmp_path / "photos" / "test"  # the image-folder layout: test/<class>/<file>
+    for i, img in enumerate(images):
+        folder = layout / rl.CLASSES[i % 2]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(folder / f"{i}.png")  # lossless: the same pixels as the array
+    Image.fromarray(images[0]).resize((96, 96), Image.Resampling.NEAREST).save(tmp_path / "big.png")
+    Image.fromarray(images[1]).save(tmp_path / "one.jpg", quality=95)
+
+    proc = run_cli("predict", "--checkpoint", ck, "--input", tmp_path / "photos", "--out", tmp_path / "sub.csv",
+                   "--device", "cpu", "--no-tta")
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split(",") for line in (tmp_path / "sub.csv").read_text().splitlines()[1:]]
+    expected, _ = rl.predict(model, images, stats=data.stats)
+    by_name = {f"test/{rl.CLASSES[i % 2]}/{i}.png": str(int(c)) for i, c in enumerate(expected)}
+    assert dict(rows) == by_name  # every file, named by its path under the folder
+
+    x, ids = read_unlabeled(tmp_path / "big.png")  # a larger photo: resized to 32x32
+    assert ids == ["big.png"] and x.shape == (1, 3, 32, 32)
+    assert torch.equal(x[0], data.test_x[0])  # area averaging undoes a 3x enlargement exactly
+    x, ids = read_unlabeled(tmp_path / "one.jpg")
+    distance = [(x[0].float() - data.test_x[i].float()).abs().mean() for i in range(6)]
+    assert ids == ["one.jpg"] and min(distance) == distance[1]  # JPEG: lossy, still nearest its own picture
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(rl.DataError, match="no .png, .jpg or .jpeg images"):
+        read_unlabeled(tmp_path / "empty")
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(rl.DataError, match="cannot read the image"):
+        read_unlabeled(tmp_path / "bad.png")
