@@ -25,7 +25,7 @@ from resnet_tools.inference import export_safetensors, load_pretrained, predict,
 from resnet_tools.inference import write_submission
 from resnet_tools.inference import load_for_inference_with_config, tta_label
 from resnet_tools.results import merge_seeds, run_name
-from resnet_tools.safeio import check_not_an_input
+from resnet_tools.safeio import atomic_write, check_not_an_input
 
 
 def field_parser(name: str) -> Any:
@@ -212,6 +212,30 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         print(f"  {name:>10} {n:>7,}  {'#' * round(40 * n / max(1, max(counts)))}")
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    """Score a checkpoint or export on labelled data: accuracy, per-class accuracy, and the
+    confusion matrix as CSV (rows = true class, columns = predicted)."""
+    from resnet_tools.results import confusion_matrix
+
+    rl.resolve_device(args.device)
+    check_not_an_input(args.out, {"checkpoint": args.checkpoint, "data-dir": args.data_dir})
+    model, stats, config = load_for_inference_with_config(args.checkpoint, args.device)
+    data = rl.load_cifar10(args.data_dir, download=False)
+    if tuple(data.classes) != CLASSES:
+        raise DataError(f"{args.data_dir}: classes {', '.join(data.classes)} are not CIFAR-10's {', '.join(CLASSES)}")
+    tta = bool(config.get("tta", False)) if args.tta is None else args.tta
+    ev = rl.evaluate(model, data, args.split, tta=tta, stats=stats)
+    cm = confusion_matrix(ev.labels, ev.predictions)
+    rows = ["true \\ predicted," + ",".join(CLASSES)]
+    rows += [f"{name}," + ",".join(str(int(n)) for n in row) for name, row in zip(CLASSES, cm)]
+    text = "\n".join(rows) + "\n"
+    atomic_write(Path(args.out), "w", lambda f: f.write(text))
+    print(f"{data.label}, {args.split} split: {len(ev.labels):,} images, accuracy {ev.accuracy:.2%} ({tta_label(tta)})")
+    for name, row, i in zip(CLASSES, cm, range(len(CLASSES))):
+        print(f"  {name:>10} {100 * row[i] / max(1, row.sum()):6.2f}%  of {int(row.sum()):,}")
+    print(f"confusion matrix -> {args.out}")
+
+
 def _cmd_export(args: argparse.Namespace) -> None:
     check_not_an_input(args.out, {"checkpoint": args.checkpoint})
     out = export_safetensors(args.checkpoint, args.out)
@@ -299,6 +323,26 @@ def main(argv: list[str] | None = None) -> int:
         "--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto = cuda, then mps, then cpu)"
     )
     pred.set_defaults(run=_cmd_predict)
+
+    ev = sub.add_parser(
+        "evaluate", formatter_class=_HelpFormatter, help="score a checkpoint or export on labelled data"
+    )
+    ev.add_argument("--checkpoint", required=True, help="checkpoint.pt (or best.pt) from training, or a .safetensors")
+    ev.add_argument(
+        "--data-dir",
+        required=True,
+        help="labelled data: a folder with cifar-10-batches-py/, or an image folder with train/ and test/",
+    )
+    ev.add_argument("--split", choices=("test", "train"), default="test", help="which split to score (default: test)")
+    ev.add_argument("--out", default="confusion_matrix.csv", help="the confusion matrix CSV (default: %(default)s)")
+    ev.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="flip test-time augmentation (default: what the run was evaluated with, its config's tta)",
+    )
+    ev.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
+    ev.set_defaults(run=_cmd_evaluate)
 
     exp = sub.add_parser(
         "export", formatter_class=_HelpFormatter, help="write a checkpoint's weights and config as .safetensors"

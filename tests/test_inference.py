@@ -180,3 +180,19 @@ def test_cli_predicts_png_and_jpeg_files_a_folder_and_the_image_folder_layout(tr
     (tmp_path / "bad.png").write_bytes(b"not a png")
     with pytest.raises(rl.DataError, match="cannot read the image"):
         read_unlabeled(tmp_path / "bad.png")
+
+
+def test_cli_evaluate_scores_a_checkpoint_and_writes_its_confusion_matrix(trained, tmp_path):
+    model, data, ck = trained
+    out = tmp_path / "cm.csv"
+    proc = run_cli("evaluate", "--checkpoint", ck, "--data-dir", data.root, "--out", out, "--device", "cpu", "--no-tta")
+    assert proc.returncode == 0, proc.stderr
+    expected = rl.evaluate(model, data, "test", stats=data.stats)
+    assert f"accuracy {expected.accuracy:.2%} (no TTA)" in proc.stdout and "100 images" in proc.stdout
+    lines = out.read_text().splitlines()
+    assert lines[0] == "true \\ predicted," + ",".join(rl.CLASSES) and len(lines) == 11
+    counts = np.array([[int(n) for n in line.split(",")[1:]] for line in lines[1:]])
+    assert counts.sum() == 100 and np.trace(counts) == round(100 * expected.accuracy)
+    assert counts.sum(axis=1).tolist() == np.bincount(data.test_y.numpy(), minlength=10).tolist()
+    proc = run_cli("evaluate", "--checkpoint", ck, "--data-dir", tmp_path / "none", "--out", out, "--device", "cpu")
+    assert proc.returncode == 2 and proc.stderr.startswith("error: CIFAR-10 files missing")  # no traceback
