@@ -1136,6 +1136,13 @@ def _train_and_evaluate(
         from resnet_tools.checkpoints import check_existing_checkpoint  # it imports this module
 
         check_existing_checkpoint(checkpoint, cfg, model, resume)
+    finished = _finished_run(out, cfg) if resume and checkpoint is not None and checkpoint.exists() else None
+    if finished is not None:  # nothing to resume: a second final evaluation would rewrite its wall time
+        from resnet_tools.checkpoints import load_checkpoint_dict  # it imports this module
+
+        print(f"{out}: this run is finished ({cfg.epochs} epochs); its results.json is kept as it is", file=sys.stderr)
+        model.load_state_dict(load_checkpoint_dict(checkpoint)["model_state"])
+        return model.to(resolve_device(cfg.device)), finished
     source = None
     if cfg.init_from and not (resume and checkpoint is not None and checkpoint.exists()):
         source = _init_weights_from(model, cfg)
@@ -1167,6 +1174,20 @@ def _train_and_evaluate(
         write_json(results, out / "results.json")
     ddp.barrier()
     return model, results
+
+
+def _finished_run(out: Path, cfg: TrainConfig) -> dict[str, Any] | None:
+    """out/results.json when it records this run finished: all cfg.epochs epochs of the same
+    model, recipe and seed (the checkpoint beside it was already checked to match cfg)."""
+    import json
+
+    try:
+        res = json.loads((out / "results.json").read_text())
+        c, epochs = res["config"], res["history"]["epoch"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # none, or unreadable: the resume evaluates and writes it anew
+    same = all(c.get(k) == getattr(cfg, k) for k in ("model", "recipe", "seed", "epochs"))
+    return res if same and isinstance(epochs, list) and len(epochs) == cfg.epochs else None
 
 
 def _init_weights_from(model: nn.Module, cfg: TrainConfig) -> dict[str, Any]:

@@ -302,3 +302,14 @@ def test_init_from_starts_a_new_run_from_trained_weights_and_records_it(cifar, t
         rl.train_and_evaluate(tiny_config(init_from=str(tmp_path / "none.pt")), data=cifar, progress=False)
     with pytest.raises(ValueError, match="improved"):
         rl.train_and_evaluate(tiny_config(model="improved", init_from=str(source)), data=cifar, progress=False)
+
+
+def test_resuming_a_finished_run_changes_nothing_and_says_so(cifar, tmp_path, capsys):
+    out = tmp_path / "run"
+    _, first = rl.train_and_evaluate(tiny_config(epochs=1), data=cifar, out_dir=out, progress=False)
+    before = (out / "results.json").read_bytes()
+    model, again = rl.train_and_evaluate(tiny_config(epochs=1), data=cifar, out_dir=out, resume=True, progress=False)
+    assert (out / "results.json").read_bytes() == before and again == json.loads(before)
+    assert "this run is finished (1 epochs)" in capsys.readouterr().err
+    tta = first["final"]["tta"]
+    assert rl.evaluate(model, cifar, tta=tta, bf16=False).accuracy == pytest.approx(first["final"]["test_acc"])
