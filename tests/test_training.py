@@ -83,6 +83,19 @@ def test_resume_refuses_another_model_or_config(cifar, tmp_path):
         fit_quiet(rl.build_model("lite"), cifar, tiny_config(epochs=1, lr=0.2), checkpoint=ck, resume=True)
 
 
+def test_a_checkpoint_older_than_a_config_field_resumes(cifar, tmp_path, monkeypatch):
+    # A run started before init_from (or sync_bn) existed has no such key in its checkpoint's
+    # config: it was trained with the field's default, so --resume must accept it.
+    cfg, ck = tiny_config(epochs=2), tmp_path / "c.pt"
+    fit_interrupted(monkeypatch, rl.build_model("lite", seed=0), cifar, cfg, ck)
+    state = torch.load(ck, weights_only=True)
+    for key in ("init_from", "sync_bn"):
+        del state["config"][key]
+    torch.save(state, ck)
+    history = fit_quiet(rl.build_model("lite", seed=0), cifar, cfg, checkpoint=ck, resume=True)
+    assert history["epoch"] == [1, 2]
+
+
 def test_nan_loss_stops_with_epoch_and_step(cifar, tmp_path):
     cfg = tiny_config(epochs=3, lr=1e12, warmup_epochs=0.0, label_smoothing=0.0)
     with pytest.raises(rl.TrainingDiverged, match=r"epoch \d+, step \d+/6"):
