@@ -19,9 +19,10 @@ test: setup
 	$(PY) -m pytest -q
 
 # The main job: every notebook in order with papermill (scripts/run_notebooks.py); executed
-# copies in runs/. Unset variables keep the notebooks' defaults (full CIFAR-10, 40 epochs,
-# results/ and figures/), e.g. make run DATA_DIR=../shared/data/cifar10-mini EPOCHS=2
-# SMOKE=1 writes everything under runs/smoke/ (git-ignored), never into the committed figures/.
+# copies in runs/. Unset variables keep the notebooks' defaults (full CIFAR-10, 40 epochs):
+# that run writes the record, results/ and figures/ (committed). Any other run writes under
+# runs/ (git-ignored): SMOKE=1 in runs/smoke/, EPOCHS=2 in runs/epochs2/, other data such as
+# DATA_DIR=../shared/data/cifar10-mini in runs/cifar10-mini/.
 # RESUME=1 continues runs killed before their last epoch from their checkpoints.
 run: setup
 	$(PY) scripts/run_notebooks.py --make $(if $(DATA_DIR),--data-dir "$(DATA_DIR)") $(if $(EPOCHS),--epochs $(EPOCHS)) \
@@ -36,8 +37,8 @@ BENCH_DEPS := $(if $(filter cuda%,$(DEVICE)),,setup)
 bench: $(BENCH_DEPS)
 	$(if $(BENCH_DEPS),$(PY),$(PYTHON)) bench/bench.py $(if $(DEVICE),--device $(DEVICE)) $(BENCH_ARGS)
 
-# The paper: LaTeX fragments generated from RESULTS_DIR and FIGURES_DIR (default results/ and
-# figures/) into report/generated/, then report/report.pdf with pdflatex (twice, for the
+# The paper: LaTeX fragments generated from RESULTS_DIR and FIGURES_DIR (default: the record,
+# results/ and figures/) into report/generated/, then report/report.pdf with pdflatex (twice, for the
 # references). Without pdflatex, installs Debian's LaTeX (about 53 MB to download, 160 MB
 # installed; needs root or sudo): apt-get install --no-install-recommends $(TEX_PACKAGES)
 TEX_PACKAGES := texlive-latex-base texlive-latex-recommended texlive-fonts-recommended
@@ -45,14 +46,18 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # REPORT_PDF: where the PDF goes (default the committed report/report.pdf; smoke and CI builds
 # write elsewhere, so only a full run changes the record). LaTeX builds in report/build/ (git-ignored).
 REPORT_PDF ?= report/report.pdf
+# The record's fragments are committed (report/generated/); a build from other results writes its
+# fragments under report/build/ (git-ignored), and LaTeX reads them from there first (TEXINPUTS).
+OTHER_INPUTS := $(if $(RESULTS_DIR)$(FIGURES_DIR),build/inputs)
 report: setup
 	$(PY) scripts/make_report_inputs.py --results "$(or $(RESULTS_DIR),results)" \
-		--figures "$(or $(FIGURES_DIR),figures)" --out report/generated
+		--figures "$(or $(FIGURES_DIR),figures)" --out report/$(or $(OTHER_INPUTS),.)/generated --tex-dir report
 	@command -v pdflatex >/dev/null || { echo "pdflatex not found: installing $(TEX_PACKAGES)"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 		--no-install-recommends $(TEX_PACKAGES) >/dev/null; } && command -v pdflatex >/dev/null \
 		|| { echo "error: no pdflatex; install: apt-get install --no-install-recommends $(TEX_PACKAGES)"; exit 1; }
-	mkdir -p report/build && cd report && for pass in 1 2; do pdflatex -interaction=nonstopmode -halt-on-error \
+	mkdir -p report/build && cd report && for pass in 1 2; do \
+		$(if $(OTHER_INPUTS),TEXINPUTS=$(OTHER_INPUTS):) pdflatex -interaction=nonstopmode -halt-on-error \
 		-output-directory=build report.tex >/dev/null || { tail -n 40 build/report.log; \
 		echo "error: LaTeX failed; full log in report/build/report.log"; exit 1; }; done
 	mkdir -p "$(dir $(REPORT_PDF))" && cp report/build/report.pdf "$(REPORT_PDF)"

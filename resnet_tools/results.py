@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -202,6 +203,18 @@ def best_of_each_group(runs: dict[str, dict[str, Any]]) -> dict[str, str]:
 _ACC_KEYS = ("train_acc", "val_acc", "test_acc")
 
 
+def finished_at(res: dict[str, Any]) -> float:
+    """When a run finished (its results' "finished" time, or the latest over merged seeds), in
+    seconds since the epoch; 0.0 where unknown. Figures and tables drawn before it are stale. The
+    recorded time, not the file's mtime: a fresh clone gives every file the same checkout time."""
+    if "finished_at" in res:
+        return float(res["finished_at"])
+    try:
+        return datetime.strptime(str(res.get("finished", "")), "%Y-%m-%dT%H:%M:%S%z").timestamp()
+    except (ValueError, OverflowError):
+        return 0.0
+
+
 def merge_seeds(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """{group name: one record per group of runs that differ only in their seed}: the first
     seed's results with "final" holding the mean over seeds of each accuracy, "final_std" the
@@ -227,6 +240,7 @@ def merge_seeds(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
                 "values": values,
             },
             "wall_seconds": sum(m["wall_seconds"] for m in members),
+            "finished_at": max(finished_at(m) for m in members),
             # Seeds run on different machines or thread counts: every device, once each.
             "device": "; ".join(dict.fromkeys(str(m["device"]) for m in members)),
         }

@@ -136,7 +136,7 @@ def load_per_class(results_dir: Path, runs: dict[str, dict[str, Any]]) -> PerCla
         except (KeyError, ValueError) as e:
             raise ResultsError(f"{pairs_path}: unexpected layout ({type(e).__name__}: {e})") from None
     mtime = acc_path.stat().st_mtime
-    stale = [run for run in accuracy if run in runs and (results_dir / run / "results.json").stat().st_mtime > mtime]
+    stale = [run for run in accuracy if run in runs and results.finished_at(runs[run]) > mtime]
     return PerClass(accuracy, pairs, stale)
 
 
@@ -1098,7 +1098,7 @@ def figure_runs(name: str, runs: dict[str, dict[str, Any]]) -> list[str]:
     return []
 
 
-def collect_figures(figures_dir: Path, runs: dict[str, dict[str, Any]], results_mtime: dict[str, float]) -> Figures:
+def collect_figures(figures_dir: Path, runs: dict[str, dict[str, Any]]) -> Figures:
     names = [
         "samples_per_class",
         "augmentation_preview",
@@ -1116,7 +1116,7 @@ def collect_figures(figures_dir: Path, runs: dict[str, dict[str, Any]], results_
             figs.missing.append(n)
             continue
         figs.found[n] = p
-        newer = [r for r in figure_runs(n, runs) if results_mtime.get(r, 0.0) > p.stat().st_mtime]
+        newer = [r for r in figure_runs(n, runs) if results.finished_at(runs[r]) > p.stat().st_mtime]
         if newer:
             figs.older_than[n] = newer
     return figs
@@ -1437,7 +1437,7 @@ def write_inputs(results_dir: Path, figures_dir: Path, out_dir: Path, tex_dir: P
     tex_dir = tex_dir or out_dir.parent
     runs = load_runs(results_dir)
     per_class = load_per_class(results_dir, runs)
-    figs = collect_figures(figures_dir, runs, {n: (results_dir / n / "results.json").stat().st_mtime for n in runs})
+    figs = collect_figures(figures_dir, runs)
     files = {
         "numbers.tex": numbers_tex(runs),
         "abstract.tex": abstract_tex(runs) + "\n",

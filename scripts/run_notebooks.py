@@ -10,9 +10,10 @@ notebook's defaults (full CIFAR-10, 40 epochs, results/ and figures/ in the repo
 Executed copies are written to --out (runs/, git-ignored). The first failing notebook stops
 the run with a message naming it and its failing cell; the exit status is then 1.
 
---smoke writes its results, figures and executed copies under runs/smoke/ (git-ignored)
-unless --results-dir / --figures-dir / --out (or $RESULTS_DIR / $FIGURES_DIR) say otherwise:
-the committed figures change only from full runs. --resume continues the runs of a run
+Only the notebooks' own runs on all of CIFAR-10 write the record (results/ and figures/, committed);
+--smoke writes under runs/smoke/, --epochs N (N != 40) under runs/epochsN/, and other data under
+runs/<data>/ (all git-ignored), unless --results-dir / --figures-dir / --out (or $RESULTS_DIR /
+$FIGURES_DIR) say otherwise. --resume continues the runs of a run
 that was killed before its last epoch (each from its checkpoint.pt).
 
     python scripts/run_notebooks.py --strip
@@ -38,6 +39,8 @@ NOTEBOOKS = ROOT / "notebooks"
 CHECKED = "nbval-check-output"
 # Smoke runs' outputs: git-ignored (runs/), so that they never replace the committed figures.
 SMOKE_DIR = ROOT / "runs" / "smoke"
+# The recipes' epochs: a run with other epochs is not the record (resnet_tools.record).
+RECORD_EPOCHS = 40
 # What the notebooks raise (resnet_lib) when a run's checkpoint.pt is of a run killed before its end.
 UNFINISHED = "holds an unfinished run"
 # Options that `make run` passes on, as the make variables that set them (for the resume hint).
@@ -55,6 +58,16 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
     if missing:
         raise SystemExit(f"error: no notebook matches {missing}; have: {', '.join(p.stem for p in found)}")
     return chosen
+
+
+def off_record_dir(smoke: bool, epochs: int | None) -> Path | None:
+    """The one folder all notebooks write to when the options alone make a run not the record (05
+    must find 02's runs, and 05 takes no EPOCHS); None: each notebook decides from its data."""
+    if smoke:
+        return SMOKE_DIR
+    if epochs is not None and epochs != RECORD_EPOCHS:
+        return ROOT / "runs" / f"epochs{epochs}"
+    return None
 
 
 def parse_value(text: str) -> Any:
@@ -211,18 +224,22 @@ def main(argv: list[str] | None = None) -> int:
         params["DEVICE"] = args.device
     if args.smoke:
         params["SMOKE"] = True
+    off_record = off_record_dir(args.smoke, args.epochs)
+    if off_record is not None:
         for name in ("RESULTS_DIR", "FIGURES_DIR"):
             if name not in params:
-                params[name] = str(SMOKE_DIR / name.split("_")[0].lower())
+                params[name] = str(off_record / name.split("_")[0].lower())
                 implicit.add(name)
     if args.resume:
         params["RESUME"] = True
     out = Path(args.out).resolve() if args.out else SMOKE_DIR if args.smoke else ROOT / "runs"
     # Say where the outputs go (the notebooks' own defaults when neither option nor variable is set).
-    where = {
-        name: params.get(name) or str(ROOT / name.split("_")[0].lower()) for name in ("RESULTS_DIR", "FIGURES_DIR")
-    }
-    print(f"results: {where['RESULTS_DIR']}, figures: {where['FIGURES_DIR']}, executed notebooks: {out}", flush=True)
+    if "RESULTS_DIR" in params or "FIGURES_DIR" in params:
+        where = f"results: {params.get('RESULTS_DIR', 'default')}, figures: {params.get('FIGURES_DIR', 'default')}"
+    else:  # resnet_tools.record.output_dirs decides, once the notebook has read the data
+        where = (f"results and figures: the record ({ROOT / 'results'}, {ROOT / 'figures'}) for all of "
+                 "CIFAR-10, else runs/<data>/")
+    print(f"{where}; executed notebooks: {out}", flush=True)
     return run(paths, params, out, args.quiet, resume_command(args, argv), frozenset(implicit))
 
 

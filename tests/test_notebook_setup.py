@@ -200,11 +200,12 @@ def test_runner_smoke_writes_under_runs_smoke_and_changes_no_tracked_file(tmp_pa
     assert git_status() == before
 
 
-def test_notebooks_default_to_runs_smoke_in_smoke_mode():
+def test_notebooks_choose_their_folders_through_the_record_rule():
+    # resnet_tools.record.output_dirs (tests/test_record.py): the record only for full data, runs/<tag>/ else.
     for path in NOTEBOOKS:
         source = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
-        assert 'OUTPUTS = ROOT / "runs" / "smoke" if SMOKE else ROOT' in source, path.name
-        assert 'else ROOT / "figures"' not in source and 'else ROOT / "results"' not in source, path.name
+        assert "= output_dirs(ROOT, data, " in source and "smoke=SMOKE)" in source, path.name
+        assert 'ROOT / "figures"' not in source and 'ROOT / "results"' not in source, path.name
     ignored = subprocess.run(["git", "check-ignore", "-q", "runs/smoke/figures/x.pdf"], cwd=ROOT)
     assert ignored.returncode == 0
 
@@ -234,6 +235,13 @@ def test_training_notebooks_pass_resume_and_the_makefile_passes_it_on():
         assert "resume=RESUME)" in nb.read_text(), stem
     dry = subprocess.run(["make", "-n", "run", "RESUME=1", "SMOKE=1"], cwd=ROOT, capture_output=True, text=True)
     assert "scripts/run_notebooks.py --make" in dry.stdout and "--resume" in dry.stdout, dry.stdout
+
+
+def test_runner_sends_runs_of_other_epochs_to_one_folder_named_for_them():
+    runner = load_runner()
+    assert runner.off_record_dir(True, 2) == SMOKE_DIR
+    assert runner.off_record_dir(False, 2) == ROOT / "runs" / "epochs2"
+    assert runner.off_record_dir(False, 40) is None and runner.off_record_dir(False, None) is None
 
 
 def test_resume_hint_is_the_command_that_was_run_plus_resume():

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -265,9 +266,8 @@ def test_per_class_analysis_from_notebook_05_files(tmp_path):
     }
     write_runs(tmp_path / "results", runs)
     write_per_class(tmp_path / "results", list(runs))
-    old = (tmp_path / "results" / "per_class_accuracy.csv").stat().st_mtime - 100
-    for name in runs:  # results older than the CSV: not stale
-        os.utime(tmp_path / "results" / name / "results.json", (old, old))
+    # Staleness is judged by when each run finished (its results' "finished"), not by file times,
+    # which a fresh clone sets to the checkout's: the fake runs finished in January 2026.
     _, out = generate(tmp_path, {})
     text = read(out, "per_class.tex")
     assert "lite-modern}, the run with the highest validation accuracy of those in the table" in text
@@ -275,7 +275,8 @@ def test_per_class_analysis_from_notebook_05_files(tmp_path):
     assert "most confused pair is cat/dog: 10 cat images predicted as dog and 0 the other way" in text
     assert "automobile & \\textbf{80.0} & 70.0" in text  # best run per class in bold
     assert "older than" not in text
-    os.utime(tmp_path / "results" / "improved-modern" / "results.json")  # now newer than the CSV
+    later = {**runs["improved-modern"], "finished": f"{datetime.now(timezone.utc) + timedelta(minutes=1):%Y-%m-%dT%H:%M:%S%z}"}
+    write_runs(tmp_path / "results", {"improved-modern": later})  # finished after the CSV was written
     _, out = generate(tmp_path, {})
     assert "older than the results of " + mri.tt_list(["improved-modern"]) in read(out, "per_class.tex")
 
