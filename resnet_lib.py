@@ -897,7 +897,7 @@ def fit(
     and calls `on_epoch`.
     """
     from resnet_tools import distributed as ddp  # imports only torch
-    from resnet_tools.checkpoints import check_resumable, checkpoint_state, load_checkpoint_dict  # they import rl
+    from resnet_tools.checkpoints import check_resumable, checkpoint_state, elapsed_seconds, load_checkpoint_dict
     from resnet_tools.cudagraph import make_train_step  # imports only torch
 
     cfg.validate()
@@ -935,7 +935,7 @@ def fit(
     )
     gen = torch.Generator().manual_seed(cfg.seed)
     history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
-    start_epoch = 0
+    start_epoch, elapsed_before, started = 0, 0.0, time.perf_counter()
     if resume and checkpoint is not None and checkpoint.exists():
         saved = load_checkpoint_dict(checkpoint)
         check_resumable(saved, cfg, model, checkpoint, data)
@@ -945,7 +945,7 @@ def fit(
         scheduler.load_state_dict(saved["scheduler"])
         gen.set_state(saved["rng"]["data"])
         history = {k: list(v) for k, v in saved["history"].items()}
-        start_epoch = int(saved["epoch"])
+        start_epoch, elapsed_before = int(saved["epoch"]), elapsed_seconds(saved)
 
     train_model = ddp.wrap(model, device, cfg.sync_bn) if world.distributed else model
     # dynamic=False: the smaller last batch of an epoch gets its own static graph instead
@@ -1009,6 +1009,7 @@ def fit(
                 state = checkpoint_state(
                     epoch + 1, cfg, model, optimizer, scheduler, gen, stats, history, data.fingerprint
                 )
+                state["elapsed_seconds"] = elapsed_before + time.perf_counter() - started  # over all resumes
                 if world.distributed:
                     state["world_size"] = world.size  # a resume must use as many processes
                 atomic_save(state, checkpoint)
@@ -1154,6 +1155,10 @@ def _train_and_evaluate(
     fresh = not (resume and checkpoint is not None and checkpoint.exists())
     log = _epoch_log(out, fresh) if world.main else None
     t0 = time.perf_counter()
+    if not fresh:  # the wall time of a resumed run counts its earlier sessions too
+        from resnet_tools.checkpoints import elapsed_seconds, load_checkpoint_dict  # they import this module
+
+        t0 -= elapsed_seconds(load_checkpoint_dict(checkpoint))
     try:
         history = fit(model, data, cfg, checkpoint=checkpoint, resume=resume, progress=progress, on_epoch=log)
     except BaseException:

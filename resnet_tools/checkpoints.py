@@ -64,6 +64,14 @@ def checkpoint_state(
     return state
 
 
+def elapsed_seconds(saved: dict[str, Any]) -> float:
+    """Wall time a checkpoint's run has taken so far, over all its resumes: its elapsed_seconds, or
+    for a checkpoint written before that field, the epochs' training time (a lower bound)."""
+    if "elapsed_seconds" in saved:
+        return float(saved["elapsed_seconds"])
+    return float(sum(saved.get("history", {}).get("seconds", [])))
+
+
 def _check_config_matches(saved: dict[str, Any], expected: dict[str, Any], path: Path, now: str, advice: str) -> None:
     """Raise ValueError saying which model, or which config fields, differ from `expected`."""
     config = {**_ADDED_FIELDS, **(saved.get("config") or {})}

@@ -96,6 +96,24 @@ def test_a_checkpoint_older_than_a_config_field_resumes(cifar, tmp_path, monkeyp
     assert history["epoch"] == [1, 2]
 
 
+def test_wall_time_of_a_resumed_run_counts_its_earlier_sessions(cifar, tmp_path, monkeypatch):
+    cfg, out = tiny_config(epochs=2), tmp_path / "run"
+    out.mkdir()
+    fit_interrupted(monkeypatch, rl.build_model("lite", seed=0), cifar, cfg, out / "checkpoint.pt")
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert 0 < state["elapsed_seconds"] < 600
+    state["elapsed_seconds"] = 1000.0  # as if the first session had taken 1,000 s
+    torch.save(state, out / "checkpoint.pt")
+    _, res = rl.train_and_evaluate(cfg, data=cifar, out_dir=out, resume=True, progress=False)
+    assert 1000 < res["wall_seconds"] < 1600
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["elapsed_seconds"] > 1000
+    del state["elapsed_seconds"]  # epoch 1 again, from before the field: its training time stands in
+    torch.save(state, out / "checkpoint.pt")
+    (out / "results.json").unlink()
+    _, res = rl.train_and_evaluate(cfg, data=cifar, out_dir=out, resume=True, progress=False)
+    assert state["history"]["seconds"][0] < res["wall_seconds"] < 600
+
+
 def test_nan_loss_stops_with_epoch_and_step(cifar, tmp_path):
     cfg = tiny_config(epochs=3, lr=1e12, warmup_epochs=0.0, label_smoothing=0.0)
     with pytest.raises(rl.TrainingDiverged, match=r"epoch \d+, step \d+/6"):
