@@ -15,7 +15,7 @@ Everything else lives beside it in `resnet_tools/`, one concern per module: `saf
 files), `cifarfiles` and `imagefolder` (reading data), `inference` (predict, safetensors),
 `results` (run names, tables), `figures` and `cli`. The names the notebooks use from there are
 re-exported here (`rl.plot_confusion_matrix`), loaded on first use. Importing needs only
-torch, numpy and tqdm, and has no side effects.
+torch, numpy and tqdm (through resnet_tools.progress), and has no side effects.
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ from typing import Any, Callable, Iterator, NamedTuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from resnet_tools.devices import DEVICES, bf16_enabled, keep_freed_memory, resolve_device
+from resnet_tools.progress import progress_bar
 from resnet_tools.runlog import HISTORY_KEYS, epoch_record
 from resnet_tools.safeio import atomic_save, check_writable, run_lock, write_json
 
@@ -952,7 +952,7 @@ def fit(
     # of turning the batch size symbolic for every later step (automatic dynamic shapes).
     step_model = torch.compile(train_model, dynamic=False) if cfg.compile else train_model
     step_fn = make_train_step(step_model, optimizer, scheduler, cfg, device, cfg.batch_size // world.size)
-    bar = tqdm(
+    bar = progress_bar(
         total=total_steps,
         initial=start_epoch * steps_per_epoch,
         disable=not progress or not world.main,

@@ -155,6 +155,13 @@ def test_papermill_list_parameters_as_the_readme_types_them(tmp_path, seeds):
     records = [json.loads(p.read_text()) for p in Path(env["RESULTS_DIR"]).glob("*/results.json")]
     assert sorted(r["config"]["seed"] for r in records) == [0, 1]
     assert {r["config"]["recipe"] for r in records} == {"modern"}
+    # Headless, the training cell shows finished text bars, not a widget frozen at its first frame.
+    executed = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    outputs = [o for c in executed.cells if "train_and_evaluate" in c.source for o in c.get("outputs", [])]
+    text = "".join(o.get("text", "") for o in outputs)
+    frames = [f for f in text.replace("\n", "\r").split("\r") if f.startswith("lite/modern:")]
+    assert frames and frames[-1].startswith("lite/modern: 100%|") and len(frames) <= 12, text[-2000:]
+    assert not any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
 
 
 def test_list_parameter_reads_every_form():
