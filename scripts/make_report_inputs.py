@@ -1378,7 +1378,7 @@ def abstract_tex(runs: dict[str, dict[str, Any]]) -> str:
             f"On the JPEG copy of CIFAR-10 (all 60,000 images, JPEG-compressed; not official scores), the run with "
             f"the highest validation accuracy, \\texttt{{{tex(best)}}} ({epochs_of(r)} epochs), reaches "
             f"{pct(r['final']['test_acc'])}\\% test accuracy with {r['num_params']:,} parameters"
-            + (f"; {tt_list(missing)} were not measured (no GPU was available). " if missing else ". ")
+            + (f"; {tt_list(missing)} were not measured yet. " if missing else ". ")
         )
     if runs:
         epochs = sorted({epochs_of(r) for r in runs.values()})

@@ -62,8 +62,8 @@ def provenance_md(runs: dict[str, dict[str, Any]]) -> list[str]:
             + ", ".join(f"`{n}`" for n in jpeg)
             + f" used {mri.JPEG_NOTE} (‡)."
             + (
-                " " + ", ".join(f"`{n}`" for n in missing) + " were not measured: the Improved model needs a GPU, "
-                "and none was available to the session that ran these."
+                " " + ", ".join(f"`{n}`" for n in missing) + " were not measured yet (`results/README.md`: which "
+                "runs are missing, and why)."
                 if missing
                 else ""
             ),
