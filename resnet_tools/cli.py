@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import dataclasses
 import functools
 import inspect
 import io
 import os
+import signal
 import sys
 import textwrap
+import threading
 import time
 import tokenize
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -356,11 +359,33 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.time()
     try:
-        args.run(args)
+        with _sigterm_as_interrupt():
+            args.run(args)
     except (DataError, ConfigError, BudgetError, TrainingDiverged, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"interrupted.{_where_interrupted(args, started) if args.command == 'train' else ''}", file=sys.stderr)
-        return 130  # the shell's convention for SIGINT
+    except KeyboardInterrupt as e:
+        word = "terminated" if isinstance(e, Terminated) else "interrupted"
+        print(f"{word}.{_where_interrupted(args, started) if args.command == 'train' else ''}", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130  # the shell's convention: 128 + the signal's number
     return 0
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, a batch scheduler's time limit, a closed session), raised where Ctrl-C would
+    be: the last checkpoint is kept, the lock released and the resume command printed."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    def raise_terminated(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -992,6 +992,26 @@ def test_huge_learning_rate_stops_the_cli_with_a_clear_message(cifar_dir, tmp_pa
     assert "Traceback" not in err and not (out / "results.json").exists()
 
 
+def test_sigterm_during_cli_training_stops_as_cleanly_as_ctrl_c(tmp_path):
+    """kill, a scheduler's time limit or a closed session: the same stop as Ctrl-C (exit 143, the
+    resume line, the last checkpoint whole, the lock released), not a silent death."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(ROOT / "resnet_lib.py"), "train", "--model", "lite", "--epochs", "200", "--quiet",
+           "--device", "cpu", "--no-download", "--no-bf16", "--batch-size", "32", "--out", str(out),
+           "--data-dir", str(write_cifar(tmp_path / "cifar"))]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (out / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "Traceback" not in err, err
+    assert f"terminated. {out / 'checkpoint.pt'} holds the last completed epoch; rerun with --resume" in err
+    assert not (out / ".lock").exists()
+    assert rl.load_checkpoint(out / "checkpoint.pt", device="cpu")[1]["epoch"] >= 1
+
+
 # Ctrl-C after the first epoch's checkpoint, or before any checkpoint was written.
 CTRL_C = ["after a checkpoint", "before the first checkpoint"]
 
@@ -1561,6 +1581,7 @@ FAULT_CASES: dict[str, list] = {
                                                              if "checksum mismatch" in c[2]],
     "a second training process in the same output folder (live or dead lock owner)": LOCKS,
     "Ctrl-C during command-line training (after a checkpoint, before the first)": CTRL_C,
+    "SIGTERM during command-line training": [test_sigterm_during_cli_training_stops_as_cleanly_as_ctrl_c],
     "loss divergence (NaN mid-run, huge learning rate)": [test_divergence_after_a_good_epoch_keeps_that_checkpoint,
                                                           test_huge_learning_rate_stops_the_cli_with_a_clear_message],
 }
