@@ -1212,7 +1212,7 @@ def _init_weights_from(model: nn.Module, cfg: TrainConfig) -> dict[str, Any]:
 
 def _epoch_log(out: Path | None, fresh: bool) -> Any:
     """fit's on_epoch callback writing history.csv and TensorBoard event files into `out`, or None;
-    `fresh` (not a resume) first clears an earlier run's logs there."""
+    `fresh` (not a resume) first moves an earlier run's files aside (runlog.set_aside_earlier_run)."""
     if out is None:
         return None
     from resnet_tools.runlog import EpochLog  # imports safeio only; tensorboard (optional) when it runs

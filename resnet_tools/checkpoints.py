@@ -276,7 +276,8 @@ def load_checkpoint(
 def check_existing_checkpoint(path: Path, cfg: TrainConfig, model: nn.Module, resume: bool) -> None:
     """Before any training: a checkpoint to resume must match this run; one of an
     unfinished run (a closed session) is never overwritten by a run that does not resume it.
-    A finished run's checkpoint, or an unreadable file, is overwritten by a new run."""
+    A finished run's checkpoint, or an unreadable file, is moved aside with the rest of its run
+    (runlog.set_aside_earlier_run) by the new run."""
     if resume:
         check_resumable(load_checkpoint_dict(path), cfg, model, path)
         return

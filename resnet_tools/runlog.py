@@ -13,7 +13,9 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -105,15 +107,30 @@ def summary_writer(log_dir: str | Path) -> Any | None:
     return None
 
 
-def clear_stale_logs(out_dir: Path) -> list[Path]:
-    """Remove an earlier run's TensorBoard event files and history.csv from `out_dir` (a new run
-    is about to write its own), saying so in one line; the removed paths."""
-    stale = sorted(out_dir.glob("events.out.tfevents.*")) + [p for p in [out_dir / HISTORY_CSV] if p.exists()]
-    for path in stale:
-        path.unlink(missing_ok=True)
-    if stale:
-        print(f"note: cleared {len(stale)} log file(s) of an earlier run in {out_dir}", file=sys.stderr)
-    return stale
+# What a run leaves in its folder: a fresh run into the folder moves them aside together.
+RUN_FILES = ("checkpoint.pt", "best.pt", "results.json", HISTORY_CSV, "model.safetensors")
+REPLACED_PREFIX = "replaced-"
+
+
+def set_aside_earlier_run(out_dir: Path) -> Path | None:
+    """Move an earlier run's files (checkpoint, best.pt, results.json, logs) from `out_dir` into
+    `out_dir/replaced-<time>/` before a new run writes there, saying so in one line: a finished
+    run is never lost to a new one, and its curves never mix into the new run's TensorBoard logs.
+    Nested one level down, it is no run of the results folder's. The folder, or None if empty."""
+    found = sorted(out_dir.glob("events.out.tfevents.*")) + [out_dir / n for n in RUN_FILES if (out_dir / n).exists()]
+    if not found:
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    aside = out_dir / f"{REPLACED_PREFIX}{stamp}"
+    for k in range(2, 1000):  # two replacements within one second
+        if not aside.exists():
+            break
+        aside = out_dir / f"{REPLACED_PREFIX}{stamp}-{k}"
+    aside.mkdir()
+    for path in found:
+        os.replace(path, aside / path.name)  # same file system: a rename, nothing copied
+    print(f"note: the earlier run in {out_dir} was moved to {aside.name}/ ({len(found)} files)", file=sys.stderr)
+    return aside
 
 
 class EpochLog:
@@ -124,8 +141,8 @@ class EpochLog:
     def __init__(self, out_dir: str | Path, tensorboard: bool = True, fresh: bool = True) -> None:
         self.out = Path(out_dir)
         self.csv = self.out / HISTORY_CSV
-        if fresh:  # a new run replaces the folder's old one: its curves would mix into TensorBoard's
-            clear_stale_logs(self.out)
+        if fresh:  # a new run replaces the folder's old one: kept aside, its curves apart from the new run's
+            set_aside_earlier_run(self.out)
         self._writer = summary_writer(self.out) if tensorboard else None
 
     def __call__(self, history: dict[str, list[float]]) -> None:

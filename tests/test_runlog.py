@@ -81,14 +81,19 @@ def test_training_curves_can_show_the_learning_rate_schedule():
     assert len(rl.plot_training_curves({"run": h}).axes) == 2  # the default stays loss + accuracy
 
 
-def test_a_fresh_run_clears_the_old_runs_logs_and_a_resume_keeps_them(cifar, tmp_path, capsys):
+def test_a_fresh_run_moves_the_old_run_aside_and_a_resume_keeps_its_logs(cifar, tmp_path, capsys):
     out = tmp_path / "run"
     rl.train_and_evaluate(tiny_config(epochs=1), data=cifar, out_dir=out, progress=False)
     first = set(out.glob("events.out.tfevents.*"))
-    rl.train_and_evaluate(tiny_config(epochs=1), data=cifar, out_dir=out, progress=False)  # replaces the run
+    old = json.loads((out / "results.json").read_text())
+    rl.train_and_evaluate(tiny_config(epochs=1, lr=0.2), data=cifar, out_dir=out, progress=False)  # replaces it
     second = set(out.glob("events.out.tfevents.*"))
-    assert len(first) == len(second) == 1  # one event file: the new run's (the old one was removed)
-    assert "cleared 2 log file(s) of an earlier run" in capsys.readouterr().err  # its event file and history.csv
-    rl.train_and_evaluate(tiny_config(epochs=1), data=cifar, out_dir=out, resume=True, progress=False)
+    assert len(first) == len(second) == 1 and first != second  # only the new run's curves in the folder
+    (aside,) = out.glob("replaced-*")
+    assert "moved to replaced-" in capsys.readouterr().err
+    assert json.loads((aside / "results.json").read_text()) == old  # the finished run is kept whole
+    assert {p.name for p in aside.iterdir()} >= {"checkpoint.pt", "best.pt", "history.csv", "results.json"}
+    assert rl.load_results(tmp_path).keys() == {"run"}  # nested, it is no run of the results folder
+    rl.train_and_evaluate(tiny_config(epochs=1, lr=0.2), data=cifar, out_dir=out, resume=True, progress=False)
     assert second <= set(out.glob("events.out.tfevents.*"))  # a resume appends to the run's own logs
-    assert len(read_csv(out / "history.csv")) == 1
+    assert len(read_csv(out / "history.csv")) == 1 and len(list(out.glob("replaced-*"))) == 1
