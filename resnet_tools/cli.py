@@ -256,6 +256,19 @@ def _where_interrupted(args: argparse.Namespace, started: float) -> str:
     return " It stopped before the end of its first epoch, so no checkpoint was written: rerun to start over."
 
 
+def _add_inference_options(p: argparse.ArgumentParser) -> None:
+    """--tta and --device, as predict and evaluate take them."""
+    p.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="flip test-time augmentation (default: what the run was evaluated with, its config's tta)",
+    )
+    p.add_argument(
+        "--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto = cuda, then mps, then cpu)"
+    )
+
+
 class _HelpFormatter(argparse.HelpFormatter):
     """argparse's formatter, wrapping help text without breaking names at hyphens (seed-kuangliu)."""
 
@@ -316,15 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         "or a pickle of a dict with 'data' (and 'ids')",
     )
     pred.add_argument("--out", default="submission.csv", help="the CSV to write (default: submission.csv)")
-    pred.add_argument(
-        "--tta",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="flip test-time augmentation (default: what the run was evaluated with, its config's tta)",
-    )
-    pred.add_argument(
-        "--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto = cuda, then mps, then cpu)"
-    )
+    _add_inference_options(pred)
     pred.set_defaults(run=_cmd_predict)
 
     ev = sub.add_parser(
@@ -338,13 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ev.add_argument("--split", choices=("test", "train"), default="test", help="which split to score (default: test)")
     ev.add_argument("--out", default="confusion_matrix.csv", help="the confusion matrix CSV (default: %(default)s)")
-    ev.add_argument(
-        "--tta",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="flip test-time augmentation (default: what the run was evaluated with, its config's tta)",
-    )
-    ev.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
+    _add_inference_options(ev)
     ev.set_defaults(run=_cmd_evaluate)
 
     exp = sub.add_parser(
