@@ -29,6 +29,7 @@ What is trusted, and what is not:
   in a class folder. Anything else inside train/ and test/ (other suffixes, files in nested folders, loose
   files) is not loaded, and one warning per load counts it and names the first few. Hidden files and
   folders (.DS_Store, ._x.jpg, .ipynb_checkpoints) are skipped silently.
+* Classes are the sorted folder names; load_as_cifar10 warns when they are not CIFAR-10's.
 
 Nothing is ever written inside train/ or test/, and no pickle is ever loaded.
 """
@@ -452,9 +453,20 @@ def load_image_folder(
 
 def load_as_cifar10(root: str | Path) -> CIFAR10:
     """`load_image_folder(root)` as resnet_lib's CIFAR10 (what load_cifar10 returns for an image
-    folder); DataError unless it has ten classes, as the seed's models have ten outputs."""
+    folder); DataError unless it has ten classes, as the seed's models have ten outputs. Ten other
+    names are accepted (CINIC-style exports, a renamed folder): `classes` is the folder's sorted names,
+    and a warning says which differ from CIFAR-10's and which label each folder gets."""
     d = load_image_folder(root)
     if len(d.classes) != len(CLASSES):
         raise DataError(f"{root}: {len(d.classes)} class folders ({', '.join(d.classes)}); the models need exactly 10")
+    if d.classes != CLASSES:
+        extra = ", ".join(c for c in d.classes if c not in CLASSES)
+        missing = ", ".join(c for c in CLASSES if c not in d.classes)
+        order = ", ".join(f"{i} {c}" for i, c in enumerate(d.classes))
+        warnings.warn(
+            f"{root}: class folders are not CIFAR-10's (not in CIFAR-10: {extra}; missing: {missing}); "
+            f"labels follow the sorted folder names: {order}",
+            stacklevel=3,  # the caller of load_cifar10
+        )
     tensors = (torch.from_numpy(a) for a in (d.train_x, d.train_y, d.test_x, d.test_y))
     return CIFAR10(*tensors, root=str(root), official=False, classes=d.classes, label=d.label)

@@ -1,5 +1,5 @@
 """Image folders you can trust: a cache keyed by content, correct pixels for every mode Pillow opens,
-EXIF orientation, files that are not loaded named."""
+EXIF orientation, files that are not loaded named, class names that are not CIFAR-10's announced."""
 
 from __future__ import annotations
 
@@ -300,3 +300,38 @@ def test_webp_images_are_loaded(tmp_path):
     assert data.train_y.tolist() == [0, 0, 1, 1, 1]
     assert np.array_equal(data.train_x[4], img.transpose(2, 0, 1))
     assert data.label == "image folder: toy"
+
+
+# ---------------------------------------------------------------------------------------
+# 4. Class folders not named as CIFAR-10's
+# ---------------------------------------------------------------------------------------
+def cifar_like(root: Path, names) -> None:
+    for split in ("train", "test"):
+        for i, name in enumerate(names):
+            (root / split / name).mkdir(parents=True)
+            Image.new("RGB", (32, 32), (20 * i, 0, 0)).save(root / split / name / "0.png")
+
+
+def test_renamed_class_folders_are_accepted_with_a_warning_naming_them(tmp_path):
+    names = ["car" if c == "automobile" else c for c in rl.CLASSES]
+    cifar_like(tmp_path / "renamed", names)
+    with pytest.warns(UserWarning) as record:
+        data = rl.load_cifar10(tmp_path / "renamed", download=False)
+    messages = [str(w.message) for w in record]
+    assert len(messages) == 1 and "\n" not in messages[0], messages
+    assert messages[0].startswith(
+        f"{tmp_path / 'renamed'}: class folders are not CIFAR-10's (not in CIFAR-10: car; missing: automobile); "
+        "labels follow the sorted folder names: 0 airplane, 1 bird, 2 car, 3 cat,"
+    ), messages[0]
+    assert data.classes == tuple(sorted(names)) and data.classes[2] == "car"
+    car = data.train_y[data.train_x[:, 0, 0, 0] == 20 * names.index("car")].tolist()
+    assert car == [2]  # the labels do follow the sorted names
+    assert data.head(10, 10).classes == data.classes
+
+
+def test_cifar_class_folders_load_without_a_warning(tmp_path):
+    cifar_like(tmp_path / "cifar", rl.CLASSES)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data = rl.load_cifar10(tmp_path / "cifar", download=False)
+    assert data.classes == rl.CLASSES
