@@ -327,7 +327,7 @@ def load_cifar10(data_dir: str | Path | None = None, download: bool = True) -> C
     `data_dir/cifar-10-batches-py/` (the layout torchvision uses; resnet_tools.cifarfiles: files
     md5-checked, unpickled with an allow-list, the official archive downloaded where every file is
     missing and `download` is true), or an image folder (`data_dir/train/<class>/*.png|jpg`,
-    `data_dir/test/<class>/*`; resnet_tools.imagefolder: decoded once, then cached).
+    `data_dir/test/<class>/*`; resnet_tools.imagefolder: decoded once, then cached by content).
     Raises DataError naming the file and the fix."""
     root = Path(data_dir) if data_dir is not None else default_data_dir()
     from resnet_tools import cifarfiles, imagefolder  # imported here: they import this module
