@@ -25,7 +25,7 @@ import resnet_lib as rl
 from resnet_lib import ARCHS, CLASSES, OPTIMIZERS, RECIPES, SCHEDULES, BudgetError, ConfigError, DataError, TrainConfig
 from resnet_lib import TrainingDiverged
 from resnet_tools.inference import export_safetensors, load_pretrained, predict, read_unlabeled
-from resnet_tools.inference import write_submission
+from resnet_tools.inference import LAYOUTS, write_submission
 from resnet_tools.inference import load_for_inference_with_config, tta_label
 from resnet_tools.results import merge_seeds, run_name
 from resnet_tools.safeio import atomic_write, check_not_an_input
@@ -205,7 +205,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     model, stats, config = load_for_inference_with_config(args.checkpoint, args.device)
     # Unless told, predict as the run was evaluated (its config's tta), so it matches its reported accuracy.
     tta = bool(config.get("tta", False)) if args.tta is None else args.tta
-    images, ids = read_unlabeled(args.input)
+    images, ids = read_unlabeled(args.input, layout=args.layout)
     labels, _ = predict(model, images, stats=stats, tta=tta)
     write_submission(args.out, ids, labels)
     counts = torch.bincount(labels, minlength=len(CLASSES)).tolist()
@@ -326,7 +326,16 @@ def main(argv: list[str] | None = None) -> int:
         "--input",
         required=True,
         help="a PNG/JPEG image, a folder of them (any depth, e.g. an image folder's test/), a .npy uint8 array, "
-        "or a pickle of a dict with 'data' (and 'ids')",
+        "a .npz (one array, or 'data', 'x' or 'images' and optional 'ids') or a pickle of a dict with 'data' "
+        "(and 'ids'), told apart by content",
+    )
+    pred.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default=None,
+        help="how flat (N, 3072) rows are ordered: nchw = 1024 R, 1024 G, 1024 B (CIFAR-10's batch files), "
+        "nhwc = RGB per pixel. Needed for flat rows in .npy and .npz; a pickle's flat rows are nchw unless "
+        "told. (N, 32, 32, 3) and (N, 3, 32, 32) arrays say their own layout",
     )
     pred.add_argument("--out", default="submission.csv", help="the CSV to write (default: submission.csv)")
     _add_inference_options(pred)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import io
 import json
 import math
 import os
@@ -51,6 +52,11 @@ def safe_unpickle(path: str | Path) -> Any:
     """Unpickle a file allowing only numpy array reconstruction (never arbitrary code)."""
     with open(path, "rb") as f:
         return _RestrictedUnpickler(f, encoding="latin1").load()
+
+
+def safe_loads(data: bytes) -> Any:
+    """safe_unpickle for bytes already read (and checked) from a file."""
+    return _RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
 
 
 def file_md5(path: Path) -> str:

@@ -38,7 +38,7 @@ def test_predict_accepts_every_layout_and_matches_evaluate(trained):
     assert torch.equal(labels, rl.evaluate(model, data).predictions)
     nhwc = x.permute(0, 2, 3, 1).numpy()
     assert torch.equal(rl.predict(model, nhwc, stats=data.stats)[0], labels)
-    assert torch.equal(rl.predict(model, x.reshape(100, -1).numpy(), stats=data.stats)[0], labels)
+    assert torch.equal(rl.predict(model, x.reshape(100, -1).numpy(), stats=data.stats, layout="nchw")[0], labels)
     tta_labels, _ = rl.predict(model, x, stats=data.stats, tta=True)
     assert torch.equal(tta_labels, rl.evaluate(model, data, tta=True).predictions)
     assert (labels == data.test_y).float().mean() >= 0.7  # it learned the toy set (chance: 0.1)
