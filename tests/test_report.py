@@ -456,6 +456,20 @@ def test_seed_readings_table_from_the_experiments_index(tmp_path, monkeypatch):
     assert "| literal | SGD 0.01, constant | 92.67 | 70.00 | 73.50 | 23.42 |" in block
 
 
+def test_an_improved_reading_is_measured_against_the_seeds_improved_row(tmp_path, monkeypatch):
+    """A reading on the Improved model with Adam is compared with the seed's Improved Adam row
+    (98.42 / 91.52), not with its Lite row."""
+    res = fake_result("improved-seed-adam", 0.90, 0.89, FULL, epochs=40)
+    res["final"]["train_acc"] = 0.9700
+    (tmp_path / "adam.json").write_text(json.dumps(res))
+    index = {"data": "JPEG copy.", "readings": [{"name": "adam", "what": "Adam, crop", "file": "adam.json"}]}
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    monkeypatch.setattr(mri, "EXPERIMENTS", tmp_path)
+    row = mri.reading_rows(mri.seed_readings()[0])[0]
+    assert row[2:4] == ["97.00", "90.00"] and row[-1] == f"{1.42 + 1.52:.2f}"
+    assert "Improved Adam 98.42\\% train, 91.52\\% test" in mri.seed_readings_tex()
+
+
 def test_ablation_table_compares_variants_with_the_baseline_on_validation(tmp_path, monkeypatch):
     """The ablation index: the baseline's seeds merged (mean +- std), each variant's delta on
     validation against it, and a verdict that never calls one run a finding."""
