@@ -520,6 +520,11 @@ class TrainConfig:
     # Start from this checkpoint's trained weights instead of a random init (fine-tuning, or training
     # longer with a fresh schedule); "" = random init. The optimizer and schedule start anew.
     init_from: str = ""
+    # Knowledge distillation: train against this teacher's softened outputs as well as the labels;
+    # a checkpoint (.pt) or a safetensors export of any model built here; "" = none.
+    teacher: str = ""
+    distill_temperature: float = 4.0  # softens both distributions (Hinton et al., 2015); teacher only
+    distill_alpha: float = 0.9  # weight of the soft (teacher) loss; 1 - alpha weighs the labels' loss
 
     def __post_init__(self) -> None:
         self.validate()
@@ -561,6 +566,15 @@ class TrainConfig:
             raise ConfigError(
                 f"schedule_epochs={self.schedule_epochs} must be 0 (the run's length) or at least "
                 f"epochs={self.epochs}"
+            )
+        if self.distill_alpha > 1 or self.distill_temperature == 0:
+            raise ConfigError(
+                f"distill_alpha={self.distill_alpha} must be at most 1 and distill_temperature="
+                f"{self.distill_temperature} above 0"
+            )
+        if self.recipe == "distill" and not self.teacher:
+            raise ConfigError(
+                "recipe 'distill' needs a teacher: set teacher= (--teacher PATH) to a trained run's checkpoint.pt"
             )
         if not self.allow_over_budget:
             # Count on the meta device (no memory, ~ms), so an over-budget architecture is
@@ -619,6 +633,11 @@ RECIPES: dict[str, dict[str, Any]] = {
     "modern": dict(optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4, schedule="onecycle",
                    warmup_epochs=2.0, label_smoothing=0.1, crop=True, flip=True, cutout=0, epochs=40,
                    batch_size=128, tta=True),
+    # `modern` with a teacher's soft targets (knowledge distillation; give `teacher`): the temperature
+    # and mix are the usual starting point (Hinton et al., 2015: T in 2-8, most weight on the soft loss).
+    "distill": dict(optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4, schedule="onecycle",
+                    warmup_epochs=2.0, label_smoothing=0.1, crop=True, flip=True, cutout=0, epochs=40,
+                    batch_size=128, tta=True, distill_temperature=4.0, distill_alpha=0.9),
 }
 # fmt: on
 
@@ -880,8 +899,10 @@ def fit(
     resume: bool = False,
     progress: bool = True,
     on_epoch: Callable[[dict[str, list[float]]], None] | None = None,
+    teacher: nn.Module | None = None,
 ) -> dict[str, list[float]]:
-    """Train `model` on `data.train_*` as `cfg` says; return the per-epoch history.
+    """Train `model` on `data.train_*` as `cfg` says; return the per-epoch history. With a
+    `teacher` (the model cfg.teacher names, loaded by the caller), by knowledge distillation.
 
     After every epoch the test split is evaluated (no TTA) and, if `checkpoint` is given,
     model, optimizer, scheduler, RNG states, config and history are saved there
@@ -951,7 +972,12 @@ def fit(
     # dynamic=False: the smaller last batch of an epoch gets its own static graph instead
     # of turning the batch size symbolic for every later step (automatic dynamic shapes).
     step_model = torch.compile(train_model, dynamic=False) if cfg.compile else train_model
-    step_fn = make_train_step(step_model, optimizer, scheduler, cfg, device, cfg.batch_size // world.size)
+    if teacher is not None:  # frozen, in eval mode, with the student's device and memory layout
+        teacher.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
+        teacher.eval().requires_grad_(False)
+    step_fn = make_train_step(
+        step_model, optimizer, scheduler, cfg, device, cfg.batch_size // world.size, teacher=teacher
+    )
     bar = progress_bar(
         total=total_steps,
         initial=start_epoch * steps_per_epoch,
@@ -1038,13 +1064,25 @@ def train_step(
     cfg: TrainConfig,
     device: torch.device,
     scale: float = 1.0,
+    teacher: nn.Module | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimization step on a prepared batch; returns (detached loss, logits) without a
     host sync. Shared by `fit` and the benchmark's fixed-batch ceiling. `scale` multiplies
-    the loss that is differentiated (DDP: this rank's share of an uneven last batch)."""
+    the loss that is differentiated (DDP: this rank's share of an uneven last batch). With a
+    `teacher` (eval mode, frozen), the loss is distillation's on the same batch and numerics."""
     with _autocast(device, cfg):
         logits = model(x)
-    loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+        if teacher is not None:
+            with torch.no_grad():
+                teacher_logits = teacher(x)
+    if teacher is None:
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+    else:
+        from resnet_tools.distill import distillation_loss  # imports only torch
+
+        loss = distillation_loss(
+            logits, teacher_logits, y, cfg.distill_temperature, cfg.distill_alpha, cfg.label_smoothing
+        )
     optimizer.zero_grad(set_to_none=True)
     (loss * scale if scale != 1.0 else loss).backward()
     optimizer.step()
@@ -1149,6 +1187,7 @@ def _train_and_evaluate(
         source = _init_weights_from(model, cfg)
     if data is None:
         data = load_cifar10(data_dir, download=download)
+    teacher, teacher_record = _load_teacher(cfg, data) if cfg.teacher else (None, None)
     device = resolve_device(cfg.device)
     world = ddp.world()
     # history.csv and TensorBoard scalars in out_dir after every epoch (resnet_tools.runlog), rank 0 only.
@@ -1160,7 +1199,9 @@ def _train_and_evaluate(
 
         t0 -= elapsed_seconds(load_checkpoint_dict(checkpoint))
     try:
-        history = fit(model, data, cfg, checkpoint=checkpoint, resume=resume, progress=progress, on_epoch=log)
+        history = fit(
+            model, data, cfg, checkpoint=checkpoint, resume=resume, progress=progress, on_epoch=log, teacher=teacher
+        )
     except BaseException:
         if log is not None:
             log.close()
@@ -1172,6 +1213,11 @@ def _train_and_evaluate(
     results = run_record(cfg, model, history, val, test, data, len(train_x), len(val_xy[1]), device, wall)
     if source is not None or cfg.init_from:  # on a resume the checkpoint already holds those weights
         results["init_from"] = source or {"path": cfg.init_from}
+    if teacher is not None:  # which teacher, and how often the student predicts as it does on the test set
+        from resnet_tools.distill import agreement  # imports only torch
+
+        teacher_test = logits_of(teacher, data.test_x, data.stats, tta=cfg.tta, bf16=cfg.bf16)
+        results["teacher"] = {**teacher_record, "test_agreement": agreement(test.predictions, teacher_test)}
     if log is not None:
         log.final(results)
         log.close()
@@ -1208,6 +1254,46 @@ def _init_weights_from(model: nn.Module, cfg: TrainConfig) -> dict[str, Any]:
     src, val = saved["config"], [a for a in saved["history"].get("val_acc", []) if not math.isnan(a)]
     described = {k: src.get(k) for k in ("model", "recipe", "seed")}
     return {"path": str(path), **described, "epochs": saved["epoch"], "val_acc": val[-1] if val else None}
+
+
+def _load_teacher(cfg: TrainConfig, data: CIFAR10) -> tuple[nn.Module, dict[str, Any]]:
+    """The frozen teacher cfg.teacher names (a checkpoint or a safetensors export, checked as for
+    inference: sums, finite weights), and what results.json records of it. Refused unless it
+    normalizes as `data` does and predicts its classes: a teacher of other data misleads silently."""
+    import json
+
+    from resnet_tools.inference import load_for_inference_with_config  # it imports this module
+
+    path = Path(cfg.teacher).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"teacher={cfg.teacher!r}: no such checkpoint or safetensors file")
+    try:
+        teacher, stats, config = load_for_inference_with_config(path, device="cpu")
+    except ValueError as e:
+        raise ConfigError(f"teacher: {e}") from None
+    theirs, ours = [*stats[0], *stats[1]], [*data.stats[0], *data.stats[1]]
+    if len(theirs) != len(ours) or not all(math.isclose(a, b, abs_tol=1e-4) for a, b in zip(theirs, ours)):
+        raise ConfigError(
+            f"teacher {path} normalizes with mean/std {stats}, this data with {data.stats}: it was trained on "
+            "other data; train a teacher on this data first"
+        )
+    with torch.no_grad():
+        n_out = teacher(torch.zeros(1, 3, *data.train_x.shape[2:])).shape[1]
+    if n_out != len(data.classes):
+        raise ConfigError(f"teacher {path} predicts {n_out} classes, this data has {len(data.classes)}")
+    record = {
+        "path": str(path),
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        **{k: config.get(k) for k in ("model", "recipe", "seed", "epochs")},
+        "num_params": count_params(teacher),
+    }
+    beside = path.with_name("results.json")  # the run the teacher came from, when it is there to tell
+    try:
+        final = json.loads(beside.read_text())["final"]
+        record.update(test_acc=float(final["test_acc"]), val_acc=float(final["val_acc"]), tta=bool(final["tta"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return teacher, record
 
 
 def _epoch_log(out: Path | None, fresh: bool) -> Any:

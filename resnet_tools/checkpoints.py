@@ -28,7 +28,7 @@ _HASHED_KEYS = ("model_state", "optimizer")
 _RESUME_FREE = {"device", "compile", "cuda_graph", "bf16", "channels_last", "tta", "allow_over_budget"}
 # TrainConfig fields added after checkpoints were first written: a checkpoint without one was
 # trained with this value.
-_ADDED_FIELDS = {"sync_bn": False, "init_from": ""}
+_ADDED_FIELDS = {"sync_bn": False, "init_from": "", "teacher": "", "distill_temperature": 4.0, "distill_alpha": 0.9}
 
 
 def checkpoint_state(

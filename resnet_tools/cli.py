@@ -117,7 +117,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         else:
             choices = {"model": tuple(ARCHS), "optimizer": OPTIMIZERS, "schedule": SCHEDULES}.get(f.name)
             metavar = {"int": "N", "float": "X"}.get(str(f.type), "NAME") if choices is None else None
-            metavar = "PATH" if f.name == "init_from" else metavar
+            metavar = "PATH" if f.name in ("init_from", "teacher") else metavar
             group.add_argument(
                 flag, type=field_parser(f.name), default=None, choices=choices, metavar=metavar, help=helptext
             )

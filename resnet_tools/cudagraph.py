@@ -49,15 +49,19 @@ def make_train_step(
     device: torch.device,
     batch_size: int,
     capture: bool | None = None,
+    teacher: nn.Module | None = None,
 ) -> Step:
     """`step(x, y, scale=1.0) -> (loss, logits)` as `resnet_lib.train_step` takes it. `capture`:
     None decides from the device and `cfg`; True records a CUDA graph; False runs the graphed
-    step's logic eagerly (for tests). `batch_size`: the batches that replay the graph."""
+    step's logic eagerly (for tests). `batch_size`: the batches that replay the graph. A
+    distillation step (`teacher`) runs eagerly: the recorded graph holds the student alone."""
     from resnet_lib import train_step  # it imports this module lazily
 
     def eager(x: torch.Tensor, y: torch.Tensor, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-        return train_step(model, optimizer, scheduler, x, y, cfg, device, scale)
+        return train_step(model, optimizer, scheduler, x, y, cfg, device, scale, teacher)
 
+    if teacher is not None:
+        return eager
     if capture is None:
         if device.type != "cuda" or not cfg.cuda_graph or cfg.compile or _distributed(model):
             return eager

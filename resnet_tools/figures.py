@@ -402,3 +402,34 @@ def plot_predictions(
             title or f"Predictions on {len(probs):,} unlabeled images (predicted class, its probability)", y=1.0
         )
     return fig
+
+
+def plot_distillation(
+    merged: dict[str, dict[str, Any]], agreements: dict[str, float] | None = None, title: str | None = None
+) -> Any:
+    """Test accuracy per configuration (merge_seeds records: mean, with the seeds' standard deviation
+    as an error bar and each seed as a dot), annotated with `agreements` (name: the fraction of
+    test images on which the student predicts its teacher's class, mean over seeds)."""
+    agreements = agreements or {}
+    plt, style = _pyplot()
+    with style:
+        fig, ax = plt.subplots(figsize=(4.6, 2.6))
+        for i, (name, rec) in enumerate(merged.items()):
+            mean, std = 100 * rec["final"]["test_acc"], 100 * rec.get("final_std", {}).get("test_acc", np.nan)
+            per_seed = rec.get("seeds", {}).get("values", {}).get("test_acc", [rec["final"]["test_acc"]])
+            seeds = [100 * v for v in per_seed]
+            ax.bar(i, mean, color=PALETTE[i % len(PALETTE)], yerr=None if np.isnan(std) else std, capsize=4)
+            ax.plot([i] * len(seeds), seeds, "k.", ms=4)
+            note = f"{mean:.2f}%"
+            if name in agreements:
+                note += f"\nagrees with teacher\non {100 * agreements[name]:.1f}%"
+            ax.annotate(note, (i, mean), xytext=(0, 4), textcoords="offset points", ha="center", va="bottom",
+                        fontsize=7)
+        ax.set_xticks(range(len(merged)), [f"{n}\n({r.get('num_params', 0):,} params)" for n, r in merged.items()],
+                      fontsize=7)
+        low = min(100 * r["final"]["test_acc"] for r in merged.values()) if merged else 0
+        ax.set(ylabel="test accuracy (%)", ylim=(max(0, low - 10), 100))
+        if title:
+            ax.set_title(title)
+        fig.tight_layout()
+    return fig

@@ -41,7 +41,8 @@ def config_reasons(cfg: TrainConfig) -> list[str]:
     own = any(r == cfg.recipe and kw.get("model") == cfg.model and kw.get("optimizer") == cfg.optimizer
               for r, kw, _ in NOTEBOOK_RUNS)
     preset = dataclasses.asdict(TrainConfig.from_recipe(cfg.recipe, model=cfg.model, seed=cfg.seed,
-                                                        optimizer=cfg.optimizer if own else None))
+                                                        optimizer=cfg.optimizer if own else None,
+                                                        teacher=cfg.teacher if cfg.recipe == "distill" else None))
     given = dataclasses.asdict(cfg)
     changed = [k for k in given if k not in SPEED_ONLY and given[k] != preset[k]]
     return [_slug(f"{k.replace('_', '')}{given[k]}") for k in changed]

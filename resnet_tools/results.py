@@ -95,7 +95,8 @@ def run_record(
 def group_name(cfg: TrainConfig | dict[str, Any]) -> str:
     """A configuration's name, seed left out: model-recipe, plus the optimizer for the seed
     recipe (its comparison) or where it differs from the recipe's, and "-ft" for a run started from
-    trained weights (init_from). Runs that differ only in
+    trained weights (init_from), and the teacher's temperature and mix where they are not the
+    recipe's (distillation). Runs that differ only in
     their seed form one group, one row of a results table (mean +- std over the seeds)."""
     c = cfg if isinstance(cfg, dict) else dataclasses.asdict(cfg)
     name = f"{c['model']}-{c['recipe']}"
@@ -103,6 +104,13 @@ def group_name(cfg: TrainConfig | dict[str, Any]) -> str:
         name += f"-{c['optimizer']}"
     if c.get("init_from"):  # started from trained weights: never averaged with runs from a random init
         name += "-ft"
+    if c.get("teacher"):  # distilled: another recipe with a teacher, or the distill recipe's other T or mix
+        preset = RECIPES.get(c["recipe"], {})
+        t, a = c.get("distill_temperature"), c.get("distill_alpha")
+        if "distill_alpha" not in preset:  # a recipe without a teacher of its own
+            name += f"-kd-t{t:g}-a{a:g}"
+        elif (t, a) != (preset["distill_temperature"], preset["distill_alpha"]):
+            name += f"-t{t:g}-a{a:g}"
     return name
 
 
@@ -149,13 +157,16 @@ def load_results(results_dir: str | Path) -> dict[str, dict[str, Any]]:
 
 
 # The configurations the notebooks train by default, in the report's order, and which notebook
-# makes each: each model with the seed recipe (SGD; Improved also Adam) and the modern recipe.
+# makes each: each model with the seed recipe (SGD; Improved also Adam) and the modern recipe, and
+# the Lite model distilled from the Improved one.
 NOTEBOOK_RUNS: tuple[tuple[str, dict[str, str], str], ...] = (
     ("seed", dict(model="lite", optimizer="sgd"), "02_train_lite"),
     ("modern", dict(model="lite"), "02_train_lite"),
     ("seed", dict(model="improved", optimizer="sgd"), "04_optimizer_comparison"),
     ("seed", dict(model="improved", optimizer="adam"), "04_optimizer_comparison"),
     ("modern", dict(model="improved"), "03_train_improved"),
+    # The teacher is the best improved-modern run; any file stands in for it in the group's name.
+    ("distill", dict(model="lite", teacher="improved-modern/checkpoint.pt"), "06_distillation"),
 )
 
 
@@ -181,6 +192,22 @@ def best_run(runs: dict[str, dict[str, Any]]) -> str | None:
     when no run has a validation split."""
     scored = [(selection_accuracy(r), name) for name, r in runs.items() if selection_accuracy(r) is not None]
     return max(scored)[1] if scored else None
+
+
+def teacher_checkpoint(
+    runs: dict[str, dict[str, Any]], results_dir: str | Path, group: str = "improved-modern"
+) -> Path:
+    """checkpoint.pt of `group`'s run with the highest validation accuracy (never the test's), for
+    distillation. Raises FileNotFoundError naming the run to make first where there is none."""
+    members = {n: r for n, r in runs.items() if group_name(r["config"]) == group
+               and (Path(results_dir) / n / "checkpoint.pt").is_file()}
+    best = best_run(members)
+    if best is None:
+        raise FileNotFoundError(
+            f"no {group} run with a checkpoint and a validation split in {results_dir}: train the teacher first "
+            "(notebook 03, or: python resnet_lib.py train --model improved --recipe modern), or set TEACHER"
+        )
+    return Path(results_dir) / best / "checkpoint.pt"
 
 
 def seed_groups(runs: dict[str, dict[str, Any]]) -> dict[str, list[str]]:

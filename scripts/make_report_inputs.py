@@ -474,7 +474,8 @@ def seed_readings_tex(folder: Path | None = None) -> str:
     )
     caption = (
         "Readings of the seed report's recipe, each against the seed's row for the same model and optimizer "
-        f"({seed_rows_text(escape_pct=True)} on official CIFAR-10). Train: running accuracy over the last epoch's batches; test: "
+        f"({seed_rows_text(escape_pct=True)} on official CIFAR-10). Train: running accuracy over the last "
+        "epoch's batches; test: "
         "the final model, no TTA; best test: the highest per-epoch test accuracy (what a script that keeps its "
         "best test epoch would report; a diagnostic, never used to choose anything); distance: $|\\Delta$train$| + "
         "|\\Delta$test$|$ in points. " + tex(data)

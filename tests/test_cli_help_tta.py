@@ -49,7 +49,7 @@ def test_every_train_option_has_help_from_trainconfig_comments_and_defaults():
     assert comments["lr"] == "peak learning rate"
     assert comments["val_size"].startswith("Validation images held out of the training set (seeded)")
     assert comments["val_size"].endswith("only evaluated for reporting.")  # the whole comment block above it
-    assert "peak learning rate (default: seed 0.01, seed-kuangliu 0.1, modern 0.1)" in flat
+    assert "peak learning rate (default: seed 0.01, seed-kuangliu 0.1, modern 0.1, distill 0.1)" in flat
     assert (
         "(default: 40 in every recipe)" in flat
         and "True or False is obeyed everywhere. (default: auto)" in flat

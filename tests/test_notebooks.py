@@ -27,10 +27,10 @@ CHECKED = "nbval-check-output"
 RUNS = ["lite-seed-sgd", "lite-modern", "improved-modern", "improved-seed-sgd", "improved-seed-adam"]
 FIGURES = ["class_balance", "samples_per_class", "augmentation_preview", "lite_training_curves",
            "improved_training_curves", "optimizer_comparison", "per_class_accuracy", "reliability_diagram",
-           *[f"confusion_matrix_{r}" for r in RUNS], *[f"misclassified_{r}" for r in RUNS]]
+           *[f"confusion_matrix_{r}" for r in RUNS], *[f"misclassified_{r}" for r in RUNS], "distillation"]
 # Parameters that are not TrainConfig fields: folders, smoke mode, and per-notebook choices.
 EXTRA_PARAMS = {"SMOKE", "RESUME", "DATA_DIR", "RESULTS_DIR", "FIGURES_DIR", "RECIPES", "RUNS", "MISCLASSIFIED",
-                "PREDICT_IMAGES", "GRAD_CAM_IMAGES", "SEEDS"}
+                "PREDICT_IMAGES", "GRAD_CAM_IMAGES", "SEEDS", "TEACHER"}
 
 
 def smoke_env(tmp_path: Path) -> dict[str, str]:
@@ -40,9 +40,10 @@ def smoke_env(tmp_path: Path) -> dict[str, str]:
             "FIGURES_DIR": str(tmp_path / "figures")}
 
 
-def test_the_five_numbered_notebooks_exist():
+def test_the_six_numbered_notebooks_exist():
     assert [p.stem for p in NOTEBOOKS] == [
-        "01_data_exploration", "02_train_lite", "03_train_improved", "04_optimizer_comparison", "05_evaluation"]
+        "01_data_exploration", "02_train_lite", "03_train_improved", "04_optimizer_comparison", "05_evaluation",
+        "06_distillation"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -141,6 +142,10 @@ def test_runner_smoke_end_to_end_writes_every_figure_and_result(tmp_path):
     ]
     assert [r["test acc reported by the seed (%)"] for r in rows] == ["79.87", "", "89.68", "91.52", ""]
     assert {r["parameters"] for r in rows} == {"78042", "4903242"}
+    # 06 (after 05) distils the best improved-modern run into the Lite model and names its teacher.
+    distilled = json.loads((results / "lite-distill" / "results.json").read_text())
+    assert distilled["teacher"]["path"] == str(results / "improved-modern" / "checkpoint.pt")
+    assert distilled["num_params"] == 78_042 and 0 <= distilled["teacher"]["test_agreement"] <= 1
 
 
 @pytest.mark.parametrize("seeds", ["[0, 1]", "0,1"])

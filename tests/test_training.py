@@ -167,7 +167,7 @@ def test_every_recipe_means_the_same_on_every_device(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # device="auto" would pick a GPU
     for recipe, values in rl.RECIPES.items():
         for device in ("cpu", "cuda", "cuda:1", "auto"):
-            cfg = rl.TrainConfig.from_recipe(recipe, device=device)
+            cfg = rl.TrainConfig.from_recipe(recipe, device=device, teacher="t.pt" if recipe == "distill" else None)
             assert (cfg.batch_size, cfg.lr, cfg.epochs) == (values["batch_size"], values["lr"], values["epochs"])
     assert not hasattr(rl, "RECIPES_ON_CUDA")
 
