@@ -1,11 +1,11 @@
-# make setup | make test | make run | make bench | make report
+# make setup | make test | make run | make bench | make bench-numerics | make report
 # Variables: DATA_DIR (folder containing cifar-10-batches-py/, or an image folder with train/ and test/),
 # EPOCHS, SMOKE=1, DEVICE, RESUME=1.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test run bench report clean
+.PHONY: setup test run bench bench-numerics report clean
 
 setup: $(VENV)/.installed
 
@@ -36,6 +36,10 @@ run: setup
 BENCH_DEPS := $(if $(filter cuda%,$(DEVICE)),,setup)
 bench: $(BENCH_DEPS)
 	$(if $(BENCH_DEPS),$(PY),$(PYTHON)) bench/bench.py $(if $(DEVICE),--device $(DEVICE)) $(BENCH_ARGS)
+
+# fp32/bf16 x eager/compile side by side (bench/numerics.py): what fit's CPU default follows.
+bench-numerics: $(BENCH_DEPS)
+	$(if $(BENCH_DEPS),$(PY),$(PYTHON)) bench/numerics.py $(if $(DEVICE),--device $(DEVICE)) $(BENCH_ARGS)
 
 # The paper: LaTeX fragments generated from RESULTS_DIR and FIGURES_DIR (default: the record,
 # results/ and figures/) into report/generated/, then report/report.pdf with pdflatex (twice, for the

@@ -103,3 +103,35 @@ def test_bad_arguments_stop_with_a_message(argv, message):
     bench = load_bench()
     with pytest.raises(SystemExit, match=message):
         bench.main(["--device", "cpu", *argv])
+
+
+def test_numerics_benchmark_times_each_variant_against_fp32_eager(tmp_path: Path):
+    # Eager variants only: a cold torch.compile would cost the suite a minute; the compiled ones
+    # go through the same fit epoch and step with compile=True (fit's and the ceiling's own paths).
+    out = tmp_path / "numerics.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "numerics.py"), "--models", "lite", "--steps", "1", "--windows", "2",
+         "--threads", "1", "--variants", "bf16 eager", "--out", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["hardware"]["cpu_native_bf16"] == devices.cpu_native_bf16()  # the header's capability
+    lite = report["models"]["lite"]
+    assert set(lite["variants"]) == {"fp32 eager", "bf16 eager"}  # the baseline is always run
+    base, bf16 = lite["variants"]["fp32 eager"], lite["variants"]["bf16 eager"]
+    assert base["fit epoch"]["speedup_over_fp32_eager"] == 1.0 and base["step"]["speedup_over_fp32_eager"] == 1.0
+    assert bf16["bf16"] is True and bf16["compile"] is False
+    for kind in ("fit epoch", "step"):
+        assert len(bf16[kind]["window_seconds"]) == 2 and bf16[kind]["ms_per_step"] > 0
+    assert lite["fastest_run_including_warmup"] in lite["variants"]
+    md = out.with_suffix(".md").read_text()
+    assert "| lite | bf16 eager |" in md and "native bf16" in md  # the row, and the capability in the header
+
+
+def test_numerics_benchmark_refuses_an_unknown_variant(tmp_path: Path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "numerics.py"), "--variants", "fp16 eager", "--out",
+         str(tmp_path / "n.json")], capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode != 0 and "unknown ['fp16 eager']" in proc.stderr
