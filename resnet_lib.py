@@ -456,6 +456,11 @@ class ConfigError(ValueError):
     """An invalid TrainConfig field; the message lists the valid choices."""
 
 
+class RanksDisagree(ConfigError):
+    """Ranks of one distributed run were started with different settings or data; raised on every
+    rank at the same point (resnet_tools.distributed.check_ranks_agree), so they can end together."""
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the message names the epoch and step."""
 
@@ -925,9 +930,12 @@ def fit(
     check_budget(model, cfg.allow_over_budget)
     device = resolve_device(cfg.device)
     world = ddp.world()
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
     if world.distributed:
         device = ddp.setup_rank(device, cfg.batch_size, cfg.sync_bn, cfg.seed, world)
-    checkpoint = Path(checkpoint) if checkpoint is not None else None
+        # Before the first collective that ranks started differently would take apart (and hang in).
+        resumes = bool(resume and checkpoint is not None and checkpoint.exists())
+        ddp.check_ranks_agree(ddp.run_settings(cfg, device, data.fingerprint, resumes_checkpoint=resumes), world)
     if checkpoint is not None:
         check_writable(checkpoint.parent)
     if device.type == "cpu":
@@ -1141,14 +1149,22 @@ def train_and_evaluate(
             lock = run_lock(Path(out_dir))
     with lock:
         started = ddp.init_from_env(device) if ddp.env_world_size() > 1 else False
-        finished = False
+        together = False  # every rank got here at once: the closing barrier is safe
         try:
             result = _train_and_evaluate(cfg, data, data_dir, out_dir, download, resume, progress)
-            finished = True
+            together = True
             return result
+        except RanksDisagree:
+            together = True
+            raise
+        except RuntimeError as e:  # Gloo's timeout or lost peer: one line that says what happened
+            failure = ddp.rank_failure(e)
+            if failure is None:
+                raise
+            raise failure from e
         finally:
             if started:
-                ddp.shutdown(finished)
+                ddp.shutdown(together)
 
 
 def _train_and_evaluate(
@@ -1167,6 +1183,8 @@ def _train_and_evaluate(
     # fail without data fails here, before loading (or downloading) data and before training:
     # the batch split across ranks, the model's budget, and what an existing checkpoint allows.
     if ddp.world().distributed:
+        # First, before any rank can stop alone (a checkpoint check, its data) and leave the others waiting.
+        ddp.check_ranks_agree(ddp.run_settings(cfg, resolve_device(cfg.device), resume=resume), ddp.world())
         ddp.check_batch_size(cfg.batch_size, ddp.world())
     out = Path(out_dir) if out_dir is not None else None
     checkpoint = out / "checkpoint.pt" if out is not None else None

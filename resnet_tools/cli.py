@@ -24,6 +24,7 @@ import torch
 import resnet_lib as rl
 from resnet_lib import ARCHS, CLASSES, OPTIMIZERS, RECIPES, SCHEDULES, BudgetError, ConfigError, DataError, TrainConfig
 from resnet_lib import TrainingDiverged
+from resnet_tools.distributed import RankFailure
 from resnet_tools.inference import export_safetensors, load_pretrained, predict, read_unlabeled
 from resnet_tools.inference import LAYOUTS, write_submission
 from resnet_tools.inference import load_for_inference_with_config, tta_label
@@ -369,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with _sigterm_as_interrupt():
             args.run(args)
-    except (DataError, ConfigError, BudgetError, TrainingDiverged, OSError, ValueError) as e:
+    except (DataError, ConfigError, BudgetError, TrainingDiverged, RankFailure, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:

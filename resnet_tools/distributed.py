@@ -17,11 +17,17 @@ with DDP when a process group is initialised (by us, or by the caller):
 
 Without a process group (no torchrun, or torchrun with one process) the helpers here are
 no-ops and a run is exactly as before. A checkpoint records the world size; resuming it with
-another number of processes is refused (`check_world_size`). Imports torch only.
+another number of processes is refused (`check_world_size`). Ranks started with different
+settings or data stop at once, all of them, naming what differs (`check_ranks_agree`); a rank
+that waits longer than RESNET_DDP_TIMEOUT seconds for the others gives up with a one-line
+RankFailure instead of hanging. Imports torch only.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import math
 import os
 import platform
 from dataclasses import dataclass
@@ -56,6 +62,39 @@ def world() -> World:
     return World(dist.get_rank(), dist.get_world_size(), str(dist.get_backend()))
 
 
+# How long a rank waits for the others in one collective (all-reduce, barrier, gather) and at the
+# rendezvous before it gives up. PyTorch's defaults are 30 minutes (Gloo) and 10 minutes (NCCL,
+# torch.distributed.constants.default_pg_nccl_timeout). 10 minutes on both: far longer than any
+# step between two collectives here (rank 0 writing a checkpoint, one evaluation, a first
+# torch.compile), and short enough that a rank which stopped, or was started differently, does not
+# hold the others' GPUs for half an hour. A rank that first downloads or decodes its data can
+# take longer: set RESNET_DDP_TIMEOUT=SECONDS (or download the data before starting the ranks).
+TIMEOUT_ENV = "RESNET_DDP_TIMEOUT"
+DEFAULT_TIMEOUT_S = 600.0
+
+
+class RankFailure(RuntimeError):
+    """A collective or the rendezvous timed out, or another rank went away; the message says which."""
+
+
+def timeout_seconds() -> float:
+    """RESNET_DDP_TIMEOUT in seconds, DEFAULT_TIMEOUT_S where it is not set."""
+    from resnet_lib import ConfigError  # it imports this module lazily
+
+    text = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(
+            f"{TIMEOUT_ENV}={text!r} must be a positive number of seconds (default {DEFAULT_TIMEOUT_S:g})"
+        )
+    return value
+
+
 def env_world_size() -> int:
     """WORLD_SIZE as torchrun (or srun + torchrun) sets it; 1 where it is not set."""
     try:
@@ -75,8 +114,53 @@ def init_from_env(device: torch.device) -> bool:
         backend = "nccl"
     else:
         backend = "gloo"
-    dist.init_process_group(backend=backend)
+    timeout = timeout_seconds()
+    try:
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout))
+    except dist.DistError as e:  # torch's message says what happened, not what to do
+        where = f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
+        rank = f"rank {os.environ.get('RANK', '?')} of {env_world_size()}"
+        if "timed out" in str(e).lower():
+            raise RankFailure(
+                f"{rank}: not every rank joined at {where} within {timeout:g} s ({_first_line(e)}); start all "
+                f"{env_world_size()} ranks, or set {TIMEOUT_ENV}=SECONDS to wait longer"
+            ) from e
+        raise RankFailure(f"{rank}: could not start the process group at {where}: {_first_line(e)}") from e
     return True
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
+def _gloo_detail(e: BaseException) -> str:
+    """Gloo's first sentence without its source location: "Connection closed by peer [10.0.0.2]:4321"."""
+    text = _first_line(e)
+    if text.startswith("[") and "] " in text:
+        text = text.split("] ", 1)[1]
+    return text.split(". ")[0][:200]
+
+
+def rank_failure(e: BaseException) -> RankFailure | None:
+    """A one-line RankFailure for Gloo's error when a collective timed out or lost its peer, while
+    a process group is up; None for any other error. (NCCL's watchdog ends the process itself,
+    with its own message, when a collective times out.)"""
+    w, text = world(), str(e).lower()
+    if not w.distributed or not isinstance(e, RuntimeError):
+        return None
+    if "timed out" in text:
+        return RankFailure(
+            f"rank {w.rank} of {w.size} waited {timeout_seconds():g} s for the other ranks and gave up: another rank "
+            f"has stopped, is stuck, or runs another step (its own output says which); if a step legitimately "
+            f"takes longer, set {TIMEOUT_ENV}=SECONDS"
+        )
+    if any(s in text for s in ("connection reset", "connection closed", "broken pipe")):
+        return RankFailure(
+            f"rank {w.rank} of {w.size} lost its connection to another rank, which has stopped (its own output "
+            f"says why): {_gloo_detail(e)}"
+        )
+    return None
 
 
 def shutdown(finished: bool = True) -> None:
@@ -253,6 +337,49 @@ def describe(device_label: str) -> dict[str, Any]:
         "backend": w.backend,
         "devices": gather_objects(f"{platform.node()}: {device_label}"),
     }
+
+
+# Which data a rank trains on, as checkpoints.check_same_data compares it: the folder (and so the
+# label) may differ between machines, the images and labels may not.
+_DATA_KEYS = ("n_train", "n_test", "train_sha256", "test_sha256")
+
+
+def run_settings(cfg: Any, device: torch.device, fingerprint: dict[str, Any] | None = None, **more: Any) -> dict:
+    """What every rank of a run must have the same: every TrainConfig field, except that the
+    device counts by its type ('auto', 'cuda' and 'cuda:1' are all "this rank's GPU": each rank
+    uses its own), the data's identity (CIFAR10.fingerprint) if given, and `more`."""
+    settings = {**dataclasses.asdict(cfg), "device": device.type}
+    if fingerprint is not None:
+        settings.update({f"data.{k}": fingerprint.get(k) for k in _DATA_KEYS})
+    return {**settings, **more}
+
+
+def _shown(value: Any) -> str:
+    """A value in the error: SHA-256 sums and long paths cut to 12 characters."""
+    return repr(value[:12] + "...") if isinstance(value, str) and len(value) > 15 else repr(value)
+
+
+def check_ranks_agree(settings: dict[str, Any], w: World) -> None:
+    """Compare every rank's `settings` (run_settings) with rank 0's; where any differ, raise
+    RanksDisagree on every rank at once (all of them see all settings), naming the fields and the
+    ranks. Ranks started with different options would otherwise train apart (each its own
+    learning rate, rank 0's recorded) or wait forever in a step the others never take."""
+    from resnet_lib import RanksDisagree  # it imports this module lazily
+
+    if not w.distributed:
+        return
+    every = gather_objects(settings)
+    first, parts = every[0], []
+    for rank, theirs in enumerate(every[1:], start=1):
+        keys = [k for k in {**first, **theirs} if first.get(k) != theirs.get(k)]
+        if keys:
+            mine = ", ".join(f"{k}={_shown(theirs.get(k))}" for k in keys)
+            parts.append(f"rank {rank} has {mine}, rank 0 {', '.join(f'{k}={_shown(first.get(k))}' for k in keys)}")
+    if parts:
+        more = f"; and {len(parts) - 3} more ranks differ" if len(parts) > 3 else ""
+        raise RanksDisagree(
+            f"ranks disagree: {'; '.join(parts[:3])}{more}; start every rank with the same options and data"
+        )
 
 
 def check_world_size(saved: dict[str, Any], w: World, path: Any) -> None:

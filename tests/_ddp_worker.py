@@ -9,6 +9,12 @@ the environment, rank 0 writes the file "paused" there in the forward pass of it
 have updated the weights) and waits there to be killed; the other ranks wait in DDP's gradient
 all-reduce of that step. Files, not printed lines: the ranks share one stdout pipe, where two
 lines written at once can merge into one ("10181PID 1 ...").
+
+Started by hand instead (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set by the test, no torchrun):
+with DDP_START_TOGETHER=N a rank starts training only once pid-0 ... pid-(N-1) exist (every
+rank has imported torch), so a short RESNET_DDP_TIMEOUT does not fire at the rendezvous on a
+loaded machine; with DDP_STALL_RANK=R, rank R writes "stalled" when it would load its data, then
+sleeps there to be killed (DDP_STALL=sleep, the default) or exits at once (DDP_STALL=exit).
 """
 
 from __future__ import annotations
@@ -93,6 +99,27 @@ def with_pause(build_model, pause_at: int):
     return build
 
 
+def stall_loading(rank: int) -> None:
+    """Make rank `rank` stop where it would load its data (after the first collective, before fit's)."""
+    load = rl.load_cifar10
+
+    def stalled(*args, **kwargs):
+        signal_file("stalled", str(rank))
+        if os.environ.get("DDP_STALL", "sleep") == "exit":
+            os._exit(1)  # as a crashed rank: no error handling, no goodbye to the others
+        time.sleep(PAUSE_SECONDS)
+        return load(*args, **kwargs)
+
+    rl.load_cifar10 = stalled  # _train_and_evaluate looks it up here
+
+
+def start_together(n: int) -> None:
+    folder = Path(os.environ["DDP_SIGNAL_DIR"])
+    deadline = time.monotonic() + PAUSE_SECONDS
+    while not all((folder / f"pid-{r}").exists() for r in range(n)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)  # two CPU cores are shared with the test process and others
     rank = int(os.environ.get("RANK", "0"))
@@ -105,6 +132,9 @@ if __name__ == "__main__":
         torch.distributed.barrier()  # nobody tears down rank 0's store while another rank still uses it
         torch.distributed.destroy_process_group()
         sys.exit(0)
+    if os.environ.get("DDP_STALL_RANK") == str(rank):
+        stall_loading(rank)
+    start_together(int(os.environ.get("DDP_START_TOGETHER", "0")))
     pause_at = int(os.environ.get("DDP_PAUSE_AT", "0"))
     if pause_at and rank == 0:
         rl.build_model = with_pause(rl.build_model, pause_at)  # train_and_evaluate looks it up here

@@ -128,6 +128,65 @@ class Torchrun:
         shutil.rmtree(self.signals, ignore_errors=True)
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Ranks:
+    """Two ranks started by hand with torchrun's environment (RANK, WORLD_SIZE, MASTER_ADDR,
+    MASTER_PORT), each with its own arguments, as a user might: no torchrun agent stops the others
+    when one fails, so what the ranks do is their own. Each writes its output to a file of its own
+    in `signals` (besides its pid-<rank>), never to a pipe shared with the other."""
+
+    def __init__(self, args_of_rank: list[list[str]], **env: str) -> None:
+        self.signals = Path(tempfile.mkdtemp(prefix="ddp-ranks-"))
+        common = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "PYTHONWARNINGS": "ignore",
+            "DDP_SIGNAL_DIR": str(self.signals),
+            "WORLD_SIZE": str(len(args_of_rank)),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(free_port()),
+            **env,
+        }
+        self.procs = []
+        for rank, args in enumerate(args_of_rank):
+            with open(self.signals / f"output-{rank}", "w") as out:  # the child keeps its own handle
+                self.procs.append(
+                    subprocess.Popen(
+                        [sys.executable, str(WORKER), *args],
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        cwd=ROOT,
+                        env={**common, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+                        start_new_session=True,
+                    )
+                )
+
+    def finish(self, rank: int, timeout: float = TIMEOUT) -> tuple[int, str]:
+        """(exit status, output) of rank `rank`; AssertionError if it runs past `timeout` seconds."""
+        try:
+            rc = self.procs[rank].wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"rank {rank} still runs after {timeout} s:\n{self.output(rank)}") from None
+        return rc, self.output(rank)
+
+    def output(self, rank: int) -> str:
+        return (self.signals / f"output-{rank}").read_text()
+
+    def kill(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=30)
+        shutil.rmtree(self.signals, ignore_errors=True)
+
+
 def comparable(history: dict) -> dict:
     return {k: v for k, v in history.items() if k not in ("seconds", "images_per_sec")}
 
@@ -270,3 +329,126 @@ def test_benchmark_scaling_row_says_when_there_are_not_two_gpus():
         "efficiency": 0.9,
     }
     assert "| lite | 1,000 | 3,600 | 3.60x | 90% |" in bench.scaling_text(row)
+
+
+def error_line(output: str) -> str:
+    """The one `error: ...` line of a rank's output; no traceback."""
+    assert "Traceback" not in output, output
+    lines = [line for line in output.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, output
+    return lines[0]
+
+
+def run_ranks(args_of_rank: list[list[str]], **env: str) -> list[tuple[int, str]]:
+    ranks = Ranks(args_of_rank, **env)
+    try:
+        return [ranks.finish(rank) for rank in range(len(args_of_rank))]
+    finally:
+        ranks.kill()
+
+
+def test_ranks_with_another_lr_both_stop_naming_it(data_dir, tmp_path):
+    """Issue 29 #11: ranks started with --lr 0.1 and 0.9 both trained, and results.json said 0.1."""
+    out = tmp_path / "lr"
+    results = run_ranks([cli_args(data_dir, out, "--lr=0.1"), cli_args(data_dir, out, "--lr=0.9")])
+    for rc, output in results:
+        assert rc == 2, output
+        assert error_line(output) == (
+            "error: ranks disagree: rank 1 has lr=0.9, rank 0 lr=0.1; start every rank with the same options and data"
+        )
+    assert not (out / "results.json").exists() and not (out / "checkpoint.pt").exists()
+
+
+def test_ranks_with_other_epochs_stop_at_once_not_hang(data_dir, tmp_path):
+    """Issue 29 #12: ranks started with different --epochs hung until killed. The collective timeout
+    is set beyond the test's wait, so only the check at the start can end them."""
+    out = tmp_path / "epochs"
+    t0 = time.monotonic()
+    results = run_ranks(
+        [cli_args(data_dir, out, "--epochs=2"), cli_args(data_dir, out, "--epochs=3")],
+        RESNET_DDP_TIMEOUT=str(10 * TIMEOUT),
+    )
+    for rc, output in results:
+        assert rc == 2 and "rank 1 has epochs=3, rank 0 epochs=2" in error_line(output), output
+    assert time.monotonic() - t0 < TIMEOUT
+
+
+def test_ranks_on_other_data_stop_naming_it(data_dir, tmp_path):
+    other = write_cifar(tmp_path / "other", seed=1)  # as many images, other pixels and labels
+    out = tmp_path / "data"
+    results = run_ranks([cli_args(data_dir, out), cli_args(other, out)])
+    for rc, output in results:
+        line = error_line(output)
+        assert rc == 2 and "ranks disagree: rank 1 has data.train_sha256=" in line, output
+        assert "data.test_sha256=" in line and "data.n_train" not in line and "lr=" not in line, line
+
+
+@pytest.mark.parametrize("stall", ["sleep", "exit"])
+def test_a_rank_that_waits_for_a_stalled_or_dead_one_gives_up_in_one_line(data_dir, tmp_path, stall):
+    """Rank 1 stops where it would load its data (stuck, or dead without a word); rank 0 waits in
+    its next collective for RESNET_DDP_TIMEOUT seconds at most, then says why in one line."""
+    ranks = Ranks(
+        [cli_args(data_dir, tmp_path / "stall")] * 2,
+        DDP_STALL_RANK="1",
+        DDP_STALL=stall,
+        DDP_START_TOGETHER="2",  # so the rendezvous does not use up the short timeout on a loaded machine
+        RESNET_DDP_TIMEOUT="10",
+    )
+    try:
+        rc, output = ranks.finish(0)
+        assert (ranks.signals / "stalled").exists(), output
+    finally:
+        ranks.kill()
+    line = error_line(output)
+    if stall == "sleep":
+        assert line.startswith("error: rank 0 of 2 waited 10 s for the other ranks and gave up"), line
+        assert "RESNET_DDP_TIMEOUT=SECONDS" in line
+    else:  # a dead peer is noticed at once, or at the latest when the timeout fires
+        assert line.startswith(("error: rank 0 of 2 lost its connection", "error: rank 0 of 2 waited 10 s")), line
+    assert rc == 2
+
+
+def test_rank_settings_and_their_disagreement_message(monkeypatch):
+    cfg = rl.TrainConfig.from_recipe("modern", **CONFIG)
+    data = {"n_train": 180, "n_test": 100, "train_sha256": "a" * 64, "test_sha256": "b" * 64, "root": "/x"}
+    mine = ddp.run_settings(cfg, torch.device("cuda", 1), data, resumes_checkpoint=False)
+    assert mine["device"] == "cuda" and mine["lr"] == 0.05 and "data.root" not in mine  # the folder may move
+    assert mine == ddp.run_settings(cfg, torch.device("cuda", 0), {**data, "root": "/y"}, resumes_checkpoint=False)
+    others = [
+        {**mine, "epochs": 3, "lr": 0.9},
+        mine,
+        {**mine, "data.train_sha256": "c" * 64},
+        {**mine, "device": "cpu"},
+        {**mine, "seed": 1},
+    ]
+    monkeypatch.setattr(ddp, "gather_objects", lambda obj: [obj, *others])
+    with pytest.raises(rl.RanksDisagree) as caught:
+        ddp.check_ranks_agree(mine, ddp.World(0, 6, "gloo"))
+    assert str(caught.value) == (
+        "ranks disagree: rank 1 has lr=0.9, epochs=3, rank 0 lr=0.05, epochs=2; "
+        "rank 3 has data.train_sha256='cccccccccccc...', rank 0 data.train_sha256='aaaaaaaaaaaa...'; "
+        "rank 4 has device='cpu', rank 0 device='cuda'; and 1 more ranks differ; "
+        "start every rank with the same options and data"
+    )
+    monkeypatch.setattr(ddp, "gather_objects", lambda obj: [obj, obj])
+    ddp.check_ranks_agree(mine, ddp.World(0, 2, "gloo"))  # agreeing ranks pass
+    assert isinstance(caught.value, rl.ConfigError)  # the command line prints it in one line
+
+
+def test_collective_timeout_comes_from_the_environment(monkeypatch):
+    monkeypatch.delenv(ddp.TIMEOUT_ENV, raising=False)
+    assert ddp.timeout_seconds() == ddp.DEFAULT_TIMEOUT_S == 600
+    monkeypatch.setenv(ddp.TIMEOUT_ENV, "90.5")
+    assert ddp.timeout_seconds() == 90.5
+    for bad in ("0", "-3", "nan", "inf", "ten"):
+        monkeypatch.setenv(ddp.TIMEOUT_ENV, bad)
+        with pytest.raises(rl.ConfigError, match=f"RESNET_DDP_TIMEOUT='{bad}' must be a positive number of seconds"):
+            ddp.timeout_seconds()
+    assert ddp.rank_failure(RuntimeError("Timed out waiting 3000ms")) is None  # no process group here
+    monkeypatch.setattr(ddp, "world", lambda: ddp.World(1, 2, "gloo"))
+    monkeypatch.setenv(ddp.TIMEOUT_ENV, "30")
+    timed_out = ddp.rank_failure(RuntimeError("[gloo/unbound_buffer.cc:81] Timed out waiting 30000ms for recv"))
+    assert str(timed_out).startswith("rank 1 of 2 waited 30 s for the other ranks and gave up")
+    lost = ddp.rank_failure(RuntimeError("[gloo/pair.cc:561] Connection closed by peer [10.0.0.2]:4321. Typically..."))
+    assert str(lost).endswith("(its own output says why): Connection closed by peer [10.0.0.2]:4321")
+    assert ddp.rank_failure(RuntimeError("CUDA out of memory")) is None and ddp.rank_failure(ValueError("x")) is None
