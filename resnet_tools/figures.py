@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from resnet_lib import CIFAR10, CIFAR10_MEAN, CLASSES, EvalResult, TrainConfig, augment, cutout
-from resnet_tools.results import class_counts
+from resnet_tools.results import WRITTEN_KEY, class_counts, stamp
 from resnet_tools.safeio import atomic_write
 
 # seaborn's "colorblind" palette (distinguishable with the common colour-vision deficiencies).
@@ -92,7 +92,9 @@ def save_figure(fig: Any, name: str, figures_dir: str | Path) -> tuple[Path, Pat
         atomic_write(
             pdf, "wb", lambda f: fig.savefig(f, format="pdf", bbox_inches="tight", metadata={"CreationDate": None})
         )  # reproducible bytes
-        atomic_write(png, "wb", lambda f: fig.savefig(f, format="png", dpi=200, bbox_inches="tight"))
+        # The stamp is in the PNG only, so the PDF's bytes stay reproducible.
+        meta = {WRITTEN_KEY: stamp()}
+        atomic_write(png, "wb", lambda f: fig.savefig(f, format="png", dpi=200, bbox_inches="tight", metadata=meta))
     return pdf, png
 
 

@@ -475,7 +475,7 @@ def write_table(table: Any, stem: str | Path) -> tuple[Path, Path, Path]:
     md += ["| " + " | ".join(row) + " |" for row in body]
     atomic_write(paths[1], "w", lambda f: f.write("\n".join(md) + "\n"))
     tex = [
-        "% written by resnet_tools.results.write_table; needs \\usepackage{booktabs}",
+        f"% written by resnet_tools.results.write_table at {stamp()}; needs \\usepackage{{booktabs}}",
         "\\begin{tabular}{" + "".join("r" if n else "l" for n in numeric) + "}",
         "\\toprule",
         " & ".join(_format_cell(c, latex=True) for c in cols) + " \\\\",
@@ -485,6 +485,35 @@ def write_table(table: Any, stem: str | Path) -> tuple[Path, Path, Path]:
     tex += ["\\bottomrule", "\\end{tabular}"]
     atomic_write(paths[2], "w", lambda f: f.write("\n".join(tex) + "\n"))
     return paths
+
+
+# When an output was written, inside the output itself (a PNG text chunk, a comment in a table's .tex):
+# a file's mtime will not do, as a fresh clone gives every file the same checkout time.
+WRITTEN_KEY = "Written at"
+
+
+def stamp() -> str:
+    """Now, as the ISO-8601 UTC text that `written_at` reads back."""
+    return datetime.now().astimezone().strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def written_at(path: str | Path) -> float | None:
+    """When a figure (name.png or its sibling name.pdf) or a table (name.csv, .md or .tex) was
+    written, from the stamp inside it, in seconds since the epoch; None where it has none."""
+    path = Path(path)
+    text = ""
+    try:
+        if path.suffix.lower() in (".png", ".pdf"):
+            from PIL import Image
+
+            with Image.open(path.with_suffix(".png")) as img:
+                text = str(img.info.get(WRITTEN_KEY, ""))
+        else:
+            head = path.with_suffix(".tex").read_text(encoding="utf-8").split("\n", 1)[0]
+            text = head.split(" at ", 1)[1].split(";", 1)[0] if " at " in head else ""
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S%z").timestamp()
+    except (OSError, ValueError, SyntaxError):  # no such file, not a PNG, or no stamp in it
+        return None
 
 
 def class_counts(data: CIFAR10) -> Any:

@@ -135,8 +135,8 @@ def load_per_class(results_dir: Path, runs: dict[str, dict[str, Any]]) -> PerCla
             )
         except (KeyError, ValueError) as e:
             raise ResultsError(f"{pairs_path}: unexpected layout ({type(e).__name__}: {e})") from None
-    mtime = acc_path.stat().st_mtime
-    stale = [run for run in accuracy if run in runs and results.finished_at(runs[run]) > mtime]
+    written = results.written_at(acc_path)  # None: no stamp (written before stamps), never called stale
+    stale = [run for run in accuracy if run in runs and written and results.finished_at(runs[run]) > written]
     return PerClass(accuracy, pairs, stale)
 
 
@@ -1133,7 +1133,8 @@ def collect_figures(figures_dir: Path, runs: dict[str, dict[str, Any]]) -> Figur
             figs.missing.append(n)
             continue
         figs.found[n] = p
-        newer = [r for r in figure_runs(n, runs) if results.finished_at(runs[r]) > p.stat().st_mtime]
+        drawn = results.written_at(p)
+        newer = [r for r in figure_runs(n, runs) if drawn and results.finished_at(runs[r]) > drawn]
         if newer:
             figs.older_than[n] = newer
     return figs

@@ -19,11 +19,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]  # scripts/, the root
 
 import make_report_inputs as mri  # noqa: E402
-from make_report_inputs import rl  # noqa: E402
-from resnet_tools.results import finished_at  # noqa: E402
+import resnet_lib as rl  # noqa: E402
+from resnet_tools.results import finished_at, written_at  # noqa: E402
 from resnet_tools.safeio import atomic_write  # noqa: E402
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -242,7 +242,8 @@ def figures_md(runs: dict[str, dict[str, Any]], results_dir: Path, figures_dir: 
         if not png.is_file() or len(lines) == 2:
             continue
         shown = mri.figure_runs(name, runs)
-        if all(finished_at(runs[r]) <= png.stat().st_mtime for r in shown):
+        drawn = written_at(png)
+        if drawn is None or all(finished_at(runs[r]) <= drawn for r in shown):
             rel = os.path.relpath(png.resolve(), readme_dir.resolve()).replace(os.sep, "/")
             lines.append(f"![{alt}]({rel})")
     return [*lines, ""] if lines else []

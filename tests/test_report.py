@@ -221,17 +221,31 @@ def test_figures_are_included_only_when_present(tmp_path):
     assert "per_class_accuracy" in manifest["missing_figures"]
 
 
+def stamped_png(path: Path, written: str | None) -> None:
+    """A 1x1 PNG as save_figure writes it, stamped `written` (ISO 8601) or not stamped at all."""
+    from PIL import Image, PngImagePlugin
+
+    from resnet_tools.results import WRITTEN_KEY
+
+    info = PngImagePlugin.PngInfo()
+    if written:
+        info.add_text(WRITTEN_KEY, written)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (1, 1)).save(path, pnginfo=info)
+
+
 def test_figure_older_than_its_results_is_flagged(tmp_path):
     runs = {
-        "lite-modern": fake_result("lite-modern", 0.5, 0.5, MINI),
+        "lite-modern": fake_result("lite-modern", 0.5, 0.5, MINI),  # finished 2026-01-02T03:04:05
         "improved-modern": fake_result("improved-modern", 0.5, 0.5, MINI),
     }
     write_runs(tmp_path / "results", runs)
-    (tmp_path / "figures").mkdir()
-    for name in ("lite_training_curves.png", "improved_training_curves.png", "class_balance.png"):
-        (tmp_path / "figures" / name).write_bytes(b"png")
-    os.utime(tmp_path / "figures" / "lite_training_curves.png", (1, 1))  # drawn long before the results
-    os.utime(tmp_path / "figures" / "class_balance.png", (1, 1))  # shows data, not results: never stale
+    figs = tmp_path / "figures"
+    stamped_png(figs / "lite_training_curves.png", "2025-12-31T00:00:00+0000")  # drawn before the results
+    stamped_png(figs / "improved_training_curves.png", "2026-01-03T00:00:00+0000")
+    stamped_png(figs / "class_balance.png", "1999-01-01T00:00:00+0000")  # shows data, not results: never stale
+    for png in figs.iterdir():  # a fresh clone's file times say nothing: the stamp inside decides
+        os.utime(png, (1, 1) if png.name.startswith("improved") else (2e9, 2e9))
     manifest, out = generate(tmp_path, {})
     assert manifest["figures_older_than_results"] == {"lite_training_curves": ["lite-modern"]}
     curves = read(out, "fig_curves.tex").split("\\end{figure*}")
@@ -276,6 +290,8 @@ def test_per_class_analysis_from_notebook_05_files(tmp_path):
     assert "most confused pair is cat/dog: 10 cat images predicted as dog and 0 the other way" in text
     assert "automobile & \\textbf{80.0} & 70.0" in text  # best run per class in bold
     assert "older than" not in text
+    for p in (tmp_path / "results").glob("*.*"):
+        os.utime(p, (1, 1))  # file times say nothing (a fresh clone sets them): the stamp in the .tex decides
     later = {**runs["improved-modern"], "finished": f"{datetime.now(timezone.utc) + timedelta(minutes=1):%Y-%m-%dT%H:%M:%S%z}"}
     write_runs(tmp_path / "results", {"improved-modern": later})  # finished after the CSV was written
     _, out = generate(tmp_path, {})
@@ -367,9 +383,8 @@ def test_readme_block_replaced_between_markers(tmp_path):
 def test_readme_skips_a_figure_drawn_before_its_results(tmp_path):
     write_runs(tmp_path / "results", {"improved-modern": fake_result("improved-modern", 0.5, 0.5, MINI)})
     (tmp_path / "figures").mkdir()
-    for name in ("improved_training_curves.png", "confusion_matrix_improved-modern.png"):
-        (tmp_path / "figures" / name).write_bytes(b"png")
-    os.utime(tmp_path / "figures" / "improved_training_curves.png", (1, 1))
+    stamped_png(tmp_path / "figures" / "improved_training_curves.png", "2025-12-31T00:00:00+0000")
+    stamped_png(tmp_path / "figures" / "confusion_matrix_improved-modern.png", None)  # unstamped: not judged
     block = urr.render_block(tmp_path / "results", tmp_path / "figures", tmp_path)
     assert "(figures/confusion_matrix_improved-modern.png)" in block and "improved_training_curves" not in block
 
@@ -546,3 +561,26 @@ def test_targets_say_by_how_much_they_are_missed_and_from_how_many_seeds():
     assert one[3] == "missed by 2.30 points (from 1 seed; the target asks for 3)"
     mini = mri.target_rows(mri.results.merge_seeds({"lite-modern": fake_result("lite-modern", 0.9, 0.9, MINI)}))[0]
     assert mini[2] == "not measured"
+
+
+def test_figures_and_tables_carry_when_they_were_written(tmp_path):
+    """The stamp the staleness checks read is in the files, so a clone (new file times) judges alike."""
+    import pandas as pd
+    from resnet_tools.figures import _pyplot, save_figure
+    from resnet_tools.results import write_table, written_at
+
+    plt, _ = _pyplot()
+    fig = plt.figure()
+    before = datetime.now(timezone.utc).timestamp() - 1
+    pdf, png = save_figure(fig, "curves", tmp_path)
+    plt.close(fig)
+    table = write_table(pd.DataFrame({"class": ["cat"], "run": [1.0]}), tmp_path / "per_class")
+    after = datetime.now(timezone.utc).timestamp() + 1
+    for p in (pdf, png, *table):
+        os.utime(p, (1, 1))
+        assert before <= written_at(p) <= after, p
+    pdf_bytes = pdf.read_bytes()
+    save_figure(plt.figure(), "curves", tmp_path)
+    assert pdf.read_bytes() == pdf_bytes  # the PDF stays reproducible: the stamp is in the PNG only
+    stamped_png(tmp_path / "old.png", None)
+    assert written_at(tmp_path / "old.png") is None and written_at(tmp_path / "absent.csv") is None
