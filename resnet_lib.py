@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from resnet_tools.devices import DEVICES, bf16_enabled, keep_freed_memory, resolve_device
+from resnet_tools.devices import DEVICES, bf16_enabled, compile_enabled, keep_freed_memory, resolve_device
 from resnet_tools.progress import progress_bar
 from resnet_tools.runlog import HISTORY_KEYS, epoch_record
 from resnet_tools.safeio import atomic_save, check_writable, run_lock, write_json
@@ -510,7 +510,9 @@ class TrainConfig:
     # a CPU with native bf16 (AMX, AVX512-BF16), off elsewhere. True or False is obeyed everywhere.
     bf16: bool | None = None
     channels_last: bool = True  # NHWC memory layout (faster convolutions on GPUs)
-    compile: bool = False  # torch.compile the training model
+    # torch.compile the training step; None = auto: on for CPU runs of 2,000 steps or more (where it
+    # pays back its compile time; eager if it fails), off elsewhere. True or False is obeyed.
+    compile: bool | None = None
     cuda_graph: bool = True  # replay the training step as a CUDA graph (CUDA only, eager elsewhere)
     tta: bool = False  # flip test-time augmentation in the final evaluation
     train_subset: int = 0  # train on a seeded random subset of this many images, 0 = all
@@ -896,6 +898,43 @@ def _evaluate_splits(
     return (run(val_xy) if len(val_xy[1]) else None), run((data.test_x, data.test_y))
 
 
+def _training_step(
+    model: nn.Module, optimizer: Any, scheduler: Any, cfg: TrainConfig, device: torch.device, batch: int,
+    teacher: nn.Module | None, steps: int,
+) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+    """fit's training step (resnet_tools.cudagraph.make_train_step), through torch.compile where
+    compile_enabled says. An automatic compile (cfg.compile None) that fails, e.g. without a C++
+    compiler, warns and trains eagerly from the failed step on; one asked for fails as torch says."""
+    from resnet_tools.cudagraph import make_train_step  # imports only torch
+
+    def make(compiled: bool) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+        # dynamic=False: the smaller last batch of an epoch gets its own static graph instead
+        # of turning the batch size symbolic for every later step (automatic dynamic shapes).
+        step_model = torch.compile(model, dynamic=False) if compiled else model
+        return make_train_step(step_model, optimizer, scheduler, dataclasses.replace(cfg, compile=compiled),
+                               device, batch, teacher=teacher)
+
+    if not compile_enabled(device.type, cfg.compile, steps):
+        return make(False)
+    compiled = make(True)
+    if cfg.compile is not None:
+        return compiled
+    current = [compiled]
+
+    def step(*args: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        try:
+            return current[0](*args)
+        except Exception as e:  # compiling fails before the step changes weights, so it can run again
+            if current[0] is not compiled or not type(e).__module__.startswith(("torch._dynamo", "torch._inductor")):
+                raise
+            warnings.warn(f"torch.compile failed ({type(e).__name__}); training eagerly (--no-compile skips it)",
+                          stacklevel=2)
+            current[0] = make(False)
+            return current[0](*args)
+
+    return step
+
+
 def fit(
     model: nn.Module,
     data: CIFAR10,
@@ -924,8 +963,6 @@ def fit(
     """
     from resnet_tools import distributed as ddp  # imports only torch
     from resnet_tools.checkpoints import check_resumable, checkpoint_state, elapsed_seconds, load_checkpoint_dict
-    from resnet_tools.cudagraph import make_train_step  # imports only torch
-
     cfg.validate()
     check_budget(model, cfg.allow_over_budget)
     device = resolve_device(cfg.device)
@@ -977,15 +1014,11 @@ def fit(
         start_epoch, elapsed_before = int(saved["epoch"]), elapsed_seconds(saved)
 
     train_model = ddp.wrap(model, device, cfg.sync_bn) if world.distributed else model
-    # dynamic=False: the smaller last batch of an epoch gets its own static graph instead
-    # of turning the batch size symbolic for every later step (automatic dynamic shapes).
-    step_model = torch.compile(train_model, dynamic=False) if cfg.compile else train_model
     if teacher is not None:  # frozen, in eval mode, with the student's device and memory layout
         teacher.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
         teacher.eval().requires_grad_(False)
-    step_fn = make_train_step(
-        step_model, optimizer, scheduler, cfg, device, cfg.batch_size // world.size, teacher=teacher
-    )
+    step_fn = _training_step(train_model, optimizer, scheduler, cfg, device, cfg.batch_size // world.size, teacher,
+                             total_steps)
     bar = progress_bar(
         total=total_steps,
         initial=start_epoch * steps_per_epoch,

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from conftest import write_cifar
+from conftest import tiny_config, write_cifar
 
 import resnet_lib as rl
 from resnet_tools import devices
@@ -74,3 +74,55 @@ def test_cli_flag_is_obeyed_on_the_cpu_and_recorded(tmp_path, flag, numerics):
         assert main([*args, f"--data-dir={data}", "--no-download", f"--out={out}", "--quiet", flag]) in (0, None)
     record = json.loads((out / "results.json").read_text())
     assert record["numerics"] == numerics and record["config"]["bf16"] is (flag == "--bf16")
+
+
+# torch.compile follows the run (issue 24): auto compiles CPU runs long enough to pay back the compile.
+@pytest.mark.parametrize(
+    "device_type, requested, steps, compiler, expected",
+    [
+        ("cpu", None, devices.COMPILE_MIN_STEPS, True, True),  # a full-size CPU run: compiled
+        ("cpu", None, devices.COMPILE_MIN_STEPS - 1, True, False),  # tests, smoke runs: the compile costs more
+        ("cpu", None, 10**6, False, False),  # no C++ compiler for inductor's kernels
+        ("cuda", None, 10**6, True, False),  # CUDA replays the step as a CUDA graph instead
+        ("mps", None, 10**6, True, False),
+        ("cpu", True, 1, False, True),  # asked for: obeyed
+        ("cpu", False, 10**6, True, False),
+        ("cuda", True, 1, True, True),
+    ],
+)
+def test_compile_policy(device_type, requested, steps, compiler, expected):
+    assert devices.compile_enabled(device_type, requested, steps, compiler) is expected
+
+
+def test_compiler_lookup_follows_cxx(monkeypatch):
+    monkeypatch.setenv("CXX", "no-such-compiler-here")
+    assert devices.has_cxx_compiler() is False
+    monkeypatch.setenv("CXX", "sh")  # any program on PATH stands in
+    assert devices.has_cxx_compiler() is True
+
+
+class FakeCompileError(RuntimeError):
+    """Stands in for torch._dynamo's BackendCompilerFailed (raised at the first call of a compiled model)."""
+
+
+FakeCompileError.__module__ = "torch._dynamo.exc"
+
+
+def failing_compile(model, **kwargs):
+    def call(*args, **kw):
+        raise FakeCompileError("backend='inductor' raised: no C++ compiler")
+
+    return call
+
+
+def test_automatic_compile_that_fails_trains_eagerly_alike(monkeypatch, cifar):
+    data = cifar
+    reference = rl.fit(rl.build_model("lite"), data, tiny_config(compile=False), progress=False)
+    monkeypatch.setattr(devices, "COMPILE_MIN_STEPS", 1)  # make the tiny run "long"
+    monkeypatch.setattr(devices, "has_cxx_compiler", lambda: True)
+    monkeypatch.setattr(torch, "compile", failing_compile)
+    with pytest.warns(UserWarning, match=r"torch.compile failed \(FakeCompileError\); training eagerly"):
+        history = rl.fit(rl.build_model("lite"), data, tiny_config(compile=None), progress=False)
+    assert history["train_loss"] == reference["train_loss"] and history["test_acc"] == reference["test_acc"]
+    with pytest.raises(FakeCompileError):  # asked for: torch's error, not a silent fallback
+        rl.fit(rl.build_model("lite"), data, tiny_config(compile=True), progress=False)
