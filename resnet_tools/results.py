@@ -16,6 +16,7 @@ import torch
 
 from resnet_lib import ARCHS, CIFAR10, CIFAR10_MEAN, CIFAR10_STD, CLASSES, OPTIMIZERS, RECIPES, EvalResult, TrainConfig
 from resnet_lib import channel_stats
+from resnet_tools.checkpoints import load_checkpoint_dict
 from resnet_tools.safeio import atomic_write
 
 # The official CIFAR-10 split sizes (https://www.cs.toronto.edu/~kriz/cifar.html).
@@ -81,6 +82,9 @@ def run_record(
             "n_train": n_train,
             "n_val": n_val,
             "n_test": len(data.test_y),
+            # which images and labels (CIFAR10.fingerprint): saved_results reuses a run on these only
+            "train_sha256": data.fingerprint["train_sha256"],
+            "test_sha256": data.fingerprint["test_sha256"],
         },
         "device": device_label,
         "numerics": numerics(device, cfg.bf16),  # "bf16 autocast" or "fp32"
@@ -362,8 +366,22 @@ def saved_results(results_dir: str | Path, cfg: TrainConfig, data: CIFAR10) -> d
         Path(d.get("root", "")).resolve() == Path(data.root).resolve()
         and data_label(d) == data.label
         and d.get("n_test") == len(data.test_y)
+        and _same_images(d, folder / "checkpoint.pt", data)
     )
     return res if same_cfg and same_data else None
+
+
+def _same_images(recorded: dict[str, Any], checkpoint: Path, data: CIFAR10) -> bool:
+    """Whether a run saw these very images and labels: its results' SHA-256 sums, or (results
+    written before they held them) its checkpoint's. Data changed in place under the same folder
+    and counts must not pass for the same."""
+    if "train_sha256" not in recorded:
+        try:
+            recorded = load_checkpoint_dict(checkpoint).get("data") or {}
+        except (OSError, ValueError, RuntimeError):  # unreadable: not a run to reuse
+            return False
+    now = data.fingerprint
+    return all(recorded.get(k) == now[k] for k in ("train_sha256", "test_sha256"))
 
 
 def results_table(results: list[dict[str, Any]]) -> Any:

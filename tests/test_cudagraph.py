@@ -207,7 +207,8 @@ def test_saved_results_ignore_cuda_graph(cifar, tmp_path):
     folder.mkdir()
     config = dataclasses.asdict(cfg)
     del config["cuda_graph"]  # a results.json written before the field existed
-    data = {"root": str(cifar.root), "label": cifar.label, "n_test": len(cifar.test_y)}
+    data = {"root": str(cifar.root), "label": cifar.label, "n_test": len(cifar.test_y),
+            **{k: cifar.fingerprint[k] for k in ("train_sha256", "test_sha256")}}
     (folder / "results.json").write_text(json.dumps({"config": config, "data": data}))
     (folder / "checkpoint.pt").write_bytes(b"")
     assert saved_results(tmp_path, cfg, cifar) is not None

@@ -8,6 +8,8 @@ import math
 import numpy as np
 import pytest
 
+from conftest import tiny_config
+
 import resnet_lib as rl
 from resnet_tools import results
 
@@ -157,3 +159,27 @@ def test_for_display_shows_missing_cells_as_a_dash():
     shown = for_display(table)
     assert shown["test std"].tolist() == [0.25, "—"] and shown["seeds"].tolist() == [3, 1]
     assert "NaN" not in shown.to_string() and table["test std"].isna().sum() == 1  # the input is left as it was
+
+
+def test_saved_results_are_reused_on_the_same_images_only(cifar, tmp_path):
+    """Issue 29 #8: notebook 04 reused a run after the training batches were changed in place (same
+    folder, label and counts): the data's SHA-256 sums decide, from results.json or the checkpoint."""
+    import dataclasses
+    import json
+
+    from resnet_tools.results import run_name, saved_results
+
+    cfg = tiny_config(epochs=1)
+    rl.train_and_evaluate(cfg, cifar, out_dir=tmp_path / run_name(cfg), progress=False)
+    assert saved_results(tmp_path, cfg, cifar) is not None
+    shifted = dataclasses.replace(cifar, train_y=(cifar.train_y + 1) % 10)  # labels shifted, as in the attack
+    inverted = dataclasses.replace(cifar, test_x=255 - cifar.test_x)
+    assert saved_results(tmp_path, cfg, shifted) is None and saved_results(tmp_path, cfg, inverted) is None
+    results = tmp_path / run_name(cfg) / "results.json"
+    old = json.loads(results.read_text())
+    for k in ("train_sha256", "test_sha256"):
+        del old["data"][k]  # written before results held them: the checkpoint's fingerprint decides
+    results.write_text(json.dumps(old))
+    assert saved_results(tmp_path, cfg, cifar) is not None and saved_results(tmp_path, cfg, shifted) is None
+    (tmp_path / run_name(cfg) / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    assert saved_results(tmp_path, cfg, cifar) is None  # nothing says which images: trained again
