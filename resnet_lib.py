@@ -475,75 +475,96 @@ def _finite_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-_CHOICES = {"model": ARCHS, "optimizer": OPTIMIZERS, "schedule": SCHEDULES}  # str fields with fixed values
 # Beside checkpoint.pt (the last epoch), fit keeps the epoch with the best validation accuracy.
 BEST_CHECKPOINT = "best.pt"
 MAX_WARMUP_EPOCHS = 1_000_000  # beyond any run; larger values overflow the step count
 
 
+def _opt(default: Any, help: str, choices: tuple[str, ...] | dict[str, Any] | None = None) -> Any:
+    """A TrainConfig field: its default, its help (the CLI's --help) and, for a str field with fixed
+    values, its choices (checked by validate, offered by the CLI), declared in one place. ARCHS is
+    passed itself, not copied, so an architecture a user adds to it is a valid model."""
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run. Fields map one-to-one to notebook
-    parameters (upper-cased there: `epochs` -> EPOCHS) and to CLI options (--epochs)."""
+    parameters (upper-cased there: `epochs` -> EPOCHS) and to CLI options (--epochs).
+    Each field's help and choices are in its metadata (`_opt`); a field's --help starts with its choices."""
 
-    model: str = "lite"  # lite | improved
-    recipe: str = "custom"  # which preset this came from (informational)
-    optimizer: str = "sgd"  # sgd | adam | adamw
-    lr: float = 0.1  # peak learning rate
-    momentum: float = 0.9  # SGD only
-    nesterov: bool = True  # SGD only
-    weight_decay: float = 5e-4  # L2 penalty on all parameters (decoupled for adamw)
-    schedule: str = "onecycle"  # constant | cosine | onecycle (linear warm-up, linear decay)
-    warmup_epochs: float = 0.0  # linear warm-up from 0, for cosine and onecycle too
-    # Length of the cosine or linear decay in epochs; 0 = the run's length. A longer horizon is
-    # stopped early: kuangliu/pytorch-cifar's CosineAnnealingLR(T_max=200) run for 40 epochs.
-    schedule_epochs: float = 0.0
-    label_smoothing: float = 0.0  # cross-entropy label smoothing, 0 = off
-    crop: bool = True  # random 32x32 crop of the image zero-padded by 4 pixels
-    flip: bool = True  # random horizontal flip
-    cutout: int = 0  # side of the cutout square in pixels, 0 = off
-    epochs: int = 40  # passes over the training images
-    batch_size: int = 128  # images per optimizer step
-    seed: int = 0  # initial weights, data order, augmentation and the validation split
-    device: str = "auto"  # auto = cuda, then mps, then cpu
-    # bf16 autocast (weights, BatchNorm and the loss stay fp32); None = auto: on for CUDA and for
-    # a CPU with native bf16 (AMX, AVX512-BF16), off elsewhere. True or False is obeyed everywhere.
-    bf16: bool | None = None
-    channels_last: bool = True  # NHWC memory layout (faster convolutions on GPUs)
-    # torch.compile the training step; None = auto: on for CPU runs of 2,000 steps or more (where it
-    # pays back its compile time; eager if it fails), off elsewhere. True or False is obeyed.
-    compile: bool | None = None
-    cuda_graph: bool = True  # replay the training step as a CUDA graph (CUDA only, eager elsewhere)
-    tta: bool = False  # flip test-time augmentation in the final evaluation
-    train_subset: int = 0  # train on a seeded random subset of this many images, 0 = all
-    # Validation images held out of the training set (seeded): < 1 is a fraction, >= 1 a
-    # count, 0 none. 0.1 is 5,000 of the official 50,000. Model selection uses these,
-    # never the test set, which is only evaluated for reporting.
-    val_size: float = 0.1
-    allow_over_budget: bool = False  # allow a model over the 5,000,000-parameter budget
-    # Under torchrun with several processes: synchronise BatchNorm statistics across GPUs
-    # (SyncBatchNorm; CUDA only). Off: each GPU normalizes by its share of the batch.
-    sync_bn: bool = False
-    # Start from this checkpoint's trained weights instead of a random init (fine-tuning, or training
-    # longer with a fresh schedule); "" = random init. The optimizer and schedule start anew.
-    init_from: str = ""
-    # Knowledge distillation: train against this teacher's softened outputs as well as the labels;
-    # a checkpoint (.pt) or a safetensors export of any model built here; "" = none.
-    teacher: str = ""
-    distill_temperature: float = 4.0  # softens both distributions (Hinton et al., 2015); teacher only
-    distill_alpha: float = 0.9  # weight of the soft (teacher) loss; 1 - alpha weighs the labels' loss
+    model: str = _opt("lite", "", choices=ARCHS)
+    recipe: str = _opt("custom", "which preset this came from (informational)")
+    optimizer: str = _opt("sgd", "", choices=OPTIMIZERS)
+    lr: float = _opt(0.1, "peak learning rate")
+    momentum: float = _opt(0.9, "SGD only")
+    nesterov: bool = _opt(True, "SGD only")
+    weight_decay: float = _opt(5e-4, "L2 penalty on all parameters (decoupled for adamw)")
+    schedule: str = _opt("onecycle", "(linear warm-up, linear decay)", choices=SCHEDULES)
+    warmup_epochs: float = _opt(0.0, "linear warm-up from 0, for cosine and onecycle too")
+    schedule_epochs: float = _opt(
+        0.0,
+        "Length of the cosine or linear decay in epochs; 0 = the run's length. A longer horizon is stopped early: "
+        "kuangliu/pytorch-cifar's CosineAnnealingLR(T_max=200) run for 40 epochs.",
+    )
+    label_smoothing: float = _opt(0.0, "cross-entropy label smoothing, 0 = off")
+    crop: bool = _opt(True, "random 32x32 crop of the image zero-padded by 4 pixels")
+    flip: bool = _opt(True, "random horizontal flip")
+    cutout: int = _opt(0, "side of the cutout square in pixels, 0 = off")
+    epochs: int = _opt(40, "passes over the training images")
+    batch_size: int = _opt(128, "images per optimizer step")
+    seed: int = _opt(0, "initial weights, data order, augmentation and the validation split")
+    device: str = _opt("auto", "auto = cuda, then mps, then cpu")  # or cuda:N, so no fixed choices
+    bf16: bool | None = _opt(
+        None,
+        "bf16 autocast (weights, BatchNorm and the loss stay fp32); None = auto: on for CUDA and for a CPU with "
+        "native bf16 (AMX, AVX512-BF16), off elsewhere. True or False is obeyed everywhere.",
+    )
+    channels_last: bool = _opt(True, "NHWC memory layout (faster convolutions on GPUs)")
+    compile: bool | None = _opt(
+        None,
+        "torch.compile the training step; None = auto: on for CPU runs of 2,000 steps or more (where it pays back "
+        "its compile time; eager if it fails), off elsewhere. True or False is obeyed.",
+    )
+    cuda_graph: bool = _opt(True, "replay the training step as a CUDA graph (CUDA only, eager elsewhere)")
+    tta: bool = _opt(False, "flip test-time augmentation in the final evaluation")
+    train_subset: int = _opt(0, "train on a seeded random subset of this many images, 0 = all")
+    val_size: float = _opt(
+        0.1,
+        "Validation images held out of the training set (seeded): < 1 is a fraction, >= 1 a count, 0 none. 0.1 "
+        "is 5,000 of the official 50,000. Model selection uses these, never the test set, which is only evaluated "
+        "for reporting.",
+    )
+    allow_over_budget: bool = _opt(False, "allow a model over the 5,000,000-parameter budget")
+    sync_bn: bool = _opt(
+        False,
+        "Under torchrun with several processes: synchronise BatchNorm statistics across GPUs (SyncBatchNorm; "
+        "CUDA only). Off: each GPU normalizes by its share of the batch.",
+    )
+    init_from: str = _opt(
+        "",
+        "Start from this checkpoint's trained weights instead of a random init (fine-tuning, or training longer "
+        'with a fresh schedule); "" = random init. The optimizer and schedule start anew.',
+    )
+    teacher: str = _opt(
+        "",
+        "Knowledge distillation: train against this teacher's softened outputs as well as the labels; a "
+        'checkpoint (.pt) or a safetensors export of any model built here; "" = none.',
+    )
+    distill_temperature: float = _opt(4.0, "softens both distributions (Hinton et al., 2015); teacher only")
+    distill_alpha: float = _opt(0.9, "weight of the soft (teacher) loss; 1 - alpha weighs the labels' loss")
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
         """Raise ConfigError naming the first field out of range. Every field is checked by its
-        declared type (bool; int >= 0, or > 0 for _POSITIVE; float finite and >= 0; str from
-        _CHOICES), then the limits below."""
+        declared type (bool; int >= 0, or > 0 for _POSITIVE; float finite and >= 0; str from its
+        metadata's choices), then the limits below."""
         for f in dataclasses.fields(self):
-            name, v = f.name, getattr(self, f.name)
-            if name in _CHOICES and v not in _CHOICES[name]:
-                raise ConfigError(f"{name}={v!r} is not valid; choose one of: {', '.join(_CHOICES[name])}")
+            name, v, choices = f.name, getattr(self, f.name), f.metadata.get("choices")
+            if choices and v not in choices:
+                raise ConfigError(f"{name}={v!r} is not valid; choose one of: {', '.join(choices)}")
             if f.type == "bool" and not isinstance(v, bool):
                 raise ConfigError(f"{name}={v!r} must be True or False")
             if f.type == "bool | None" and not (v is None or isinstance(v, bool)):

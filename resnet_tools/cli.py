@@ -6,23 +6,19 @@ import argparse
 import ast
 import contextlib
 import dataclasses
-import functools
-import inspect
-import io
 import os
 import signal
 import sys
 import textwrap
 import threading
 import time
-import tokenize
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
 
 import resnet_lib as rl
-from resnet_lib import ARCHS, CLASSES, OPTIMIZERS, RECIPES, SCHEDULES, BudgetError, ConfigError, DataError, TrainConfig
+from resnet_lib import CLASSES, RECIPES, BudgetError, ConfigError, DataError, TrainConfig
 from resnet_lib import TrainingDiverged
 from resnet_tools.distributed import RankFailure
 from resnet_tools.inference import export_safetensors, load_pretrained, predict, read_unlabeled
@@ -49,35 +45,12 @@ def field_parser(name: str) -> Any:
     return {"int": int, "float": float}.get(typ, str)
 
 
-@functools.cache
-def config_field_comments() -> dict[str, str]:
-    """Each TrainConfig field's comment in resnet_lib's source: the `# ...` at the end of its
-    line, else the comment lines right above it (joined). Fields without one are absent."""
-    try:
-        source = textwrap.dedent(inspect.getsource(TrainConfig))
-    except (OSError, TypeError):  # no source (a frozen or compiled-only install): help shows the defaults only
-        return {}
-    comments: dict[int, str] = {}  # line number -> comment text
-    code_lines: set[int] = set()  # lines holding code, not just a comment
-    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-        if tok.type == tokenize.COMMENT:
-            comments[tok.start[0]] = tok.string.lstrip("#").strip()
-        elif tok.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER):
-            code_lines.update(range(tok.start[0], tok.end[0] + 1))
-    out: dict[str, str] = {}
-    for node in ast.parse(source).body[0].body:
-        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
-            continue
-        text = comments.get(node.end_lineno or node.lineno, "")
-        if not text:  # a block of comment-only lines directly above the field
-            above, line = [], node.lineno - 1
-            while line in comments and line not in code_lines:
-                above.insert(0, comments[line])
-                line -= 1
-            text = " ".join(above)
-        if text:
-            out[node.target.id] = text
-    return out
+def config_field_help(name: str) -> str:
+    """A TrainConfig field's help from its metadata (resnet_lib._opt): its choices (a | b | c) and then
+    its help text."""
+    f = {f.name: f for f in dataclasses.fields(TrainConfig)}[name]
+    choices = " | ".join(f.metadata.get("choices") or ())
+    return " ".join(part for part in (choices, f.metadata.get("help", "")) if part)
 
 
 def _shown(value: Any) -> str:
@@ -87,7 +60,7 @@ def _shown(value: Any) -> str:
 
 
 def config_option_help(name: str) -> str:
-    """--help text of a TrainConfig option: its comment in TrainConfig, then its default: the
+    """--help text of a TrainConfig option: its help in TrainConfig, then its default: the
     recipes' values where the recipes set it, else TrainConfig's."""
     default = {f.name: f.default for f in dataclasses.fields(TrainConfig)}[name]
     per_recipe = {}
@@ -100,13 +73,13 @@ def config_option_help(name: str) -> str:
         shown = f"{next(iter(per_recipe.values()))} in every recipe"
     else:
         shown = ", ".join(f"{recipe} {v}" for recipe, v in per_recipe.items())
-    text = f"{config_field_comments().get(name, name.replace('_', ' '))} (default: {shown})"
+    text = f"{config_field_help(name) or name.replace('_', ' ')} (default: {shown})"
     return text.replace("%", "%%")  # argparse formats help strings with %
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    """One option per TrainConfig field (default None = the recipe's value), with help from the
-    field's comment and its defaults."""
+    """One option per TrainConfig field (default None = the recipe's value), with the choices and help
+    of the field's metadata and its defaults."""
     group = parser.add_argument_group("training options (TrainConfig fields; each overrides the recipe)")
     for f in dataclasses.fields(TrainConfig):
         if f.name == "recipe":
@@ -116,7 +89,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         if f.type in ("bool", bool, "bool | None"):
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=helptext)
         else:
-            choices = {"model": tuple(ARCHS), "optimizer": OPTIMIZERS, "schedule": SCHEDULES}.get(f.name)
+            choices = tuple(f.metadata["choices"]) if f.metadata.get("choices") else None
             metavar = {"int": "N", "float": "X"}.get(str(f.type), "NAME") if choices is None else None
             metavar = "PATH" if f.name in ("init_from", "teacher") else metavar
             group.add_argument(
