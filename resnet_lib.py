@@ -919,13 +919,15 @@ def _evaluate_splits(
     return (run(val_xy) if len(val_xy[1]) else None), run((data.test_x, data.test_y))
 
 
-def _training_step(
+def make_step(
     model: nn.Module, optimizer: Any, scheduler: Any, cfg: TrainConfig, device: torch.device, batch: int,
-    teacher: nn.Module | None, steps: int,
+    teacher: nn.Module | None = None, steps: int = 0,
 ) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
-    """fit's training step (resnet_tools.cudagraph.make_train_step), through torch.compile where
-    compile_enabled says. An automatic compile (cfg.compile None) that fails, e.g. without a C++
-    compiler, warns and trains eagerly from the failed step on; one asked for fails as torch says."""
+    """fit's training step, `step(x, y, scale=1.0) -> (loss, logits)`: resnet_tools.cudagraph.make_train_step
+    (a CUDA graph where cfg allows one) through torch.compile where compile_enabled says for a run of
+    `steps` steps. An automatic compile (cfg.compile None) that fails, e.g. without a C++ compiler, warns
+    and trains eagerly from the failed step on; one asked for fails as torch says. The benchmark builds
+    its steps here too (bench/methods.py), so it times the step fit takes."""
     from resnet_tools.cudagraph import make_train_step  # imports only torch
 
     def make(compiled: bool) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
@@ -1038,7 +1040,7 @@ def fit(
     if teacher is not None:  # frozen, in eval mode, with the student's device and memory layout
         teacher.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
         teacher.eval().requires_grad_(False)
-    step_fn = _training_step(train_model, optimizer, scheduler, cfg, device, cfg.batch_size // world.size, teacher,
+    step_fn = make_step(train_model, optimizer, scheduler, cfg, device, cfg.batch_size // world.size, teacher,
                              total_steps)
     bar = progress_bar(
         total=total_steps,
