@@ -742,10 +742,13 @@ def training_images(data: CIFAR10, cfg: TrainConfig) -> tuple[torch.Tensor, torc
     return split_train_val(data, cfg)[0]
 
 
-def _prepare(data: CIFAR10, cfg: TrainConfig, device: torch.device, world_size: int = 1) -> _Prepared:
-    """The run's training images on `device`; with several processes (DDP) they stay in host
-    memory and each epoch a rank's device receives only its share (1 / world_size of them)."""
-    x, y = training_images(data, cfg)
+def _prepare(
+    data: CIFAR10, cfg: TrainConfig, device: torch.device, world_size: int = 1,
+    train_xy: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> _Prepared:
+    """The run's training images (`train_xy`, else training_images) on `device`; with several processes
+    (DDP) they stay in host memory and each epoch a rank's device receives only its share (1 / world_size)."""
+    x, y = train_xy if train_xy is not None else training_images(data, cfg)
     mean, std = data.stats  # normalization from the training set (see CIFAR10.stats)
     sharded = world_size > 1
     return _Prepared(
@@ -984,13 +987,80 @@ def fit(
     its share; the history holds global numbers on every rank; only rank 0 writes the checkpoint
     and calls `on_epoch`.
     """
+    # 1. Set up once: the config, the device (and process group), the split, optimizer and schedule.
+    run = _fit_setup(model, data, cfg, Path(checkpoint) if checkpoint is not None else None, resume)
+    # 2. Restore: continue from the checkpoint's epoch, weights, optimizer, schedule and data order.
+    if resume and run.checkpoint is not None and run.checkpoint.exists():
+        _restore(run, data)
+    step_fn = _fit_step(run, teacher)
+    bar = progress_bar(
+        total=run.total_steps,
+        initial=run.start_epoch * run.steps_per_epoch,
+        disable=not progress or not run.world.main,
+        desc=f"{cfg.model}/{cfg.recipe}",
+        unit="step",
+        dynamic_ncols=True,
+    )
+    try:
+        for epoch in range(run.start_epoch, cfg.epochs):
+            trained = _train_epoch(run, step_fn, epoch, bar)  # 3. one epoch of training steps
+            _end_of_epoch(run, data, epoch, trained, bar, on_epoch)  # 4. evaluate, checkpoint, report
+    finally:
+        bar.close()
+    return run.history
+
+
+@dataclass
+class _FitRun:
+    """What fit sets up once per run and its steps share: the device and this process's place in
+    the process group, the training images and the validation split, optimizer, schedule, data
+    generator, the history, and where a resumed run starts."""
+
+    model: nn.Module
+    cfg: TrainConfig
+    device: torch.device
+    world: Any  # resnet_tools.distributed.World
+    checkpoint: Path | None
+    prepared: _Prepared
+    val_xy: tuple[torch.Tensor, torch.Tensor]
+    batch_sizes: list[int]  # the global batches of an epoch
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    gen: torch.Generator  # the data order and augmentation; its state is checkpointed
+    history: dict[str, list[float]]
+    started: float  # time.perf_counter() at the start of this session
+    start_epoch: int = 0
+    elapsed_before: float = 0.0  # seconds of the sessions before a resume
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.batch_sizes)
+
+    @property
+    def total_steps(self) -> int:
+        return self.cfg.epochs * self.steps_per_epoch
+
+
+class _Trained(NamedTuple):
+    """One epoch's training numbers (global under DDP)."""
+
+    lr: float  # at the epoch's start
+    loss: float
+    accuracy: float  # running, on the augmented batches
+    images: int
+    seconds: float  # first step to the device sync after the last; evaluation excluded
+
+
+def _fit_setup(model: nn.Module, data: CIFAR10, cfg: TrainConfig, checkpoint: Path | None, resume: bool) -> _FitRun:
+    """Check the config and the model's budget, choose the device (a rank's GPU under DDP, after the
+    ranks agree), put the model and the training images there, split off the validation images
+    (once), and build the optimizer and the schedule."""
     from resnet_tools import distributed as ddp  # imports only torch
-    from resnet_tools.checkpoints import check_resumable, checkpoint_state, elapsed_seconds, load_checkpoint_dict
+
     cfg.validate()
     check_budget(model, cfg.allow_over_budget)
     device = resolve_device(cfg.device)
     world = ddp.world()
-    checkpoint = Path(checkpoint) if checkpoint is not None else None
     if world.distributed:
         device = ddp.setup_rank(device, cfg.batch_size, cfg.sync_bn, cfg.seed, world)
         # Before the first collective that ranks started differently would take apart (and hang in).
@@ -1003,11 +1073,18 @@ def fit(
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    prepared = _prepare(data, cfg, device, world.size)
-    stats = data.stats
-    val_xy = split_train_val(data, cfg)[1]
+    train_xy, val_xy = split_train_val(data, cfg)
+    prepared = _prepare(data, cfg, device, world.size, train_xy)
     batch_sizes = ddp.global_batch_sizes(len(prepared.train_y), cfg.batch_size, world.size)
-    steps_per_epoch = len(batch_sizes)
+    optimizer, scheduler = _optimizer_and_schedule(model, cfg, len(batch_sizes))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
+    return _FitRun(model, cfg, device, world, checkpoint, prepared, val_xy, batch_sizes, optimizer, scheduler, gen,
+                   history, started=time.perf_counter())
+
+
+def _optimizer_and_schedule(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int) -> tuple[Any, Any]:
+    """cfg's optimizer and its learning-rate schedule, stepped once per training step (lr_factor)."""
     total_steps = cfg.epochs * steps_per_epoch
     warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
     horizon_steps = round(cfg.schedule_epochs * steps_per_epoch)
@@ -1015,102 +1092,125 @@ def fit(
         warnings.warn(
             f"warmup_epochs={cfg.warmup_epochs:g} is not shorter than the run (epochs={cfg.epochs}): the peak "
             f"lr {cfg.lr:g} is never reached and the schedule never decays; set --warmup-epochs below {cfg.epochs}",
-            stacklevel=2,
+            stacklevel=4,  # fit's caller
         )
-
     optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, total_steps, warmup_steps, cfg.schedule, horizon_steps)
     )
-    gen = torch.Generator().manual_seed(cfg.seed)
-    history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
-    start_epoch, elapsed_before, started = 0, 0.0, time.perf_counter()
-    if resume and checkpoint is not None and checkpoint.exists():
-        saved = load_checkpoint_dict(checkpoint)
-        check_resumable(saved, cfg, model, checkpoint, data)
-        ddp.check_world_size(saved, world, checkpoint)
-        model.load_state_dict(saved["model_state"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        gen.set_state(saved["rng"]["data"])
-        history = {k: list(v) for k, v in saved["history"].items()}
-        start_epoch, elapsed_before = int(saved["epoch"]), elapsed_seconds(saved)
+    return optimizer, scheduler
 
-    train_model = ddp.wrap(model, device, cfg.sync_bn) if world.distributed else model
-    if teacher is not None:  # frozen, in eval mode, with the student's device and memory layout
-        teacher.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
+
+def _restore(run: _FitRun, data: CIFAR10) -> None:
+    """Continue from run.checkpoint (checked against this run's config, model, data and processes)."""
+    from resnet_tools import distributed as ddp  # imports only torch
+    from resnet_tools.checkpoints import check_resumable, elapsed_seconds, load_checkpoint_dict
+
+    saved = load_checkpoint_dict(run.checkpoint)
+    check_resumable(saved, run.cfg, run.model, run.checkpoint, data)
+    ddp.check_world_size(saved, run.world, run.checkpoint)
+    run.model.load_state_dict(saved["model_state"])
+    run.optimizer.load_state_dict(saved["optimizer"])
+    run.scheduler.load_state_dict(saved["scheduler"])
+    run.gen.set_state(saved["rng"]["data"])
+    run.history = {k: list(v) for k, v in saved["history"].items()}
+    run.start_epoch, run.elapsed_before = int(saved["epoch"]), elapsed_seconds(saved)
+
+
+def _fit_step(run: _FitRun, teacher: nn.Module | None) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+    """The run's training step (make_step) on the model, wrapped in DDP under a process group;
+    a teacher frozen, in eval mode, with the student's device and memory layout."""
+    from resnet_tools import distributed as ddp  # imports only torch
+
+    cfg = run.cfg
+    train_model = ddp.wrap(run.model, run.device, cfg.sync_bn) if run.world.distributed else run.model
+    if teacher is not None:
+        teacher.to(run.device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
         teacher.eval().requires_grad_(False)
-    step_fn = make_step(train_model, optimizer, scheduler, cfg, device, cfg.batch_size // world.size, teacher,
-                             total_steps)
-    bar = progress_bar(
-        total=total_steps,
-        initial=start_epoch * steps_per_epoch,
-        disable=not progress or not world.main,
-        desc=f"{cfg.model}/{cfg.recipe}",
-        unit="step",
-        dynamic_ncols=True,
+    return make_step(train_model, run.optimizer, run.scheduler, cfg, run.device, cfg.batch_size // run.world.size,
+                     teacher, run.total_steps)
+
+
+def _train_epoch(run: _FitRun, step_fn: Callable[..., Any], epoch: int, bar: Any) -> _Trained:
+    """One epoch of training steps; stops with TrainingDiverged at a non-finite loss."""
+    from resnet_tools import distributed as ddp  # imports only torch
+
+    world, device, steps_per_epoch = run.world, run.device, run.steps_per_epoch
+    run.model.train()
+    t0 = time.perf_counter()
+    # Per-step statistics are written into device buffers (3 small kernels a step,
+    # no host sync) and reduced every 20 steps and at the end of the epoch: on a
+    # GPU a small model's step is bound by kernel launches.
+    losses = torch.zeros(steps_per_epoch, device=device)  # mean loss of each step
+    sizes: list[int] = []
+    hits = torch.zeros(len(run.prepared.train_y), device=device, dtype=torch.bool)  # argmax == label
+    checked = seen = 0
+    lr_now = run.optimizer.param_groups[0]["lr"]
+    for step, (x, y) in enumerate(_batches(run.prepared, run.cfg, run.gen, world.rank, world.size)):
+        # DDP averages the ranks' gradients: a rank's share of an uneven last batch is weighted by its size.
+        scale = len(y) * world.size / run.batch_sizes[step] if world.distributed else 1.0
+        loss, logits = step_fn(x, y, scale)
+        losses[step] = loss
+        torch.eq(logits.argmax(1), y, out=hits[seen : seen + len(y)])
+        seen += len(y)
+        sizes.append(len(y))
+        bar.update(1)
+        if step % 20 == 19 or step == steps_per_epoch - 1:
+            window = losses[checked : step + 1]
+            window = ddp.all_reduce_sum(window.clone()) if world.distributed else window  # all ranks stop
+            _raise_if_diverged(window, checked, epoch, steps_per_epoch)
+            checked = step + 1
+            bar.set_postfix(epoch=f"{epoch + 1}/{run.cfg.epochs}", loss=f"{_mean_loss(losses, sizes):.3f}")
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - t0
+    train_loss, train_acc = _mean_loss(losses, sizes), hits[:seen].sum().item() / seen
+    if world.distributed:
+        train_loss, train_acc, seen = ddp.global_train_stats(train_loss, hits[:seen].sum().item(), seen, device)
+        ddp.broadcast_buffers(run.model)  # evaluate (and save) rank 0's BatchNorm statistics everywhere
+    return _Trained(lr_now, train_loss, train_acc, seen, seconds)
+
+
+def _end_of_epoch(
+    run: _FitRun, data: CIFAR10, epoch: int, trained: _Trained, bar: Any,
+    on_epoch: Callable[[dict[str, list[float]]], None] | None,
+) -> None:
+    """Evaluate the validation and test splits, add the epoch to the history, save the checkpoint
+    (and the best one) on rank 0, call on_epoch there; the other ranks wait for it."""
+    from resnet_tools import distributed as ddp  # imports only torch
+
+    val, ev = _evaluate_splits(run.model, run.val_xy, data, data.stats, tta=False, bf16=run.cfg.bf16)
+    record = epoch_record(epoch + 1, trained.lr, trained.loss, trained.accuracy, val, ev, trained.seconds,
+                          trained.images)
+    for key in HISTORY_KEYS:
+        run.history[key].append(record[key])
+    bar.set_postfix(
+        epoch=f"{epoch + 1}/{run.cfg.epochs}",
+        loss=f"{run.history['train_loss'][-1]:.3f}",
+        **{"val_acc" if val else "test_acc": f"{(val or ev).accuracy:.2%} (no TTA)"},
     )
-    try:
-        for epoch in range(start_epoch, cfg.epochs):
-            model.train()
-            t0 = time.perf_counter()
-            # Per-step statistics are written into device buffers (3 small kernels a step,
-            # no host sync) and reduced every 20 steps and at the end of the epoch: on a
-            # GPU a small model's step is bound by kernel launches.
-            losses = torch.zeros(steps_per_epoch, device=device)  # mean loss of each step
-            sizes: list[int] = []
-            hits = torch.zeros(len(prepared.train_y), device=device, dtype=torch.bool)  # argmax == label
-            checked = seen = 0
-            lr_now = optimizer.param_groups[0]["lr"]
-            for step, (x, y) in enumerate(_batches(prepared, cfg, gen, world.rank, world.size)):
-                # DDP averages the ranks' gradients: a rank's share of an uneven last batch is weighted by its size.
-                scale = len(y) * world.size / batch_sizes[step] if world.distributed else 1.0
-                loss, logits = step_fn(x, y, scale)
-                losses[step] = loss
-                torch.eq(logits.argmax(1), y, out=hits[seen : seen + len(y)])
-                seen += len(y)
-                sizes.append(len(y))
-                bar.update(1)
-                if step % 20 == 19 or step == steps_per_epoch - 1:
-                    window = losses[checked : step + 1]
-                    window = ddp.all_reduce_sum(window.clone()) if world.distributed else window  # all ranks stop
-                    _raise_if_diverged(window, checked, epoch, steps_per_epoch)
-                    checked = step + 1
-                    bar.set_postfix(epoch=f"{epoch + 1}/{cfg.epochs}", loss=f"{_mean_loss(losses, sizes):.3f}")
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            seconds = time.perf_counter() - t0
-            train_loss, train_acc = _mean_loss(losses, sizes), hits[:seen].sum().item() / seen
-            if world.distributed:
-                train_loss, train_acc, seen = ddp.global_train_stats(
-                    train_loss, hits[:seen].sum().item(), seen, device
-                )
-                ddp.broadcast_buffers(model)  # evaluate (and save) rank 0's BatchNorm statistics everywhere
-            val, ev = _evaluate_splits(model, val_xy, data, stats, tta=False, bf16=cfg.bf16)
-            record = epoch_record(epoch + 1, lr_now, train_loss, train_acc, val, ev, seconds, seen)
-            for key in HISTORY_KEYS:
-                history[key].append(record[key])
-            bar.set_postfix(
-                epoch=f"{epoch + 1}/{cfg.epochs}",
-                loss=f"{history['train_loss'][-1]:.3f}",
-                **{"val_acc" if val else "test_acc": f"{(val or ev).accuracy:.2%} (no TTA)"},
-            )
-            if checkpoint is not None and world.main:
-                state = checkpoint_state(
-                    epoch + 1, cfg, model, optimizer, scheduler, gen, stats, history, data.fingerprint
-                )
-                state["elapsed_seconds"] = elapsed_before + time.perf_counter() - started  # over all resumes
-                if world.distributed:
-                    state["world_size"] = world.size  # a resume must use as many processes
-                atomic_save(state, checkpoint)
-                if _is_best(history["val_acc"]):  # chosen on validation only; none without a validation split
-                    atomic_save(state, checkpoint.with_name(BEST_CHECKPOINT))
-            if on_epoch is not None and world.main:
-                on_epoch(history)
-            ddp.barrier()  # other ranks wait for rank 0's checkpoint
-    finally:
-        bar.close()
-    return history
+    if run.checkpoint is not None and run.world.main:
+        _save_checkpoint(run, data, epoch)
+    if on_epoch is not None and run.world.main:
+        on_epoch(run.history)
+    ddp.barrier()  # other ranks wait for rank 0's checkpoint
+
+
+def _save_checkpoint(run: _FitRun, data: CIFAR10, epoch: int) -> None:
+    """The checkpoint after `epoch` (atomically), and BEST_CHECKPOINT beside it when the epoch has the
+    best validation accuracy so far."""
+    from resnet_tools.checkpoints import checkpoint_state
+
+    state = checkpoint_state(
+        epoch + 1, run.cfg, run.model, run.optimizer, run.scheduler, run.gen, data.stats, run.history,
+        data.fingerprint,
+    )
+    state["elapsed_seconds"] = run.elapsed_before + time.perf_counter() - run.started  # over all resumes
+    if run.world.distributed:
+        state["world_size"] = run.world.size  # a resume must use as many processes
+    atomic_save(state, run.checkpoint)
+    if _is_best(run.history["val_acc"]):  # chosen on validation only; none without a validation split
+        atomic_save(state, run.checkpoint.with_name(BEST_CHECKPOINT))
 
 
 def _is_best(val_accs: list[float]) -> bool:
@@ -1207,7 +1307,7 @@ def train_and_evaluate(
         started = ddp.init_from_env(device) if ddp.env_world_size() > 1 else False
         together = False  # every rank got here at once: the closing barrier is safe
         try:
-            result = _train_and_evaluate(cfg, data, data_dir, out_dir, download, resume, progress)
+            result = _train_and_evaluate(cfg, device, data, data_dir, out_dir, download, resume, progress)
             together = True
             return result
         except RanksDisagree:
@@ -1225,6 +1325,7 @@ def train_and_evaluate(
 
 def _train_and_evaluate(
     cfg: TrainConfig,
+    device: torch.device,  # resolve_device(cfg.device), chosen once by train_and_evaluate
     data: CIFAR10 | None,
     data_dir: str | Path | None,
     out_dir: str | Path | None,
@@ -1240,7 +1341,7 @@ def _train_and_evaluate(
     # the batch split across ranks, the model's budget, and what an existing checkpoint allows.
     if ddp.world().distributed:
         # First, before any rank can stop alone (a checkpoint check, its data) and leave the others waiting.
-        ddp.check_ranks_agree(ddp.run_settings(cfg, resolve_device(cfg.device), resume=resume), ddp.world())
+        ddp.check_ranks_agree(ddp.run_settings(cfg, device, resume=resume), ddp.world())
         ddp.check_batch_size(cfg.batch_size, ddp.world())
     out = Path(out_dir) if out_dir is not None else None
     checkpoint = out / "checkpoint.pt" if out is not None else None
@@ -1255,14 +1356,13 @@ def _train_and_evaluate(
 
         print(f"{out}: this run is finished ({cfg.epochs} epochs); its results.json is kept as it is", file=sys.stderr)
         model.load_state_dict(load_checkpoint_dict(checkpoint)["model_state"])
-        return model.to(resolve_device(cfg.device)), finished
+        return model.to(device), finished
     source = None
     if cfg.init_from and not (resume and checkpoint is not None and checkpoint.exists()):
         source = _init_weights_from(model, cfg)
     if data is None:
         data = load_cifar10(data_dir, download=download)
     teacher, teacher_record = _load_teacher(cfg, data) if cfg.teacher else (None, None)
-    device = resolve_device(cfg.device)
     world = ddp.world()
     # history.csv and TensorBoard scalars in out_dir after every epoch (resnet_tools.runlog), rank 0 only.
     fresh = not (resume and checkpoint is not None and checkpoint.exists())
