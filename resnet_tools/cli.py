@@ -22,13 +22,16 @@ from typing import Any, Callable, Iterator
 import torch
 
 import resnet_lib as rl
-from resnet_lib import ARCHS, CLASSES, OPTIMIZERS, RECIPES, SCHEDULES, BudgetError, ConfigError, DataError, TrainConfig
-from resnet_lib import TrainingDiverged
+from resnet_lib import ARCHS, OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig, TrainingDiverged
+from resnet_tools import job
+from resnet_tools.budget import BudgetError
+from resnet_tools.dataset import CLASSES
 from resnet_tools.distributed import RankFailure
+from resnet_tools.errors import ConfigError, DataError
 from resnet_tools.inference import export_safetensors, load_pretrained, predict, read_unlabeled
 from resnet_tools.inference import LAYOUTS, write_submission
 from resnet_tools.inference import load_for_inference_with_config, tta_label
-from resnet_tools.results import merge_seeds, run_name
+from resnet_tools.results import confusion_matrix, merge_seeds, run_name
 from resnet_tools.safeio import atomic_write, check_not_an_input
 
 
@@ -157,7 +160,7 @@ def _seed_list(text: str) -> list[int]:
 
 
 def _train_one(cfg: TrainConfig, args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    _, res = rl.train_and_evaluate(
+    _, res = job.train_and_evaluate(
         cfg,
         data_dir=args.data_dir,
         out_dir=out,
@@ -219,8 +222,6 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     """Score a checkpoint or export on labelled data: accuracy, per-class accuracy, and the
     confusion matrix as CSV (rows = true class, columns = predicted)."""
-    from resnet_tools.results import confusion_matrix
-
     rl.resolve_device(args.device)
     check_not_an_input(args.out, {"checkpoint": args.checkpoint, "data-dir": args.data_dir})
     model, stats, config = load_for_inference_with_config(args.checkpoint, args.device)
@@ -398,3 +399,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":  # `python resnet_lib.py ...` and `python -m resnet_tools.cli ...` run here
+    sys.exit(main())

@@ -4,7 +4,7 @@
     python scripts/make_report_inputs.py [--results results] [--figures figures] [--out report/generated]
 
 Reads what the notebooks wrote (the single source of truth):
-  RESULTS/<run>/results.json          one training run (resnet_lib.train_and_evaluate)
+  RESULTS/<run>/results.json          one training run (resnet_tools.job.train_and_evaluate)
   RESULTS/per_class_accuracy.csv      notebook 05: test accuracy (%) per class and run
   RESULTS/confused_pairs.csv          notebook 05: the most confused class pairs per run
   FIGURES/<name>.pdf (or .png)        the notebooks' figures
@@ -39,6 +39,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import resnet_lib as rl  # noqa: E402
+from resnet_tools import safeio  # noqa: E402
 from resnet_tools import results  # noqa: E402
 
 # The one command that regenerates every result, figure, the paper and the README section
@@ -433,7 +434,7 @@ def seed_row_of(res: dict[str, Any]) -> tuple[float, float] | None:
     """(train %, test %) of the seed report's row for the run's model and optimizer (a reading of
     the Improved model's SGD run is measured against the seed's Improved SGD row); None if it has none."""
     c = res["config"]
-    return seed_claims().get(rl.run_name(dict(model=c["model"], recipe="seed", optimizer=c["optimizer"])))
+    return seed_claims().get(results.run_name(dict(model=c["model"], recipe="seed", optimizer=c["optimizer"])))
 
 
 def reading_rows(readings: list[Reading]) -> list[list[str]]:
@@ -456,7 +457,7 @@ def seed_rows_text(escape_pct: bool = False) -> str:
     """The seed's rows in words: 'Lite SGD 79.12% train, 79.87% test; ...' (the readings' reference)."""
     pct_sign = "\\%" if escape_pct else "%"
     parts = []
-    for (model, recipe, optimizer), (train, test) in rl.SEED_REPORTED.items():
+    for (model, recipe, optimizer), (train, test) in results.SEED_REPORTED.items():
         label = f"{model.capitalize()} {'SGD' if optimizer == 'sgd' else optimizer.capitalize()}"
         parts.append(f"{label} {train:.2f}{pct_sign} train, {test:.2f}{pct_sign} test")
     return "; ".join(parts)
@@ -496,8 +497,8 @@ def seed_claims() -> dict[str, tuple[float, float]]:
     """{run name: (train %, test %)} as the seed report states them (resnet_lib.SEED_REPORTED,
     copied from ../shared/seed/mini-project-report.md; the seed's claims, not our runs)."""
     out = {}
-    for (model, recipe, optimizer), numbers in rl.SEED_REPORTED.items():
-        out[rl.run_name(dict(model=model, recipe=recipe, optimizer=optimizer))] = numbers
+    for (model, recipe, optimizer), numbers in results.SEED_REPORTED.items():
+        out[results.run_name(dict(model=model, recipe=recipe, optimizer=optimizer))] = numbers
     return out
 
 
@@ -748,7 +749,7 @@ def recipes_table_tex() -> str:
         elif f == "lr":
             s = f"{fmt_value(seed_sgd.lr)} / {fmt_value(seed_adam.lr)}"
             k = f"{fmt_value(reading.lr)} / {fmt_value(reading_adam.lr)}"
-        m = rl.optimizer_label(dataclasses.asdict(modern)) if f == "optimizer" else fmt_value(getattr(modern, f))
+        m = results.optimizer_label(dataclasses.asdict(modern)) if f == "optimizer" else fmt_value(getattr(modern, f))
         rows.append([tex(label), tex(s), tex(k), tex(m)])
     body = tabular("@{}llll@{}", ["", "\\texttt{seed}", "\\texttt{seed-kuangliu}", "\\texttt{modern}"], rows)
     return table_env(
@@ -774,7 +775,7 @@ def results_table_tex(runs: dict[str, dict[str, Any]]) -> str:
         rows.append(
             [
                 f"\\texttt{{{tex(name)}}}",
-                tex(rl.optimizer_label(c)),
+                tex(results.optimizer_label(c)),
                 f"{res['num_params']:,}",
                 pct_sd(res, "train_acc"),
                 pct_sd(res, "val_acc"),
@@ -816,7 +817,7 @@ def optimizer_tex(runs: dict[str, dict[str, Any]]) -> str:
         rows.append(
             [
                 f"\\texttt{{{tex(name)}}}",
-                tex(rl.optimizer_label(c)),
+                tex(results.optimizer_label(c)),
                 tex(f"{fmt_value(c['lr'])}, {c['schedule']}"),
                 pct(fin["train_acc"]),
                 pct(fin.get("val_acc")),
@@ -872,7 +873,7 @@ def seed_comparison_tex(runs: dict[str, dict[str, Any]]) -> str:
     for name, (s_train, s_test) in claims.items():
         res = runs.get(name)
         model = name.split("-")[0]
-        modern = runs.get(rl.run_name(rl.TrainConfig.from_recipe("modern", model=model)))
+        modern = runs.get(results.run_name(rl.TrainConfig.from_recipe("modern", model=model)))
         ours = (pct(res["final"]["train_acc"]), pct(res["final"]["test_acc"])) if res else ("--", "--")
         delta = (
             signed(100 * res["final"]["test_acc"] - s_test) + delta_mark(res).replace("‡", "$^\\ddagger$")
@@ -943,8 +944,8 @@ def recipe_gain_sentences(runs: dict[str, dict[str, Any]]) -> list[str]:
     data for the same epochs: validation and test differences."""
     out = []
     for model in rl.ARCHS:
-        old = runs.get(rl.run_name(rl.TrainConfig.from_recipe("seed", model=model)))
-        new = runs.get(rl.run_name(rl.TrainConfig.from_recipe("modern", model=model)))
+        old = runs.get(results.run_name(rl.TrainConfig.from_recipe("seed", model=model)))
+        new = runs.get(results.run_name(rl.TrainConfig.from_recipe("modern", model=model)))
         if not (old and new) or data_brief(old["data"]) != data_brief(new["data"]) or epochs_of(old) != epochs_of(new):
             continue
         vo, vn = selection_accuracy(old), selection_accuracy(new)
@@ -1097,7 +1098,7 @@ def figure_runs(name: str, runs: dict[str, dict[str, Any]]) -> list[str]:
             # curve per configuration: its first seed's run.
             first = {}
             for n, r in runs.items():
-                g = rl.group_name(r["config"])
+                g = results.group_name(r["config"])
                 if g not in first or r["config"].get("seed", 0) < runs[first[g]]["config"].get("seed", 0):
                     first[g] = n
             return [
@@ -1479,7 +1480,7 @@ def write_inputs(results_dir: Path, figures_dir: Path, out_dir: Path, tex_dir: P
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
-        rl.atomic_write(out_dir / name, "w", lambda f, text=text: f.write(text))
+        safeio.atomic_write(out_dir / name, "w", lambda f, text=text: f.write(text))
     manifest = {
         "results_dir": str(results_dir),
         "figures_dir": str(figures_dir),
@@ -1492,7 +1493,7 @@ def write_inputs(results_dir: Path, figures_dir: Path, out_dir: Path, tex_dir: P
         "figures_older_than_results": figs.older_than,
         "files": sorted(files),
     }
-    rl.write_json(manifest, out_dir / "manifest.json")
+    safeio.write_json(manifest, out_dir / "manifest.json")
     return manifest
 
 

@@ -23,6 +23,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 
 import make_report_inputs as mri  # noqa: E402
 import resnet_lib as rl  # noqa: E402
+from resnet_tools import results  # noqa: E402
 from resnet_tools.results import finished_at, written_at  # noqa: E402
 from resnet_tools.safeio import atomic_write  # noqa: E402
 
@@ -104,7 +105,7 @@ def results_table_md(runs: dict[str, dict[str, Any]]) -> list[str]:
         acc = {k: mri.pct_sd(res, k, latex=False) for k in ("train_acc", "val_acc", "test_acc")}
         test = acc["test_acc"] + (" †" if fin.get("tta") else "")
         lines.append(
-            f"| `{name}` | {md(rl.optimizer_label(c))} | {res['num_params']:,} | {acc['train_acc']} | "
+            f"| `{name}` | {md(results.optimizer_label(c))} | {res['num_params']:,} | {acc['train_acc']} | "
             f"{acc['val_acc']} | {test} | {mri.n_seeds(res)} | {mri.epochs_of(res)} | "
             f"{md(mri.data_short(res['data']))} | {md(res['device'])} | {mri.duration(res['wall_seconds'])} |"
         )
