@@ -20,6 +20,7 @@ Tools, above resnet_lib (they use it):
     figures      one figure style and every plot
     explain      calibration (temperature scaling, ECE, reliability diagrams) and Grad-CAM maps
     record       which runs the record holds and where a notebook writes
+    notebook     the notebooks' first cell: the repository's folder, parameters from the environment, Colab
     cli          `python resnet_lib.py train | predict | export ...`
 
 Notebooks and scripts import what they use from where it lives: `from resnet_tools import figures`.

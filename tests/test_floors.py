@@ -221,3 +221,13 @@ def test_the_checks_see_what_they_check():
     ]
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_the_core_still_offers_what_the_course_card_names():
+    """Models, data, pipeline, TrainConfig and fit are resnet_lib's own (or used by it, as CIFAR10)."""
+    import resnet_lib as rl
+
+    for name in ("ResNet", "lite", "improved", "build_model", "summary", "load_cifar10", "CIFAR10", "augment",
+                 "cutout", "TrainConfig", "RECIPES", "fit", "evaluate", "count_params", "ConfigError"):
+        assert hasattr(rl, name), name
+    assert not hasattr(rl, "plot_confusion_matrix") and not hasattr(rl, "train_and_evaluate")  # tools, not core
