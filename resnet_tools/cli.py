@@ -29,7 +29,7 @@ from resnet_tools.inference import export_safetensors, load_pretrained, predict,
 from resnet_tools.inference import LAYOUTS, write_submission
 from resnet_tools.inference import load_for_inference_with_config, tta_label
 from resnet_tools.results import merge_seeds, run_name
-from resnet_tools.safeio import atomic_write, check_not_an_input
+from resnet_tools.safeio import atomic_write, check_not_an_input, check_output_file, check_writable, shown_path
 
 
 def field_parser(name: str) -> Any:
@@ -181,6 +181,7 @@ def _train_one(cfg: TrainConfig, args: argparse.Namespace, out: Path) -> dict[st
 
 def _cmd_train(args: argparse.Namespace) -> None:
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name != "recipe"}
+    check_writable(Path(args.out), "--out")  # the library checks it too, but cannot name the option
     if args.seeds is None:
         cfg = TrainConfig.from_recipe(args.recipe, **overrides)
         _train_one(cfg, args, Path(args.out))
@@ -203,6 +204,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 def _cmd_predict(args: argparse.Namespace) -> None:
     rl.resolve_device(args.device)  # before loading anything
     check_not_an_input(args.out, {"checkpoint": args.checkpoint, "input": args.input})
+    check_output_file(args.out, "--out")
     model, stats, config = load_for_inference_with_config(args.checkpoint, args.device)
     # Unless told, predict as the run was evaluated (its config's tta), so it matches its reported accuracy.
     tta = bool(config.get("tta", False)) if args.tta is None else args.tta
@@ -211,7 +213,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     write_submission(args.out, ids, labels)
     counts = torch.bincount(labels, minlength=len(CLASSES)).tolist()
     why = "as the run was evaluated" if args.tta is None else "as asked"
-    print(f"{len(labels):,} predictions ({tta_label(tta)}, {why}) -> {args.out}")
+    print(f"{len(labels):,} predictions ({tta_label(tta)}, {why}) -> {shown_path(args.out)}")
     for name, n in zip(CLASSES, counts):
         print(f"  {name:>10} {n:>7,}  {'#' * round(40 * n / max(1, max(counts)))}")
 
@@ -223,6 +225,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 
     rl.resolve_device(args.device)
     check_not_an_input(args.out, {"checkpoint": args.checkpoint, "data-dir": args.data_dir})
+    check_output_file(args.out, "--out")
     model, stats, config = load_for_inference_with_config(args.checkpoint, args.device)
     data = rl.load_cifar10(args.data_dir, download=False)
     if tuple(data.classes) != CLASSES:
@@ -237,14 +240,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"{data.label}, {args.split} split: {len(ev.labels):,} images, accuracy {ev.accuracy:.2%} ({tta_label(tta)})")
     for name, row, i in zip(CLASSES, cm, range(len(CLASSES))):
         print(f"  {name:>10} {100 * row[i] / max(1, row.sum()):6.2f}%  of {int(row.sum()):,}")
-    print(f"confusion matrix -> {args.out}")
+    print(f"confusion matrix -> {shown_path(args.out)}")
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
     check_not_an_input(args.out, {"checkpoint": args.checkpoint})
+    check_output_file(args.out, "--out")
     out = export_safetensors(args.checkpoint, args.out)
     model, meta = load_pretrained(out, device="cpu")  # prove it loads back
-    print(f"{meta['config']['model']} ({meta['num_params']:,} params) -> {out}")
+    print(f"{meta['config']['model']} ({meta['num_params']:,} params) -> {shown_path(out)}")
 
 
 def _where_interrupted(args: argparse.Namespace, started: float) -> str:

@@ -1544,7 +1544,7 @@ def test_symlink_loop_is_named_as_a_loop(tmp_path, capsys, monkeypatch, where):
         monkeypatch.setattr(rl, "load_cifar10", must_not_run("load_cifar10"))
         code, err = run_main(["train", "--out", str(loop / "run"), "--quiet", "--device", "cpu", "--no-download"],
                              capsys)
-        assert code == 2 and err == (f"error: cannot write to {loop / 'run'}: {loop} is a symlink loop (a link "
+        assert code == 2 and err == (f"error: cannot write to --out {loop / 'run'}: {loop} is a symlink loop (a link "
                                      "that leads back to itself); remove or fix the link, or choose another "
                                      "output folder\n")
 
