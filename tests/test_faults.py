@@ -872,6 +872,9 @@ NOTEBOOK_CASES = [
     ({"LR": "fast"}, "ConfigError", r"lr='fast' must be a finite, non-negative number"),
     ({"RESULTS_DIR": A_FILE}, "OSError", r"cannot write to .*: .*results is a file, not a folder"),
     ({"FIGURES_DIR": A_FILE}, "OSError", r"cannot write to .*: .*figures is a file, not a folder"),
+    # resnet_tools.cli.list_parameter: the parameter named, its forms listed; a seed twice would train twice
+    ({"SEEDS": "0;touch X"}, "ValueError", r"^SEEDS='0;touch X' is not a list of integers: write 0,1,2 or"),
+    ({"SEEDS": [0, 0]}, "ValueError", r"^SEEDS=\[0, 0\] repeats 0: give each once"),
 ]
 
 

@@ -1,25 +1,29 @@
 """Fault injection, continued (issue 29's weak cases): output paths that cannot be written (dangling
 symlinks, folders where a file is wanted, names that are not UTF-8), a results folder made read-only
-mid-run. Each is one line naming the setting to change, no traceback, before any work. FAULT_CASES and BAD_INPUT_CASES below join test_faults.py's in
+mid-run, and notebook parameters of the wrong form. Each is one line naming the setting to change, no
+traceback, before any work. FAULT_CASES and BAD_INPUT_CASES below join test_faults.py's in
 tests/fault_counts.py's counts.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
+import nbformat
 import pytest
 import torch
 
 import resnet_lib as rl
 import resnet_tools.cli as cli
-from conftest import tiny_config, write_cifar
+from conftest import ROOT, tiny_config, write_cifar
 from resnet_tools import safeio
+from resnet_tools.cli import list_parameter, notebook_parameter, notebook_parameters
 from test_faults import must_not_run, one_error, run_main
 
 
@@ -209,6 +213,67 @@ def test_lock_that_cannot_be_removed_after_a_good_run_is_one_note(cifar, tmp_pat
 
 
 # ---------------------------------------------------------------------------------------
+# Notebook parameters: checked by their declared types, one line naming the parameter
+# ---------------------------------------------------------------------------------------
+SEED_FORMS = r"write 0,1,2 or \[0, 1, 2\] or one integer such as 0"
+NOTEBOOK_PARAMETERS = [
+    ("SEEDS", "0;touch X", list[int], rf"^SEEDS='0;touch X' is not a list of integers: {SEED_FORMS}$"),
+    ("SEEDS", "[0, 0]", list[int], r"^SEEDS='\[0, 0\]' repeats 0: give each once"),
+    ("SEEDS", [0, 1, 0], list[int], r"^SEEDS=\[0, 1, 0\] repeats 0: give each once"),
+    ("SEEDS", [0.5], list[int], r"^SEEDS=\[0.5\] is not a list of integers"),
+    ("SEEDS", "", list[int], r"^SEEDS='' is empty: give at least one"),
+    ("SEEDS", "[0, 1", list[int], rf"^SEEDS='\[0, 1' cannot be read as a list of integers: {SEED_FORMS}$"),
+    ("RECIPES", "modern,modern", list[str], r"^RECIPES='modern,modern' repeats 'modern'"),
+    ("RUNS", "[1, 1]", Optional[list[str]], r"^RUNS='\[1, 1\]' repeats '1'"),
+    ("SMOKE", "maybe", bool, r"^SMOKE='maybe' is not a flag: use True or False"),
+    ("RESUME", 2, bool, r"^RESUME=2 is not a flag"),
+    ("EPOCHS", "two", Optional[int], r"^EPOCHS='two' is not a whole number"),
+    ("EPOCHS", 2.5, Optional[int], r"^EPOCHS=2.5 is not a whole number"),
+    ("GRAD_CAM_IMAGES", None, int, r"^GRAD_CAM_IMAGES=None is not a whole number"),
+    ("LR", "fast", Optional[float], r"^LR='fast' is not a number"),
+    ("DATA_DIR", ["data"], Optional[str], r"^DATA_DIR=\['data'\] is not text"),
+    ("MODEL", None, str, r"^MODEL=None is not text"),
+]
+
+
+@pytest.mark.parametrize("name, value, declared, message", NOTEBOOK_PARAMETERS,
+                         ids=[f"{n}={v!r}" for n, v, _, _ in NOTEBOOK_PARAMETERS])
+def test_bad_notebook_parameter_is_one_line_naming_it(name, value, declared, message):
+    with pytest.raises(ValueError, match=message) as e:
+        notebook_parameter(name, value, declared)
+    assert "\n" not in one_error(e)
+
+
+def test_notebook_parameters_take_what_papermill_and_the_environment_hand_over():
+    """papermill -p turns `2024` into an int and `false` stays text; both mean what was typed."""
+    given = {"DATA_DIR": (2024, Optional[str], "2024"), "SMOKE": ("false", bool, False), "RESUME": (1, bool, True),
+             "EPOCHS": ("3", Optional[int], 3), "LR": ("0.1", Optional[float], 0.1), "VAL_SIZE": (5000, Optional[float],
+             5000), "SEEDS": ("0,1,2", list[int], [0, 1, 2]), "RUNS": ("None", Optional[list[str]], None)}
+    for name, (value, declared, expected) in given.items():
+        got = notebook_parameter(name, value, declared)
+        assert got == expected and type(got) is type(expected), (name, got)
+
+
+def test_list_parameter_names_the_notebook_parameter_it_was_given():
+    """The notebooks call list_parameter(SEEDS, int): the error names SEEDS, found in the caller's globals."""
+    namespace = {"list_parameter": list_parameter, "SEEDS": "0;touch X"}
+    with pytest.raises(ValueError, match=r"^SEEDS='0;touch X' is not a list of integers") as e:
+        exec("SEEDS = list_parameter(SEEDS, int)", namespace)  # noqa: S102 - the notebooks' own line
+    one_error(e)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")), ids=lambda p: p.stem)
+def test_every_notebook_parameter_default_passes_its_declared_type(path):
+    """notebook_parameters reads the types the parameters cell declares and keeps their defaults as they are."""
+    cell = next(c for c in nbformat.read(path, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
+    namespace: dict[str, Any] = {"from_env": lambda name, default: default, "Optional": Optional}
+    exec(cell.source, namespace)  # noqa: S102 - the notebook's own parameters cell
+    checked = notebook_parameters(namespace)
+    assert checked and set(checked) == {n for n in namespace["__annotations__"] if n.isupper()}
+    assert all(json.dumps(checked[n]) == json.dumps(namespace[n]) for n in checked), checked
+
+
+# ---------------------------------------------------------------------------------------
 # For tests/fault_counts.py: joined to test_faults.py's groups
 # ---------------------------------------------------------------------------------------
 FAULT_CASES: dict[str, list] = {
@@ -222,4 +287,6 @@ BAD_INPUT_CASES: dict[str, list] = {
     "output files that cannot be written (predict, evaluate, export --out)": [
         (m, c) for m in BAD_OUT_FILES for c in FILE_COMMANDS]
     + [test_predict_to_a_dangling_symlink_replaces_the_link, test_export_and_predict_with_paths_that_are_not_utf8],
+    "notebook parameters of the wrong form or type (one line naming the parameter)": NOTEBOOK_PARAMETERS
+    + [test_list_parameter_names_the_notebook_parameter_it_was_given],
 }
