@@ -273,16 +273,25 @@ def _train_one(cfg: TrainConfig, args: argparse.Namespace, out: Path) -> dict[st
     return res
 
 
+def _check_out(cfg: TrainConfig, args: argparse.Namespace) -> None:
+    """--out checked as train_and_evaluate checks its out_dir, after the config and the device (a bad
+    one fails without creating the folder), but with the option named: the library cannot name it."""
+    cfg.validate()
+    rl.resolve_device(cfg.device)
+    check_writable(Path(args.out), "--out")
+
+
 def _cmd_train(args: argparse.Namespace) -> None:
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name != "recipe"}
-    check_writable(Path(args.out), "--out")  # the library checks it too, but cannot name the option
     if args.seeds is None:
         cfg = TrainConfig.from_recipe(args.recipe, **overrides)
+        _check_out(cfg, args)
         _train_one(cfg, args, Path(args.out))
         return
     if args.seed is not None:
         raise ConfigError("give --seed or --seeds, not both")
     configs = [TrainConfig.from_recipe(args.recipe, **{**overrides, "seed": seed}) for seed in args.seeds]
+    _check_out(configs[0], args)
     runs = {run_name(cfg): _train_one(cfg, args, Path(args.out) / run_name(cfg)) for cfg in configs}
     if None in runs.values():
         return  # a rank other than 0 under torchrun: rank 0 prints the summary
