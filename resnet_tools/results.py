@@ -17,6 +17,8 @@ import torch
 from resnet_lib import ARCHS, CIFAR10, CIFAR10_MEAN, CIFAR10_STD, CLASSES, OPTIMIZERS, RECIPES, EvalResult, TrainConfig
 from resnet_lib import channel_stats
 from resnet_tools.checkpoints import load_checkpoint_dict
+from resnet_tools.report import latex, markdown
+from resnet_tools.report.latex import tex_escape
 from resnet_tools.safeio import atomic_write
 
 # The official CIFAR-10 split sizes (https://www.cs.toronto.edu/~kriz/cifar.html).
@@ -339,15 +341,37 @@ def difference_verdict(a: dict[str, Any], b: dict[str, Any], key: str = "test_ac
     return Verdict(diff, holds, text)
 
 
+def _all_images(d: dict[str, Any]) -> bool:
+    """The data record counts the official split's 50,000 + 10,000 images."""
+    return d.get("n_test") == FULL_TEST and d.get("n_train", 0) + d.get("n_val", 0) == FULL_TRAIN
+
+
 def data_label(d: dict[str, Any]) -> str:
     """Which data a run used, from its results' "data" record: the label the loader gave it
     (CIFAR10.label); files written before labels existed are labelled from md5 status and sizes."""
     if d.get("label"):
         return str(d["label"])
     if d.get("official"):
-        full = d.get("n_test") == FULL_TEST and d.get("n_train", 0) + d.get("n_val", 0) == FULL_TRAIN
-        return "CIFAR-10 (official)" if full else "subset of CIFAR-10 (official)"
+        return "CIFAR-10 (official)" if _all_images(d) else "subset of CIFAR-10 (official)"
     return f"non-official CIFAR-10 files: {Path(str(d.get('root', ''))).name or 'unknown'}"
+
+
+# The shared real subset (../shared/data/cifar10-mini/README.md): real CIFAR-10 training
+# images; its test_batch is held-out *training* images, not the official test set.
+MINI_NAME = "cifar10-mini"
+
+
+def data_kind(d: dict[str, Any]) -> str:
+    """'full' (the official 50,000 + 10,000), 'jpeg' (the full JPEG copy), 'official-subset',
+    'mini' or 'other', from the run's data label (data_label) and sizes."""
+    label = data_label(d)
+    if label == "CIFAR-10 (official)":
+        return "full" if _all_images(d) else "official-subset"
+    if label == "CIFAR-10 (JPEG copy)":
+        return "jpeg" if _all_images(d) else "other"
+    if label.startswith("subset of CIFAR-10 (official)"):
+        return "official-subset"
+    return "mini" if Path(str(d.get("root", ""))).name == MINI_NAME else "other"
 
 
 def saved_results(results_dir: str | Path, cfg: TrainConfig, data: CIFAR10) -> dict[str, Any] | None:
@@ -447,25 +471,6 @@ def for_display(table: Any) -> Any:
     return table.astype(object).where(table.notna(), "—")
 
 
-_TEX_SPECIALS = {
-    "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
-}
-
-
-def tex_escape(text: Any) -> str:
-    """Plain text with LaTeX's special characters escaped (tables here and the report)."""
-    return "".join(_TEX_SPECIALS.get(ch, ch) for ch in str(text))
-
-
 def _format_cell(v: Any, latex: bool) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "--" if latex else "–"
@@ -489,19 +494,17 @@ def write_table(table: Any, stem: str | Path) -> tuple[Path, Path, Path]:
     cols = list(table.columns)
     numeric = [table[c].dtype.kind in "iuf" for c in cols]
     body = [[_format_cell(v, latex=False) for v in row] for row in table.itertuples(index=False)]
-    md = ["| " + " | ".join(cols) + " |", "|" + "|".join("---:" if n else ":---" for n in numeric) + "|"]
-    md += ["| " + " | ".join(row) + " |" for row in body]
+    md = markdown.table(cols, ["---:" if n else ":---" for n in numeric], body)
     atomic_write(paths[1], "w", lambda f: f.write("\n".join(md) + "\n"))
-    tex = [
-        f"% written by resnet_tools.results.write_table at {stamp()}; needs \\usepackage{{booktabs}}",
-        "\\begin{tabular}{" + "".join("r" if n else "l" for n in numeric) + "}",
-        "\\toprule",
-        " & ".join(_format_cell(c, latex=True) for c in cols) + " \\\\",
-        "\\midrule",
-    ]
-    tex += [" & ".join(_format_cell(v, latex=True) for v in row) + " \\\\" for row in table.itertuples(index=False)]
-    tex += ["\\bottomrule", "\\end{tabular}"]
-    atomic_write(paths[2], "w", lambda f: f.write("\n".join(tex) + "\n"))
+    tex = (
+        f"% written by resnet_tools.results.write_table at {stamp()}; needs \\usepackage{{booktabs}}\n"
+        + latex.tabular(
+            "".join("r" if n else "l" for n in numeric),
+            [_format_cell(c, latex=True) for c in cols],
+            [[_format_cell(v, latex=True) for v in row] for row in table.itertuples(index=False)],
+        )
+    )
+    atomic_write(paths[2], "w", lambda f: f.write(tex))
     return paths
 
 
