@@ -6,10 +6,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -138,21 +139,103 @@ def run_label(c: dict[str, Any]) -> str:
     return f"{c['model'].capitalize()}, {c['recipe']} recipe, {optimizer_label(c)}"
 
 
-def load_results(results_dir: str | Path) -> dict[str, dict[str, Any]]:
+def read_record(path: Path) -> dict[str, Any]:
+    """One results.json with REQUIRED_KEYS, or ResultsError naming it (unreadable, not one of ours)."""
+    try:
+        res = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # ValueError: bad JSON or bad UTF-8
+        raise ResultsError(
+            f"{path}: unreadable results file ({e}); rerun that notebook or delete the folder"
+        ) from None
+    missing = [k for k in REQUIRED_KEYS if k not in res] if isinstance(res, dict) else list(REQUIRED_KEYS)
+    if missing:
+        raise ResultsError(f"{path}: not a resnet_lib results file: missing {', '.join(missing)}")
+    return res
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_nan(v: Any) -> bool:
+    return isinstance(v, float) and math.isnan(v)
+
+
+# What each kind of field must hold to be rendered (None and NaN mean "not measured" where allowed).
+_KINDS = {
+    "accuracy": (lambda v: _number(v) and 0 <= v <= 1, "an accuracy in [0, 1]"),
+    "accuracy or none": (lambda v: v is None or _is_nan(v) or (_number(v) and 0 <= v <= 1), "an accuracy in [0, 1]"),
+    "count": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a non-negative whole number"),
+    "amount": (lambda v: _number(v) and v >= 0, "a non-negative finite number"),
+    "amount or none": (lambda v: v is None or (_number(v) and v >= 0), "a non-negative finite number"),
+    "text": (lambda v: isinstance(v, str), "text"),
+}
+# (field, kind, required): what the README, the paper and the notebooks' tables read from a results file.
+RECORD_FIELDS = (
+    ("num_params", "count", True), ("wall_seconds", "amount", True), ("train_seconds", "amount", False),
+    ("device", "text", True), ("finished", "text", False), ("finished_at", "amount", False),
+    ("config.model", "text", True), ("config.recipe", "text", True), ("config.optimizer", "text", True),
+    ("config.schedule", "text", True), ("config.lr", "amount", True), ("config.seed", "count", False),
+    ("config.epochs", "count", False), ("final.train_acc", "accuracy", True), ("final.test_acc", "accuracy", True),
+    ("final.val_acc", "accuracy or none", False), ("data.n_train", "count", False), ("data.n_val", "count", False),
+    ("data.n_test", "count", True), ("data.label", "text", False), ("data.root", "text", False),
+)
+HISTORY_FIELDS = (
+    ("epoch", "count"), ("train_acc", "accuracy or none"), ("val_acc", "accuracy or none"),
+    ("test_acc", "accuracy or none"), ("images_per_sec", "amount or none"), ("seconds", "amount or none"),
+)
+
+
+def check_record(res: dict[str, Any]) -> list[str]:
+    """What in a results record cannot be rendered, as "field: problem" (empty: it can): accuracies
+    outside [0, 1], negative or non-finite counts and times, missing fields the renderers need."""
+    problems = []
+    for name in ("config", "final", "data", "history"):
+        if not isinstance(res.get(name), dict):
+            problems.append(f"{name}: not a mapping")
+    if problems:
+        return problems
+    for name, kind, required in RECORD_FIELDS:
+        where, _, key = name.rpartition(".")
+        holder = res[where] if where else res
+        if key not in holder:
+            problems += [f"{name}: missing"] if required else []
+        elif not _KINDS[kind][0](holder[key]):
+            problems.append(f"{name}: {holder[key]!r} is not {_KINDS[kind][1]}")
+    for key, kind in HISTORY_FIELDS:
+        values = res["history"].get(key, [])
+        bad = [v for v in values if not _KINDS[kind][0](v)] if isinstance(values, list) else [values]
+        if bad:
+            problems.append(f"history.{key}: {bad[0]!r} is not {'a list' if bad == [values] else _KINDS[kind][1]}")
+    return problems
+
+
+def warn(message: str) -> None:
+    """One line on stderr: what was left out, and why (no traceback: nothing failed)."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def load_results(results_dir: str | Path, warn: Callable[[str], None] = warn) -> dict[str, dict[str, Any]]:
     """{run name: results.json} for every `results_dir/<run>/results.json`, in a fixed order
-    (model, recipe, optimizer, then name). Raises ResultsError for a broken file."""
+    (model, recipe, optimizer, then name). Raises ResultsError for a file that is unreadable or not
+    ours; a file with values no table can show (check_record), or a second copy of a run already
+    read (same configuration and seed), is left out with a `warn` line naming it and why."""
     runs: dict[str, dict[str, Any]] = {}
+    seen: dict[str, str] = {}  # run_name(config) -> the folder it was read from
     for path in sorted(Path(results_dir).glob("*/results.json")):
-        try:
-            res = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ResultsError(
-                f"{path}: unreadable results file ({e}); rerun that notebook or delete the folder"
-            ) from None
-        missing = [k for k in REQUIRED_KEYS if k not in res] if isinstance(res, dict) else list(REQUIRED_KEYS)
-        if missing:
-            raise ResultsError(f"{path}: not a resnet_lib results file: missing {', '.join(missing)}")
-        runs[path.parent.name] = res
+        res, folder = read_record(path), path.parent.name
+        problems = check_record(res)
+        if problems:
+            warn(f"{path}: left out of every table: {'; '.join(problems)}")
+            continue
+        name = run_name(res["config"])
+        if name in seen:
+            warn(f"{path}: left out: the same run ({name}) as {seen[name]}/results.json; delete one of the folders")
+            continue
+        if folder != name:
+            warn(f"{path}: its folder is not named for its run ({name}); reported as {group_name(res['config'])}")
+        seen[name] = folder
+        runs[folder] = res
 
     def key(item: tuple[str, dict[str, Any]]) -> tuple[Any, ...]:
         c = item[1]["config"]

@@ -12,14 +12,13 @@ import csv
 import functools
 import json
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple
 
 from resnet_lib import ARCHS, CLASSES, RECIPES
 from resnet_tools import results
-from resnet_tools.results import SEED_REPORTED, ResultsError, best_run, data_kind, group_name, run_name
+from resnet_tools.results import SEED_REPORTED, ResultsError, best_run, data_kind, group_name, run_name, warn
 
 ROOT = Path(__file__).resolve().parents[2]
 # The one command that regenerates every result, figure, the paper and the README section
@@ -28,11 +27,6 @@ ROOT = Path(__file__).resolve().parents[2]
 REGENERATE = "make run && make report && .venv/bin/python scripts/update_readme_results.py"
 # How to get the full-CIFAR-10 numbers: the recipes' 40 epochs on the official data, on a GPU.
 FULL_RUN_HINT = "make run   # on a machine with a GPU: full CIFAR-10 (downloaded to data/ if missing), 40 epochs"
-
-
-def warn(message: str) -> None:
-    """One line on stderr: what was left out of the report, and why."""
-    print(f"warning: {message}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------------------
@@ -55,11 +49,25 @@ def n_seeds(res: dict[str, Any]) -> int:
 
 
 def read_csv(path: Path) -> list[dict[str, str]] | None:
-    """Rows of a CSV file as dicts, or None if it does not exist."""
+    """Rows of a CSV file as dicts, or None if it does not exist; ResultsError if it cannot be read."""
     if not path.is_file():
         return None
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+    except (OSError, ValueError, csv.Error) as e:
+        raise ResultsError(f"{path}: unreadable ({e}); rerun notebook 05 or delete it") from None
+
+
+def _checked(path: Path, field: str, value: Any, kind: type, high: float = math.inf) -> Any:
+    """value as kind (int or float), finite and in [0, high], or ResultsError naming the file and field."""
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise ResultsError(f"{path}: {field}: {value!r} is not a number") from None
+    if not (math.isfinite(number) and 0 <= number <= high):
+        raise ResultsError(f"{path}: {field}: {value!r} is outside [0, {high:g}]")
+    return number
 
 
 @dataclass
@@ -83,28 +91,33 @@ def load_per_class(results_dir: Path, runs: dict[str, dict[str, Any]]) -> PerCla
     classes = [r["class"] for r in rows]
     if classes != list(CLASSES):
         raise ResultsError(f"{acc_path}: classes {classes} are not CIFAR-10's {list(CLASSES)}")
-    try:
-        accuracy = {run: {r["class"]: float(r[run]) for r in rows} for run in rows[0] if run != "class"}
-    except ValueError as e:
-        raise ResultsError(f"{acc_path}: non-numeric accuracy ({e})") from None
+    runs_in = [run for run in rows[0] if run not in ("class", None)]
+    accuracy = {run: {r["class"]: _checked(acc_path, f"{run}/{r['class']}", r[run], float, 100) for r in rows}
+                for run in runs_in}
+    pairs = _read_pairs(pairs_path)
+    written = results.written_at(acc_path)  # None: no stamp (written before stamps), never called stale
+    stale = [run for run in accuracy if run in runs and written and results.finished_at(runs[run]) > written]
+    return PerClass(accuracy, pairs, stale)
+
+
+def _read_pairs(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """Notebook 05's confused pairs per run, most first ({} if it wrote none)."""
     pairs: dict[str, list[dict[str, Any]]] = {}
-    for r in read_csv(pairs_path) or []:
+    for i, r in enumerate(read_csv(path) or [], 2):
         try:
             pairs.setdefault(r["run"], []).append(
                 {
                     "a": r["class A"],
                     "b": r["class B"],
-                    "ab": int(r["A predicted as B"]),
-                    "ba": int(r["B predicted as A"]),
-                    "total": int(r["confusions"]),
-                    "pct": float(r["% of A and B test images"]),
+                    "ab": _checked(path, f"line {i}", r["A predicted as B"], int),
+                    "ba": _checked(path, f"line {i}", r["B predicted as A"], int),
+                    "total": _checked(path, f"line {i}", r["confusions"], int),
+                    "pct": _checked(path, f"line {i}", r["% of A and B test images"], float, 100),
                 }
             )
-        except (KeyError, ValueError) as e:
-            raise ResultsError(f"{pairs_path}: unexpected layout ({type(e).__name__}: {e})") from None
-    written = results.written_at(acc_path)  # None: no stamp (written before stamps), never called stale
-    stale = [run for run in accuracy if run in runs and written and results.finished_at(runs[run]) > written]
-    return PerClass(accuracy, pairs, stale)
+        except KeyError as e:
+            raise ResultsError(f"{path}: unexpected layout (KeyError: {e})") from None
+    return pairs
 
 
 def find_figure(figures_dir: Path, name: str) -> Path | None:
@@ -160,9 +173,21 @@ def seed_readings(folder: Path | None = None) -> tuple[list[Reading], str]:
     out = []
     for item in index["readings"]:
         path = folder / item["file"] if item.get("file") else None
-        res = json.loads(path.read_text()) if path and path.is_file() else None
-        out.append(Reading(item["name"], item["what"], res, item.get("note", "not measured")))
+        res = experiment_record(path) if path and path.is_file() else None
+        note = item.get("note", "not measured") if res or not path or not path.is_file() else "invalid results file"
+        out.append(Reading(item["name"], item["what"], res, note))
     return out, index.get("data", "")
+
+
+def experiment_record(path: Path) -> dict[str, Any] | None:
+    """One results file of report/experiments/, checked as the results folder's are
+    (results.check_record); None, with a warning naming the field, where it cannot be rendered."""
+    res = results.read_record(path)
+    problems = results.check_record(res)
+    if problems:
+        warn(f"{path}: left out of every table: {'; '.join(problems)}")
+        return None
+    return res
 
 
 # The recipe ablation (issue: recipes chosen on validation at full size): report/experiments/
@@ -188,9 +213,11 @@ def ablation(folder: Path | None = None) -> tuple[Variant | None, list[Variant],
     index = json.loads(path.read_text())
 
     def variant(item: dict[str, Any]) -> Variant:
-        runs = {f: json.loads((folder / f).read_text()) for f in item.get("files", []) if (folder / f).is_file()}
+        files = [f for f in item.get("files", []) if (folder / f).is_file()]
+        runs = {f: r for f in files if (r := experiment_record(folder / f)) is not None}
         merged = next(iter(results.merge_seeds(runs).values())) if runs else None
-        note, diagnostic = item.get("note", "not measured"), bool(item.get("diagnostic", False))
+        note = "invalid results file" if files and not runs else item.get("note", "not measured")
+        diagnostic = bool(item.get("diagnostic", False))
         return Variant(item["name"], item["what"], merged, note, diagnostic)
 
     return variant(index["baseline"]), [variant(v) for v in index["variants"]], index.get("data", "")
