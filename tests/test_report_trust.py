@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -152,6 +154,18 @@ def test_results_text_becomes_latex_that_typesets(tmp_path):
     )
     assert "??? ? na\\\"{i}ve" in table  # untypesettable characters stand as "?", accents as commands
     assert latex.tex_escape("naïve café\tx\u2028y") == 'na\\"{i}ve caf\\\'{e} x y'
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed (make report installs it)")
+def test_the_paper_builds_with_any_label(tmp_path):
+    """One pdflatex pass over report.tex with the hostile runs' fragments: a blank line or CJK text
+    in a label stopped it before (Unicode character not set up, paragraph ended in a caption)."""
+    shutil.copy(facts.ROOT / "report" / "report.tex", tmp_path / "report.tex")
+    write_runs(tmp_path / "results", hostile_runs())
+    paper.write_inputs(tmp_path / "results", tmp_path / "figures", tmp_path / "generated")
+    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "report.tex"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:]
 
 
 # ------------------------------------------------------------------ odd folder layouts: a line, never a traceback
