@@ -143,6 +143,23 @@ def is_full(res: dict[str, Any]) -> bool:
     return data_kind(res["data"]) == "full"
 
 
+class Coverage(NamedTuple):
+    """Which of the runs can be read as what (run names, in the runs' order)."""
+
+    full: list[str]  # on the official CIFAR-10 files, all 60,000 images: CIFAR-10 results
+    jpeg: list[str]  # on the full-size JPEG copy: full size, not official scores
+    missing: list[str]  # the notebooks' runs with no results file: not measured
+    everything_full: bool  # there are runs and all are on the official files
+
+
+def coverage(runs: dict[str, dict[str, Any]]) -> Coverage:
+    """What the runs cover: which are CIFAR-10 results, which the JPEG copy's, which are missing."""
+    full = [n for n, r in runs.items() if is_full(r)]
+    jpeg = [n for n, r in runs.items() if is_jpeg_full(r)]
+    missing = [n for n in expected_runs() if n not in runs]
+    return Coverage(full, jpeg, missing, bool(runs) and len(full) == len(runs))
+
+
 def comparable_to_seed(res: dict[str, Any]) -> bool:
     """All 60,000 CIFAR-10 images (official files, or the JPEG copy: a different data version,
     marked as such) and the seed's epoch count: the only runs whose numbers may stand beside

@@ -60,11 +60,6 @@ def tex_escape(text: Any) -> str:
 tex = tex_escape
 
 
-def tex_cell(text: str) -> str:
-    """A plain-text table cell (pct_sd(..., latex=False): "83.22 ± 0.25") escaped for LaTeX."""
-    return tex(text).replace("±", "$\\pm$")
-
-
 def tt_list(names: Iterable[str]) -> str:
     """Run names in typewriter type, comma-separated, breakable after their hyphens (TeX
     does not hyphenate typewriter text, which leaves wide gaps in two-column prose)."""

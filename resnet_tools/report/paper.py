@@ -19,12 +19,11 @@ from typing import Any
 from resnet_lib import ARCHS, CLASSES, PARAM_BUDGET, RECIPES, ResNet, TrainConfig, build_model, count_params
 from resnet_lib import layer_table
 from resnet_tools.report import facts, paper_figures, words
-from resnet_tools.report.paper_figures import provenance_brief, provenance_ref
 from resnet_tools.report.facts import (
-    FULL_RUN_HINT, REGENERATE, ROOT, PerClass, comparable_to_seed, epochs_of, expected_runs, is_full, is_jpeg_full,
-    n_seeds, seed_claims,
+    FULL_RUN_HINT, REGENERATE, ROOT, PerClass, comparable_to_seed, epochs_of, expected_runs, n_seeds, seed_claims,
 )
-from resnet_tools.report.latex import macro, signed, table_env, tabular, tex, tex_cell, tt_list
+from resnet_tools.report.paper_figures import provenance_brief, provenance_ref
+from resnet_tools.report.latex import macro, signed, table_env, tabular, tex, tt_list
 from resnet_tools.report.words import (
     JPEG_NOTE, data_brief, data_short, delta_mark, duration, fmt_value, pct, pct_sd, plural, provenance_groups,
 )
@@ -37,7 +36,7 @@ def ablation_tex(folder: Path | None = None) -> str:
     base, variants, data = facts.ablation(folder)
     if base is None:
         return "No recipe ablation has been measured in this build.\n"
-    rows = [[tex_cell(c) for c in row] for row in words.ablation_rows(base, variants)]
+    rows = [[tex(c) for c in row] for row in words.ablation_rows(base, variants)]
     for row in rows:  # CLI options: "--" would print as an en dash
         row[1] = row[1].replace("--", "-{}-")
     body = tabular(
@@ -77,7 +76,7 @@ def seed_readings_tex(folder: Path | None = None) -> str:
     )
     caption = (
         "Readings of the seed report's recipe, each against the seed's row for the same model and optimizer "
-        f"({words.seed_rows_text(escape_pct=True)} on official CIFAR-10). Train: running accuracy over the last "
+        f"({tex(words.seed_rows_text())} on official CIFAR-10). Train: running accuracy over the last "
         "epoch's batches; test: "
         "the final model, no TTA; best test: the highest per-epoch test accuracy (what a script that keeps its "
         "best test epoch would report; a diagnostic, never used to choose anything); distance: $|\\Delta$train$| + "
@@ -104,8 +103,9 @@ def provenance_tex(runs: dict[str, dict[str, Any]]) -> str:
 
 
 def full_status_tex(runs: dict[str, dict[str, Any]]) -> str:
-    full = [n for n, r in runs.items() if is_full(r)]
-    if full and len(full) == len(runs):
+    """Whether this build's runs are CIFAR-10 results, and how to get them where they are not."""
+    full, jpeg, _, everything_full = facts.coverage(runs)
+    if everything_full:
         return "All runs in this report used the full official CIFAR-10."
     hint = tex(FULL_RUN_HINT.split("#")[0].strip())
     if full:
@@ -113,7 +113,6 @@ def full_status_tex(runs: dict[str, dict[str, Any]]) -> str:
             f"Only {tt_list(full)} used the full official CIFAR-10; "
             "the other runs' numbers are not CIFAR-10 results."
         )
-    jpeg = [n for n, r in runs.items() if is_jpeg_full(r)]
     if jpeg:
         return (
             f"No run used the official CIFAR-10 files. {tt_list(jpeg)} used {tex(JPEG_NOTE)}. "
@@ -129,11 +128,12 @@ def full_status_tex(runs: dict[str, dict[str, Any]]) -> str:
 
 def full_status_brief(runs: dict[str, dict[str, Any]]) -> str:
     """One caption sentence: are these CIFAR-10 results?"""
-    if runs and all(is_full(r) for r in runs.values()):
+    full, jpeg, _, everything_full = facts.coverage(runs)
+    if everything_full:
         return ""
-    if any(is_full(r) for r in runs.values()):
+    if full:
         return "Only runs on the full CIFAR-10 give CIFAR-10 results."
-    if any(is_jpeg_full(r) for r in runs.values()):
+    if jpeg:
         return "Full-size runs used the JPEG copy of CIFAR-10: not official CIFAR-10 scores."
     return "\\textbf{No run used the full CIFAR-10: these are not CIFAR-10 results.}" if runs else ""
 
@@ -231,9 +231,9 @@ def results_table_tex(runs: dict[str, dict[str, Any]]) -> str:
                 f"\\texttt{{{tex(name)}}}",
                 tex(optimizer_label(c)),
                 f"{res['num_params']:,}",
-                pct_sd(res, "train_acc"),
-                pct_sd(res, "val_acc"),
-                pct_sd(res, "test_acc") + ("$^\\dagger$" if fin.get("tta") else ""),
+                tex(pct_sd(res, "train_acc")),
+                tex(pct_sd(res, "val_acc")),
+                tex(pct_sd(res, "test_acc")) + ("$^\\dagger$" if fin.get("tta") else ""),
                 str(n_seeds(res)),
                 str(epochs_of(res)),
                 tex(data_short(res["data"])),
@@ -482,7 +482,7 @@ def per_class_tex(runs: dict[str, dict[str, Any]], per_class: PerClass | None) -
 
 
 def targets_tex(runs: dict[str, dict[str, Any]]) -> str:
-    rows = [[tex_cell(c).replace(">=", "$\\ge$") for c in row] for row in words.target_rows(runs)]
+    rows = [[tex(c).replace(">=", "$\\ge$") for c in row] for row in words.target_rows(runs)]
     body = tabular("@{}llll@{}", ["Run", "Target (\\%)", "Measured (\\%)", "Verdict"], rows)
     caption = (
         "The targets set for this repository's 40-epoch recipes on the full-size JPEG copy of CIFAR-10: mean test "
@@ -493,12 +493,12 @@ def targets_tex(runs: dict[str, dict[str, Any]]) -> str:
 
 
 def limitations_tex(runs: dict[str, dict[str, Any]]) -> str:
-    items = []
+    items, cov = [], facts.coverage(runs)
     if not runs:
         items.append("No run has been made: this build reports no measured accuracy at all.")
-    elif not any(is_full(r) for r in runs.values()) and any(is_jpeg_full(r) for r in runs.values()):
+    elif not cov.full and cov.jpeg:
         items.append(f"No run used the official CIFAR-10 files; the full-size runs used {tex(JPEG_NOTE)}.")
-    elif not any(is_full(r) for r in runs.values()):
+    elif not cov.full:
         items.append(
             "No run used the full CIFAR-10, so this build measures no CIFAR-10 test accuracy; "
             "its numbers show that the pipeline learns, nothing more."
@@ -513,9 +513,8 @@ def limitations_tex(runs: dict[str, dict[str, Any]]) -> str:
     if subset:
         who = "Every run" if len(subset) == len(runs) else tt_list(subset)
         items.append(f"{who} trained on a random subset of the training images (\\texttt{{train\\_subset}}).")
-    expected = [n for n in expected_runs() if n not in runs]
-    if expected:
-        items.append(f"Not measured in this build: {tt_list(expected)}.")
+    if cov.missing:
+        items.append(f"Not measured in this build: {tt_list(cov.missing)}.")
     single = [n for n, r in runs.items() if n_seeds(r) < 2]
     if single:
         who = "Each configuration" if len(single) == len(runs) else tt_list(single)
@@ -535,7 +534,9 @@ def limitations_tex(runs: dict[str, dict[str, Any]]) -> str:
 
 
 def abstract_tex(runs: dict[str, dict[str, Any]]) -> str:
-    full = {n: r for n, r in runs.items() if is_full(r)}
+    """The abstract's sentence on results: the best full-data run, or what this build lacks."""
+    cov = facts.coverage(runs)
+    full, jpeg = {n: runs[n] for n in cov.full}, {n: runs[n] for n in cov.jpeg}
     if full:
         best = best_run(full) or next(iter(full))
         r = full[best]
@@ -544,11 +545,9 @@ def abstract_tex(runs: dict[str, dict[str, Any]]) -> str:
             f"({epochs_of(r)} epochs), reaches {pct(r['final']['test_acc'])}\\% test accuracy "
             f"with {r['num_params']:,} parameters. "
         )
-    jpeg = {n: r for n, r in runs.items() if is_jpeg_full(r)}
     if jpeg:
         best = best_run(jpeg) or next(iter(jpeg))
-        r = jpeg[best]
-        missing = [n for n in expected_runs() if n not in runs]
+        r, missing = jpeg[best], cov.missing
         return (
             f"On the JPEG copy of CIFAR-10 (all 60,000 images, JPEG-compressed; not official scores), the run with "
             f"the highest validation accuracy, \\texttt{{{tex(best)}}} ({epochs_of(r)} epochs), reaches "
@@ -641,8 +640,8 @@ def write_inputs(results_dir: Path, figures_dir: Path, out_dir: Path, tex_dir: P
         "results_dir": str(results_dir),
         "figures_dir": str(figures_dir),
         "runs": list(runs),
-        "missing_runs": [n for n in expected_runs() if n not in runs],
-        "full_cifar10_runs": [n for n, r in runs.items() if is_full(r)],
+        "missing_runs": facts.coverage(runs).missing,
+        "full_cifar10_runs": facts.coverage(runs).full,
         "per_class": per_class is not None,
         "figures": sorted(figs.found),
         "missing_figures": figs.missing,

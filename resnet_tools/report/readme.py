@@ -44,9 +44,7 @@ def provenance_md(runs: dict[str, dict[str, Any]]) -> list[str]:
             f"{md(device)}, {words.duration(wall)} wall time{' in all' if len(names) > 1 else ''}."
         )
     lines.append("")
-    full = [n for n, r in runs.items() if facts.is_full(r)]
-    jpeg = [n for n, r in runs.items() if facts.is_jpeg_full(r)]
-    missing = [n for n in facts.expected_runs() if n not in runs]
+    full, jpeg, missing, _ = facts.coverage(runs)
     if jpeg and not full:
         lines += [
             "> **No run here used the official CIFAR-10 files.** "
@@ -89,7 +87,7 @@ def results_table_md(runs: dict[str, dict[str, Any]]) -> list[str]:
         if res is None:
             rows.append(spanning_row([code(name), "*not measured*"], len(header)))
             continue
-        acc = {k: words.pct_sd(res, k, latex=False) for k in ("train_acc", "val_acc", "test_acc")}
+        acc = {k: words.pct_sd(res, k) for k in ("train_acc", "val_acc", "test_acc")}
         rows.append(
             [code(name), md(optimizer_label(res["config"])), f"{res['num_params']:,}", acc["train_acc"],
              acc["val_acc"], acc["test_acc"] + (" †" if res["final"].get("tta") else ""), str(facts.n_seeds(res)),

@@ -20,14 +20,13 @@ def pct(x: float | None, digits: int = 2) -> str:
     return f"{100 * x:.{digits}f}"
 
 
-def pct_sd(res: dict[str, Any], key: str, latex: bool = True) -> str:
-    """Mean accuracy in %, with "+- std" over the seeds where there are several."""
+def pct_sd(res: dict[str, Any], key: str) -> str:
+    """Mean accuracy in %, with "± std" over the seeds where there are several."""
     std = res.get("final_std", {}).get(key, math.nan)
     text = pct(res["final"].get(key))
     if n_seeds(res) < 2 or std is None or math.isnan(std) or text == "--":
         return text
-    sign = "$\\pm$" if latex else "±"
-    return f"{text} {sign} {100 * std:.2f}"
+    return f"{text} ± {100 * std:.2f}"
 
 
 def duration(seconds: float | None) -> str:
@@ -45,60 +44,64 @@ def plural(n: int, word: str) -> str:
     return f"{n:,} {word}{'' if n == 1 else 's'}"
 
 
+# How each kind of data (results.data_kind) is described, in three lengths: a table cell, a phrase
+# for captions ({sizes}: 45,000/5,000/10,000 train/val/test images) and a sentence for the provenance
+# ({sizes}: 45,000 training, 5,000 validation and 10,000 test images); {mini}, {label} and {folder} name it.
+DATA_WORDS = {
+    "full": (
+        "CIFAR-10",
+        "full CIFAR-10, {sizes}, official test set",
+        "the full official CIFAR-10 ({sizes}; the test images are the official test set)",
+    ),
+    "jpeg": (
+        "CIFAR-10 (JPEG copy)",
+        "CIFAR-10 (JPEG copy), {sizes}, official test split as JPEG",
+        "CIFAR-10 (JPEG copy): all 60,000 images of the official split as JPEG files ({sizes}); "
+        "JPEG-compressed pixels, so accuracies are not official CIFAR-10 scores",
+    ),
+    "official-subset": (
+        "CIFAR-10 subset",
+        "subset of the official CIFAR-10 files, {sizes}",
+        "a subset of the official CIFAR-10 files ({sizes}); accuracies on so few images are not CIFAR-10 test scores",
+    ),
+    "mini": (
+        "real subset",
+        "real subset {mini}, {sizes}, test = held-out training images",
+        "the real-image subset {mini} ({sizes}); its test split is held-out CIFAR-10 training images, not the "
+        "official test set, so accuracies are a learning signal, not CIFAR-10 test scores",
+    ),
+    "other": (
+        "non-official",
+        "non-official folder '{folder}', {sizes}",
+        "'{label}' ({sizes}; its files differ from the official CIFAR-10), so accuracies are not CIFAR-10 test scores",
+    ),
+}
+
+
+def describe_data(d: dict[str, Any], length: int) -> str:
+    """Which data a run used, in words: length 0 a table cell, 1 a short phrase, 2 a sentence (DATA_WORDS)."""
+    n = (d.get("n_train", 0), d.get("n_val", 0), d.get("n_test", 0))
+    sizes = (
+        f"{n[0]:,}/{n[1]:,}/{n[2]:,} train/val/test images",
+        f"{n[0]:,} training, {n[1]:,} validation and {n[2]:,} test images",
+    )[length - 1] if length else ""
+    folder = Path(str(d.get("root", ""))).name
+    return DATA_WORDS[data_kind(d)][length].format(sizes=sizes, mini=MINI_NAME, label=data_label(d), folder=folder)
+
+
 def data_short(d: dict[str, Any]) -> str:
     """A table cell: which data, in a few words."""
-    return {
-        "full": "CIFAR-10",
-        "jpeg": "CIFAR-10 (JPEG copy)",
-        "official-subset": "CIFAR-10 subset",
-        "mini": "real subset",
-        "other": "non-official",
-    }[data_kind(d)]
-
-
-def data_sentence(d: dict[str, Any]) -> str:
-    """What the data was, with its split sizes and what its test split is (plain text)."""
-    sizes = (
-        f"{d.get('n_train', 0):,} training, {d.get('n_val', 0):,} validation and {d.get('n_test', 0):,} test images"
-    )
-    kind = data_kind(d)
-    if kind == "full":
-        return f"the full official CIFAR-10 ({sizes}; the test images are the official test set)"
-    if kind == "jpeg":
-        return (
-            f"CIFAR-10 (JPEG copy): all 60,000 images of the official split as JPEG files ({sizes}); "
-            "JPEG-compressed pixels, so accuracies are not official CIFAR-10 scores"
-        )
-    if kind == "official-subset":
-        return (
-            f"a subset of the official CIFAR-10 files ({sizes}); accuracies on so few images "
-            "are not CIFAR-10 test scores"
-        )
-    if kind == "mini":
-        return (
-            f"the real-image subset {MINI_NAME} ({sizes}); its test split is held-out CIFAR-10 "
-            "training images, not the official test set, so accuracies are a learning signal, not CIFAR-10 test scores"
-        )
-    name = data_label(d)
-    return (
-        f"'{name}' ({sizes}; its files differ from the official CIFAR-10), "
-        "so accuracies are not CIFAR-10 test scores"
-    )
+    return describe_data(d, 0)
 
 
 def data_brief(d: dict[str, Any]) -> str:
     """Which data in a short phrase, with split sizes and the caveat that matters (plain text)."""
-    sizes = f"{d.get('n_train', 0):,}/{d.get('n_val', 0):,}/{d.get('n_test', 0):,} train/val/test images"
-    kind = data_kind(d)
-    if kind == "full":
-        return f"full CIFAR-10, {sizes}, official test set"
-    if kind == "jpeg":
-        return f"CIFAR-10 (JPEG copy), {sizes}, official test split as JPEG"
-    if kind == "official-subset":
-        return f"subset of the official CIFAR-10 files, {sizes}"
-    if kind == "mini":
-        return f"real subset {MINI_NAME}, {sizes}, test = held-out training images"
-    return f"non-official folder '{Path(str(d.get('root', ''))).name}', {sizes}"
+    return describe_data(d, 1)
+
+
+def data_sentence(d: dict[str, Any]) -> str:
+    """What the data was, with its split sizes and what its test split is (plain text)."""
+    return describe_data(d, 2)
 
 
 JPEG_NOTE = (
@@ -106,6 +109,7 @@ JPEG_NOTE = (
     "official pixels): full size, but not official CIFAR-10 scores; beside the seed report's numbers they stand as "
     "a different data version"
 )
+
 
 def delta_mark(res: dict[str, Any]) -> str:
     """A Δ against the seed's number on the JPEG copy is across data versions: mark it."""
@@ -150,9 +154,9 @@ def ablation_rows(base: Variant, variants: list[Variant]) -> list[list[str]]:
                 v.name,
                 v.what,
                 f"{n_seeds(v.res)} ({seeds})",
-                pct_sd(v.res, "train_acc", latex=False),
-                pct_sd(v.res, "val_acc", latex=False),
-                pct_sd(v.res, "test_acc", latex=False),
+                pct_sd(v.res, "train_acc"),
+                pct_sd(v.res, "val_acc"),
+                pct_sd(v.res, "test_acc"),
                 delta,
                 verdict,
             ]
@@ -208,13 +212,12 @@ def reading_rows(readings: list[Reading]) -> list[list[str]]:
     return rows
 
 
-def seed_rows_text(escape_pct: bool = False) -> str:
+def seed_rows_text() -> str:
     """The seed's rows in words: 'Lite SGD 79.12% train, 79.87% test; ...' (the readings' reference)."""
-    pct_sign = "\\%" if escape_pct else "%"
     parts = []
     for (model, recipe, optimizer), (train, test) in SEED_REPORTED.items():
         label = f"{model.capitalize()} {'SGD' if optimizer == 'sgd' else optimizer.capitalize()}"
-        parts.append(f"{label} {train:.2f}{pct_sign} train, {test:.2f}{pct_sign} test")
+        parts.append(f"{label} {train:.2f}% train, {test:.2f}% test")
     return "; ".join(parts)
 
 
@@ -231,5 +234,5 @@ def target_rows(runs: dict[str, dict[str, Any]]) -> list[list[str]]:
         verdict = "met" if t.met else f"missed by {t.target - t.mean:.2f} points"
         if n < need:
             verdict += f" (from {n} seed{'s' if n > 1 else ''}; the target asks for {need})"
-        rows.append([t.run, f">= {t.target:.1f}", f"{pct_sd(t.res, 'test_acc', latex=False)} (n={n})", verdict])
+        rows.append([t.run, f">= {t.target:.1f}", f"{pct_sd(t.res, 'test_acc')} (n={n})", verdict])
     return rows
