@@ -189,24 +189,36 @@ HISTORY_FIELDS = (
 def check_record(res: dict[str, Any]) -> list[str]:
     """What in a results record cannot be rendered, as "field: problem" (empty: it can): accuracies
     outside [0, 1], negative or non-finite counts and times, missing fields the renderers need."""
-    problems = []
-    for name in ("config", "final", "data", "history"):
-        if not isinstance(res.get(name), dict):
-            problems.append(f"{name}: not a mapping")
+    problems = [f"{name}: not a mapping" for name in ("config", "final", "data", "history")
+                if not isinstance(res.get(name), dict)]
     if problems:
         return problems
-    for name, kind, required in RECORD_FIELDS:
+    # A distilled run's name holds its teacher's temperature and mix (group_name): numbers then.
+    required = {"config.distill_temperature", "config.distill_alpha"} if res["config"].get("teacher") else set()
+    for name, kind, needed in RECORD_FIELDS + tuple((f, "amount", True) for f in sorted(required)):
         where, _, key = name.rpartition(".")
         holder = res[where] if where else res
         if key not in holder:
-            problems += [f"{name}: missing"] if required else []
+            problems += [f"{name}: missing"] if needed else []
         elif not _KINDS[kind][0](holder[key]):
             problems.append(f"{name}: {holder[key]!r} is not {_KINDS[kind][1]}")
+    return problems + _history_problems(res["history"])
+
+
+def _history_problems(history: dict[str, Any]) -> list[str]:
+    """check_record's part for the per-epoch history: lists of valid values, one per epoch."""
+    problems = []
+    epochs = history.get("epoch", [])
     for key, kind in HISTORY_FIELDS:
-        values = res["history"].get(key, [])
-        bad = [v for v in values if not _KINDS[kind][0](v)] if isinstance(values, list) else [values]
+        values = history.get(key, [])
+        if not isinstance(values, list):
+            problems.append(f"history.{key}: {values!r} is not a list")
+            continue
+        bad = [v for v in values if not _KINDS[kind][0](v)]
         if bad:
-            problems.append(f"history.{key}: {bad[0]!r} is not {'a list' if bad == [values] else _KINDS[kind][1]}")
+            problems.append(f"history.{key}: {bad[0]!r} is not {_KINDS[kind][1]}")
+        elif key != "epoch" and values and isinstance(epochs, list) and len(values) != len(epochs):
+            problems.append(f"history.{key}: {len(values)} values for {len(epochs)} epochs")
     return problems
 
 

@@ -73,12 +73,31 @@ def test_a_file_with_impossible_numbers_is_left_out_naming_the_field(tmp_path, c
     assert "71.23" in frags["results_table.tex"] and "| 71.23 |" in block  # the good run is still shown
 
 
-@pytest.mark.parametrize("key, value", [("history", {"epoch": [1], "test_acc": [7.0]}), ("config", 5), ("final", [])])
-def test_history_and_sections_are_checked_too(tmp_path, capsys, key, value):
+@pytest.mark.parametrize(
+    "key, value, problem",
+    [
+        ("history", {"epoch": [1], "test_acc": [7.0]}, "history.test_acc: 7.0 is not an accuracy"),
+        ("history", {"epoch": [1, 2], "val_acc": [0.5]}, "history.val_acc: 1 values for 2 epochs"),
+        ("history", {"epoch": "1"}, "history.epoch: '1' is not a list"),
+        ("config", 5, "config: not a mapping"),
+        ("final", [], "final: not a mapping"),
+        ("config", {"model": "lite", "recipe": "distill", "optimizer": "sgd", "schedule": "onecycle", "lr": 0.1,
+                    "teacher": "t.pt", "distill_temperature": "hot", "distill_alpha": 0.5},
+         "config.distill_temperature: 'hot' is not a non-negative finite number"),
+    ],
+)
+def test_history_and_sections_are_checked_too(tmp_path, capsys, key, value, problem):
     bad = target_run(test_acc=0.90)
     bad[key] = value
     runs = results.load_results(write_runs(tmp_path / "results", {"lite-modern": bad}))
-    assert runs == {} and "lite-modern/results.json: left out of every table: " in capsys.readouterr().err
+    assert runs == {} and f"lite-modern/results.json: left out of every table: {problem}" in capsys.readouterr().err
+
+
+def test_a_figure_path_latex_cannot_read_is_one_error_line(tmp_path, capsys):
+    (tmp_path / "图").mkdir()
+    (tmp_path / "图" / "samples_per_class.png").write_bytes(b"png")
+    argv = ["--results", str(tmp_path / "results"), "--figures", str(tmp_path / "图"), "--out", str(tmp_path / "o")]
+    assert paper.main(argv) == 2 and "LaTeX cannot include a file whose path contains 图" in capsys.readouterr().err
 
 
 def test_the_committed_record_passes_the_check():

@@ -17,14 +17,13 @@ from resnet_tools.results import ResultsError, best_run
 def tex_path(path: Path, tex_dir: Path) -> str:
     """A figure path as \\includegraphics should see it from the folder pdflatex runs in."""
     rel = os.path.relpath(path.resolve(), tex_dir.resolve()).replace(os.sep, "/")
-    bad = sorted(set(rel) & set("%#&{}~^\\$"))
+    bad = sorted(set(rel) & set("%#&{}~^\\$") | {c for c in rel if not " " <= c <= "~"})  # LaTeX's specials, non-ASCII
     if bad:
         raise ResultsError(
             f"{path}: LaTeX cannot include a file whose path contains {' '.join(bad)}; "
             "move the figures folder (FIGURES_DIR) to a plainer path"
         )
     return rel
-
 
 
 def figure_tex(
