@@ -16,6 +16,7 @@ import textwrap
 import threading
 import time
 import tokenize
+import typing
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -136,24 +137,12 @@ _LIST_FORMS = {int: ("integers", "0,1,2 or [0, 1, 2] or one integer such as 0"),
                str: ("names", "seed,modern or ['seed', 'modern'] or one name such as modern")}
 
 
-def _caller_parameter(value: Any) -> str:
-    """The name of the notebook parameter holding `value`: the one upper-case global of the caller's
-    caller bound to this very object (notebooks call list_parameter(SEEDS, int)); else ""."""
-    try:
-        frame = sys._getframe(2)  # noqa: SLF001 - only to name the parameter in an error message
-    except ValueError:  # no such caller
-        return ""
-    names = [k for k, v in frame.f_globals.items() if v is value and k.isupper()]
-    return names[0] if len(names) == 1 else ""
-
-
 def list_parameter(value: Any, item: Callable[[Any], Any] = str, name: str | None = None) -> list:
     """A notebook's list parameter in every form people pass it: a list; papermill's `-p SEEDS
     "[0, 1, 2]"` (-p hands over text); `0,1,2` (an environment variable, `-p SEEDS 0,1,2`); or
     one value. Each element through `item` (int for seeds: whole numbers only). Empty lists and
     repeated values (the same run twice into one folder) are refused: ValueError in one line naming
-    the parameter (`name`, else the caller's global holding `value`) and the forms it takes."""
-    name = name or _caller_parameter(value)
+    the parameter (`name`, as the notebooks pass it) and the forms it takes."""
     given = f"{name}={value!r}" if name else repr(value)
     what, forms = _LIST_FORMS.get(item, ("values", "a, b or [a, b]"))
     item = _strict_int if item is int else item
@@ -216,8 +205,6 @@ def notebook_parameter(name: str, value: Any, declared: Any) -> Any:
     parameters cell: bool, int, float, str, list[int], list[str], Optional[...] of them), as
     papermill, an environment variable or the cell itself gave it. ValueError in one line naming it;
     other annotations (Any, or kept as text) pass the value through."""
-    import typing
-
     args = [a for a in typing.get_args(declared) if a is not type(None)]
     if typing.get_origin(declared) is typing.Union and type(None) in typing.get_args(declared):
         if value is None or (isinstance(value, str) and value.strip() == "None"):

@@ -218,12 +218,9 @@ def check_writable(folder: Path, option: str = "") -> None:
     why = _not_utf8(folder) or _why_not_a_folder(folder)
     if why is not None:
         raise OSError(f"cannot write to {subject}: {why}")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        raise OSError(f"cannot write to {subject} ({e.strerror or e}); choose another output folder") from None
+    why = _cannot_write_in(folder)
+    if why is not None:
+        raise OSError(f"cannot write to {subject} ({why}); choose another output folder")
 
 
 def check_output_file(path: str | Path, option: str = "") -> None:
@@ -237,12 +234,20 @@ def check_output_file(path: str | Path, option: str = "") -> None:
     why = _why_not_a_folder(path.parent)
     if why is not None:
         raise OSError(f"cannot write to {subject}: {why}")
+    why = _cannot_write_in(path.parent)
+    if why is not None:
+        raise OSError(f"cannot write to {subject}: its folder is not writable ({why})")
+
+
+def _cannot_write_in(folder: Path) -> str | None:
+    """Why a file cannot be written in `folder` (made if missing), tried with a temporary file; None if it can."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path.parent):
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as e:
-        raise OSError(f"cannot write to {subject}: its folder is not writable ({e.strerror or e})") from None
+        return str(e.strerror or e)
+    return None
 
 
 def state_sha256(obj: Any) -> str:

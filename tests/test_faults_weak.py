@@ -255,10 +255,10 @@ def test_notebook_parameters_take_what_papermill_and_the_environment_hand_over()
 
 
 def test_list_parameter_names_the_notebook_parameter_it_was_given():
-    """The notebooks call list_parameter(SEEDS, int): the error names SEEDS, found in the caller's globals."""
+    """The notebooks call list_parameter(SEEDS, int, name="SEEDS"): the error names SEEDS."""
     namespace = {"list_parameter": list_parameter, "SEEDS": "0;touch X"}
     with pytest.raises(ValueError, match=r"^SEEDS='0;touch X' is not a list of integers") as e:
-        exec("SEEDS = list_parameter(SEEDS, int)", namespace)  # noqa: S102 - the notebooks' own line
+        exec('SEEDS = list_parameter(SEEDS, int, name="SEEDS")', namespace)  # noqa: S102 - the notebooks' own line
     one_error(e)
 
 
