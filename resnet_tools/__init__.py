@@ -22,6 +22,8 @@ Tools, above resnet_lib (they use it):
     record       which runs the record holds and where a notebook writes
     notebook     the notebooks' first cell: the repository's folder, parameters from the environment, Colab
     cli          `python resnet_lib.py train | predict | export ...`
+    report/      the paper's and the README's results (facts, words, paper, readme; latex and markdown
+                 are text-only leaves)
 
 Notebooks and scripts import what they use from where it lives: `from resnet_tools import figures`.
 """

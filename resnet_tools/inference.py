@@ -169,14 +169,15 @@ def load_pretrained(path: str | Path, device: str = "auto") -> tuple[ResNet, dic
     do not match the architecture its metadata names, whose metadata is incomplete, or whose
     weights or normalization statistics are not finite (check_weights_and_stats)."""
     from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
+    from safetensors.torch import load
 
     path = Path(path)
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        # From bytes read here, not safetensors' own open: it refuses a path whose name is not UTF-8.
+        blob = path.read_bytes()
+        state = load(blob)  # checks the header before the metadata is read from it below
+        meta = json.loads(blob[8 : 8 + int.from_bytes(blob[:8], "little")]).get("__metadata__") or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError, AttributeError) as e:
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise ValueError(f"{path}: not a readable safetensors file ({first})") from None
     if meta.get("format") != EXPORT_FORMAT:

@@ -874,6 +874,9 @@ NOTEBOOK_CASES = [
     ({"LR": "fast"}, "ConfigError", r"lr='fast' must be a finite, non-negative number"),
     ({"RESULTS_DIR": A_FILE}, "OSError", r"cannot write to .*: .*results is a file, not a folder"),
     ({"FIGURES_DIR": A_FILE}, "OSError", r"cannot write to .*: .*figures is a file, not a folder"),
+    # resnet_tools.cli.list_parameter: the parameter named, its forms listed; a seed twice would train twice
+    ({"SEEDS": "0;touch X"}, "ValueError", r"^SEEDS='0;touch X' is not a list of integers: write 0,1,2 or"),
+    ({"SEEDS": [0, 0]}, "ValueError", r"^SEEDS=\[0, 0\] repeats 0: give each once"),
 ]
 
 
@@ -1546,7 +1549,7 @@ def test_symlink_loop_is_named_as_a_loop(tmp_path, capsys, monkeypatch, where):
         monkeypatch.setattr(rl, "load_cifar10", must_not_run("load_cifar10"))
         code, err = run_main(["train", "--out", str(loop / "run"), "--quiet", "--device", "cpu", "--no-download"],
                              capsys)
-        assert code == 2 and err == (f"error: cannot write to {loop / 'run'}: {loop} is a symlink loop (a link "
+        assert code == 2 and err == (f"error: cannot write to --out {loop / 'run'}: {loop} is a symlink loop (a link "
                                      "that leads back to itself); remove or fix the link, or choose another "
                                      "output folder\n")
 

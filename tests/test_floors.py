@@ -1,7 +1,7 @@
 """The floors of the project, read from its import statements with `ast` (nothing is imported):
 
-    tools     resnet_tools modules that use the core (job, inference, results, figures, cli, ...),
-              scripts/ and bench/
+    tools     resnet_tools modules that use the core (job, inference, results, figures, cli, the report
+              package's facts, words, paper and readme, ...), scripts/ and bench/
     core      resnet_lib.py: models, data, pipeline, TrainConfig, fit
     leaves    the resnet_tools modules below the core (LEAVES)
 
@@ -38,6 +38,9 @@ LEAVES = {
     "resnet_tools.step",
     "resnet_tools.cudagraph",
     "resnet_tools.distributed",
+    "resnet_tools.report",  # the report package's __init__: a docstring
+    "resnet_tools.report.latex",  # LaTeX escaping and tables: text in, text out
+    "resnet_tools.report.markdown",  # the same for Markdown
 }
 # (file, project module) -> why it is imported late. Only to delay a heavy optional dependency,
 # or the command-line entry of resnet_lib.py, which hands over to the CLI before it defines anything.
@@ -48,12 +51,12 @@ _DYNAMIC = {"import_module", "run_module", "__import__"}
 
 
 def _files() -> dict[str, Path]:
-    """Module name -> file: resnet_lib, resnet_tools.X, scripts.X, bench.X."""
-    found = {CORE: ROOT / "resnet_lib.py", "resnet_tools": ROOT / "resnet_tools" / "__init__.py"}
-    for folder in ("resnet_tools", "scripts", "bench"):
+    """Module name -> file: resnet_lib, resnet_tools.X, resnet_tools.report.X, scripts.X, bench.X."""
+    found = {CORE: ROOT / "resnet_lib.py"}
+    for folder in ("resnet_tools", "resnet_tools/report", "scripts", "bench"):
+        package = folder.replace("/", ".")
         for path in sorted((ROOT / folder).glob("*.py")):
-            if path.name != "__init__.py":
-                found[f"{folder}.{path.stem}"] = path
+            found[package if path.name == "__init__.py" else f"{package}.{path.stem}"] = path
     return found
 
 
@@ -86,7 +89,7 @@ class _Imports(ast.NodeVisitor):
             self.found.append((module, node.lineno, self.depth > 0, dynamic))
 
     def visit_FunctionDef(self, node: ast.AST) -> None:
-        if self.depth == 0 and node.name == "__getattr__":
+        if self.depth == 0 and getattr(node, "name", "") == "__getattr__":  # a lambda has no name
             self.getattr_lines.append(node.lineno)
         self.depth += 1
         self.generic_visit(node)
@@ -164,6 +167,8 @@ def test_the_floors_are_what_the_test_names():
     assert not missing, f"LEAVES names modules that do not exist: {sorted(missing)}"
     tools = sorted(m for m in FILES if m.startswith("resnet_tools.") and m not in LEAVES)
     assert {"resnet_tools.cli", "resnet_tools.job", "resnet_tools.results", "resnet_tools.figures"} <= set(tools)
+    report = {"facts", "words", "paper", "paper_figures", "readme"}
+    assert {f"resnet_tools.report.{name}" for name in report} <= set(tools)  # they read results: above the core
 
 
 def test_no_import_cycle():

@@ -1,4 +1,4 @@
-"""The report generators (scripts/make_report_inputs.py, scripts/update_readme_results.py) on
+"""The report generators (resnet_tools.report: the paper's fragments and the README's section) on
 synthetic results files that the tests write: what the paper and the README say for no runs,
 partial runs on a subset, and full CIFAR-10 runs. No LaTeX here: `make report` compiles."""
 
@@ -8,7 +8,6 @@ import dataclasses
 import json
 import os
 import re
-import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -18,13 +17,11 @@ import torch
 
 from conftest import ROOT, tiny_config
 
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import make_report_inputs as mri  # noqa: E402
-import resnet_lib as rl  # noqa: E402
-from resnet_tools import job  # noqa: E402
-from resnet_tools.results import confused_pairs, per_class_accuracy, run_name, write_table  # noqa: E402
-import update_readme_results as urr  # noqa: E402
+import resnet_lib as rl
+from resnet_tools import job, results
+from resnet_tools.report import facts, latex, paper, words
+from resnet_tools.report import readme as readme_section
+from resnet_tools.results import confused_pairs, per_class_accuracy, run_name, write_table
 
 RUNS = ("lite-seed-sgd", "lite-modern", "improved-seed-sgd", "improved-seed-adam", "improved-modern", "lite-distill")
 MINI = {"root": "/somewhere/cifar10-mini", "official": False, "n_train": 3663, "n_val": 407, "n_test": 1015}
@@ -89,7 +86,7 @@ def fake_result(
 def no_committed_experiments(tmp_path_factory, monkeypatch):
     """The generators also read report/experiments/ (the seed-recipe readings); these tests give
     them an empty one unless they write their own, so only their own runs show up."""
-    monkeypatch.setattr(mri, "EXPERIMENTS", tmp_path_factory.mktemp("no-experiments"))
+    monkeypatch.setattr(facts, "EXPERIMENTS", tmp_path_factory.mktemp("no-experiments"))
 
 
 def write_runs(results: Path, runs: dict[str, dict]) -> Path:
@@ -107,7 +104,7 @@ def generate(tmp_path: Path, runs: dict[str, dict] | None = None, figures: list[
     for name in figures:
         (fig_dir / name).write_bytes(b"\x89PNG placeholder for a path test")
     out = tmp_path / "report" / "generated"
-    return mri.write_inputs(results, fig_dir, out), out
+    return paper.write_inputs(results, fig_dir, out), out
 
 
 def read(out: Path, name: str) -> str:
@@ -115,7 +112,7 @@ def read(out: Path, name: str) -> str:
 
 
 def test_expected_runs_are_the_notebooks_six():
-    assert list(mri.expected_runs()) == list(RUNS)
+    assert list(facts.expected_runs()) == list(RUNS)
 
 
 def test_no_results_builds_every_fragment_and_says_so(tmp_path):
@@ -149,7 +146,7 @@ def test_subset_runs_are_labelled_and_not_compared_with_the_seed(tmp_path):
     assert "neither confirmed nor refuted" in read(out, "seed_discussion.tex")
     assert "recipe moves" not in read(out, "seed_discussion.tex")  # no Lite seed run, no Improved modern run
     lim = read(out, "limitations.tex")
-    assert "far shorter" in lim and "Not measured in this build: " + mri.tt_list(["lite-seed-sgd"]) in lim
+    assert "far shorter" in lim and "Not measured in this build: " + latex.tt_list(["lite-seed-sgd"]) in lim
 
 
 def test_full_runs_are_compared_with_the_seed_and_selected_by_validation(tmp_path):
@@ -162,10 +159,10 @@ def test_full_runs_are_compared_with_the_seed_and_selected_by_validation(tmp_pat
     manifest, out = generate(tmp_path, runs)
     assert manifest["full_cifar10_runs"] == list(runs)
     seed = read(out, "seed_comparison.tex")
-    claims = mri.seed_claims()
-    assert f"& {mri.signed(80.00 - claims['lite-seed-sgd'][1])} &" in seed  # ours minus the seed's claim
-    assert f"& {mri.signed(90.12 - claims['improved-seed-sgd'][1])} &" in seed
-    assert mri.signed(-2.5) == "$-$2.50" and mri.signed(0.125) == "+0.12"
+    claims = facts.seed_claims()
+    assert f"& {latex.signed(80.00 - claims['lite-seed-sgd'][1])} &" in seed  # ours minus the seed's claim
+    assert f"& {latex.signed(90.12 - claims['improved-seed-sgd'][1])} &" in seed
+    assert latex.signed(-2.5) == "$-$2.50" and latex.signed(0.125) == "+0.12"
     assert "improved-seed-sgd" in read(out, "abstract.tex") and "90.12" in read(out, "abstract.tex")
     assert "full CIFAR-10, 45,000/5,000/10,000 train/val/test images, official test set" in read(
         out, "results_table.tex"
@@ -251,7 +248,7 @@ def test_figure_older_than_its_results_is_flagged(tmp_path):
     manifest, out = generate(tmp_path, {})
     assert manifest["figures_older_than_results"] == {"lite_training_curves": ["lite-modern"]}
     curves = read(out, "fig_curves.tex").split("\\end{figure*}")
-    assert "Warning: drawn before the current results of " + mri.tt_list(["lite-modern"]) in curves[0]
+    assert "Warning: drawn before the current results of " + latex.tt_list(["lite-modern"]) in curves[0]
     assert "Warning" not in curves[1] and "Warning" not in read(out, "fig_data.tex")
 
 
@@ -259,8 +256,8 @@ def test_figure_path_latex_cannot_include_is_an_error(tmp_path):
     fig_dir = tmp_path / "figs#1"
     fig_dir.mkdir()
     (fig_dir / "samples_per_class.png").write_bytes(b"png")
-    with pytest.raises(mri.ResultsError, match="LaTeX cannot include"):
-        mri.write_inputs(tmp_path / "results", fig_dir, tmp_path / "report" / "generated")
+    with pytest.raises(results.ResultsError, match="LaTeX cannot include"):
+        paper.write_inputs(tmp_path / "results", fig_dir, tmp_path / "report" / "generated")
 
 
 def write_per_class(results: Path, runs: list[str]) -> None:
@@ -297,13 +294,13 @@ def test_per_class_analysis_from_notebook_05_files(tmp_path):
     later = {**runs["improved-modern"], "finished": f"{datetime.now(timezone.utc) + timedelta(minutes=1):%Y-%m-%dT%H:%M:%S%z}"}
     write_runs(tmp_path / "results", {"improved-modern": later})  # finished after the CSV was written
     _, out = generate(tmp_path, {})
-    assert "older than the results of " + mri.tt_list(["improved-modern"]) in read(out, "per_class.tex")
+    assert "older than the results of " + latex.tt_list(["improved-modern"]) in read(out, "per_class.tex")
 
 
 def test_per_class_file_with_another_layout_fails_loudly(tmp_path):
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "per_class_accuracy.csv").write_text("klass,lite-modern\nairplane,1.0\n")
-    with pytest.raises(mri.ResultsError, match="'class' column"):
+    with pytest.raises(results.ResultsError, match="'class' column"):
         generate(tmp_path)
 
 
@@ -312,13 +309,13 @@ def test_broken_results_file_is_an_error_naming_it(tmp_path, capsys):
     bad.mkdir(parents=True)
     (bad / "results.json").write_text('{"config": ')
     assert (
-        mri.main(["--results", str(tmp_path / "results"), "--figures", str(tmp_path), "--out", str(tmp_path / "o")])
+        paper.main(["--results", str(tmp_path / "results"), "--figures", str(tmp_path), "--out", str(tmp_path / "o")])
         == 2
     )
     assert "lite-modern/results.json: unreadable" in capsys.readouterr().err
     (bad / "results.json").write_text('{"config": {}}')
-    with pytest.raises(mri.ResultsError, match="missing num_params"):
-        mri.load_runs(tmp_path / "results")
+    with pytest.raises(results.ResultsError, match="missing num_params"):
+        facts.load_runs(tmp_path / "results")
 
 
 def test_latex_specials_are_escaped(tmp_path):
@@ -363,7 +360,7 @@ def test_readme_block_replaced_between_markers(tmp_path):
     readme.write_text(README)
     readme.chmod(0o644)
     assert (
-        urr.main(
+        readme_section.main(
             ["--readme", str(readme), "--results", str(tmp_path / "results"), "--figures", str(tmp_path / "figures")]
         )
         == 0
@@ -375,10 +372,10 @@ def test_readme_block_replaced_between_markers(tmp_path):
     assert text.count("*not measured*") == (len(RUNS) - 1) + 3  # results table, and seed table rows
     assert "No run here used the full CIFAR-10" in text and "`make run`" in text
     assert "![Lite ResNet: loss, accuracy and learning rate per epoch](figures/lite_training_curves.png)" in text
-    assert mri.REGENERATE in text
+    assert facts.REGENERATE in text
     assert readme.stat().st_mode & 0o777 == 0o644
     # Idempotent: a second run changes nothing.
-    urr.main(["--readme", str(readme), "--results", str(tmp_path / "results"), "--figures", str(tmp_path / "figures")])
+    readme_section.main(["--readme", str(readme), "--results", str(tmp_path / "results"), "--figures", str(tmp_path / "figures")])
     assert readme.read_text() == text
 
 
@@ -387,12 +384,12 @@ def test_readme_skips_a_figure_drawn_before_its_results(tmp_path):
     (tmp_path / "figures").mkdir()
     stamped_png(tmp_path / "figures" / "improved_training_curves.png", "2025-12-31T00:00:00+0000")
     stamped_png(tmp_path / "figures" / "confusion_matrix_improved-modern.png", None)  # unstamped: not judged
-    block = urr.render_block(tmp_path / "results", tmp_path / "figures", tmp_path)
+    block = readme_section.render_block(tmp_path / "results", tmp_path / "figures", tmp_path)
     assert "(figures/confusion_matrix_improved-modern.png)" in block and "improved_training_curves" not in block
 
 
 def test_readme_without_results_shows_no_numbers(tmp_path):
-    block = urr.render_block(tmp_path / "none", tmp_path / "none", tmp_path)
+    block = readme_section.render_block(tmp_path / "none", tmp_path / "none", tmp_path)
     assert "No training run has produced results yet" in block
     assert not re.search(r"\d+\.\d+ ?%", block)
 
@@ -406,8 +403,8 @@ def test_readme_without_results_shows_no_numbers(tmp_path):
     ],
 )
 def test_readme_markers_must_be_there_once_and_in_order(tmp_path, text, problem):
-    with pytest.raises(urr.MarkerError, match=problem):
-        urr.replace_block(text, "block")
+    with pytest.raises(readme_section.MarkerError, match=problem):
+        readme_section.replace_block(text, "block")
 
 
 def test_seeds_give_mean_and_std_and_only_a_clear_difference_is_a_finding(tmp_path):
@@ -425,7 +422,7 @@ def test_seeds_give_mean_and_std_and_only_a_clear_difference_is_a_finding(tmp_pa
     assert "lite-modern-seed1" not in table  # seeds merge into their configuration's row
     sentences = read(out, "seed_discussion.tex") + read(out, "abstract.tex") + read(out, "limitations.tex")
     assert "3 and 3 seeds, more than twice its standard error" in sentences and "holds up" in sentences
-    block = urr.render_block(tmp_path / "results", tmp_path / "figures", tmp_path)
+    block = readme_section.render_block(tmp_path / "results", tmp_path / "figures", tmp_path)
     assert "| 83.20 ± 0.20 † | 3 |" in block and "| `lite-seed-sgd` |" in block
 
 
@@ -465,12 +462,12 @@ def test_seed_readings_table_from_the_experiments_index(tmp_path, monkeypatch):
              "readings": [{"name": "literal", "what": "SGD 0.01, constant", "file": "literal.json"},
                           {"name": "kuangliu", "what": "cosine T_max 200", "note": "not measured: no time"}]}
     (tmp_path / "index.json").write_text(json.dumps(index))
-    monkeypatch.setattr(mri, "EXPERIMENTS", tmp_path)
-    rows = mri.reading_rows(mri.seed_readings()[0])
+    monkeypatch.setattr(facts, "EXPERIMENTS", tmp_path)
+    rows = words.reading_rows(facts.seed_readings()[0])
     assert rows[0] == ["literal", "SGD 0.01, constant", "92.67", "70.00", "73.50", f"{13.55 + 9.87:.2f}"]
     assert rows[1][-1] == "not measured: no time" and rows[1][2] == "--"
-    assert "tab:readings" in mri.seed_readings_tex() and "JPEG copy" in mri.seed_readings_tex()
-    block = urr.render_block(tmp_path / "none", tmp_path / "figures", tmp_path)
+    assert "tab:readings" in paper.seed_readings_tex() and "JPEG copy" in paper.seed_readings_tex()
+    block = readme_section.render_block(tmp_path / "none", tmp_path / "figures", tmp_path)
     assert "| literal | SGD 0.01, constant | 92.67 | 70.00 | 73.50 | 23.42 |" in block
 
 
@@ -482,10 +479,10 @@ def test_an_improved_reading_is_measured_against_the_seeds_improved_row(tmp_path
     (tmp_path / "adam.json").write_text(json.dumps(res))
     index = {"data": "JPEG copy.", "readings": [{"name": "adam", "what": "Adam, crop", "file": "adam.json"}]}
     (tmp_path / "index.json").write_text(json.dumps(index))
-    monkeypatch.setattr(mri, "EXPERIMENTS", tmp_path)
-    row = mri.reading_rows(mri.seed_readings()[0])[0]
+    monkeypatch.setattr(facts, "EXPERIMENTS", tmp_path)
+    row = words.reading_rows(facts.seed_readings()[0])[0]
     assert row[2:4] == ["97.00", "90.00"] and row[-1] == f"{1.42 + 1.52:.2f}"
-    assert "Improved Adam 98.42\\% train, 91.52\\% test" in mri.seed_readings_tex()
+    assert "Improved Adam 98.42\\% train, 91.52\\% test" in paper.seed_readings_tex()
 
 
 def test_ablation_table_compares_variants_with_the_baseline_on_validation(tmp_path, monkeypatch):
@@ -510,29 +507,29 @@ def test_ablation_table_compares_variants_with_the_baseline_on_validation(tmp_pa
                           {"name": "EMA", "what": "an EMA of the weights", "note": "not measured: no time"},
                           {"name": "80 epochs", "what": "--epochs 80", "files": ["long.json"], "diagnostic": True}]}
     (tmp_path / "ablation.json").write_text(json.dumps(index))
-    monkeypatch.setattr(mri, "EXPERIMENTS", tmp_path)
-    base, variants, data = mri.ablation()
-    rows = mri.ablation_rows(base, variants)
+    monkeypatch.setattr(facts, "EXPERIMENTS", tmp_path)
+    base, variants, data = facts.ablation()
+    rows = words.ablation_rows(base, variants)
     assert rows[0][:7] == ["modern", "as is", "3 (0, 1, 2)", "79.88 ± 0.18", "83.20 ± 0.20", "82.70 ± 0.20", ""]
     assert rows[1][2:7] == ["1 (0)", "81.05", "84.50", "84.00", "+1.30"] and "too few seeds" in rows[1][7]
     assert rows[2][6] == "+3.90" and rows[2][7].startswith("exceeds the noise")
     assert rows[3][2] == "0" and rows[3][-1] == "not measured: no time"
     assert rows[4][6] == "+1.80" and rows[4][7].startswith("diagnostic, not a candidate: 1.80 points")
-    summary = mri.ablation_summary(base, variants)
+    summary = words.ablation_summary(base, variants)
     assert summary.startswith("Against the baseline's mean, wd 1e-4: training +1.17, validation +1.30 points; lr 0.2:")
     assert "helped" not in summary and summary.endswith("Variants with one seed are a screening, not a finding.")
     assert "Outside the budget (diagnostics, no candidates): 80 epochs: training" in summary
     low = variants[0]._replace(res={**variants[0].res, "final": {**variants[0].res["final"], "val_acc": 0.829}})
-    assert "(0.40 points): none of these changes helped here." in mri.ablation_summary(base, [low])
+    assert "(0.40 points): none of these changes helped here." in words.ablation_summary(base, [low])
     # a diagnostic above the noise (80 epochs: +1.80) is no candidate, so the verdict on the candidates stands
-    assert "(0.40 points): none of these changes helped here." in mri.ablation_summary(base, [low, variants[3]])
+    assert "(0.40 points): none of these changes helped here." in words.ablation_summary(base, [low, variants[3]])
     # a variant that re-evaluates the baseline's own models (scripts/screen_tta.py) changed no training
     tta = low._replace(name="translate TTA", res={**low.res, "evaluation": "flip + translate TTA"})
-    assert "translate TTA (evaluation only): validation -0.30 points." in mri.ablation_summary(base, [tta])
-    tex_table = mri.ablation_tex()
+    assert "translate TTA (evaluation only): validation -0.30 points." in words.ablation_summary(base, [tta])
+    tex_table = paper.ablation_tex()
     assert "tab:ablation" in tex_table and "83.20 $\\pm$ 0.20" in tex_table and "JPEG copy" in tex_table
     assert "-{}-weight-decay 1e-4" in tex_table  # not an en dash
-    block = urr.render_block(tmp_path / "none", tmp_path / "figures", tmp_path)
+    block = readme_section.render_block(tmp_path / "none", tmp_path / "figures", tmp_path)
     assert "| modern | as is | 3 (0, 1, 2) | 79.88 ± 0.18 | 83.20 ± 0.20 | 82.70 ± 0.20 |  | baseline |" in block
 
 
@@ -546,8 +543,8 @@ def test_training_curves_show_each_configurations_first_seed():
     for k in (1, 2):
         runs[f"lite-modern-seed{k}"] = fake_result("lite-modern", 0.8, 0.8, FULL)
         runs[f"lite-modern-seed{k}"]["config"]["seed"] = k
-    assert sorted(mri.figure_runs("lite_training_curves", runs)) == ["lite-modern", "lite-seed-sgd"]
-    assert mri.figure_runs("improved_training_curves", runs) == []
+    assert sorted(facts.figure_runs("lite_training_curves", runs)) == ["lite-modern", "lite-seed-sgd"]
+    assert facts.figure_runs("improved_training_curves", runs) == []
 
 
 def test_targets_say_by_how_much_they_are_missed_and_from_how_many_seeds():
@@ -556,12 +553,12 @@ def test_targets_say_by_how_much_they_are_missed_and_from_how_many_seeds():
             for k, acc in enumerate((0.827, 0.829, 0.828))}
     for k, name in enumerate(runs):
         runs[name]["config"]["seed"] = k
-    rows = mri.target_rows(mri.results.merge_seeds(runs))
+    rows = words.target_rows(results.merge_seeds(runs))
     assert rows[0] == ["lite-modern", ">= 85.0", "82.80 ± 0.10 (n=3)", "missed by 2.20 points"]
     assert rows[1][2:] == ["not measured", "not measured on the full-size JPEG copy for 40 epochs"]
-    one = mri.target_rows(mri.results.merge_seeds({"lite-modern": runs["lite-modern"]}))[0]
+    one = words.target_rows(results.merge_seeds({"lite-modern": runs["lite-modern"]}))[0]
     assert one[3] == "missed by 2.30 points (from 1 seed; the target asks for 3)"
-    mini = mri.target_rows(mri.results.merge_seeds({"lite-modern": fake_result("lite-modern", 0.9, 0.9, MINI)}))[0]
+    mini = words.target_rows(results.merge_seeds({"lite-modern": fake_result("lite-modern", 0.9, 0.9, MINI)}))[0]
     assert mini[2] == "not measured"
 
 
