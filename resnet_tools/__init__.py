@@ -13,6 +13,8 @@ Leaves, below resnet_lib (they never import it):
     checkpoints  the checkpoint format fit writes, its safe loader and checks
     step, distill, cudagraph   one optimization step, the distillation loss, the step as a CUDA graph
     distributed  data-parallel training under torchrun
+    notebook     the notebooks' parameters: from the environment, checked by their annotations; the
+                 repository's folder and Colab for their first cell (it imports this before resnet_lib)
 Tools, above resnet_lib (they use it):
     job          train_and_evaluate: data, model, fit, evaluation, results.json
     inference    models rebuilt from checkpoints, predict, submission files, safetensors
@@ -20,7 +22,6 @@ Tools, above resnet_lib (they use it):
     figures      one figure style and every plot
     explain      calibration (temperature scaling, ECE, reliability diagrams) and Grad-CAM maps
     record       which runs the record holds and where a notebook writes
-    notebook     the notebooks' first cell: the repository's folder, parameters from the environment, Colab
     cli          `python resnet_lib.py train | predict | export ...`
     report/      the paper's and the README's results (facts, words, paper, readme; latex and markdown
                  are text-only leaves)

@@ -21,7 +21,7 @@ import resnet_lib as rl
 from resnet_tools.figures import plot_class_balance, save_figure
 from resnet_tools.results import confused_pairs, confusion_matrix, per_class_accuracy, results_table, run_name, write_table
 from conftest import ROOT, write_cifar
-from resnet_tools.cli import list_parameter
+from resnet_tools.notebook import list_parameter
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 RUNNER = ROOT / "scripts" / "run_notebooks.py"
