@@ -1529,7 +1529,8 @@ def test_symlink_loop_is_named_as_a_loop(tmp_path, capsys, monkeypatch, where):
     monkeypatch.setattr(tvu, "download_and_extract_archive", must_not_run("the download"))
     if where == "data folder":
         loop = _loop(tmp_path / "data")
-        with pytest.raises(errors.DataError, match=rf"^{re.escape(str(loop))} is a symlink loop .*not CIFAR-10 data") as e:
+        message = rf"^{re.escape(str(loop))} is a symlink loop .*not CIFAR-10 data"
+        with pytest.raises(errors.DataError, match=message) as e:
             rl.load_cifar10(loop, download=True)
         one_error(e)
     elif where == "a batch file":

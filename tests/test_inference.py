@@ -39,7 +39,8 @@ def test_predict_accepts_every_layout_and_matches_evaluate(trained):
     assert torch.equal(labels, rl.evaluate(model, data).predictions)
     nhwc = x.permute(0, 2, 3, 1).numpy()
     assert torch.equal(inference.predict(model, nhwc, stats=data.stats)[0], labels)
-    assert torch.equal(inference.predict(model, x.reshape(100, -1).numpy(), stats=data.stats, layout="nchw")[0], labels)
+    flat = x.reshape(100, -1).numpy()
+    assert torch.equal(inference.predict(model, flat, stats=data.stats, layout="nchw")[0], labels)
     tta_labels, _ = inference.predict(model, x, stats=data.stats, tta=True)
     assert torch.equal(tta_labels, rl.evaluate(model, data, tta=True).predictions)
     assert (labels == data.test_y).float().mean() >= 0.7  # it learned the toy set (chance: 0.1)
@@ -107,7 +108,7 @@ def test_cli_predict_from_pickle_and_npy_and_export(trained, tmp_path):
     assert proc.returncode == 0, proc.stderr
     lines = (tmp_path / "sub.csv").read_text().splitlines()
     assert lines[0] == "ID,Labels" and len(lines) == 31
-    expected, _ = inference.predict(model, images, stats=data.stats, tta=True)  # as the run (modern recipe) was evaluated
+    expected, _ = inference.predict(model, images, stats=data.stats, tta=True)  # as the run (modern) was evaluated
     assert [line.split(",") for line in lines[1:]] == [[str(1000 + i), str(int(c))] for i, c in enumerate(expected)]
     assert "30 predictions (flip TTA, as the run was evaluated)" in proc.stdout and "airplane" in proc.stdout
 

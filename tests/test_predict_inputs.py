@@ -249,8 +249,8 @@ def test_npz_member_header_claiming_more_than_the_file_is_refused_before_loading
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("data.npy", npy_bytes((10**10, 32, 32, 3), b"\0" * 100))
     monkeypatch.setattr(np, "load", lambda *a, **k: pytest.fail("np.load ran before the size check"))
-    with pytest.raises(errors.DataError, match=r"array 'data': its header says shape \(10000000000, 32, 32, 3\) of uint8 "
-                                           r"\(30,720,000,000,000 bytes\), but the archive holds 100 bytes"):
+    with pytest.raises(errors.DataError, match=r"array 'data': its header says shape \(10000000000, 32, 32, 3\) "
+                                           r"of uint8 \(30,720,000,000,000 bytes\), but the archive holds 100 bytes"):
         inference.read_unlabeled(path)
 
 
@@ -260,7 +260,8 @@ def test_npz_zip_directory_claiming_more_than_deflate_can_hold_is_refused(tmp_pa
         z.writestr("data.npy", npy_bytes((2**31 // 3072, 32, 32, 3), b"\0" * 100))
     path.write_bytes(_set_uncompressed_size(bytearray(path.read_bytes()), 2**31))
     monkeypatch.setattr(np, "load", lambda *a, **k: pytest.fail("np.load ran before the size check"))
-    with pytest.raises(errors.DataError, match=rf"{path}: array 'data': the zip directory says 2,147,483,648 bytes from"):
+    message = rf"{path}: array 'data': the zip directory says 2,147,483,648 bytes from"
+    with pytest.raises(errors.DataError, match=message):
         inference.read_unlabeled(path)
 
 
