@@ -63,6 +63,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import resnet_lib as rl  # noqa: E402
+from resnet_tools import cifarfiles, devices, job, safeio  # noqa: E402
 from resnet_tools import cudagraph  # noqa: E402
 from resnet_tools.cli import field_parser  # noqa: E402
 from resnet_tools.cudagraph import make_train_step  # noqa: E402
@@ -824,10 +825,10 @@ def scaling_worker(args: argparse.Namespace, device: torch.device, name: str) ->
         cuda_graph=False,  # DDP steps eagerly: the 1-process run the same way, for a fair ratio
         seed=0,
     )
-    _, res = rl.train_and_evaluate(cfg, data=synthetic_cifar(steps * per_gpu * world, 1000), progress=False)
+    _, res = job.train_and_evaluate(cfg, data=synthetic_cifar(steps * per_gpu * world, 1000), progress=False)
     if int(os.environ.get("RANK", "0")) == 0:
         rate = res["history"]["images_per_sec"][-1]  # the last epoch: compile and warm-up are in the first
-        rl.write_json({"images_per_sec": rate, "distributed": res["distributed"]}, args.scaling_worker)
+        safeio.write_json({"images_per_sec": rate, "distributed": res["distributed"]}, args.scaling_worker)
     return 0
 
 
@@ -917,7 +918,7 @@ def cpu_busy_fraction(seconds: float = 1.0) -> float | None:
 def environment(device: torch.device, threads: int) -> dict[str, Any]:
     info: dict[str, Any] = {
         "hardware": {
-            "device": rl.device_name(device),
+            "device": devices.device_name(device),
             "cpu": cpu_model(),
             "cpu_native_bf16": cpu_native_bf16(),  # AMX or AVX512-BF16: what bf16=auto follows on the CPU
             "cpu_count": os.cpu_count(),
@@ -1182,8 +1183,8 @@ def profile_step(name: str, cfg: rl.TrainConfig, device: torch.device, steps: in
 
 
 def write_outputs(report: dict[str, Any], markdown: str, out: Path) -> None:
-    rl.write_json(report, out)
-    rl.atomic_write(out.with_suffix(".md"), "w", lambda f: f.write(markdown + "\n"))
+    safeio.write_json(report, out)
+    safeio.atomic_write(out.with_suffix(".md"), "w", lambda f: f.write(markdown + "\n"))
 
 
 # ---------------------------------------------------------------------------------------
@@ -1349,7 +1350,7 @@ def main(argv: list[str] | None = None) -> int:
     real: list[rl.CIFAR10] = []  # loaded once, for the accuracy and options sections
 
     def real_data(section: str, key: str) -> rl.CIFAR10 | None:
-        if not (data_dir / rl.CIFAR10_FOLDER).is_dir():
+        if not (data_dir / cifarfiles.CIFAR10_FOLDER).is_dir():
             print(f"bench: {section} section skipped: no CIFAR-10 folder at {data_dir} (give --data-dir)", flush=True)
             report[key] = {"skipped": f"no CIFAR-10 folder at {data_dir}"}
             return None

@@ -16,20 +16,22 @@ import textwrap
 import threading
 import time
 import tokenize
-import typing
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import torch
 
 import resnet_lib as rl
-from resnet_lib import ARCHS, CLASSES, OPTIMIZERS, RECIPES, SCHEDULES, BudgetError, ConfigError, DataError, TrainConfig
-from resnet_lib import TrainingDiverged
+from resnet_lib import ARCHS, OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig, TrainingDiverged
+from resnet_tools import job
+from resnet_tools.budget import BudgetError
+from resnet_tools.dataset import CLASSES
 from resnet_tools.distributed import RankFailure
+from resnet_tools.errors import ConfigError, DataError
 from resnet_tools.inference import export_safetensors, load_pretrained, predict, read_unlabeled
 from resnet_tools.inference import LAYOUTS, write_submission
 from resnet_tools.inference import load_for_inference_with_config, tta_label
-from resnet_tools.results import merge_seeds, run_name
+from resnet_tools.results import confusion_matrix, merge_seeds, run_name
 from resnet_tools.safeio import atomic_write, check_not_an_input, check_output_file, check_writable, shown_path
 
 
@@ -125,107 +127,6 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
             )
 
 
-def _strict_int(value: Any) -> int:
-    """int of an integer or its text; not of 1.5, True or '1.5' (which int() would take or round)."""
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise ValueError(value)
-    return int(value)
-
-
-# What each list element is called in messages, and an example of the forms a list takes.
-_LIST_FORMS = {int: ("integers", "0,1,2 or [0, 1, 2] or one integer such as 0"),
-               str: ("names", "seed,modern or ['seed', 'modern'] or one name such as modern")}
-
-
-def list_parameter(value: Any, item: Callable[[Any], Any] = str, name: str | None = None) -> list:
-    """A notebook's list parameter in every form people pass it: a list; papermill's `-p SEEDS
-    "[0, 1, 2]"` (-p hands over text); `0,1,2` (an environment variable, `-p SEEDS 0,1,2`); or
-    one value. Each element through `item` (int for seeds: whole numbers only). Empty lists and
-    repeated values (the same run twice into one folder) are refused: ValueError in one line naming
-    the parameter (`name`, as the notebooks pass it) and the forms it takes."""
-    given = f"{name}={value!r}" if name else repr(value)
-    what, forms = _LIST_FORMS.get(item, ("values", "a, b or [a, b]"))
-    item = _strict_int if item is int else item
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith(("[", "(")):
-            try:
-                value = ast.literal_eval(text)
-            except (ValueError, SyntaxError):
-                raise ValueError(f"{given} cannot be read as a list of {what}: write {forms}") from None
-            value = value if isinstance(value, (list, tuple)) else [value]
-        else:
-            value = [part.strip().strip("'\"") for part in text.split(",") if part.strip()]
-    elif not isinstance(value, (list, tuple)):
-        value = [value]
-    try:
-        values = [item(v) for v in value]
-    except (TypeError, ValueError):
-        raise ValueError(f"{given} is not a list of {what}: write {forms}") from None
-    if not values:
-        raise ValueError(f"{given} is empty: give at least one, as in {forms}")
-    repeated = sorted({repr(v) for v in values if values.count(v) > 1})
-    if repeated:
-        raise ValueError(f"{given} repeats {', '.join(repeated)}: give each once (each is a run of its own, "
-                         "in its own folder)")
-    return values
-
-
-def _scalar_parameter(name: str, value: Any, typ: Any) -> Any:
-    """`value` as the parameter's declared scalar type (bool, int, float, str), from the value
-    itself or its text (an environment variable, papermill's -p); ValueError in one line otherwise."""
-    if typ is bool:
-        flags = {"true": True, "false": False, "yes": True, "no": False, "1": True, "0": False}
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, (int, str)) and str(value).strip().lower() in flags:
-            return flags[str(value).strip().lower()]
-        raise ValueError(f"{name}={value!r} is not a flag: use True or False (or 1/0, yes/no)")
-    if typ in (int, float):
-        number = value
-        if isinstance(value, str):
-            with contextlib.suppress(ValueError, SyntaxError):
-                number = ast.literal_eval(value.strip())
-        kinds = (int,) if typ is int else (int, float)
-        if isinstance(number, bool) or not isinstance(number, kinds):
-            raise ValueError(f"{name}={value!r} is not {'a whole number' if typ is int else 'a number'}, "
-                             f"such as {'2' if typ is int else '0.1'}")
-        return number
-    if typ is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)  # papermill's -p turns the text 2024 (a folder's name) into a number
-        raise ValueError(f"{name}={value!r} is not text (a name or a path)")
-    return value
-
-
-def notebook_parameter(name: str, value: Any, declared: Any) -> Any:
-    """One notebook parameter checked and converted by its declared type (its annotation in the
-    parameters cell: bool, int, float, str, list[int], list[str], Optional[...] of them), as
-    papermill, an environment variable or the cell itself gave it. ValueError in one line naming it;
-    other annotations (Any, or kept as text) pass the value through."""
-    args = [a for a in typing.get_args(declared) if a is not type(None)]
-    if typing.get_origin(declared) is typing.Union and type(None) in typing.get_args(declared):
-        if value is None or (isinstance(value, str) and value.strip() == "None"):
-            return None
-        declared = args[0] if len(args) == 1 else Any
-        args = list(typing.get_args(declared))
-    if typing.get_origin(declared) is list:
-        return list_parameter(value, args[0] if args else str, name=name)
-    return _scalar_parameter(name, value, declared)
-
-
-def notebook_parameters(namespace: dict[str, Any]) -> dict[str, Any]:
-    """Every parameter a notebook declares with a type in its parameters cell (the upper-case names
-    in `__annotations__`, e.g. `SEEDS: list[int] = ...`), checked and converted by that type:
-    `globals().update(notebook_parameters(globals()))`. The first bad one stops the notebook, before
-    any work, with one line naming it and what it accepts."""
-    declared = namespace.get("__annotations__", {})
-    return {name: notebook_parameter(name, namespace[name], typ) for name, typ in declared.items()
-            if name.isupper() and name in namespace}
-
-
 def _seed_list(text: str) -> list[int]:
     """--seeds 0,1,2 -> [0, 1, 2] (distinct non-negative integers)."""
     try:
@@ -238,7 +139,7 @@ def _seed_list(text: str) -> list[int]:
 
 
 def _train_one(cfg: TrainConfig, args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    _, res = rl.train_and_evaluate(
+    _, res = job.train_and_evaluate(
         cfg,
         data_dir=args.data_dir,
         out_dir=out,
@@ -311,8 +212,6 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     """Score a checkpoint or export on labelled data: accuracy, per-class accuracy, and the
     confusion matrix as CSV (rows = true class, columns = predicted)."""
-    from resnet_tools.results import confusion_matrix
-
     rl.resolve_device(args.device)
     check_not_an_input(args.out, {"checkpoint": args.checkpoint, "data-dir": args.data_dir})
     check_output_file(args.out, "--out")
@@ -492,3 +391,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":  # `python resnet_lib.py ...` and `python -m resnet_tools.cli ...` run here
+    sys.exit(main())

@@ -15,16 +15,19 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 import torch
 
-from resnet_lib import ARCHS, CIFAR10, CIFAR10_MEAN, CIFAR10_STD, CLASSES, OPTIMIZERS, RECIPES, EvalResult, TrainConfig
-from resnet_lib import channel_stats
+from resnet_lib import ARCHS, CIFAR10_MEAN, CIFAR10_STD, OPTIMIZERS, RECIPES, EvalResult, TrainConfig
+from resnet_tools import distributed as ddp
+from resnet_tools.budget import count_params
 from resnet_tools.checkpoints import load_checkpoint_dict
+from resnet_tools.dataset import CIFAR10, CLASSES, channel_stats
+from resnet_tools.devices import device_name, numerics
 from resnet_tools.report import latex, markdown
 from resnet_tools.report.latex import tex_escape
 from resnet_tools.safeio import atomic_write
 
 # The official CIFAR-10 split sizes (https://www.cs.toronto.edu/~kriz/cifar.html).
 FULL_TRAIN, FULL_TEST = 50_000, 10_000
-# What every results.json written by resnet_lib.train_and_evaluate holds.
+# What every results.json written by resnet_tools.job.train_and_evaluate holds.
 REQUIRED_KEYS = ("config", "num_params", "history", "final", "data", "device", "wall_seconds")
 
 
@@ -57,10 +60,6 @@ def run_record(
     history, the final model's numbers, which data it used (data.label; see data_label), the
     device and the time it took. Test numbers are for reporting only; any choice (best epoch,
     early stopping, tuning) uses the validation numbers."""
-    from resnet_lib import count_params
-    from resnet_tools import distributed as ddp
-    from resnet_tools.devices import device_name, numerics
-
     val_acc = [a for a in history["val_acc"] if not math.isnan(a)]
     device_label = device_name(device)
     return {

@@ -19,8 +19,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
-# Until the project is installed into its environment (issue 27: `pip install -e .`), a script run
-# from the checkout finds the package beside it; an installed package is used as is.
+# `make setup` installs the project (pip install -e .); a checkout without it (a bare `python3
+# scripts/...`) still finds the package beside the script.
 if importlib.util.find_spec("resnet_tools") is None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 

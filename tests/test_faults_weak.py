@@ -22,8 +22,9 @@ import torch
 import resnet_lib as rl
 import resnet_tools.cli as cli
 from conftest import ROOT, tiny_config, write_cifar
-from resnet_tools import safeio
-from resnet_tools.cli import list_parameter, notebook_parameter, notebook_parameters
+from resnet_tools import job, safeio
+from resnet_tools.checkpoints import load_checkpoint_dict
+from resnet_tools.notebook import from_env, list_parameter, notebook_parameter, notebook_parameters
 from test_faults import must_not_run, one_error, run_main
 
 
@@ -42,7 +43,7 @@ def checkpoint(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("trained")
     with pytest.warns(UserWarning, match="not the official CIFAR-10"):
         data = rl.load_cifar10(write_cifar(out / "cifar", per_batch=20, n_test=20), download=False)
-    rl.train_and_evaluate(tiny_config(epochs=1, tta=False), data=data, out_dir=out / "run", progress=False)
+    job.train_and_evaluate(tiny_config(epochs=1, tta=False), data=data, out_dir=out / "run", progress=False)
     return out / "run" / "checkpoint.pt"
 
 
@@ -86,7 +87,7 @@ def test_output_folder_that_cannot_be_one_is_named_before_training(tmp_path, cap
     else:
         with pytest.raises(OSError, match=f"^cannot write to {shown}{message}") as e:
             if use == "train_and_evaluate out_dir":
-                rl.train_and_evaluate(tiny_config(), out_dir=folder)
+                job.train_and_evaluate(tiny_config(), out_dir=folder)
             else:
                 rl.check_writable(folder)
         assert "\n" not in one_error(e)
@@ -194,7 +195,7 @@ def test_folder_made_read_only_mid_run_reports_the_failed_save(tmp_path, capsys,
                               "--data-dir", str(write_cifar(tmp_path / "cifar", per_batch=20, n_test=20)),
                               "--no-download", "--out", str(out), "--quiet"], capsys)
     assert code == 2 and err == f"error: [Errno 13] Permission denied: '{out / 'checkpoint.pt'}'\n", err
-    assert rl.load_checkpoint_dict(out / "checkpoint.pt")["epoch"] == 1  # epoch 1's, whole
+    assert load_checkpoint_dict(out / "checkpoint.pt")["epoch"] == 1  # epoch 1's, whole
 
 
 def test_lock_that_cannot_be_removed_after_a_good_run_is_one_note(cifar, tmp_path, capsys, monkeypatch):
@@ -206,7 +207,7 @@ def test_lock_that_cannot_be_removed_after_a_good_run_is_one_note(cifar, tmp_pat
         real_unlink(path, *args, **kwargs)
 
     monkeypatch.setattr(os, "unlink", unlink)
-    rl.train_and_evaluate(tiny_config(epochs=1), data=cifar, out_dir=tmp_path / "out", progress=False)
+    job.train_and_evaluate(tiny_config(epochs=1), data=cifar, out_dir=tmp_path / "out", progress=False)
     notes = [line for line in capsys.readouterr().err.splitlines() if ".lock" in line]
     assert notes == [f"note: could not remove the lock file {tmp_path / 'out' / '.lock'} (Permission denied); the "
                      "next run into this folder takes it over"]
@@ -262,7 +263,10 @@ def test_list_parameter_names_the_notebook_parameter_it_was_given():
     one_error(e)
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")), ids=lambda p: p.stem)
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_every_notebook_parameter_default_passes_its_declared_type(path):
     """notebook_parameters reads the types the parameters cell declares and keeps their defaults as they are."""
     cell = next(c for c in nbformat.read(path, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
@@ -271,6 +275,42 @@ def test_every_notebook_parameter_default_passes_its_declared_type(path):
     checked = notebook_parameters(namespace)
     assert checked and set(checked) == {n for n in namespace["__annotations__"] if n.isupper()}
     assert all(json.dumps(checked[n]) == json.dumps(namespace[n]) for n in checked), checked
+
+
+def run_configuration_start(path: Path, injected: str = "") -> dict[str, Any]:
+    """Run a notebook's parameters cell, papermill's injected assignments (`injected`) and its
+    configuration cell up to `DATA_DIR = Path(...)`, the first line that uses a parameter's value."""
+    code = [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+    lines = code[2].splitlines()
+    end = next(i for i, line in enumerate(lines) if line.startswith("DATA_DIR = "))
+    namespace: dict[str, Any] = {"from_env": from_env, "Optional": Optional, "rl": rl}
+    for source in (code[1], injected, "\n".join(lines[: end + 1])):
+        # dont_inherit: as in the kernel, annotations are types, not this module's postponed text
+        exec(compile(source, path.name, "exec", dont_inherit=True), namespace)  # noqa: S102 - the notebook's own
+    return namespace
+
+
+@pytest.mark.parametrize("how", ["environment", "papermill"])
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_data_dir_2024_is_the_folder_2024_in_every_notebook(path, how, tmp_path, monkeypatch):
+    """DATA_DIR=2024 reaches the notebook as the int 2024 (from_env reads a literal; papermill -p
+    infers a number): the configuration cell makes it the folder 2024 before Path() sees it."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("SMOKE", "DATA_DIR", "RESULTS_DIR", "FIGURES_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    if how == "environment":
+        monkeypatch.setenv("DATA_DIR", "2024")
+    namespace = run_configuration_start(path, "DATA_DIR = 2024" if how == "papermill" else "")
+    assert namespace["DATA_DIR"] == tmp_path.resolve() / "2024"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_a_parameter_of_the_wrong_type_stops_the_configuration_cell_in_one_line(path, monkeypatch):
+    """papermill -p SMOKE maybe: one line naming SMOKE from the configuration cell's first statement."""
+    monkeypatch.delenv("SMOKE", raising=False)
+    with pytest.raises(ValueError, match=r"^SMOKE='maybe' is not a flag: use True or False") as e:
+        run_configuration_start(path, 'SMOKE = "maybe"')
+    assert "\n" not in one_error(e)
 
 
 # ---------------------------------------------------------------------------------------
@@ -288,5 +328,6 @@ BAD_INPUT_CASES: dict[str, list] = {
         (m, c) for m in BAD_OUT_FILES for c in FILE_COMMANDS]
     + [test_predict_to_a_dangling_symlink_replaces_the_link, test_export_and_predict_with_paths_that_are_not_utf8],
     "notebook parameters of the wrong form or type (one line naming the parameter)": NOTEBOOK_PARAMETERS
-    + [test_list_parameter_names_the_notebook_parameter_it_was_given],
+    + [test_list_parameter_names_the_notebook_parameter_it_was_given]
+    + [(test_a_parameter_of_the_wrong_type_stops_the_configuration_cell_in_one_line, p) for p in NOTEBOOKS],
 }

@@ -18,9 +18,10 @@ import torch
 from conftest import ROOT, tiny_config
 
 import resnet_lib as rl
-from resnet_tools import results
+from resnet_tools import job, results
 from resnet_tools.report import facts, latex, paper, words
 from resnet_tools.report import readme as readme_section
+from resnet_tools.results import confused_pairs, per_class_accuracy, run_name, write_table
 
 RUNS = ("lite-seed-sgd", "lite-modern", "improved-seed-sgd", "improved-seed-adam", "improved-modern", "lite-distill")
 MINI = {"root": "/somewhere/cifar10-mini", "official": False, "n_train": 3663, "n_val": 407, "n_test": 1015}
@@ -37,7 +38,7 @@ def fake_result(
     wall: float = 30.0,
     train_subset: int = 0,
 ) -> dict:
-    """A results.json as resnet_lib.train_and_evaluate writes it, with chosen numbers."""
+    """A results.json as resnet_tools.job.train_and_evaluate writes it, with chosen numbers."""
     model, recipe, *opt = name.split("-")
     cfg = rl.TrainConfig.from_recipe(
         recipe, model=model, epochs=epochs, train_subset=train_subset, **({"optimizer": opt[0]} if opt else {}),
@@ -268,8 +269,8 @@ def write_per_class(results: Path, runs: list[str]) -> None:
         preds[labels == 3] = 5  # every cat predicted as dog
         preds[torch.nonzero(labels == 1).flatten()[: 2 + i]] = 9  # some automobiles as trucks
         evals[name] = rl.EvalResult(0.0, (preds == labels).float().mean().item(), torch.zeros(100, 10), preds, labels)
-    rl.write_table(rl.per_class_accuracy(evals).reset_index(), results / "per_class_accuracy")
-    rl.write_table(rl.confused_pairs(evals, k=5), results / "confused_pairs")
+    write_table(per_class_accuracy(evals).reset_index(), results / "per_class_accuracy")
+    write_table(confused_pairs(evals, k=5), results / "confused_pairs")
 
 
 def test_per_class_analysis_from_notebook_05_files(tmp_path):
@@ -338,7 +339,7 @@ def test_report_source_types_no_results(tmp_path):
 def test_results_written_by_train_and_evaluate_are_read(tmp_path, cifar):
     """The contract with the library: a real (tiny) results.json, not just the fake one."""
     cfg = tiny_config(epochs=1, channels_last=False)  # channels_last is slow on small CPU batches
-    rl.train_and_evaluate(cfg, data=cifar, out_dir=tmp_path / "results" / rl.run_name(cfg), progress=False)
+    job.train_and_evaluate(cfg, data=cifar, out_dir=tmp_path / "results" / run_name(cfg), progress=False)
     manifest, out = generate(tmp_path)
     assert manifest["runs"] == ["lite-modern"]
     assert "non-official folder 'cifar'" in read(out, "results_table.tex")
@@ -414,7 +415,7 @@ def test_seeds_give_mean_and_std_and_only_a_clear_difference_is_a_finding(tmp_pa
         for name, acc in (("lite-seed-sgd", t_old), ("lite-modern", t_new)):
             res = fake_result(name, acc, acc - 0.01, FULL, epochs=40)
             res["config"]["seed"] = seed
-            runs[rl.run_name(res["config"])] = res
+            runs[run_name(res["config"])] = res
     _, out = generate(tmp_path, runs)
     table = read(out, "results_table.tex")
     assert "83.20 $\\pm$ 0.20" in table and "70.50 $\\pm$ 0.50" in table

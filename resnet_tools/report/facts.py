@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple
 
-from resnet_lib import ARCHS, CLASSES, RECIPES
+from resnet_lib import ARCHS, RECIPES
 from resnet_tools import results
+from resnet_tools.dataset import CLASSES
 from resnet_tools.results import SEED_REPORTED, ResultsError, best_run, data_kind, group_name, run_name, warn
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,8 +16,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from resnet_lib import ARCHS, CLASSES, PARAM_BUDGET, RECIPES, ResNet, TrainConfig, build_model, count_params
-from resnet_lib import layer_table
+from resnet_lib import ARCHS, RECIPES, ResNet, TrainConfig, build_model, layer_table
+from resnet_tools.budget import PARAM_BUDGET, count_params
+from resnet_tools.dataset import CLASSES
 from resnet_tools.report import facts, paper_figures, words
 from resnet_tools.report.facts import (
     FULL_RUN_HINT, REGENERATE, ROOT, PerClass, comparable_to_seed, epochs_of, expected_runs, n_seeds, seed_claims,
