@@ -26,6 +26,7 @@ from resnet_lib import ARCHS, OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig, Train
 from resnet_tools import job
 from resnet_tools.budget import BudgetError
 from resnet_tools.dataset import CLASSES
+from resnet_tools.devices import resolve_device
 from resnet_tools.distributed import RankFailure
 from resnet_tools.errors import ConfigError, DataError
 from resnet_tools.inference import export_safetensors, load_pretrained, predict, read_unlabeled
@@ -165,7 +166,7 @@ def _check_out(cfg: TrainConfig, args: argparse.Namespace) -> None:
     """--out checked as train_and_evaluate checks its out_dir, after the config and the device (a bad
     one fails without creating the folder), but with the option named: the library cannot name it."""
     cfg.validate()
-    rl.resolve_device(cfg.device)
+    resolve_device(cfg.device)
     check_writable(Path(args.out), "--out")
 
 
@@ -193,7 +194,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
-    rl.resolve_device(args.device)  # before loading anything
+    resolve_device(args.device)  # before loading anything
     check_not_an_input(args.out, {"checkpoint": args.checkpoint, "input": args.input})
     check_output_file(args.out, "--out")
     model, stats, config = load_for_inference_with_config(args.checkpoint, args.device)
@@ -212,7 +213,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     """Score a checkpoint or export on labelled data: accuracy, per-class accuracy, and the
     confusion matrix as CSV (rows = true class, columns = predicted)."""
-    rl.resolve_device(args.device)
+    resolve_device(args.device)
     check_not_an_input(args.out, {"checkpoint": args.checkpoint, "data-dir": args.data_dir})
     check_output_file(args.out, "--out")
     model, stats, config = load_for_inference_with_config(args.checkpoint, args.device)

@@ -237,3 +237,42 @@ def test_the_core_still_offers_what_the_course_card_names():
                  "cutout", "TrainConfig", "RECIPES", "fit", "evaluate", "count_params", "ConfigError"):
         assert hasattr(rl, name), name
     assert not hasattr(rl, "plot_confusion_matrix") and not hasattr(rl, "train_and_evaluate")  # tools, not core
+
+
+def _core_own_names() -> set[str]:
+    """The names resnet_lib.py defines itself (functions, classes, assignments), not those it imports."""
+    own: set[str] = set()
+    for node in ast.parse((ROOT / "resnet_lib.py").read_text()).body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            own.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            own.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+    return own
+
+
+def _rl_names(source: str) -> set[str]:
+    """Every X in `rl.X` of a source text (the notebooks' and tools' alias of resnet_lib)."""
+    tree = ast.parse(source)
+    return {
+        n.attr
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "rl"
+    }
+
+
+def test_users_reach_through_the_core_only_for_its_own_names():
+    """A notebook, script or tool that uses a leaf's name imports it from the leaf (`from resnet_tools.safeio
+    import check_writable`), not through `rl.`, so the import lines show what it depends on."""
+    import json
+
+    own = _core_own_names() | {"__doc__", "__file__"}
+    sources = {str(p.relative_to(ROOT)): p.read_text() for p in (ROOT / "scripts").glob("*.py")}
+    sources.update({str(p.relative_to(ROOT)): p.read_text() for p in (ROOT / "resnet_tools").rglob("*.py")})
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        code = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+        sources[str(path.relative_to(ROOT))] = "\n".join(line for line in "\n".join(code).splitlines()
+                                                          if not line.lstrip().startswith(("%", "!")))
+    borrowed = {name: sorted(n for n in _rl_names(text) if n not in own) for name, text in sources.items()}
+    assert not {k: v for k, v in borrowed.items() if v}, "names a leaf defines, reached through resnet_lib"
