@@ -464,11 +464,48 @@ def test_seed_readings_table_from_the_experiments_index(tmp_path, monkeypatch):
     (tmp_path / "index.json").write_text(json.dumps(index))
     monkeypatch.setattr(facts, "EXPERIMENTS", tmp_path)
     rows = words.reading_rows(facts.seed_readings()[0])
-    assert rows[0] == ["literal", "SGD 0.01, constant", "92.67", "70.00", "73.50", f"{13.55 + 9.87:.2f}"]
-    assert rows[1][-1] == "not measured: no time" and rows[1][2] == "--"
+    assert rows[0] == ["literal", "SGD 0.01, constant", "1 (0)", "92.67", "70.00", "73.50", f"{13.55 + 9.87:.2f}"]
+    assert rows[1][-1] == "not measured: no time" and rows[1][2:4] == ["0", "--"]
     assert "tab:readings" in paper.seed_readings_tex() and "JPEG copy" in paper.seed_readings_tex()
     block = readme_section.render_block(tmp_path / "none", tmp_path / "figures", tmp_path)
-    assert "| literal | SGD 0.01, constant | 92.67 | 70.00 | 73.50 | 23.42 |" in block
+    assert "| literal | SGD 0.01, constant | 1 (0) | 92.67 | 70.00 | 73.50 | 23.42 |" in block
+
+
+def test_a_reading_over_several_seeds_gives_mean_std_and_its_distance_from_the_mean(tmp_path, monkeypatch):
+    """A reading with "files" (one results file per seed) is merged like the other multi-seed rows:
+    mean +- std and n; its distance to the seed's Lite row (79.12 / 79.87) comes from the means, its
+    best test epoch is each seed's best averaged, and the closest Lite reading is named from it."""
+    for seed, (train, test, best) in enumerate([(0.80, 0.78, 0.79), (0.81, 0.76, 0.77), (0.82, 0.77, 0.78)]):
+        res = fake_result("lite-seed-sgd", test, test - 0.01, FULL, epochs=40)
+        res["config"]["seed"], res["final"]["train_acc"] = seed, train
+        res["history"]["test_acc"][5] = best
+        (tmp_path / f"crop{seed}.json").write_text(json.dumps(res))
+    far = fake_result("lite-seed-sgd", 0.70, 0.69, FULL, epochs=40)
+    far["final"]["train_acc"] = 0.9267
+    (tmp_path / "literal.json").write_text(json.dumps(far))
+    index = {"data": "JPEG copy.", "readings": [
+        {"name": "literal", "what": "SGD 0.01", "file": "literal.json"},
+        {"name": "crop + flip", "what": "--crop --flip", "files": [f"crop{s}.json" for s in range(3)]},
+        {"name": "planned", "what": "x", "files": ["absent0.json", "absent1.json"], "note": "not measured yet"}]}
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    monkeypatch.setattr(facts, "EXPERIMENTS", tmp_path)
+    readings = facts.seed_readings()[0]
+    fit = facts.reading_fit(readings[1])
+    assert facts.n_seeds(readings[1].res) == 3 and len(readings[1].members) == 3
+    assert (fit.train, fit.test, fit.best_test) == pytest.approx((81.0, 77.0, 78.0))
+    assert fit.distance == pytest.approx(abs(81.0 - 79.12) + abs(77.0 - 79.87))
+    rows = words.reading_rows(readings)
+    assert rows[1][2:] == ["3 (0, 1, 2)", "81.00 ± 1.00", "77.00 ± 1.00", "78.00", "4.75"]
+    assert rows[2][2] == "0" and rows[2][-1] == "not measured yet"
+    assert facts.closest_reading(readings) is readings[1]
+    assert facts.closest_reading(readings, model="improved") is None
+    closest = "Closest to the seed's Lite row (79.12% train, 79.87% test): crop + flip, 4.75 points away"
+    assert words.closest_text(readings).startswith(closest) and "mean of 3 seeds" in words.closest_text(readings)
+    tex_table = paper.seed_readings_tex()
+    assert "81.00 $\\pm$ 1.00" in tex_table and "Closest to the seed's Lite row" in tex_table
+    block = readme_section.render_block(tmp_path / "none", tmp_path / "figures", tmp_path)
+    assert "| crop + flip | --crop --flip | 3 (0, 1, 2) | 81.00 ± 1.00 | 77.00 ± 1.00 | 78.00 | 4.75 |" in block
+    assert closest in block
 
 
 def test_an_improved_reading_is_measured_against_the_seeds_improved_row(tmp_path, monkeypatch):
@@ -481,7 +518,7 @@ def test_an_improved_reading_is_measured_against_the_seeds_improved_row(tmp_path
     (tmp_path / "index.json").write_text(json.dumps(index))
     monkeypatch.setattr(facts, "EXPERIMENTS", tmp_path)
     row = words.reading_rows(facts.seed_readings()[0])[0]
-    assert row[2:4] == ["97.00", "90.00"] and row[-1] == f"{1.42 + 1.52:.2f}"
+    assert row[3:5] == ["97.00", "90.00"] and row[-1] == f"{1.42 + 1.52:.2f}"
     assert "Improved Adam 98.42\\% train, 91.52\\% test" in paper.seed_readings_tex()
 
 

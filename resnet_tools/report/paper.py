@@ -71,19 +71,21 @@ def seed_readings_tex(folder: Path | None = None) -> str:
         return "No reading of the seed recipe has been measured in this build.\n"
     rows = [[tex(c) for c in row] for row in words.reading_rows(readings)]
     body = tabular(
-        "@{}p{0.16\\linewidth}p{0.34\\linewidth}rrrr@{}",
-        ["Reading", "Recipe", "Train", "Test", "Best test", "Distance"],
+        "@{}p{0.16\\linewidth}p{0.3\\linewidth}lrrrr@{}",
+        ["Reading", "Recipe", "Runs (seeds)", "Train", "Test", "Best test", "Distance"],
         rows,
     )
     caption = (
         "Readings of the seed report's recipe, each against the seed's row for the same model and optimizer "
         f"({tex(words.seed_rows_text())} on official CIFAR-10). Train: running accuracy over the last "
         "epoch's batches; test: "
-        "the final model, no TTA; best test: the highest per-epoch test accuracy (what a script that keeps its "
+        "the final model, no TTA (mean $\\pm$ sample standard deviation where a reading ran with several seeds); "
+        "best test: the highest per-epoch test accuracy, averaged over the seeds (what a script that keeps its "
         "best test epoch would report; a diagnostic, never used to choose anything); distance: $|\\Delta$train$| + "
-        "|\\Delta$test$|$ in points. " + tex(data)
+        "|\\Delta$test$|$ of the means, in points. " + tex(data)
     )
-    return table_env(body, caption, "tab:readings", wide=True)
+    closest = words.closest_text(readings)
+    return (tex(closest) + "\n" if closest else "") + table_env(body, caption, "tab:readings", wide=True)
 
 
 def provenance_tex(runs: dict[str, dict[str, Any]]) -> str:
@@ -211,8 +213,9 @@ def recipes_table_tex() -> str:
         body,
         "The training recipes as the code defines them (\\texttt{RECIPES}). The seed report "
         "states neither learning rates nor batch size nor weight decay; \\texttt{seed} fills "
-        "them with common course defaults, \\texttt{seed-kuangliu} is the reading of the seed's recipe that came "
-        "closest to its Lite row (Table~\\ref{tab:readings}). Every recipe is the same on a CPU and a GPU.",
+        "them with common course defaults, \\texttt{seed-kuangliu} is kuangliu/pytorch-cifar's recipe without its "
+        "augmentation, one reading of the seed's recipe (Table~\\ref{tab:readings}). Every recipe is the same on a "
+        "CPU and a GPU.",
         "tab:recipes",
     )
 

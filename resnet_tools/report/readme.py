@@ -172,18 +172,21 @@ def seed_readings_md() -> list[str]:
         "CIFAR-10)? Runs of ours, " + data,
         "",
     ]
-    header = ["Reading", "Recipe", "Train (%)", "Test (%)", "Best test over epochs (%)", "Distance (points)"]
+    header = ["Reading", "Recipe", "Runs (seeds)", "Train (%)", "Test (%)", "Best test over epochs (%)",
+              "Distance (points)"]
     rows = [[cell(c) for c in row] for row in words.reading_rows(readings)]
-    lines += table(header, [":---"] * 2 + ["---:"] * 4, rows)
+    lines += table(header, [":---"] * 3 + ["---:"] * 4, rows)
     lines += [
         "",
         "Train: running accuracy over the last epoch's batches, as the seed measured it; test: the final "
-        "model, no TTA. Best test over epochs: what a script that keeps its best test epoch reports (a "
+        "model, no TTA; mean ± sample standard deviation where a reading ran with several seeds. Best test over "
+        "epochs: what a script that keeps its best test epoch reports, averaged over the seeds (a "
         "diagnostic of how the seed may have measured; nothing here is chosen by it). Distance: |Δ train| + "
-        "|Δ test| against the seed's row for the same model and optimizer.",
+        "|Δ test| of the means against the seed's row for the same model and optimizer.",
         "",
     ]
-    return lines
+    closest = words.closest_text(readings)
+    return lines + ([cell(closest), ""] if closest else [])
 
 
 def per_class_md(runs: dict[str, dict[str, Any]], per_class: PerClass | None) -> list[str]:
