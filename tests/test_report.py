@@ -369,8 +369,12 @@ def test_readme_block_replaced_between_markers(tmp_path):
     assert text.startswith("# Project\n\nIntro.\n\n## Results\n\n<!-- results:start -->\n")
     assert text.endswith("<!-- results:end -->\n\n## Next\n") and "stale" not in text
     assert "| `lite-modern` | SGD + Nesterov momentum | 78,042 |" in text and "45.67 †" in text
-    assert text.count("*not measured*") == (len(RUNS) - 1) + 3  # results table, and seed table rows
+    assert text.count("*not measured*") == len(RUNS) - 1  # the results table's rows
     assert "No run here used the full CIFAR-10" in text and "`make run`" in text
+    assert "[docs/results.md](docs/results.md)" in text
+    doc = (tmp_path / "docs" / "results.md").read_text()  # beside the README: the rest of the results
+    assert doc.count("*not measured*") == 3 and "**Targets**" in doc and "Targets" not in text  # the seed rows'
+    assert "| `lite-modern` | SGD" not in doc  # one place per fact: the results table is the README's
     assert "![Lite ResNet: loss, accuracy and learning rate per epoch](figures/lite_training_curves.png)" in text
     assert facts.REGENERATE in text
     assert readme.stat().st_mode & 0o777 == 0o644
@@ -467,7 +471,7 @@ def test_seed_readings_table_from_the_experiments_index(tmp_path, monkeypatch):
     assert rows[0] == ["literal", "SGD 0.01, constant", "1 (0)", "92.67", "70.00", "73.50", f"{13.55 + 9.87:.2f}"]
     assert rows[1][-1] == "not measured: no time" and rows[1][2:4] == ["0", "--"]
     assert "tab:readings" in paper.seed_readings_tex() and "JPEG copy" in paper.seed_readings_tex()
-    block = readme_section.render_block(tmp_path / "none", tmp_path / "figures", tmp_path)
+    block = readme_section.render_doc(tmp_path / "none")
     assert "| literal | SGD 0.01, constant | 1 (0) | 92.67 | 70.00 | 73.50 | 23.42 |" in block
 
 
@@ -503,9 +507,10 @@ def test_a_reading_over_several_seeds_gives_mean_std_and_its_distance_from_the_m
     assert words.closest_text(readings).startswith(closest) and "mean of 3 seeds" in words.closest_text(readings)
     tex_table = paper.seed_readings_tex()
     assert "81.00 $\\pm$ 1.00" in tex_table and "Closest to the seed's Lite row" in tex_table
+    doc = readme_section.render_doc(tmp_path / "none")
+    assert "| crop + flip | --crop --flip | 3 (0, 1, 2) | 81.00 ± 1.00 | 77.00 ± 1.00 | 78.00 | 4.75 |" in doc
     block = readme_section.render_block(tmp_path / "none", tmp_path / "figures", tmp_path)
-    assert "| crop + flip | --crop --flip | 3 (0, 1, 2) | 81.00 ± 1.00 | 77.00 ± 1.00 | 78.00 | 4.75 |" in block
-    assert closest in block
+    assert closest in block and closest not in doc  # the README names it; the page has the table
 
 
 def test_an_improved_reading_is_measured_against_the_seeds_improved_row(tmp_path, monkeypatch):
@@ -566,7 +571,7 @@ def test_ablation_table_compares_variants_with_the_baseline_on_validation(tmp_pa
     tex_table = paper.ablation_tex()
     assert "tab:ablation" in tex_table and "83.20 $\\pm$ 0.20" in tex_table and "JPEG copy" in tex_table
     assert "-{}-weight-decay 1e-4" in tex_table  # not an en dash
-    block = readme_section.render_block(tmp_path / "none", tmp_path / "figures", tmp_path)
+    block = readme_section.render_doc(tmp_path / "none")
     assert "| modern | as is | 3 (0, 1, 2) | 79.88 ± 0.18 | 83.20 ± 0.20 | 82.70 ± 0.20 |  | baseline |" in block
 
 

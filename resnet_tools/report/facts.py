@@ -13,6 +13,7 @@ import functools
 import json
 import math
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple
 
@@ -446,3 +447,31 @@ def targets(runs: dict[str, dict[str, Any]]) -> list[Target]:
         out.append(Target(name, target, res, mean, mean >= target))
     return out
 
+
+
+class Provenance(NamedTuple):
+    """What produced the runs, in brief (the README's one provenance sentence)."""
+
+    n_runs: int  # results files (seeds counted apart)
+    n_configs: int  # configurations (rows of the results table)
+    data_kinds: list[str]  # results.data_kind of each configuration, once each, in order
+    epochs: list[int]  # each distinct epoch count, smallest first
+    devices: list[str]  # each device any run used, once each, in order
+    first: str  # the earliest and latest finishing dates (YYYY-MM-DD; "" where unknown)
+    last: str
+
+
+def provenance(runs: dict[str, dict[str, Any]]) -> Provenance:
+    """The runs' data kinds, epochs, devices and dates (merged records name each seed's device)."""
+    stamps = sorted(t for r in runs.values() if (t := results.finished_at(r)) > 0)
+    days = [datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d") for t in stamps]
+    devices = [d for r in runs.values() for d in str(r["device"]).split("; ")]
+    return Provenance(
+        sum(n_seeds(r) for r in runs.values()),
+        len(runs),
+        list(dict.fromkeys(data_kind(r["data"]) for r in runs.values())),
+        sorted({epochs_of(r) for r in runs.values()}),
+        list(dict.fromkeys(devices)),
+        days[0] if days else "",
+        days[-1] if days else "",
+    )
