@@ -445,11 +445,16 @@ def test_one_seed_each_is_not_called_a_finding(tmp_path):
 def test_paper_shows_two_confusion_matrices_and_the_rest_in_the_appendix(tmp_path):
     runs = {n: fake_result(n, 0.8 - 0.01 * i, 0.79 - 0.01 * i, FULL, epochs=40) for i, n in enumerate(RUNS)}
     _, out = generate(tmp_path, runs, figures=[f"confusion_matrix_{n}.png" for n in RUNS])
-    main, appendix = read(out, "fig_confusion.tex"), read(out, "appendix_confusion.tex")
+    main = read(out, "fig_confusion.tex")
     key = ["lite-seed-sgd", "improved-seed-sgd"]  # each model's best run by validation accuracy
-    assert all(f"confusion_matrix_{n}" in main for n in key) and main.count("\\includegraphics") == 2
-    assert appendix.count("\\includegraphics") == len(RUNS) - 2 and not any(f"confusion_matrix_{n}." in appendix for n in key)
-    assert "Runs as in Table~\\ref{tab:results}" in main and "Produced by" not in main  # said once, in the table
+    assert not (out / "appendix_confusion.tex").exists() and main.count("\\begin{figure*}") == 1
+    grid = main.split("\\begin{figure*}")[1].split("\\end{figure*}")[0]  # every matrix on one page
+    assert grid.count("\\includegraphics") == len(RUNS) and "0.32\\textwidth" in grid  # six: three to a row
+    assert [grid.index(f"confusion_matrix_{n}.") for n in key] < [grid.index("confusion_matrix_lite-modern.")] * 2
+    assert "One run per configuration, its first seed (seed 0)." in grid and "Produced by" not in main
+    _, out4 = generate(tmp_path / "four", dict(list(runs.items())[:4]),
+                       figures=[f"confusion_matrix_{n}.png" for n in RUNS[:4]])
+    assert read(out4, "fig_confusion.tex").count("0.46\\textwidth") == 4  # up to four: two to a row
     mixed = {**runs, "lite-modern": fake_result("lite-modern", 0.6, 0.6, MINI, epochs=2)}
     _, out = generate(tmp_path / "mixed", mixed, figures=["per_class_accuracy.png"])
     assert "do not compare like for like" in read(out, "fig_confusion.tex")  # per-class figure: mixed data
@@ -553,10 +558,10 @@ def test_ablation_table_compares_variants_with_the_baseline_on_validation(tmp_pa
     base, variants, data = facts.ablation()
     rows = words.ablation_rows(base, variants)
     assert rows[0][:7] == ["modern", "as is", "3 (0, 1, 2)", "79.88 ± 0.18", "83.20 ± 0.20", "82.70 ± 0.20", ""]
-    assert rows[1][2:7] == ["1 (0)", "81.05", "84.50", "84.00", "+1.30"] and "too few seeds" in rows[1][7]
-    assert rows[2][6] == "+3.90" and rows[2][7].startswith("exceeds the noise")
+    assert rows[1][2:] == ["1 (0)", "81.05", "84.50", "84.00", "+1.30", "too few seeds (1 vs 3)"]
+    assert rows[2][6:] == ["+3.90", "exceeds the noise (2 SE 0.31)"]  # short cells: Δ has its own column
     assert rows[3][2] == "0" and rows[3][-1] == "not measured: no time"
-    assert rows[4][6] == "+1.80" and rows[4][7].startswith("diagnostic, not a candidate: 1.80 points")
+    assert rows[4][6:] == ["+1.80", "diagnostic, no candidate; too few seeds (1 vs 3)"]
     summary = words.ablation_summary(base, variants)
     assert summary.startswith("Against the baseline's mean, wd 1e-4: training +1.17, validation +1.30 points; lr 0.2:")
     assert "helped" not in summary and summary.endswith("Variants with one seed are a screening, not a finding.")
@@ -625,3 +630,17 @@ def test_figures_and_tables_carry_when_they_were_written(tmp_path):
     assert pdf.read_bytes() == pdf_bytes  # the PDF stays reproducible: the stamp is in the PNG only
     stamped_png(tmp_path / "old.png", None)
     assert written_at(tmp_path / "old.png") is None and written_at(tmp_path / "absent.csv") is None
+
+
+def test_a_curves_figure_says_it_shows_each_configurations_first_seed_not_the_tables_mean(tmp_path):
+    """The training curves draw one run per configuration (its first seed): the caption says which
+    seed, and that the results table averages more, rather than "Runs as in Table 2"."""
+    runs = {"lite-seed-sgd": fake_result("lite-seed-sgd", 0.7, 0.7, FULL, epochs=40)}
+    for k in range(3):
+        runs[f"lite-modern-seed{k}"] = fake_result("lite-modern", 0.8, 0.8, FULL, epochs=40)
+        runs[f"lite-modern-seed{k}"]["config"]["seed"] = k
+    _, out = generate(tmp_path, runs, figures=["lite_training_curves.png"])
+    caption = read(out, "fig_curves.tex").split("\\caption{")[1]
+    said = "One run per configuration, its first seed (seed 0); Table~\\ref{tab:results} gives the mean of 3 seeds"
+    assert caption.split(". ")[1].startswith(said + " for \\texttt{lite-\\allowbreak{}modern}")
+    assert "40 epochs." in caption and "Runs as in Table" not in caption

@@ -475,3 +475,9 @@ def provenance(runs: dict[str, dict[str, Any]]) -> Provenance:
         days[0] if days else "",
         days[-1] if days else "",
     )
+
+
+def drawn_seeds(names: Iterable[str], runs: dict[str, dict[str, Any]]) -> list[tuple[str, int, int]]:
+    """[(configuration, the seed its figure shows, how many seeds its table row averages)]: the
+    notebooks draw one run per configuration, its first seed (the merged record's own config)."""
+    return [(n, runs[n]["config"].get("seed", 0), n_seeds(runs[n])) for n in names if n in runs]

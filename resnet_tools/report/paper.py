@@ -41,7 +41,7 @@ def ablation_tex(folder: Path | None = None) -> str:
     for row in rows:  # CLI options: "--" would print as an en dash
         row[1] = row[1].replace("--", "-{}-")
     body = tabular(
-        "@{}p{0.13\\linewidth}p{0.2\\linewidth}lrrrrp{0.2\\linewidth}@{}",
+        "@{}p{0.12\\linewidth}p{0.27\\linewidth}lrrrrp{0.17\\linewidth}@{}",
         [
             "Variant",
             "Change from \\texttt{modern}",
@@ -59,7 +59,7 @@ def ablation_tex(folder: Path | None = None) -> str:
         "deviation over the seeds; train: running accuracy over the last epoch's augmented batches; validation "
         "on the 5{,}000 held-out training images (what a variant is chosen by), test with flip TTA for reporting "
         "only. $\\Delta$ val: points against the baseline; a variant replaces the baseline only where the "
-        "difference exceeds twice its standard error over seeds. " + tex(data)
+        "difference exceeds twice its standard error over seeds (2~SE in the verdict). " + tex(data)
     )
     summary = words.ablation_summary(base, variants)
     return table_env(body, caption, "tab:ablation", wide=True) + (tex(summary) + "\n" if summary else "")
@@ -69,9 +69,11 @@ def seed_readings_tex(folder: Path | None = None) -> str:
     readings, data = facts.seed_readings(folder)
     if not readings:
         return "No reading of the seed recipe has been measured in this build.\n"
-    rows = [[tex(c) for c in row] for row in words.reading_rows(readings)]
+    # CLI options: "--" would print as an en dash; "<" in OT1 text prints as an inverted "!"
+    rows = [[tex(c).replace("--", "-{}-").replace("<", "$<$") for c in row] for row in words.reading_rows(readings)]
     body = tabular(
-        "@{}p{0.16\\linewidth}p{0.3\\linewidth}lrrrr@{}",
+        # the last column holds a distance or, where not measured, why: it wraps, flush right
+        "@{}p{0.16\\linewidth}p{0.3\\linewidth}lrrr>{\\raggedleft\\arraybackslash}p{0.18\\linewidth}@{}",
         ["Reading", "Recipe", "Runs (seeds)", "Train", "Test", "Best test", "Distance"],
         rows,
     )
@@ -634,7 +636,6 @@ def write_inputs(results_dir: Path, figures_dir: Path, out_dir: Path, tex_dir: P
         "fig_curves.tex": paper_figures.curve_figures_tex(figs, runs, tex_dir),
         "fig_optimizer.tex": paper_figures.optimizer_figure_tex(figs, runs, tex_dir),
         "fig_confusion.tex": paper_figures.confusion_figures_tex(figs, runs, tex_dir),
-        "appendix_confusion.tex": paper_figures.appendix_confusion_tex(figs, runs, tex_dir),
         "limitations.tex": limitations_tex(runs),
     }
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -162,7 +162,7 @@ def ablation_md() -> list[str]:
         return []
     lines = [
         "**Recipe ablation** (Lite, 40 epochs; a variant replaces `modern` only where its validation accuracy "
-        "beats it by more than the seeds' noise). Runs of ours, " + data,
+        "beats it by more than the seeds' noise, twice the difference's standard error: 2 SE). Runs of ours, " + data,
         "",
     ]
     header = ["Variant", "Change from `modern`", "Runs (seeds)", "Train (%)", "Val (%)", "Test (%)", "Δ val (points)",

@@ -138,6 +138,16 @@ def runs_seeds(res: dict[str, Any]) -> str:
     return f"{n_seeds(res)} ({', '.join(str(k) for k in seeds)})"
 
 
+def short_verdict(vd: Any) -> str:
+    """A table cell for results.difference_verdict (Δ stands in its own column): 'too few seeds
+    (1 vs 3)', 'within the noise (2 SE 0.67)' or 'exceeds the noise (2 SE 0.67)'."""
+    if vd.counts == (0, 0):
+        return vd.text
+    if min(vd.counts) < 2:
+        return f"too few seeds ({vd.counts[0]} vs {vd.counts[1]})"
+    return f"{'exceeds' if vd.holds else 'within'} the noise (2 SE {vd.two_se:.2f})"
+
+
 def ablation_rows(base: Variant, variants: list[Variant]) -> list[list[str]]:
     """Plain-text cells: variant, change, runs (seeds), training (running), validation and test
     accuracy (mean +- std), Δ validation against the baseline (points), and whether that
@@ -151,9 +161,9 @@ def ablation_rows(base: Variant, variants: list[Variant]) -> list[list[str]]:
             delta, verdict = "", "baseline"
         else:
             vd = difference_verdict(v.res, base.res, "val_acc")
-            delta, verdict = f"{vd.diff:+.2f}", ("exceeds the noise: " if vd.holds else "") + vd.text
+            delta, verdict = f"{vd.diff:+.2f}", short_verdict(vd)
             if v.diagnostic:
-                verdict = "diagnostic, not a candidate: " + verdict
+                verdict = "diagnostic, no candidate; " + verdict
         rows.append(
             [
                 v.name,
