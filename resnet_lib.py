@@ -511,8 +511,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     "seed": dict(optimizer="sgd", lr=0.01, momentum=0.9, nesterov=False, weight_decay=0.0, schedule="constant",
                  warmup_epochs=0.0, label_smoothing=0.0, crop=False, flip=False, cutout=0, epochs=40,
                  batch_size=128, tta=False),
-    # The reading of the seed's recipe that came closest to its Lite row (README, "Which reading of
-    # the seed's recipe"): kuangliu/pytorch-cifar's main.py, the usual starting point of such course
+    # Of the first three readings of the seed's recipe, the one closest to its Lite row (the README's
+    # results name the closest of all measured readings, from report/experiments/): kuangliu/pytorch-cifar's main.py, the usual starting point of such course
     # projects (lr 0.1, momentum 0.9, weight decay 5e-4, CosineAnnealingLR(T_max=200)) run for 40
     # epochs, so the lr stays near 0.1, without its augmentation, as the report says.
     "seed-kuangliu": dict(optimizer="sgd", lr=0.1, momentum=0.9, nesterov=False, weight_decay=5e-4,

@@ -406,6 +406,8 @@ class Verdict(NamedTuple):
     diff: float  # mean accuracy of A minus B, in points
     holds: bool  # the difference holds up against seed noise (and, where paired, McNemar's test)
     text: str  # a sentence fragment saying so, e.g. "2.10 points, more than twice its standard error"
+    counts: tuple[int, int] = (0, 0)  # runs (seeds) of A and of B
+    two_se: float = math.nan  # twice the difference's standard error, points (NaN under two seeds each)
 
 
 def difference_verdict(a: dict[str, Any], b: dict[str, Any], key: str = "test_acc") -> Verdict:
@@ -425,6 +427,7 @@ def difference_verdict(a: dict[str, Any], b: dict[str, Any], key: str = "test_ac
             False,
             f"{abs(diff):.2f} points, from {len(va)} and {len(vb)} run(s): too few seeds "
             "to tell it from seed-to-seed noise",
+            (len(va), len(vb)),
         )
     se = 100 * math.sqrt(np.var(va, ddof=1) / len(va) + np.var(vb, ddof=1) / len(vb))
     holds = abs(diff) > 2 * se
@@ -432,7 +435,7 @@ def difference_verdict(a: dict[str, Any], b: dict[str, Any], key: str = "test_ac
         f"{abs(diff):.2f} points over {len(va)} and {len(vb)} seeds, "
         f"{'more' if holds else 'less'} than twice its standard error ({2 * se:.2f})"
     )
-    return Verdict(diff, holds, text)
+    return Verdict(diff, holds, text, (len(va), len(vb)), 2 * se)
 
 
 def _all_images(d: dict[str, Any]) -> bool:

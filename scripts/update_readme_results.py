@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""Write the README's results section from the results files, between two markers.
+"""Write the README's results section from the results files, between two markers, and the full
+results page (docs/results.md, beside the README unless --doc names another path).
 
-    python scripts/update_readme_results.py [--readme README.md] [--results results] [--figures figures] [--stdout]
+    python scripts/update_readme_results.py [--readme README.md] [--doc PATH] [--results results] [--figures figures]
+        [--stdout]
 
 Replaces whatever lies between `<!-- results:start -->` and `<!-- results:end -->` (each
 must appear exactly once, in that order) with a block generated from RESULTS/<run>/results.json

@@ -5,7 +5,7 @@ and how many bad inputs it tries.
     python tests/fault_counts.py --detail   # the same, then one line per group
 
 The numbers come from the suite's own case lists (FAULT_CASES, BAD_INPUT_CASES of both modules),
-the lists its tests are parametrized over, so the README's counts cannot drift from the tests.
+the lists its tests are parametrized over, so the counts in docs/development.md cannot drift from the tests.
 """
 
 from __future__ import annotations

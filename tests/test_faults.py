@@ -6,7 +6,7 @@ device-refusal case is skipped on a machine that has that device.
 
 Every group of cases is a module-level list that its test is parametrized over;
 FAULT_CASES and BAD_INPUT_CASES below collect them, and tests/fault_counts.py prints
-their sizes (the counts quoted in the README's "Reliability" section).
+their sizes (the counts quoted in docs/development.md, "Reliability").
 """
 
 from __future__ import annotations

@@ -153,7 +153,7 @@ def test_runner_smoke_end_to_end_writes_every_figure_and_result(tmp_path):
 
 @pytest.mark.parametrize("seeds", ["[0, 1]", "0,1"])
 def test_papermill_list_parameters_as_the_readme_types_them(tmp_path, seeds):
-    """`papermill ... -p SEEDS "[0, 1, 2]"` (the README's form; -p passes text) and `-p SEEDS 0,1`."""
+    """`papermill ... -p SEEDS "[0, 1, 2]"` (docs/usage.md's form; -p passes text) and `-p SEEDS 0,1`."""
     env = smoke_env(tmp_path)
     notebook = ROOT / "notebooks" / "02_train_lite.ipynb"
     cmd = [sys.executable, "-m", "papermill", str(notebook), str(tmp_path / "out.ipynb"),

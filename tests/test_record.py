@@ -68,6 +68,11 @@ def test_committed_readme_section_is_rebuilt_from_the_record_byte_for_byte():
     assert readme_section.replace_block(readme, block) == readme, "run: python scripts/update_readme_results.py"
 
 
+def test_committed_results_page_is_rebuilt_from_the_record_byte_for_byte():
+    committed = (ROOT / readme_section.DOC).read_text()
+    assert readme_section.render_doc(ROOT / "results") == committed, "run: python scripts/update_readme_results.py"
+
+
 def test_committed_paper_inputs_are_rebuilt_from_the_record_byte_for_byte(tmp_path):
     committed = ROOT / "report" / "generated"
     paper.write_inputs(ROOT / "results", ROOT / "figures", tmp_path, tex_dir=ROOT / "report")

@@ -369,8 +369,12 @@ def test_readme_block_replaced_between_markers(tmp_path):
     assert text.startswith("# Project\n\nIntro.\n\n## Results\n\n<!-- results:start -->\n")
     assert text.endswith("<!-- results:end -->\n\n## Next\n") and "stale" not in text
     assert "| `lite-modern` | SGD + Nesterov momentum | 78,042 |" in text and "45.67 †" in text
-    assert text.count("*not measured*") == (len(RUNS) - 1) + 3  # results table, and seed table rows
+    assert text.count("*not measured*") == len(RUNS) - 1  # the results table's rows
     assert "No run here used the full CIFAR-10" in text and "`make run`" in text
+    assert "[docs/results.md](docs/results.md)" in text
+    doc = (tmp_path / "docs" / "results.md").read_text()  # beside the README: the rest of the results
+    assert doc.count("*not measured*") == 3 and "**Targets**" in doc and "Targets" not in text  # the seed rows'
+    assert "| `lite-modern` | SGD" not in doc  # one place per fact: the results table is the README's
     assert "![Lite ResNet: loss, accuracy and learning rate per epoch](figures/lite_training_curves.png)" in text
     assert facts.REGENERATE in text
     assert readme.stat().st_mode & 0o777 == 0o644
@@ -441,11 +445,16 @@ def test_one_seed_each_is_not_called_a_finding(tmp_path):
 def test_paper_shows_two_confusion_matrices_and_the_rest_in_the_appendix(tmp_path):
     runs = {n: fake_result(n, 0.8 - 0.01 * i, 0.79 - 0.01 * i, FULL, epochs=40) for i, n in enumerate(RUNS)}
     _, out = generate(tmp_path, runs, figures=[f"confusion_matrix_{n}.png" for n in RUNS])
-    main, appendix = read(out, "fig_confusion.tex"), read(out, "appendix_confusion.tex")
+    main = read(out, "fig_confusion.tex")
     key = ["lite-seed-sgd", "improved-seed-sgd"]  # each model's best run by validation accuracy
-    assert all(f"confusion_matrix_{n}" in main for n in key) and main.count("\\includegraphics") == 2
-    assert appendix.count("\\includegraphics") == len(RUNS) - 2 and not any(f"confusion_matrix_{n}." in appendix for n in key)
-    assert "Runs as in Table~\\ref{tab:results}" in main and "Produced by" not in main  # said once, in the table
+    assert not (out / "appendix_confusion.tex").exists() and main.count("\\begin{figure*}") == 1
+    grid = main.split("\\begin{figure*}")[1].split("\\end{figure*}")[0]  # every matrix on one page
+    assert grid.count("\\includegraphics") == len(RUNS) and "0.32\\textwidth" in grid  # six: three to a row
+    assert [grid.index(f"confusion_matrix_{n}.") for n in key] < [grid.index("confusion_matrix_lite-modern.")] * 2
+    assert "One run per configuration, its first seed (seed 0)." in grid and "Produced by" not in main
+    _, out4 = generate(tmp_path / "four", dict(list(runs.items())[:4]),
+                       figures=[f"confusion_matrix_{n}.png" for n in RUNS[:4]])
+    assert read(out4, "fig_confusion.tex").count("0.46\\textwidth") == 4  # up to four: two to a row
     mixed = {**runs, "lite-modern": fake_result("lite-modern", 0.6, 0.6, MINI, epochs=2)}
     _, out = generate(tmp_path / "mixed", mixed, figures=["per_class_accuracy.png"])
     assert "do not compare like for like" in read(out, "fig_confusion.tex")  # per-class figure: mixed data
@@ -464,11 +473,49 @@ def test_seed_readings_table_from_the_experiments_index(tmp_path, monkeypatch):
     (tmp_path / "index.json").write_text(json.dumps(index))
     monkeypatch.setattr(facts, "EXPERIMENTS", tmp_path)
     rows = words.reading_rows(facts.seed_readings()[0])
-    assert rows[0] == ["literal", "SGD 0.01, constant", "92.67", "70.00", "73.50", f"{13.55 + 9.87:.2f}"]
-    assert rows[1][-1] == "not measured: no time" and rows[1][2] == "--"
+    assert rows[0] == ["literal", "SGD 0.01, constant", "1 (0)", "92.67", "70.00", "73.50", f"{13.55 + 9.87:.2f}"]
+    assert rows[1][-1] == "not measured: no time" and rows[1][2:4] == ["0", "--"]
     assert "tab:readings" in paper.seed_readings_tex() and "JPEG copy" in paper.seed_readings_tex()
+    block = readme_section.render_doc(tmp_path / "none")
+    assert "| literal | SGD 0.01, constant | 1 (0) | 92.67 | 70.00 | 73.50 | 23.42 |" in block
+
+
+def test_a_reading_over_several_seeds_gives_mean_std_and_its_distance_from_the_mean(tmp_path, monkeypatch):
+    """A reading with "files" (one results file per seed) is merged like the other multi-seed rows:
+    mean +- std and n; its distance to the seed's Lite row (79.12 / 79.87) comes from the means, its
+    best test epoch is each seed's best averaged, and the closest Lite reading is named from it."""
+    for seed, (train, test, best) in enumerate([(0.80, 0.78, 0.79), (0.81, 0.76, 0.77), (0.82, 0.77, 0.78)]):
+        res = fake_result("lite-seed-sgd", test, test - 0.01, FULL, epochs=40)
+        res["config"]["seed"], res["final"]["train_acc"] = seed, train
+        res["history"]["test_acc"][5] = best
+        (tmp_path / f"crop{seed}.json").write_text(json.dumps(res))
+    far = fake_result("lite-seed-sgd", 0.70, 0.69, FULL, epochs=40)
+    far["final"]["train_acc"] = 0.9267
+    (tmp_path / "literal.json").write_text(json.dumps(far))
+    index = {"data": "JPEG copy.", "readings": [
+        {"name": "literal", "what": "SGD 0.01", "file": "literal.json"},
+        {"name": "crop + flip", "what": "--crop --flip", "files": [f"crop{s}.json" for s in range(3)]},
+        {"name": "planned", "what": "x", "files": ["absent0.json", "absent1.json"], "note": "not measured yet"}]}
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    monkeypatch.setattr(facts, "EXPERIMENTS", tmp_path)
+    readings = facts.seed_readings()[0]
+    fit = facts.reading_fit(readings[1])
+    assert facts.n_seeds(readings[1].res) == 3 and len(readings[1].members) == 3
+    assert (fit.train, fit.test, fit.best_test) == pytest.approx((81.0, 77.0, 78.0))
+    assert fit.distance == pytest.approx(abs(81.0 - 79.12) + abs(77.0 - 79.87))
+    rows = words.reading_rows(readings)
+    assert rows[1][2:] == ["3 (0, 1, 2)", "81.00 ± 1.00", "77.00 ± 1.00", "78.00", "4.75"]
+    assert rows[2][2] == "0" and rows[2][-1] == "not measured yet"
+    assert facts.closest_reading(readings) is readings[1]
+    assert facts.closest_reading(readings, model="improved") is None
+    closest = "Closest to the seed's Lite row (79.12% train, 79.87% test): crop + flip, 4.75 points away"
+    assert words.closest_text(readings).startswith(closest) and "mean of 3 seeds" in words.closest_text(readings)
+    tex_table = paper.seed_readings_tex()
+    assert "81.00 $\\pm$ 1.00" in tex_table and "Closest to the seed's Lite row" in tex_table
+    doc = readme_section.render_doc(tmp_path / "none")
+    assert "| crop + flip | --crop --flip | 3 (0, 1, 2) | 81.00 ± 1.00 | 77.00 ± 1.00 | 78.00 | 4.75 |" in doc
     block = readme_section.render_block(tmp_path / "none", tmp_path / "figures", tmp_path)
-    assert "| literal | SGD 0.01, constant | 92.67 | 70.00 | 73.50 | 23.42 |" in block
+    assert closest in block and closest not in doc  # the README names it; the page has the table
 
 
 def test_an_improved_reading_is_measured_against_the_seeds_improved_row(tmp_path, monkeypatch):
@@ -481,7 +528,7 @@ def test_an_improved_reading_is_measured_against_the_seeds_improved_row(tmp_path
     (tmp_path / "index.json").write_text(json.dumps(index))
     monkeypatch.setattr(facts, "EXPERIMENTS", tmp_path)
     row = words.reading_rows(facts.seed_readings()[0])[0]
-    assert row[2:4] == ["97.00", "90.00"] and row[-1] == f"{1.42 + 1.52:.2f}"
+    assert row[3:5] == ["97.00", "90.00"] and row[-1] == f"{1.42 + 1.52:.2f}"
     assert "Improved Adam 98.42\\% train, 91.52\\% test" in paper.seed_readings_tex()
 
 
@@ -511,10 +558,10 @@ def test_ablation_table_compares_variants_with_the_baseline_on_validation(tmp_pa
     base, variants, data = facts.ablation()
     rows = words.ablation_rows(base, variants)
     assert rows[0][:7] == ["modern", "as is", "3 (0, 1, 2)", "79.88 ± 0.18", "83.20 ± 0.20", "82.70 ± 0.20", ""]
-    assert rows[1][2:7] == ["1 (0)", "81.05", "84.50", "84.00", "+1.30"] and "too few seeds" in rows[1][7]
-    assert rows[2][6] == "+3.90" and rows[2][7].startswith("exceeds the noise")
+    assert rows[1][2:] == ["1 (0)", "81.05", "84.50", "84.00", "+1.30", "too few seeds (1 vs 3)"]
+    assert rows[2][6:] == ["+3.90", "exceeds the noise (2 SE 0.31)"]  # short cells: Δ has its own column
     assert rows[3][2] == "0" and rows[3][-1] == "not measured: no time"
-    assert rows[4][6] == "+1.80" and rows[4][7].startswith("diagnostic, not a candidate: 1.80 points")
+    assert rows[4][6:] == ["+1.80", "diagnostic, no candidate; too few seeds (1 vs 3)"]
     summary = words.ablation_summary(base, variants)
     assert summary.startswith("Against the baseline's mean, wd 1e-4: training +1.17, validation +1.30 points; lr 0.2:")
     assert "helped" not in summary and summary.endswith("Variants with one seed are a screening, not a finding.")
@@ -529,7 +576,7 @@ def test_ablation_table_compares_variants_with_the_baseline_on_validation(tmp_pa
     tex_table = paper.ablation_tex()
     assert "tab:ablation" in tex_table and "83.20 $\\pm$ 0.20" in tex_table and "JPEG copy" in tex_table
     assert "-{}-weight-decay 1e-4" in tex_table  # not an en dash
-    block = readme_section.render_block(tmp_path / "none", tmp_path / "figures", tmp_path)
+    block = readme_section.render_doc(tmp_path / "none")
     assert "| modern | as is | 3 (0, 1, 2) | 79.88 ± 0.18 | 83.20 ± 0.20 | 82.70 ± 0.20 |  | baseline |" in block
 
 
@@ -583,3 +630,17 @@ def test_figures_and_tables_carry_when_they_were_written(tmp_path):
     assert pdf.read_bytes() == pdf_bytes  # the PDF stays reproducible: the stamp is in the PNG only
     stamped_png(tmp_path / "old.png", None)
     assert written_at(tmp_path / "old.png") is None and written_at(tmp_path / "absent.csv") is None
+
+
+def test_a_curves_figure_says_it_shows_each_configurations_first_seed_not_the_tables_mean(tmp_path):
+    """The training curves draw one run per configuration (its first seed): the caption says which
+    seed, and that the results table averages more, rather than "Runs as in Table 2"."""
+    runs = {"lite-seed-sgd": fake_result("lite-seed-sgd", 0.7, 0.7, FULL, epochs=40)}
+    for k in range(3):
+        runs[f"lite-modern-seed{k}"] = fake_result("lite-modern", 0.8, 0.8, FULL, epochs=40)
+        runs[f"lite-modern-seed{k}"]["config"]["seed"] = k
+    _, out = generate(tmp_path, runs, figures=["lite_training_curves.png"])
+    caption = read(out, "fig_curves.tex").split("\\caption{")[1]
+    said = "One run per configuration, its first seed (seed 0); Table~\\ref{tab:results} gives the mean of 3 seeds"
+    assert caption.split(". ")[1].startswith(said + " for \\texttt{lite-\\allowbreak{}modern}")
+    assert "40 epochs." in caption and "Runs as in Table" not in caption

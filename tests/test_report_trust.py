@@ -28,12 +28,13 @@ def no_committed_experiments(tmp_path_factory, monkeypatch):
 
 
 def build(tmp_path: Path, runs: dict[str, dict]) -> tuple[dict[str, str], str]:
-    """The paper's fragments ({name: text}) and the README block from these runs."""
+    """The paper's fragments ({name: text}) and the README block with docs/results.md from these runs."""
     write_runs(tmp_path / "results", runs)
     (tmp_path / "results").mkdir(exist_ok=True)
     out = tmp_path / "generated"
     paper.write_inputs(tmp_path / "results", tmp_path / "figures", out)
     block = readme_section.render_block(tmp_path / "results", tmp_path / "figures", tmp_path)
+    block += "\n" + readme_section.render_doc(tmp_path / "results")
     return {p.name: p.read_text() for p in out.glob("*.tex")}, block
 
 

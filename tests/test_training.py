@@ -278,7 +278,7 @@ def test_fit_keeps_freed_memory_on_the_cpu(cifar, monkeypatch):
 
 
 def test_seed_kuangliu_preset_is_the_measured_reading():
-    """The best-supported reading of the seed recipe (README, "Which reading of the seed's recipe"):
+    """The best-supported reading of the seed recipe (docs/models-and-recipes.md, "Which reading of the seed's recipe"):
     kuangliu/pytorch-cifar's main.py for 40 epochs without augmentation; Adam gets its usual 0.001."""
     cfg = rl.TrainConfig.from_recipe("seed-kuangliu", model="lite")
     assert (cfg.optimizer, cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay) == ("sgd", 0.1, 0.9, False, 5e-4)

@@ -13,6 +13,7 @@ import functools
 import json
 import math
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple
 
@@ -176,13 +177,14 @@ EXPERIMENTS = ROOT / "report" / "experiments"
 class Reading(NamedTuple):
     name: str
     what: str  # the reading in words
-    res: dict[str, Any] | None  # its results.json, None where not measured
+    res: dict[str, Any] | None  # its runs merged over seeds (results.merge_seeds), None where not measured
     note: str  # where not measured: why
+    members: tuple[dict[str, Any], ...] = ()  # each seed's own results file, in the index's order
 
 
 def seed_readings(folder: Path | None = None) -> tuple[list[Reading], str]:
     """([Reading], the data note) from folder/index.json (default EXPERIMENTS) and the results
-    files it names."""
+    files it names: one ("file") or one per seed ("files")."""
     folder = folder or EXPERIMENTS
     index_path = folder / "index.json"
     if not index_path.is_file():
@@ -190,11 +192,51 @@ def seed_readings(folder: Path | None = None) -> tuple[list[Reading], str]:
     index = json.loads(index_path.read_text())
     out = []
     for item in index["readings"]:
-        path = folder / item["file"] if item.get("file") else None
-        res = experiment_record(path) if path and path.is_file() else None
-        note = item.get("note", "not measured") if res or not path or not path.is_file() else "invalid results file"
-        out.append(Reading(item["name"], item["what"], res, note))
+        names = item.get("files") or ([item["file"]] if item.get("file") else [])
+        merged, members, note = merged_files(folder, names, item.get("note", "not measured"))
+        out.append(Reading(item["name"], item["what"], merged, note, members))
     return out, index.get("data", "")
+
+
+def merged_files(folder: Path, names: list[str], note: str) -> tuple[dict[str, Any] | None, tuple, str]:
+    """(the files' runs merged over seeds or None, each valid run, the note): "invalid results
+    file" where files exist but none can be rendered, `note` where none exists."""
+    present = [f for f in names if (folder / f).is_file()]
+    runs = {f: r for f in present if (r := experiment_record(folder / f)) is not None}
+    if not runs:
+        return None, (), "invalid results file" if present else note
+    return next(iter(results.merge_seeds(runs).values())), tuple(runs.values()), note
+
+
+class ReadingFit(NamedTuple):
+    """How far one measured reading is from the seed's row for its model and optimizer (in %)."""
+
+    train: float  # mean over its seeds of the running training accuracy
+    test: float  # mean over its seeds of the final model's test accuracy
+    best_test: float | None  # mean over its seeds of each seed's best per-epoch test accuracy
+    seed_train: float  # the seed report's claims
+    seed_test: float
+    distance: float  # |mean train - seed train| + |mean test - seed test|, points
+
+
+def reading_fit(r: Reading) -> ReadingFit | None:
+    """The reading's distance to the seed's row, from its seeds' means; None where not measured
+    or where the seed reports no such row."""
+    claim = seed_row_of(r.res) if r.res is not None else None
+    if claim is None:
+        return None
+    train, test = 100 * r.res["final"]["train_acc"], 100 * r.res["final"]["test_acc"]
+    bests = [b for m in r.members if (b := best_test_over_epochs(m)) is not None]
+    best = 100 * sum(bests) / len(bests) if bests else None
+    return ReadingFit(train, test, best, claim[0], claim[1], abs(train - claim[0]) + abs(test - claim[1]))
+
+
+def closest_reading(readings: list[Reading], model: str = "lite", optimizer: str = "sgd") -> Reading | None:
+    """The measured reading of `model` with `optimizer` nearest the seed's row for them (fewest
+    points of |Δ train| + |Δ test|); None where none is measured."""
+    fits = [(f.distance, i) for i, r in enumerate(readings) if (f := reading_fit(r))
+            and (r.res["config"]["model"], r.res["config"]["optimizer"]) == (model, optimizer)]
+    return readings[min(fits)[1]] if fits else None
 
 
 def experiment_record(path: Path) -> dict[str, Any] | None:
@@ -231,12 +273,8 @@ def ablation(folder: Path | None = None) -> tuple[Variant | None, list[Variant],
     index = json.loads(path.read_text())
 
     def variant(item: dict[str, Any]) -> Variant:
-        files = [f for f in item.get("files", []) if (folder / f).is_file()]
-        runs = {f: r for f in files if (r := experiment_record(folder / f)) is not None}
-        merged = next(iter(results.merge_seeds(runs).values())) if runs else None
-        note = "invalid results file" if files and not runs else item.get("note", "not measured")
-        diagnostic = bool(item.get("diagnostic", False))
-        return Variant(item["name"], item["what"], merged, note, diagnostic)
+        merged, _, note = merged_files(folder, item.get("files", []), item.get("note", "not measured"))
+        return Variant(item["name"], item["what"], merged, note, bool(item.get("diagnostic", False)))
 
     return variant(index["baseline"]), [variant(v) for v in index["variants"]], index.get("data", "")
 
@@ -409,3 +447,37 @@ def targets(runs: dict[str, dict[str, Any]]) -> list[Target]:
         out.append(Target(name, target, res, mean, mean >= target))
     return out
 
+
+
+class Provenance(NamedTuple):
+    """What produced the runs, in brief (the README's one provenance sentence)."""
+
+    n_runs: int  # results files (seeds counted apart)
+    n_configs: int  # configurations (rows of the results table)
+    data_kinds: list[str]  # results.data_kind of each configuration, once each, in order
+    epochs: list[int]  # each distinct epoch count, smallest first
+    devices: list[str]  # each device any run used, once each, in order
+    first: str  # the earliest and latest finishing dates (YYYY-MM-DD; "" where unknown)
+    last: str
+
+
+def provenance(runs: dict[str, dict[str, Any]]) -> Provenance:
+    """The runs' data kinds, epochs, devices and dates (merged records name each seed's device)."""
+    stamps = sorted(t for r in runs.values() if (t := results.finished_at(r)) > 0)
+    days = [datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d") for t in stamps]
+    devices = [d for r in runs.values() for d in str(r["device"]).split("; ")]
+    return Provenance(
+        sum(n_seeds(r) for r in runs.values()),
+        len(runs),
+        list(dict.fromkeys(data_kind(r["data"]) for r in runs.values())),
+        sorted({epochs_of(r) for r in runs.values()}),
+        list(dict.fromkeys(devices)),
+        days[0] if days else "",
+        days[-1] if days else "",
+    )
+
+
+def drawn_seeds(names: Iterable[str], runs: dict[str, dict[str, Any]]) -> list[tuple[str, int, int]]:
+    """[(configuration, the seed its figure shows, how many seeds its table row averages)]: the
+    notebooks draw one run per configuration, its first seed (the merged record's own config)."""
+    return [(n, runs[n]["config"].get("seed", 0), n_seeds(runs[n])) for n in names if n in runs]

@@ -41,7 +41,7 @@ def ablation_tex(folder: Path | None = None) -> str:
     for row in rows:  # CLI options: "--" would print as an en dash
         row[1] = row[1].replace("--", "-{}-")
     body = tabular(
-        "@{}p{0.13\\linewidth}p{0.2\\linewidth}lrrrrp{0.2\\linewidth}@{}",
+        "@{}p{0.12\\linewidth}p{0.27\\linewidth}lrrrrp{0.17\\linewidth}@{}",
         [
             "Variant",
             "Change from \\texttt{modern}",
@@ -59,7 +59,7 @@ def ablation_tex(folder: Path | None = None) -> str:
         "deviation over the seeds; train: running accuracy over the last epoch's augmented batches; validation "
         "on the 5{,}000 held-out training images (what a variant is chosen by), test with flip TTA for reporting "
         "only. $\\Delta$ val: points against the baseline; a variant replaces the baseline only where the "
-        "difference exceeds twice its standard error over seeds. " + tex(data)
+        "difference exceeds twice its standard error over seeds (2~SE in the verdict). " + tex(data)
     )
     summary = words.ablation_summary(base, variants)
     return table_env(body, caption, "tab:ablation", wide=True) + (tex(summary) + "\n" if summary else "")
@@ -69,21 +69,25 @@ def seed_readings_tex(folder: Path | None = None) -> str:
     readings, data = facts.seed_readings(folder)
     if not readings:
         return "No reading of the seed recipe has been measured in this build.\n"
-    rows = [[tex(c) for c in row] for row in words.reading_rows(readings)]
+    # CLI options: "--" would print as an en dash; "<" in OT1 text prints as an inverted "!"
+    rows = [[tex(c).replace("--", "-{}-").replace("<", "$<$") for c in row] for row in words.reading_rows(readings)]
     body = tabular(
-        "@{}p{0.16\\linewidth}p{0.34\\linewidth}rrrr@{}",
-        ["Reading", "Recipe", "Train", "Test", "Best test", "Distance"],
+        # the last column holds a distance or, where not measured, why: it wraps, flush right
+        "@{}p{0.16\\linewidth}p{0.3\\linewidth}lrrr>{\\raggedleft\\arraybackslash}p{0.18\\linewidth}@{}",
+        ["Reading", "Recipe", "Runs (seeds)", "Train", "Test", "Best test", "Distance"],
         rows,
     )
     caption = (
         "Readings of the seed report's recipe, each against the seed's row for the same model and optimizer "
         f"({tex(words.seed_rows_text())} on official CIFAR-10). Train: running accuracy over the last "
         "epoch's batches; test: "
-        "the final model, no TTA; best test: the highest per-epoch test accuracy (what a script that keeps its "
+        "the final model, no TTA (mean $\\pm$ sample standard deviation where a reading ran with several seeds); "
+        "best test: the highest per-epoch test accuracy, averaged over the seeds (what a script that keeps its "
         "best test epoch would report; a diagnostic, never used to choose anything); distance: $|\\Delta$train$| + "
-        "|\\Delta$test$|$ in points. " + tex(data)
+        "|\\Delta$test$|$ of the means, in points. " + tex(data)
     )
-    return table_env(body, caption, "tab:readings", wide=True)
+    closest = words.closest_text(readings)
+    return (tex(closest) + "\n" if closest else "") + table_env(body, caption, "tab:readings", wide=True)
 
 
 def provenance_tex(runs: dict[str, dict[str, Any]]) -> str:
@@ -211,8 +215,9 @@ def recipes_table_tex() -> str:
         body,
         "The training recipes as the code defines them (\\texttt{RECIPES}). The seed report "
         "states neither learning rates nor batch size nor weight decay; \\texttt{seed} fills "
-        "them with common course defaults, \\texttt{seed-kuangliu} is the reading of the seed's recipe that came "
-        "closest to its Lite row (Table~\\ref{tab:readings}). Every recipe is the same on a CPU and a GPU.",
+        "them with common course defaults, \\texttt{seed-kuangliu} is kuangliu/pytorch-cifar's recipe without its "
+        "augmentation, one reading of the seed's recipe (Table~\\ref{tab:readings}). Every recipe is the same on a "
+        "CPU and a GPU.",
         "tab:recipes",
     )
 
@@ -631,7 +636,6 @@ def write_inputs(results_dir: Path, figures_dir: Path, out_dir: Path, tex_dir: P
         "fig_curves.tex": paper_figures.curve_figures_tex(figs, runs, tex_dir),
         "fig_optimizer.tex": paper_figures.optimizer_figure_tex(figs, runs, tex_dir),
         "fig_confusion.tex": paper_figures.confusion_figures_tex(figs, runs, tex_dir),
-        "appendix_confusion.tex": paper_figures.appendix_confusion_tex(figs, runs, tex_dir),
         "limitations.tex": limitations_tex(runs),
     }
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,6 @@
-"""The paper's figure fragments (fig_*.tex, appendix_confusion.tex): which figures the notebooks
-drew (facts.collect_figures), where pdflatex finds them, and their captions."""
+"""The paper's figure fragments (fig_*.tex): which figures the notebooks
+drew (facts.collect_figures), where pdflatex finds them, and their captions. A figure drawn from one
+run per configuration says so, and which seed, rather than pointing at the table of means."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from resnet_tools.report import latex
+from resnet_tools.report import facts, latex
 from resnet_tools.report.facts import Figures, epochs_of, expected_runs, key_runs
 from resnet_tools.report.latex import missing_figures_note, stale_note, tex, tt_list
 from resnet_tools.report.words import data_brief, duration, plural
@@ -63,6 +64,25 @@ def provenance_ref(group: dict[str, dict[str, Any]], runs: dict[str, dict[str, A
     return "These runs differ in data or epochs, so they do not compare like for like: " + provenance_brief(group)
 
 
+def one_run_each(group: dict[str, dict[str, Any]], runs: dict[str, dict[str, Any]]) -> str:
+    """A caption's provenance for a figure of one run per configuration (facts.drawn_seeds): which
+    seed it shows, which table rows average more, and the data and epochs; where the runs differ in
+    data or epochs, provenance_ref's warning instead."""
+    drawn = facts.drawn_seeds(group, runs)
+    kinds = {(data_brief(r["data"]), epochs_of(r)) for r in group.values()}
+    if not drawn or len(kinds) != 1:
+        return provenance_ref(group, runs)
+    seeds = {s for _, s, _ in drawn}
+    which = f"seed {drawn[0][1]}" if len(seeds) == 1 else ", ".join(f"{tt_list([n])} seed {s}" for n, s, _ in drawn)
+    text = f"One run per configuration, its first seed ({which})"
+    averaged = [(n, k) for n, _, k in drawn if k > 1]
+    if averaged:
+        counts = "/".join(sorted({str(k) for _, k in averaged}))
+        text += f"; Table~\\ref{{tab:results}} gives the mean of {counts} seeds for {tt_list(n for n, _ in averaged)}"
+    data, epochs = next(iter(kinds))
+    return f"{text}. Data: {tex(data)}; {plural(epochs, 'epoch')}."
+
+
 def data_figures_tex(figs: Figures, tex_dir: Path) -> str:
     out = figure_tex(
         figs.get("samples_per_class"),
@@ -83,8 +103,8 @@ def data_figures_tex(figs: Figures, tex_dir: Path) -> str:
 def curve_figures_tex(figs: Figures, runs: dict[str, dict[str, Any]], tex_dir: Path) -> str:
     out = ""
     for model, nb in (("lite", "02"), ("improved", "03")):
-        group = {n: r for n, r in runs.items() if r["config"]["model"] == model}
-        prov = provenance_ref(group, runs)
+        group = {n: runs[n] for n in facts.figure_runs(f"{model}_training_curves", runs)}
+        prov = one_run_each(group, runs)
         out += figure_tex(
             figs.get(f"{model}_training_curves"),
             f"{model.capitalize()} model: loss, accuracy and learning rate per epoch (notebook {nb}). {prov}"
@@ -142,7 +162,7 @@ def confusion_grid(
         + "\\\\[6pt]\n".join(rows)
         + "\n\\caption{"
         + caption
-        + provenance_ref({r: runs[r] for r, _ in cms}, runs)
+        + one_run_each({r: runs[r] for r, _ in cms}, runs)
         + note
         + "}\\label{"
         + label
@@ -151,20 +171,24 @@ def confusion_grid(
 
 
 def confusion_figures_tex(figs: Figures, runs: dict[str, dict[str, Any]], tex_dir: Path) -> str:
-    """The two confusion matrices that matter (each model's best run by validation accuracy) at
-    a readable size; the others go to the appendix (appendix_confusion_tex)."""
-    cms = [(r, figs.get(f"confusion_matrix_{r}")) for r in key_runs(runs) if figs.get(f"confusion_matrix_{r}")]
+    """Every run's confusion matrix in one figure, on one page: each model's best run by validation
+    accuracy first, two to a row up to four matrices (a readable size), three to a row beyond."""
+    key = key_runs(runs)
+    order = key + [r for r in runs if r not in key]
+    cms = [(r, figs.get(f"confusion_matrix_{r}")) for r in order if figs.get(f"confusion_matrix_{r}")]
     out = ""
     if cms:
+        two = len(cms) <= 4
+        first = [f"\\texttt{{{tex(r)}}}" for r, _ in cms if r in key]
         out += confusion_grid(
             cms,
             runs,
             tex_dir,
-            "0.46\\textwidth",
-            2,
-            "Confusion matrices on the test split of each model's run with the highest validation accuracy "
-            "(rows: true class, each normalized to 100\\%; notebook 05; the other runs' are in "
-            "Appendix~\\ref{app:confusion}). ",
+            "0.46\\textwidth" if two else "0.32\\textwidth",
+            2 if two else 3,
+            "Confusion matrices on the test split (rows: true class, each normalized to 100\\%; notebook 05)"
+            + (f"; first each model's run with the highest validation accuracy ({', '.join(first)})" if first else "")
+            + ". ",
             "fig:confusion",
             stale_note(figs.newer_than(*(f"confusion_matrix_{r}" for r, _ in cms))),
         )
@@ -192,25 +216,4 @@ def confusion_figures_tex(figs: Figures, runs: dict[str, dict[str, Any]], tex_di
         )
     missing = [n for n in figs.missing if n.startswith("confusion_matrix_") or n == "per_class_accuracy"]
     return out + missing_figures_note(missing)
-
-
-def appendix_confusion_tex(figs: Figures, runs: dict[str, dict[str, Any]], tex_dir: Path) -> str:
-    """Every other run's confusion matrix, three to a row."""
-    shown = set(key_runs(runs))
-    cms = [
-        (r, figs.get(f"confusion_matrix_{r}")) for r in runs if r not in shown and figs.get(f"confusion_matrix_{r}")
-    ]
-    if not cms:
-        return "No other run has a confusion matrix in this build.\n"
-    return confusion_grid(
-        cms,
-        runs,
-        tex_dir,
-        "0.32\\textwidth",
-        3,
-        "Confusion matrices of the other runs (rows: true class, normalized to 100\\%; notebook 05). ",
-        "fig:confusion-all",
-        stale_note(figs.newer_than(*(f"confusion_matrix_{r}" for r, _ in cms))),
-    )
-
 

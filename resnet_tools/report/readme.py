@@ -1,8 +1,10 @@
-"""The README's results section, in Markdown, from the same facts as the paper
-(resnet_tools.report.facts): what produced the numbers, the results and targets tables, the seed
-report's claims beside our repetitions, the readings and the ablation, and a figure or two. It
-replaces whatever lies between `<!-- results:start -->` and `<!-- results:end -->` (each exactly
-once, in that order). `python scripts/update_readme_results.py` runs main.
+"""The README's results section and the full results page (docs/results.md), in Markdown, from the
+same facts as the paper (resnet_tools.report.facts). The README's section is short: what produced the
+numbers in a sentence, the results table, the reading of the seed's recipe closest to its Lite row, two
+figures and a link; the page holds the rest (each run's provenance, the targets, the seed report's
+claims beside our repetitions, the readings, the ablation, per-class results), each fact in one of the
+two. The section replaces whatever lies between `<!-- results:start -->` and `<!-- results:end -->`
+(each exactly once, in that order). `python scripts/update_readme_results.py` runs main.
 
 Everything a results file contributes is escaped (markdown.md, markdown.code)."""
 
@@ -30,50 +32,58 @@ class MarkerError(ValueError):
 
 
 def provenance_md(runs: dict[str, dict[str, Any]]) -> list[str]:
-    if not runs:
-        return [
-            "No training run has produced results yet, so no accuracy is shown here.",
-            "",
-            f"To produce them: `{FULL_RUN_HINT}`, then regenerate (below).",
-        ]
-    lines = ["**What produced these numbers:**", ""]
+    """Each group of runs' data, epochs, device and wall time (docs/results.md)."""
+    lines = ["**What produced these numbers, run by run:**", ""]
     for names, data, epochs, device in words.provenance_groups(runs):
         wall = sum(runs[n]["wall_seconds"] for n in names)
         lines.append(
             f"- {codes(names)}: {md(data)}; {words.plural(epochs, 'epoch')} on "
             f"{md(device)}, {words.duration(wall)} wall time{' in all' if len(names) > 1 else ''}."
         )
-    lines.append("")
-    full, jpeg, missing, _ = facts.coverage(runs)
-    if jpeg and not full:
-        lines += [
-            "> **No run here used the official CIFAR-10 files.** "
-            + codes(jpeg)
-            + f" used {words.JPEG_NOTE} (‡)."
-            + (
-                " " + codes(missing) + " were not measured yet (`results/README.md`: which "
-                "runs are missing, and why)."
-                if missing
-                else ""
-            ),
+    return lines + [""]
+
+
+def provenance_sentence_md(runs: dict[str, dict[str, Any]]) -> list[str]:
+    """The README's provenance in one sentence (facts.provenance), and what the runs are not."""
+    if not runs:
+        return [
+            "No training run has produced results yet, so no accuracy is shown here.",
             "",
+            f"To produce them: `{FULL_RUN_HINT}`, then regenerate (below).",
         ]
-    elif len(full) < len(runs):
-        lines += [
-            "> **"
-            + (
-                "No run here used the full CIFAR-10: these are not CIFAR-10 results, and they cannot be "
-                "compared with the seed report's."
-                if not full
-                else "Only " + codes(full) + " used the full CIFAR-10; the other rows "
-                "are not CIFAR-10 results."
-            )
-            + "** The full-data, 40-epoch results appear here once "
-            f"someone runs `{FULL_RUN_HINT.split('#')[0].strip()}` on a machine with a GPU and "
-            "regenerates this section (command below).",
-            "",
-        ]
-    return lines
+    p, cov = facts.provenance(runs), facts.coverage(runs)
+    when = f", finished {p.first}" + (f" to {p.last}" if p.last != p.first else "") if p.first else ""
+    data = "; ".join(md(words.DATA_WORDS[k][0]) for k in p.data_kinds)
+    epochs = words.plural(p.epochs[0], "epoch") if len(p.epochs) == 1 else f"{'/'.join(map(str, p.epochs))} epochs"
+    text = (
+        f"**What produced these numbers:** {words.plural(p.n_runs, 'run')} of ours "
+        f"({words.plural(p.n_configs, 'configuration')}, seeds counted apart){when}, "
+        f"{epochs} each, on {data}, on {', '.join(md(d) for d in p.devices)}; "
+        + coverage_clause_md(cov, runs)
+    )
+    return [text, ""]
+
+
+def coverage_clause_md(cov: facts.Coverage, runs: dict[str, dict[str, Any]]) -> str:
+    """What the runs are not: official scores, CIFAR-10 results (facts.coverage)."""
+    if cov.everything_full:
+        return "all of them on the official CIFAR-10 files."
+    if cov.jpeg and not cov.full:
+        return (
+            "none on the official CIFAR-10 files: the JPEG copy is the official split's 60,000 images, "
+            "JPEG-compressed, so these are not official CIFAR-10 scores."
+        )
+    head = (
+        "**No run here used the full CIFAR-10: these are not CIFAR-10 results, and they cannot be compared with "
+        "the seed report's.**"
+        if not cov.full
+        else f"**Only {codes(cov.full)} used the full CIFAR-10; the other rows are not CIFAR-10 results.**"
+    )
+    return (
+        f"{head} The full-data, 40-epoch results appear here once someone runs "
+        f"`{FULL_RUN_HINT.split('#')[0].strip()}` on a machine with a GPU and regenerates this section "
+        "(command below)."
+    )
 
 
 def results_table_md(runs: dict[str, dict[str, Any]]) -> list[str]:
@@ -100,7 +110,8 @@ def results_table_md(runs: dict[str, dict[str, Any]]) -> list[str]:
         "Accuracy of the final model: mean ± sample standard deviation over the seeds where a configuration "
         "ran with several (Seeds). Train: running accuracy over the last epoch's augmented batches. "
         "Val: the held-out validation split, which model selection uses. † test accuracy with flip "
-        "test-time augmentation.",
+        "test-time augmentation."
+        + (" *Not measured*: no results file yet (`results/README.md` says why)." if len(names) > len(runs) else ""),
         "",
     ]
     return lines
@@ -151,7 +162,7 @@ def ablation_md() -> list[str]:
         return []
     lines = [
         "**Recipe ablation** (Lite, 40 epochs; a variant replaces `modern` only where its validation accuracy "
-        "beats it by more than the seeds' noise). Runs of ours, " + data,
+        "beats it by more than the seeds' noise, twice the difference's standard error: 2 SE). Runs of ours, " + data,
         "",
     ]
     header = ["Variant", "Change from `modern`", "Runs (seeds)", "Train (%)", "Val (%)", "Test (%)", "Δ val (points)",
@@ -172,18 +183,27 @@ def seed_readings_md() -> list[str]:
         "CIFAR-10)? Runs of ours, " + data,
         "",
     ]
-    header = ["Reading", "Recipe", "Train (%)", "Test (%)", "Best test over epochs (%)", "Distance (points)"]
+    header = ["Reading", "Recipe", "Runs (seeds)", "Train (%)", "Test (%)", "Best test over epochs (%)",
+              "Distance (points)"]
     rows = [[cell(c) for c in row] for row in words.reading_rows(readings)]
-    lines += table(header, [":---"] * 2 + ["---:"] * 4, rows)
+    lines += table(header, [":---"] * 3 + ["---:"] * 4, rows)
     lines += [
         "",
         "Train: running accuracy over the last epoch's batches, as the seed measured it; test: the final "
-        "model, no TTA. Best test over epochs: what a script that keeps its best test epoch reports (a "
+        "model, no TTA; mean ± sample standard deviation where a reading ran with several seeds. Best test over "
+        "epochs: what a script that keeps its best test epoch reports, averaged over the seeds (a "
         "diagnostic of how the seed may have measured; nothing here is chosen by it). Distance: |Δ train| + "
-        "|Δ test| against the seed's row for the same model and optimizer.",
+        "|Δ test| of the means against the seed's row for the same model and optimizer.",
         "",
     ]
     return lines
+
+
+def closest_reading_md() -> list[str]:
+    """Which reading of the seed's recipe comes closest to its Lite row (the README; the table: docs)."""
+    closest = words.closest_text(facts.seed_readings()[0])
+    return [f"**Reading the seed's recipe.** {cell(closest)} (Every reading and its distance: the full results.)",
+            ""] if closest else []
 
 
 def per_class_md(runs: dict[str, dict[str, Any]], per_class: PerClass | None) -> list[str]:
@@ -231,30 +251,53 @@ def figures_md(runs: dict[str, dict[str, Any]], results_dir: Path, figures_dir: 
     return [*lines, ""] if lines else []
 
 
+GENERATED = "<!-- Generated by scripts/update_readme_results.py from the results files: do not edit by hand. -->"
+DOC = Path("docs") / "results.md"  # the full results, beside the README
+
+
 def render_block(results_dir: Path, figures_dir: Path, readme_dir: Path) -> str:
-    """The Markdown between the markers (markers excluded)."""
+    """The Markdown between the README's markers (markers excluded): provenance in a sentence, the
+    results table, the closest reading of the seed's recipe, two figures and the link to DOC."""
     runs = facts.load_runs(results_dir)
-    per_class = facts.load_per_class(results_dir, runs)
-    lines = ["<!-- Generated by scripts/update_readme_results.py from the results files: do not edit by hand. -->", ""]
-    lines += provenance_md(runs)
+    lines = [GENERATED, ""] + provenance_sentence_md(runs)
     if runs:
         lines += results_table_md(runs)
-        lines += targets_md(runs)
-        lines += seed_md(runs)
-    lines += seed_readings_md()
-    lines += ablation_md()
+    lines += closest_reading_md()
     if runs:
-        lines += per_class_md(runs, per_class)
         lines += figures_md(runs, results_dir, figures_dir, readme_dir)
     lines += [
-        "Regenerate every result, figure, the paper (`report/report.pdf`) and this section:",
+        f"The full results, generated from the same files: [{DOC.as_posix()}]({DOC.as_posix()}) (each run's data, "
+        "device and wall time; the targets; the seed report's claims beside our runs; every reading of its recipe; "
+        "the recipe ablation; per-class results). The paper: [report/README.md](report/README.md).",
+        "",
+    ] + regenerate_md()
+    return "\n".join(lines)
+
+
+def render_doc(results_dir: Path) -> str:
+    """DOC: the results the README leaves out, from the same facts."""
+    runs = facts.load_runs(results_dir)
+    per_class = facts.load_per_class(results_dir, runs)
+    lines = ["# Results in full", "", "[Back to the README](../README.md)", "", GENERATED, "",
+             "The README shows the results table; this page shows the rest, from the same results files.", ""]
+    if runs:
+        lines += provenance_md(runs) + targets_md(runs) + seed_md(runs)
+    lines += seed_readings_md() + ablation_md()
+    if runs:
+        lines += per_class_md(runs, per_class)
+    return "\n".join(lines + regenerate_md()).rstrip() + "\n"
+
+
+def regenerate_md() -> list[str]:
+    return [
+        "Regenerate every result, figure, the paper (`report/report.pdf`), the README's results section and "
+        f"`{DOC.as_posix()}`:",
         "",
         "```bash",
         REGENERATE,
         "```",
         "",
     ]
-    return "\n".join(lines)
 
 
 def replace_block(readme: str, block: str) -> str:
@@ -277,20 +320,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--readme", default=str(ROOT / "README.md"))
     ap.add_argument("--results", default=os.environ.get("RESULTS_DIR") or str(ROOT / "results"))
     ap.add_argument("--figures", default=os.environ.get("FIGURES_DIR") or str(ROOT / "figures"))
+    ap.add_argument("--doc", default=None, help=f"the full results page (default: {DOC} beside the README)")
     ap.add_argument("--stdout", action="store_true", help="print the block instead of writing the README")
     args = ap.parse_args(argv)
     readme = Path(args.readme)
+    doc = Path(args.doc) if args.doc else readme.parent / DOC
     try:
         block = render_block(Path(args.results), Path(args.figures), readme.parent)
         if args.stdout:
             print(block)
             return 0
-        text = replace_block(readme.read_text(), block)
+        text, full = replace_block(readme.read_text(), block), render_doc(Path(args.results))
+        doc.parent.mkdir(parents=True, exist_ok=True)
     except (ResultsError, MarkerError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     atomic_write(readme, "w", lambda f: f.write(text))
-    print(f"results section of {readme} regenerated from {args.results}")
+    atomic_write(doc, "w", lambda f: f.write(full))
+    print(f"results section of {readme} and {doc} regenerated from {args.results}")
     return 0
 
 

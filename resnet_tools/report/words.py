@@ -132,6 +132,22 @@ def fmt_value(v: Any) -> str:
     return str(v)
 
 
+def runs_seeds(res: dict[str, Any]) -> str:
+    """How many runs a merged record holds, and their seeds: '3 (0, 1, 2)'."""
+    seeds = res.get("seeds", {}).get("seeds", [res["config"].get("seed", 0)])
+    return f"{n_seeds(res)} ({', '.join(str(k) for k in seeds)})"
+
+
+def short_verdict(vd: Any) -> str:
+    """A table cell for results.difference_verdict (Δ stands in its own column): 'too few seeds
+    (1 vs 3)', 'within the noise (2 SE 0.67)' or 'exceeds the noise (2 SE 0.67)'."""
+    if vd.counts == (0, 0):
+        return vd.text
+    if min(vd.counts) < 2:
+        return f"too few seeds ({vd.counts[0]} vs {vd.counts[1]})"
+    return f"{'exceeds' if vd.holds else 'within'} the noise (2 SE {vd.two_se:.2f})"
+
+
 def ablation_rows(base: Variant, variants: list[Variant]) -> list[list[str]]:
     """Plain-text cells: variant, change, runs (seeds), training (running), validation and test
     accuracy (mean +- std), Δ validation against the baseline (points), and whether that
@@ -141,19 +157,18 @@ def ablation_rows(base: Variant, variants: list[Variant]) -> list[list[str]]:
         if v.res is None:
             rows.append([v.name, v.what, "0", "--", "--", "--", "--", v.note])
             continue
-        seeds = ", ".join(str(k) for k in v.res.get("seeds", {}).get("seeds", [v.res["config"].get("seed", 0)]))
         if v is base:
             delta, verdict = "", "baseline"
         else:
             vd = difference_verdict(v.res, base.res, "val_acc")
-            delta, verdict = f"{vd.diff:+.2f}", ("exceeds the noise: " if vd.holds else "") + vd.text
+            delta, verdict = f"{vd.diff:+.2f}", short_verdict(vd)
             if v.diagnostic:
-                verdict = "diagnostic, not a candidate: " + verdict
+                verdict = "diagnostic, no candidate; " + verdict
         rows.append(
             [
                 v.name,
                 v.what,
-                f"{n_seeds(v.res)} ({seeds})",
+                runs_seeds(v.res),
                 pct_sd(v.res, "train_acc"),
                 pct_sd(v.res, "val_acc"),
                 pct_sd(v.res, "test_acc"),
@@ -197,19 +212,32 @@ def ablation_summary(base: Variant, variants: list[Variant]) -> str:
 
 
 def reading_rows(readings: list[Reading]) -> list[list[str]]:
-    """Plain-text cells: reading, what, train, test (final), best test over epochs, distance to
-    the seed's row for the same model and optimizer (|Δ train| + |Δ test|, points)."""
+    """Plain-text cells: reading, what, runs (seeds), train and test (final; mean +- std over seeds),
+    best test over epochs (mean over seeds), distance to the seed's row for the same model and
+    optimizer (facts.reading_fit: |Δ train| + |Δ test| of the means, points)."""
     rows = []
     for r in readings:
-        claim = facts.seed_row_of(r.res) if r.res is not None else None
-        if claim is None:
-            rows.append([r.name, r.what, "--", "--", "--", r.note])
+        fit = facts.reading_fit(r)
+        if fit is None:
+            rows.append([r.name, r.what, "0", "--", "--", "--", r.note])
             continue
-        (s_train, s_test), train, test = claim, 100 * r.res["final"]["train_acc"], 100 * r.res["final"]["test_acc"]
-        dist = abs(train - s_train) + abs(test - s_test)
-        best = facts.best_test_over_epochs(r.res)
-        rows.append([r.name, r.what, f"{train:.2f}", f"{test:.2f}", pct(best), f"{dist:.2f}"])
+        best = "--" if fit.best_test is None else f"{fit.best_test:.2f}"
+        rows.append([r.name, r.what, runs_seeds(r.res), pct_sd(r.res, "train_acc"), pct_sd(r.res, "test_acc"), best,
+                     f"{fit.distance:.2f}"])
     return rows
+
+
+def closest_text(readings: list[Reading]) -> str:
+    """One sentence: which reading comes closest to the seed's Lite row (facts.closest_reading), or ""."""
+    best = facts.closest_reading(readings)
+    if best is None:
+        return ""
+    fit, n = facts.reading_fit(best), n_seeds(best.res)
+    return (
+        f"Closest to the seed's Lite row ({fit.seed_train:.2f}% train, {fit.seed_test:.2f}% test): {best.name}, "
+        f"{fit.distance:.2f} points away ({fit.train:.2f}% train, {fit.test:.2f}% test"
+        f"{f', mean of {n} seeds' if n > 1 else ', one seed'})."
+    )
 
 
 def seed_rows_text() -> str:
