@@ -12,14 +12,12 @@ and notebook 05's per-class CSV files, the same facts and caveats as the paper
 the block instead of writing the README.
 """
 
-import importlib.util
 import sys
 from pathlib import Path
 
-# `make setup` installs the project (pip install -e .); a checkout without it (a bare `python3
-# scripts/...`) still finds the package beside the script.
-if importlib.util.find_spec("resnet_tools") is None:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# The package beside this script comes first, installed or not: an editable install of another checkout
+# (a shared environment) must not render, and write, that checkout's README and paper.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from resnet_tools.report.readme import main  # noqa: E402
 
