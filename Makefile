@@ -9,10 +9,13 @@ PY := $(VENV)/bin/python
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt
+# The pinned packages, then the project itself (pyproject.toml), editable: resnet_lib and resnet_tools
+# import from any folder, as the notebooks' first cell expects.
+$(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
 test: setup

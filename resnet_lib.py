@@ -1,32 +1,39 @@
 """Compact ResNets on CIFAR-10: the models, the data pipeline and the training loop.
 
-The notebooks' one import (`import resnet_lib as rl`), and a command line::
+The core of the project (`import resnet_lib as rl` in the notebooks), and a command line::
 
     python resnet_lib.py train --model lite --recipe modern --epochs 40 --out results/lite
 
 Read top to bottom:
   1. models     `RBL` block, `ResNet` builder (architectures as data), `lite()` / `improved()`, `summary`
-  2. data       `CIFAR10` in memory, `load_cifar10` (official files or an image folder), `channel_stats`
+  2. data       `CIFAR10` in memory, `load_cifar10` (official files or an image folder)
   3. pipeline   the whole dataset as uint8 on the training device; batched crop / flip / cutout there
-  4. training   `TrainConfig` and `RECIPES`, `fit` / `train_step` / `evaluate` (a checkpoint every
-                epoch), `train_and_evaluate` (the whole job: data, model, fit, results.json)
+  4. training   `TrainConfig` and `RECIPES`, `fit` and `evaluate` (a checkpoint every epoch)
 
-Everything else lives beside it in `resnet_tools/`, one concern per module: `safeio` (safe
-files), `cifarfiles` and `imagefolder` (reading data), `inference` (predict, safetensors),
-`results` (run names, tables), `figures` and `cli`. The names the notebooks use from there are
-re-exported here (`rl.plot_confusion_matrix`), loaded on first use. Importing needs only
-torch, numpy and tqdm (through resnet_tools.progress), and has no side effects.
+The project has three floors, and imports only point down (tests/test_floors.py checks it):
+  - below this file, leaves of `resnet_tools/` that import no module above them: `errors`, `budget`
+    (the parameter budget), `dataset` (the CIFAR10 container), `safeio` (safe files), `devices`,
+    `progress`, `runlog` (history.csv), `cifarfiles` and `imagefolder` (reading data), `checkpoints`
+    (the format), `step`, `distill` and `cudagraph` (the training step), `distributed` (DDP);
+  - this file, which imports only those;
+  - above it, the tools that use it: `job` (`train_and_evaluate`: data, model, fit, results.json),
+    `inference` (predict, safetensors), `results` (run names, tables), `figures`, `explain`,
+    `record` and `cli`. Notebooks and scripts import them by name (`from resnet_tools import figures`).
+Importing needs only torch, numpy and tqdm (through resnet_tools.progress), and has no side effects.
 """
 
 from __future__ import annotations
 
-import contextlib
+if __name__ == "__main__":
+    # `python resnet_lib.py train ...` is the command line's (resnet_tools.cli), which imports this file as
+    # resnet_lib: hand over before anything here is defined, so the module is not built twice (as __main__ too).
+    import runpy
+
+    runpy.run_module("resnet_tools.cli", run_name="__main__")
+
 import dataclasses
-import hashlib
-import importlib
 import math
 import os
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -37,18 +44,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from resnet_tools.devices import DEVICES, bf16_enabled, compile_enabled, keep_freed_memory, resolve_device
+from resnet_tools import checkpoints, cifarfiles, cudagraph, imagefolder
+from resnet_tools import distributed as ddp
+from resnet_tools.budget import PARAM_BUDGET, check_budget, count_params
+from resnet_tools.dataset import CIFAR10, CLASSES
+from resnet_tools.devices import DEVICES, bf16_autocast, compile_enabled, keep_freed_memory, resolve_device
+from resnet_tools.errors import ConfigError
 from resnet_tools.progress import progress_bar
 from resnet_tools.runlog import HISTORY_KEYS, epoch_record
-from resnet_tools.safeio import atomic_save, check_writable, run_lock, write_json
-
-CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-PARAM_BUDGET = 5_000_000  # the mini-project's hard limit on trainable parameters
-
-
-class BudgetError(ValueError):
-    """A model has more parameters than PARAM_BUDGET and over-budget was not allowed."""
-
+from resnet_tools.safeio import atomic_save, check_writable
 
 # ---------------------------------------------------------------------------------------
 # 1. Models
@@ -166,22 +170,6 @@ def build_model(name: str, seed: int | None = None, allow_over_budget: bool = Fa
         return ResNet(*ARCHS[name], allow_over_budget=allow_over_budget)
 
 
-def count_params(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def check_budget(model: nn.Module, allow_over_budget: bool = False) -> int:
-    """Return the parameter count; raise BudgetError above PARAM_BUDGET unless allowed."""
-    n = count_params(model)
-    if n > PARAM_BUDGET and not allow_over_budget:
-        raise BudgetError(
-            f"model has {n:,} parameters, over the {PARAM_BUDGET:,} budget; "
-            "pass allow_over_budget=True to build or train it anyway"
-        )
-    return n
-
-
 class LayerRow(NamedTuple):
     name: str  # e.g. "Conv2d-1", numbered like the seed's torchsummary tables
     output_shape: tuple[int, ...]  # without the batch dimension
@@ -242,81 +230,6 @@ CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 
-class DataError(RuntimeError):
-    """The data folder is missing, incomplete, corrupt or unsafe; the message says what to do."""
-
-
-@dataclass
-class CIFAR10:
-    """CIFAR-10 in memory: uint8 images (N, 3, 32, 32) and int64 labels, as CPU tensors."""
-
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    root: str = ""
-    official: bool = True  # every file matched its official md5
-    classes: tuple[str, ...] = CLASSES
-    # Which data this is, in results and tables: "CIFAR-10 (official)", "CIFAR-10 (JPEG copy)",
-    # "image folder: NAME", "non-official CIFAR-10 files: NAME", or "subset of ..." after head().
-    label: str = "in-memory data"
-    _stats: tuple[tuple[float, ...], tuple[float, ...]] | None = field(default=None, init=False, repr=False)
-    _fingerprint: dict[str, Any] | None = field(default=None, init=False, repr=False)
-
-    @property
-    def stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """(mean, std) per channel of all training images (validation split included:
-        pixel statistics carry no label information), computed once with channel_stats."""
-        if self._stats is None:
-            self._stats = channel_stats(self.train_x)
-        return self._stats
-
-    @property
-    def fingerprint(self) -> dict[str, Any]:
-        """Which data this is, for checkpoints: label, root, counts and a SHA-256 of the training
-        (and of the test) images and labels, computed once. A run resumed on other data is refused."""
-        if self._fingerprint is None:
-
-            def sha256(*tensors: torch.Tensor) -> str:
-                h = hashlib.sha256()
-                for t in tensors:
-                    h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy())
-                return h.hexdigest()
-
-            self._fingerprint = {
-                "label": self.label,
-                "root": str(self.root),
-                "n_train": len(self.train_y),
-                "n_test": len(self.test_y),
-                "train_sha256": sha256(self.train_x, self.train_y),
-                "test_sha256": sha256(self.test_x, self.test_y),
-            }
-        return self._fingerprint
-
-    def head(self, n_train: int, n_test: int) -> "CIFAR10":
-        """n_train training and n_test test images spread evenly over each split (every k-th; smoke
-        runs), labelled a subset: every class is in it even where files load sorted by class."""
-        label = self.label if self.label.startswith("subset of ") else f"subset of {self.label}"
-
-        def spread(n: int, total: int) -> torch.Tensor:  # n indices, evenly spaced over 0..total-1
-            return torch.arange(total) if n >= total else torch.arange(n) * total // n
-
-        tr, te = spread(n_train, len(self.train_y)), spread(n_test, len(self.test_y))
-        return CIFAR10(
-            self.train_x[tr],
-            self.train_y[tr],
-            self.test_x[te],
-            self.test_y[te],
-            root=self.root,
-            official=self.official,
-            classes=self.classes,
-            label=label,
-        )
-
-    def __repr__(self) -> str:
-        return f"CIFAR10({len(self.train_y):,} train, {len(self.test_y):,} test, {self.label}, root={self.root!r})"
-
-
 def default_data_dir() -> Path:
     """$DATA_DIR if set, else `data/` next to this file (so notebooks work from any cwd)."""
     return Path(os.environ.get("DATA_DIR") or Path(__file__).resolve().parent / "data")
@@ -330,28 +243,9 @@ def load_cifar10(data_dir: str | Path | None = None, download: bool = True) -> C
     `data_dir/test/<class>/*`; resnet_tools.imagefolder: decoded once, then cached by content).
     Raises DataError naming the file and the fix."""
     root = Path(data_dir) if data_dir is not None else default_data_dir()
-    from resnet_tools import cifarfiles, imagefolder  # imported here: they import this module
-
     if imagefolder.is_image_folder(root):
         return imagefolder.load_as_cifar10(root)
     return cifarfiles.load_batch_folder(root, download)
-
-
-def channel_stats(x: torch.Tensor, chunk: int = 10_000) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of uint8 images (N, 3, H, W), pixels scaled to [0, 1].
-
-    Accumulates sums in float64 over chunks, so the full training set needs little memory.
-    """
-    total = torch.zeros(x.shape[1], dtype=torch.float64)
-    total_sq = torch.zeros_like(total)
-    for i in range(0, len(x), chunk):
-        b = x[i : i + chunk].to(torch.float64) / 255.0
-        total += b.sum(dim=(0, 2, 3))
-        total_sq += (b * b).sum(dim=(0, 2, 3))
-    n = len(x) * x.shape[2] * x.shape[3]
-    mean = total / n
-    std = (total_sq / n - mean * mean).clamp_min(0).sqrt()
-    return tuple(mean.tolist()), tuple(std.tolist())
 
 
 # ---------------------------------------------------------------------------------------
@@ -452,15 +346,6 @@ def _scale_shift(
 # ---------------------------------------------------------------------------------------
 # 4. Training
 # ---------------------------------------------------------------------------------------
-class ConfigError(ValueError):
-    """An invalid TrainConfig field; the message lists the valid choices."""
-
-
-class RanksDisagree(ConfigError):
-    """Ranks of one distributed run were started with different settings or data; raised on every
-    rank at the same point (resnet_tools.distributed.check_ranks_agree), so they can end together."""
-
-
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the message names the epoch and step."""
 
@@ -647,8 +532,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     "seed": dict(optimizer="sgd", lr=0.01, momentum=0.9, nesterov=False, weight_decay=0.0, schedule="constant",
                  warmup_epochs=0.0, label_smoothing=0.0, crop=False, flip=False, cutout=0, epochs=40,
                  batch_size=128, tta=False),
-    # The reading of the seed's recipe that came closest to its Lite row (README, "Which reading of
-    # the seed's recipe"): kuangliu/pytorch-cifar's main.py, the usual starting point of such course
+    # Of the first three readings of the seed's recipe, the one closest to its Lite row (the README's
+    # results name the closest of all measured readings, from report/experiments/): kuangliu/pytorch-cifar's main.py, the usual starting point of such course
     # projects (lr 0.1, momentum 0.9, weight decay 5e-4, CosineAnnealingLR(T_max=200)) run for 40
     # epochs, so the lr stays near 0.1, without its augmentation, as the report says.
     "seed-kuangliu": dict(optimizer="sgd", lr=0.1, momentum=0.9, nesterov=False, weight_decay=5e-4,
@@ -789,9 +674,7 @@ def _batches(
     rows = torch.stack([perm] + [absent if d is None else d.long() for d in (dy, dx, mirror, cy, cx)])
     batch_size = cfg.batch_size
     if world_size > 1:
-        from resnet_tools.distributed import rank_positions
-
-        positions, _ = rank_positions(n, cfg.batch_size, rank, world_size)
+        positions, _ = ddp.rank_positions(n, cfg.batch_size, rank, world_size)
         rows, n, batch_size = rows[:, positions], len(positions), cfg.batch_size // world_size
     train_x, train_y = p.train_x, p.train_y
     if p.sharded:  # this rank's images of the epoch, in the order it takes them, to its device (one copy)
@@ -817,14 +700,6 @@ def _batches(
                 if cfg.channels_last:  # masked_fill returns a contiguous tensor
                     x = x.contiguous(memory_format=torch.channels_last)
             yield x, train_y[batch]
-
-
-def _bf16_autocast(device: torch.device, bf16: bool | None):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16_enabled(device.type, bf16))
-
-
-def _autocast(device: torch.device, cfg: TrainConfig):
-    return _bf16_autocast(device, cfg.bf16)
 
 
 class EvalResult(NamedTuple):
@@ -892,7 +767,7 @@ def logits_of(
             x = normalize(x_all[start : start + batch_size].to(device), mean_t, std_t)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with _bf16_autocast(device, bf16):
+            with bf16_autocast(device, bf16):
                 out = model(x).float()
                 if tta:
                     out = 0.5 * (out + model(x.flip(3)).float())
@@ -902,7 +777,7 @@ def logits_of(
     return torch.cat(logits).cpu() if logits else torch.zeros(0, len(CLASSES))
 
 
-def _evaluate_splits(
+def evaluate_splits(
     model: nn.Module,
     val_xy: tuple[torch.Tensor, torch.Tensor],
     data: CIFAR10,
@@ -911,15 +786,40 @@ def _evaluate_splits(
     bf16: bool,
 ) -> tuple[EvalResult | None, EvalResult]:
     """(validation or None without a split, test) results. Under DDP each rank evaluates its
-    slice and the sums are all-reduced (resnet_tools.distributed.evaluate_sharded)."""
-    from resnet_tools import distributed as ddp
+    slice and the sums are all-reduced (evaluate_sharded)."""
 
     def run(xy: tuple[torch.Tensor, torch.Tensor]) -> EvalResult:
         if ddp.world().distributed:
-            return ddp.evaluate_sharded(model, xy, stats, tta, bf16)
+            return evaluate_sharded(model, xy, stats, tta, bf16)
         return evaluate(model, xy, tta=tta, stats=stats, bf16=bf16)
 
     return (run(val_xy) if len(val_xy[1]) else None), run((data.test_x, data.test_y))
+
+
+def evaluate_sharded(
+    model: torch.nn.Module,
+    xy: tuple[torch.Tensor, torch.Tensor],
+    stats: tuple[tuple[float, ...], tuple[float, ...]],
+    tta: bool = False,
+    bf16: bool | None = None,
+) -> Any:
+    """evaluate's loss and accuracy over (uint8 images, labels), sharded: each rank
+    computes the logits of its contiguous slice; loss sums and correct counts are all-reduced.
+    An EvalResult whose logits, predictions and labels are empty (they stay on their ranks)."""
+    x, y = xy
+    w = ddp.world()
+    a, b = ddp.share(len(y), w.rank, w.size)
+    device = next(model.parameters()).device
+    totals = torch.zeros(2, dtype=torch.float64, device=device)
+    if b > a:
+        logits = logits_of(model, x[a:b], stats, tta=tta, bf16=bf16)
+        totals[0] = F.cross_entropy(logits, y[a:b], reduction="sum").item()
+        totals[1] = (logits.argmax(1) == y[a:b]).sum().item()
+    loss_sum, correct = ddp.all_reduce_sum(totals).tolist()
+    n = len(y)
+    empty = torch.zeros(0, dtype=torch.int64)
+    loss, acc = (loss_sum / n, correct / n) if n else (float("nan"), float("nan"))
+    return EvalResult(loss, acc, torch.zeros(0, len(CLASSES)), empty, empty)
 
 
 def make_step(
@@ -931,13 +831,11 @@ def make_step(
     `steps` steps. An automatic compile (cfg.compile None) that fails, e.g. without a C++ compiler, warns
     and trains eagerly from the failed step on; one asked for fails as torch says. The benchmark builds
     its steps here too (bench/methods.py), so it times the step fit takes."""
-    from resnet_tools.cudagraph import make_train_step  # imports only torch
-
     def make(compiled: bool) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
         # dynamic=False: the smaller last batch of an epoch gets its own static graph instead
         # of turning the batch size symbolic for every later step (automatic dynamic shapes).
         step_model = torch.compile(model, dynamic=False) if compiled else model
-        return make_train_step(step_model, optimizer, scheduler, dataclasses.replace(cfg, compile=compiled),
+        return cudagraph.make_train_step(step_model, optimizer, scheduler, dataclasses.replace(cfg, compile=compiled),
                                device, batch, teacher=teacher)
 
     if not compile_enabled(device.type, cfg.compile, steps):
@@ -977,7 +875,7 @@ def fit(
     After every epoch the test split is evaluated (no TTA) and, if `checkpoint` is given,
     model, optimizer, scheduler, RNG states, config and history are saved there
     atomically (and to BEST_CHECKPOINT beside it when the epoch has the best validation
-    accuracy so far); then `on_epoch(history)` is called, if given (train_and_evaluate's writes
+    accuracy so far); then `on_epoch(history)` is called, if given (resnet_tools.job.train_and_evaluate's writes
     history.csv and TensorBoard scalars: resnet_tools.runlog.EpochLog). With `resume`,
     training continues from that checkpoint and ends with the same result as an
     uninterrupted run (bit-identical on the CPU with the same seed).
@@ -1055,8 +953,6 @@ def _fit_setup(model: nn.Module, data: CIFAR10, cfg: TrainConfig, checkpoint: Pa
     """Check the config and the model's budget, choose the device (a rank's GPU under DDP, after the
     ranks agree), put the model and the training images there, split off the validation images
     (once), and build the optimizer and the schedule."""
-    from resnet_tools import distributed as ddp  # imports only torch
-
     cfg.validate()
     check_budget(model, cfg.allow_over_budget)
     device = resolve_device(cfg.device)
@@ -1103,25 +999,20 @@ def _optimizer_and_schedule(model: nn.Module, cfg: TrainConfig, steps_per_epoch:
 
 def _restore(run: _FitRun, data: CIFAR10) -> None:
     """Continue from run.checkpoint (checked against this run's config, model, data and processes)."""
-    from resnet_tools import distributed as ddp  # imports only torch
-    from resnet_tools.checkpoints import check_resumable, elapsed_seconds, load_checkpoint_dict
-
-    saved = load_checkpoint_dict(run.checkpoint)
-    check_resumable(saved, run.cfg, run.model, run.checkpoint, data)
+    saved = checkpoints.load_checkpoint_dict(run.checkpoint)
+    checkpoints.check_resumable(saved, run.cfg, run.model, run.checkpoint, data)
     ddp.check_world_size(saved, run.world, run.checkpoint)
     run.model.load_state_dict(saved["model_state"])
     run.optimizer.load_state_dict(saved["optimizer"])
     run.scheduler.load_state_dict(saved["scheduler"])
     run.gen.set_state(saved["rng"]["data"])
     run.history = {k: list(v) for k, v in saved["history"].items()}
-    run.start_epoch, run.elapsed_before = int(saved["epoch"]), elapsed_seconds(saved)
+    run.start_epoch, run.elapsed_before = int(saved["epoch"]), checkpoints.elapsed_seconds(saved)
 
 
 def _fit_step(run: _FitRun, teacher: nn.Module | None) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
     """The run's training step (make_step) on the model, wrapped in DDP under a process group;
     a teacher frozen, in eval mode, with the student's device and memory layout."""
-    from resnet_tools import distributed as ddp  # imports only torch
-
     cfg = run.cfg
     train_model = ddp.wrap(run.model, run.device, cfg.sync_bn) if run.world.distributed else run.model
     if teacher is not None:
@@ -1133,8 +1024,6 @@ def _fit_step(run: _FitRun, teacher: nn.Module | None) -> Callable[..., tuple[to
 
 def _train_epoch(run: _FitRun, step_fn: Callable[..., Any], epoch: int, bar: Any) -> _Trained:
     """One epoch of training steps; stops with TrainingDiverged at a non-finite loss."""
-    from resnet_tools import distributed as ddp  # imports only torch
-
     world, device, steps_per_epoch = run.world, run.device, run.steps_per_epoch
     run.model.train()
     t0 = time.perf_counter()
@@ -1177,9 +1066,7 @@ def _end_of_epoch(
 ) -> None:
     """Evaluate the validation and test splits, add the epoch to the history, save the checkpoint
     (and the best one) on rank 0, call on_epoch there; the other ranks wait for it."""
-    from resnet_tools import distributed as ddp  # imports only torch
-
-    val, ev = _evaluate_splits(run.model, run.val_xy, data, data.stats, tta=False, bf16=run.cfg.bf16)
+    val, ev = evaluate_splits(run.model, run.val_xy, data, data.stats, tta=False, bf16=run.cfg.bf16)
     record = epoch_record(epoch + 1, trained.lr, trained.loss, trained.accuracy, val, ev, trained.seconds,
                           trained.images)
     for key in HISTORY_KEYS:
@@ -1199,9 +1086,7 @@ def _end_of_epoch(
 def _save_checkpoint(run: _FitRun, data: CIFAR10, epoch: int) -> None:
     """The checkpoint after `epoch` (atomically), and BEST_CHECKPOINT beside it when the epoch has the
     best validation accuracy so far."""
-    from resnet_tools.checkpoints import checkpoint_state
-
-    state = checkpoint_state(
+    state = checkpoints.checkpoint_state(
         epoch + 1, run.cfg, run.model, run.optimizer, run.scheduler, run.gen, data.stats, run.history,
         data.fingerprint,
     )
@@ -1219,41 +1104,6 @@ def _is_best(val_accs: list[float]) -> bool:
     return not math.isnan(last) and all(last > a for a in earlier)
 
 
-def train_step(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    cfg: TrainConfig,
-    device: torch.device,
-    scale: float = 1.0,
-    teacher: nn.Module | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimization step on a prepared batch; returns (detached loss, logits) without a
-    host sync. Shared by `fit` and the benchmark's fixed-batch ceiling. `scale` multiplies
-    the loss that is differentiated (DDP: this rank's share of an uneven last batch). With a
-    `teacher` (eval mode, frozen), the loss is distillation's on the same batch and numerics."""
-    with _autocast(device, cfg):
-        logits = model(x)
-        if teacher is not None:
-            with torch.no_grad():
-                teacher_logits = teacher(x)
-    if teacher is None:
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-    else:
-        from resnet_tools.distill import distillation_loss  # imports only torch
-
-        loss = distillation_loss(
-            logits, teacher_logits, y, cfg.distill_temperature, cfg.distill_alpha, cfg.label_smoothing
-        )
-    optimizer.zero_grad(set_to_none=True)
-    (loss * scale if scale != 1.0 else loss).backward()
-    optimizer.step()
-    scheduler.step()
-    return loss.detach(), logits
-
-
 def _mean_loss(losses: torch.Tensor, sizes: list[int]) -> float:
     """Mean loss per image over the steps so far: step means weighted by batch sizes."""
     weights = torch.tensor(sizes, dtype=losses.dtype, device=losses.device)
@@ -1269,251 +1119,3 @@ def _raise_if_diverged(losses: torch.Tensor, first_step: int, epoch: int, steps_
             f"loss became NaN or infinite at epoch {epoch + 1}, step {s + 1}/{steps_per_epoch}; "
             "lower the learning rate. The checkpoint of the last completed epoch (if any) is kept."
         )
-
-
-def train_and_evaluate(
-    cfg: TrainConfig,
-    data: CIFAR10 | None = None,
-    data_dir: str | Path | None = None,
-    out_dir: str | Path | None = None,
-    download: bool = True,
-    resume: bool = False,
-    progress: bool = True,
-) -> tuple[ResNet, dict[str, Any]]:
-    """The whole job: load data, build the model, fit, evaluate, write results.
-
-    Writes `out_dir/checkpoint.pt`, `out_dir/best.pt` (the best validation accuracy so far),
-    `out_dir/history.csv` and TensorBoard event files (every epoch) and `out_dir/results.json`;
-    returns (trained model, results dict). The results say what produced them: data, epochs,
-    device, wall time. With `resume`, continues from `out_dir/checkpoint.pt`; without it,
-    refuses to overwrite the checkpoint of an unfinished run (ValueError, before any work).
-
-    Under torchrun (WORLD_SIZE > 1) it starts the process group (NCCL on GPUs, Gloo on CPUs)
-    and ends it when done; `fit` then trains with DDP and only rank 0 writes files.
-    """
-    from resnet_tools import distributed as ddp  # imports only torch
-
-    # What fails without data fails first: the config, a device this machine lacks, an
-    # unwritable output folder. OUT/.lock (run_lock, held by rank 0 alone under torchrun) makes a
-    # second process training into the same folder fail at once instead of both writing there.
-    cfg.validate()
-    device = resolve_device(cfg.device)
-    lock = contextlib.nullcontext()
-    if out_dir is not None:
-        check_writable(Path(out_dir))
-        if int(os.environ.get("RANK", "0")) == 0:
-            lock = run_lock(Path(out_dir))
-    with lock:
-        started = ddp.init_from_env(device) if ddp.env_world_size() > 1 else False
-        together = False  # every rank got here at once: the closing barrier is safe
-        try:
-            result = _train_and_evaluate(cfg, device, data, data_dir, out_dir, download, resume, progress)
-            together = True
-            return result
-        except RanksDisagree:
-            together = True
-            raise
-        except RuntimeError as e:  # Gloo's timeout or lost peer: one line that says what happened
-            failure = ddp.rank_failure(e)
-            if failure is None:
-                raise
-            raise failure from e
-        finally:
-            if started:
-                ddp.shutdown(together)
-
-
-def _train_and_evaluate(
-    cfg: TrainConfig,
-    device: torch.device,  # resolve_device(cfg.device), chosen once by train_and_evaluate
-    data: CIFAR10 | None,
-    data_dir: str | Path | None,
-    out_dir: str | Path | None,
-    download: bool,
-    resume: bool,
-    progress: bool,
-) -> tuple[ResNet, dict[str, Any]]:
-    from resnet_tools import distributed as ddp
-    from resnet_tools.results import run_record  # it imports this module
-
-    # train_and_evaluate checked the config, the device and the output folder; what else can
-    # fail without data fails here, before loading (or downloading) data and before training:
-    # the batch split across ranks, the model's budget, and what an existing checkpoint allows.
-    if ddp.world().distributed:
-        # First, before any rank can stop alone (a checkpoint check, its data) and leave the others waiting.
-        ddp.check_ranks_agree(ddp.run_settings(cfg, device, resume=resume), ddp.world())
-        ddp.check_batch_size(cfg.batch_size, ddp.world())
-    out = Path(out_dir) if out_dir is not None else None
-    checkpoint = out / "checkpoint.pt" if out is not None else None
-    model = build_model(cfg.model, seed=cfg.seed, allow_over_budget=cfg.allow_over_budget)
-    if checkpoint is not None and checkpoint.exists():
-        from resnet_tools.checkpoints import check_existing_checkpoint  # it imports this module
-
-        check_existing_checkpoint(checkpoint, cfg, model, resume)
-    finished = _finished_run(out, cfg) if resume and checkpoint is not None and checkpoint.exists() else None
-    if finished is not None:  # nothing to resume: a second final evaluation would rewrite its wall time
-        from resnet_tools.checkpoints import load_checkpoint_dict  # it imports this module
-
-        print(f"{out}: this run is finished ({cfg.epochs} epochs); its results.json is kept as it is", file=sys.stderr)
-        model.load_state_dict(load_checkpoint_dict(checkpoint)["model_state"])
-        return model.to(device), finished
-    source = None
-    if cfg.init_from and not (resume and checkpoint is not None and checkpoint.exists()):
-        source = _init_weights_from(model, cfg)
-    if data is None:
-        data = load_cifar10(data_dir, download=download)
-    teacher, teacher_record = _load_teacher(cfg, data) if cfg.teacher else (None, None)
-    world = ddp.world()
-    # history.csv and TensorBoard scalars in out_dir after every epoch (resnet_tools.runlog), rank 0 only.
-    fresh = not (resume and checkpoint is not None and checkpoint.exists())
-    log = _epoch_log(out, fresh) if world.main else None
-    t0 = time.perf_counter()
-    if not fresh:  # the wall time of a resumed run counts its earlier sessions too
-        from resnet_tools.checkpoints import elapsed_seconds, load_checkpoint_dict  # they import this module
-
-        t0 -= elapsed_seconds(load_checkpoint_dict(checkpoint))
-    try:
-        history = fit(
-            model, data, cfg, checkpoint=checkpoint, resume=resume, progress=progress, on_epoch=log, teacher=teacher
-        )
-    except BaseException:
-        if log is not None:
-            log.close()
-        raise
-    wall = time.perf_counter() - t0
-    (train_x, _), val_xy = split_train_val(data, cfg)
-    device = ddp.rank_device(device) if world.distributed else device
-    val, test = _evaluate_splits(model, val_xy, data, data.stats, tta=cfg.tta, bf16=cfg.bf16)
-    results = run_record(cfg, model, history, val, test, data, len(train_x), len(val_xy[1]), device, wall)
-    if source is not None or cfg.init_from:  # on a resume the checkpoint already holds those weights
-        results["init_from"] = source or {"path": cfg.init_from}
-    if teacher is not None:  # which teacher, and how often the student predicts as it does on the test set
-        from resnet_tools.distill import agreement  # imports only torch
-
-        teacher_test = logits_of(teacher, data.test_x, data.stats, tta=cfg.tta, bf16=cfg.bf16)
-        results["teacher"] = {**teacher_record, "test_agreement": agreement(test.predictions, teacher_test)}
-    if log is not None:
-        log.final(results)
-        log.close()
-    if out is not None and world.main:
-        write_json(results, out / "results.json")
-    ddp.barrier()
-    return model, results
-
-
-def _finished_run(out: Path, cfg: TrainConfig) -> dict[str, Any] | None:
-    """out/results.json when it records this run finished: all cfg.epochs epochs of the same
-    model, recipe and seed (the checkpoint beside it was already checked to match cfg)."""
-    import json
-
-    try:
-        res = json.loads((out / "results.json").read_text())
-        c, epochs = res["config"], res["history"]["epoch"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # none, or unreadable: the resume evaluates and writes it anew
-    same = all(c.get(k) == getattr(cfg, k) for k in ("model", "recipe", "seed", "epochs"))
-    return res if same and isinstance(epochs, list) and len(epochs) == cfg.epochs else None
-
-
-def _init_weights_from(model: nn.Module, cfg: TrainConfig) -> dict[str, Any]:
-    """Load cfg.init_from's weights into `model` (same architecture, checked); what results.json
-    records of where they came from: the path, its model, recipe, seed, epochs and validation accuracy."""
-    from resnet_tools.checkpoints import load_checkpoint  # it imports this module
-
-    path = Path(cfg.init_from).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"init_from={cfg.init_from!r}: no such checkpoint file")
-    trained, saved = load_checkpoint(path, device="cpu", expect={"model": cfg.model})
-    model.load_state_dict(trained.state_dict())
-    src, val = saved["config"], [a for a in saved["history"].get("val_acc", []) if not math.isnan(a)]
-    described = {k: src.get(k) for k in ("model", "recipe", "seed")}
-    return {"path": str(path), **described, "epochs": saved["epoch"], "val_acc": val[-1] if val else None}
-
-
-def _load_teacher(cfg: TrainConfig, data: CIFAR10) -> tuple[nn.Module, dict[str, Any]]:
-    """The frozen teacher cfg.teacher names (a checkpoint or a safetensors export, checked as for
-    inference: sums, finite weights), and what results.json records of it. Refused unless it
-    normalizes as `data` does and predicts its classes: a teacher of other data misleads silently."""
-    import json
-
-    from resnet_tools.inference import load_for_inference_with_config  # it imports this module
-
-    path = Path(cfg.teacher).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"teacher={cfg.teacher!r}: no such checkpoint or safetensors file")
-    try:
-        teacher, stats, config = load_for_inference_with_config(path, device="cpu")
-    except ValueError as e:
-        raise ConfigError(f"teacher: {e}") from None
-    theirs, ours = [*stats[0], *stats[1]], [*data.stats[0], *data.stats[1]]
-    if len(theirs) != len(ours) or not all(math.isclose(a, b, abs_tol=1e-4) for a, b in zip(theirs, ours)):
-        raise ConfigError(
-            f"teacher {path} normalizes with mean/std {stats}, this data with {data.stats}: it was trained on "
-            "other data; train a teacher on this data first"
-        )
-    with torch.no_grad():
-        n_out = teacher(torch.zeros(1, 3, *data.train_x.shape[2:])).shape[1]
-    if n_out != len(data.classes):
-        raise ConfigError(f"teacher {path} predicts {n_out} classes, this data has {len(data.classes)}")
-    record = {
-        "path": str(path),
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-        **{k: config.get(k) for k in ("model", "recipe", "seed", "epochs")},
-        "num_params": count_params(teacher),
-    }
-    beside = path.with_name("results.json")  # the run the teacher came from, when it is there to tell
-    try:
-        final = json.loads(beside.read_text())["final"]
-        record.update(test_acc=float(final["test_acc"]), val_acc=float(final["val_acc"]), tta=bool(final["tta"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return teacher, record
-
-
-def _epoch_log(out: Path | None, fresh: bool) -> Any:
-    """fit's on_epoch callback writing history.csv and TensorBoard event files into `out`, or None;
-    `fresh` (not a resume) first moves an earlier run's files aside (runlog.set_aside_earlier_run)."""
-    if out is None:
-        return None
-    from resnet_tools.runlog import EpochLog  # imports safeio only; tensorboard (optional) when it runs
-
-    return EpochLog(out, fresh=fresh)
-
-
-# ---------------------------------------------------------------------------------------
-# Names the notebooks use from resnet_tools, loaded on first use (no import cycle, no
-# matplotlib or pandas at import time): rl.plot_confusion_matrix is figures.plot_confusion_matrix.
-# ---------------------------------------------------------------------------------------
-_REEXPORTS = {
-    "resnet_tools.cifarfiles": "CIFAR10_URL CIFAR10_FOLDER read_batch",
-    "resnet_tools.devices": "device_name mps_available",
-    "resnet_tools.checkpoints": "CHECKPOINT_FORMAT checkpoint_state load_checkpoint load_checkpoint_dict",
-    "resnet_tools.safeio": "write_json check_writable atomic_write atomic_save",
-    "resnet_tools.inference": "predict export_safetensors load_pretrained load_for_inference read_unlabeled "
-    "write_submission as_nchw_uint8",
-    "resnet_tools.results": "SEED_REPORTED run_name group_name optimizer_label run_label load_results saved_results "
-    "best_run best_of_each_group merge_seeds missing_runs results_table summary_table write_table class_counts "
-    "channel_stats_table confusion_matrix per_class_accuracy confused_pairs",
-    "resnet_tools.figures": "save_figure plot_class_balance plot_samples_per_class plot_augmentation_preview "
-    "plot_training_curves plot_confusion_matrix plot_per_class_accuracy plot_misclassified plot_predictions",
-    "resnet_tools.explain": "fit_temperature expected_calibration_error calibrate calibration_table "
-    "plot_reliability_diagram grad_cam pick_examples example_titles plot_grad_cam",
-    "resnet_tools.cli": "main",
-}
-_REEXPORTED = {name: module for module, names in _REEXPORTS.items() for name in names.split()}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _REEXPORTED:
-        return getattr(importlib.import_module(_REEXPORTED[name]), name)
-    raise AttributeError(f"module 'resnet_lib' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_REEXPORTED])
-
-
-if __name__ == "__main__":
-    from resnet_tools.cli import main
-
-    sys.exit(main())

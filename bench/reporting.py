@@ -16,6 +16,7 @@ import torchvision
 
 import resnet_lib as rl
 from methods import FULL_EPOCH_IMAGES, PROJECTED_EPOCHS, paired_ratio
+from resnet_tools import devices, safeio
 from resnet_tools.devices import cpu_model, cpu_native_bf16
 
 # Targets from the issue that asked for this benchmark (see bench/README.md).
@@ -48,7 +49,7 @@ def cpu_busy_fraction(seconds: float = 1.0) -> float | None:
 def environment(device: torch.device, threads: int) -> dict[str, Any]:
     info: dict[str, Any] = {
         "hardware": {
-            "device": rl.device_name(device),
+            "device": devices.device_name(device),
             "cpu": cpu_model(),
             "cpu_native_bf16": cpu_native_bf16(),  # AMX or AVX512-BF16: what bf16=auto follows on the CPU
             "cpu_count": os.cpu_count(),
@@ -317,5 +318,5 @@ def check_targets(device: torch.device, report: dict[str, Any]) -> list[dict[str
 
 
 def write_outputs(report: dict[str, Any], markdown: str, out: Path) -> None:
-    rl.write_json(report, out)
-    rl.atomic_write(out.with_suffix(".md"), "w", lambda f: f.write(markdown + "\n"))
+    safeio.write_json(report, out)
+    safeio.atomic_write(out.with_suffix(".md"), "w", lambda f: f.write(markdown + "\n"))

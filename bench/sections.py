@@ -24,6 +24,7 @@ import resnet_lib as rl
 from methods import FULL_EPOCH_IMAGES, FULL_TEST_IMAGES, PROJECTED_EPOCHS, ROOT, built_steps, capture_seconds
 from methods import ceiling_method, compile_wanted, config_for, synthetic_cifar, throughput, timed
 from reporting import accuracy_text, epoch_table, options_text, scaling_text, throughput_table, write_outputs
+from resnet_tools import cifarfiles, job, safeio
 from resnet_tools.devices import cpu_native_bf16
 
 BENCH = Path(__file__).resolve().with_name("bench.py")  # what torchrun starts for each rank of `scaling`
@@ -241,10 +242,10 @@ def scaling_worker(args: argparse.Namespace, device: torch.device, name: str) ->
         cuda_graph=False,  # DDP steps eagerly: the 1-process run the same way, for a fair ratio
         seed=0,
     )
-    _, res = rl.train_and_evaluate(cfg, data=synthetic_cifar(steps * per_gpu * world, 1000), progress=False)
+    _, res = job.train_and_evaluate(cfg, data=synthetic_cifar(steps * per_gpu * world, 1000), progress=False)
     if int(os.environ.get("RANK", "0")) == 0:
         rate = res["history"]["images_per_sec"][-1]  # the last epoch: compile and warm-up are in the first
-        rl.write_json({"images_per_sec": rate, "distributed": res["distributed"]}, args.scaling_worker)
+        safeio.write_json({"images_per_sec": rate, "distributed": res["distributed"]}, args.scaling_worker)
     return 0
 
 
@@ -380,7 +381,7 @@ def measure(run: Run, section: str, name: str, fn: Callable[[Run, str], dict[str
 def real_data(run: Run, section: str, key: str) -> rl.CIFAR10 | None:
     """The CIFAR-10 folder's images (loaded once), or None, with the section marked skipped in the report."""
     data_dir = Path(run.args.data_dir) if run.args.data_dir else DEFAULT_DATA_DIR
-    if not (data_dir / rl.CIFAR10_FOLDER).is_dir():
+    if not (data_dir / cifarfiles.CIFAR10_FOLDER).is_dir():
         print(f"bench: {section} section skipped: no CIFAR-10 folder at {data_dir} (give --data-dir)", flush=True)
         run.report[key] = {"skipped": f"no CIFAR-10 folder at {data_dir}"}
         return None

@@ -1,5 +1,7 @@
-"""Checkpoints: what `resnet_lib.fit` writes after every epoch (`checkpoint_state`), the safe
-loader, and the checks that a checkpoint fits the run or model that uses it."""
+"""The checkpoint format: what `resnet_lib.fit` writes after every epoch (`checkpoint_state`), the
+safe loader of the dict (`load_checkpoint_dict`), and the checks that a checkpoint fits the run or
+model that uses it. Rebuilding a model from one is resnet_tools.inference.load_checkpoint's.
+Imports torch and the leaves resnet_tools.budget, dataset and safeio only."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from resnet_lib import ARCHS, CIFAR10, ResNet, TrainConfig, build_model, count_params, resolve_device
+from resnet_tools.budget import count_params
+from resnet_tools.dataset import CIFAR10
 from resnet_tools.safeio import is_safetensors, state_sha256
 
 # What `fit` writes into every checkpoint (format 1); resuming also needs _RESUME_KEYS.
@@ -25,7 +28,7 @@ _HASHED_KEYS = ("model_state", "optimizer")
 
 # Config fields that may differ between a checkpoint and the run that resumes it:
 # they change how fast it runs, not what it computes.
-_RESUME_FREE = {"device", "compile", "cuda_graph", "bf16", "channels_last", "tta", "allow_over_budget"}
+RESUME_FREE = {"device", "compile", "cuda_graph", "bf16", "channels_last", "tta", "allow_over_budget"}
 # TrainConfig fields added after checkpoints were first written: a checkpoint without one was
 # trained with this value.
 _ADDED_FIELDS = {"sync_bn": False, "init_from": "", "teacher": "", "distill_temperature": 4.0, "distill_alpha": 0.9}
@@ -33,7 +36,7 @@ _ADDED_FIELDS = {"sync_bn": False, "init_from": "", "teacher": "", "distill_temp
 
 def checkpoint_state(
     epoch: int,
-    cfg: TrainConfig,
+    cfg: Any,  # a resnet_lib.TrainConfig
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
@@ -72,7 +75,7 @@ def elapsed_seconds(saved: dict[str, Any]) -> float:
     return float(sum(saved.get("history", {}).get("seconds", [])))
 
 
-def _check_config_matches(saved: dict[str, Any], expected: dict[str, Any], path: Path, now: str, advice: str) -> None:
+def check_config_matches(saved: dict[str, Any], expected: dict[str, Any], path: Path, now: str, advice: str) -> None:
     """Raise ValueError saying which model, or which config fields, differ from `expected`."""
     config = {**_ADDED_FIELDS, **(saved.get("config") or {})}
     if "model" in expected and config.get("model") != expected["model"]:
@@ -111,7 +114,7 @@ def check_same_data(saved: dict[str, Any], data: CIFAR10, path: Path) -> None:
 
 
 def check_resumable(
-    saved: dict[str, Any], cfg: TrainConfig, model: nn.Module, path: Path, data: CIFAR10 | None = None
+    saved: dict[str, Any], cfg: Any, model: nn.Module, path: Path, data: CIFAR10 | None = None
 ) -> None:
     """Refuse to resume from a checkpoint that is weights-only, of another config or model, or
     (given `data`) of other data."""
@@ -121,8 +124,8 @@ def check_resumable(
             f"{path} cannot be resumed: it has no {', '.join(missing)} (a weights-only checkpoint); "
             "use another output folder to train from scratch"
         )
-    expected = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RESUME_FREE}
-    _check_config_matches(saved, expected, path, "now", "use another output folder or the same config")
+    expected = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESUME_FREE}
+    check_config_matches(saved, expected, path, "now", "use another output folder or the same config")
     if saved.get("num_params") != count_params(model):
         raise ValueError(f"{path} holds {saved.get('num_params')} parameters, the model has {count_params(model)}")
     if data is not None:
@@ -241,39 +244,7 @@ def check_weights_and_stats(path: str | Path, model: nn.Module, stats: Any) -> N
             raise ValueError(f"{path}: weight {name!r} holds {n} NaN or infinite value(s); refusing to load it")
 
 
-def load_checkpoint(
-    path: str | Path, device: str = "auto", expect: TrainConfig | dict[str, Any] | None = None
-) -> tuple[ResNet, dict[str, Any]]:
-    """Rebuild the model stored in a checkpoint; return (model in eval mode, checkpoint dict).
-
-    `expect`: the config this checkpoint must have been trained with, as a TrainConfig
-    (fields that only change speed are ignored) or a dict of fields, e.g.
-    {"model": "improved"}; a mismatch raises ValueError saying which model or fields differ.
-    """
-    saved = load_checkpoint_dict(path)
-    cfg = saved["config"]
-    if expect is not None:
-        expected = dataclasses.asdict(expect) if isinstance(expect, TrainConfig) else dict(expect)
-        expected = {k: v for k, v in expected.items() if not (isinstance(expect, TrainConfig) and k in _RESUME_FREE)}
-        _check_config_matches(saved, expected, Path(path), "expected", "load the checkpoint of that run instead")
-    name = cfg.get("model")
-    if name not in ARCHS:
-        raise ValueError(f"{path}: unknown model {name!r} in checkpoint; valid: {', '.join(ARCHS)}")
-    model = build_model(name, allow_over_budget=bool(cfg.get("allow_over_budget")))
-    if saved.get("num_params") != count_params(model):
-        raise ValueError(
-            f"{path}: holds {saved.get('num_params')} parameters, model {name!r} has {count_params(model)}"
-        )
-    try:
-        model.load_state_dict(saved["model_state"])
-    except RuntimeError as e:
-        raise ValueError(f"{path}: its tensors do not match model {name!r} ({str(e).splitlines()[0]})") from None
-    check_weights_and_stats(path, model, saved["stats"])
-    model.to(resolve_device(device)).eval()
-    return model, saved
-
-
-def check_existing_checkpoint(path: Path, cfg: TrainConfig, model: nn.Module, resume: bool) -> None:
+def check_existing_checkpoint(path: Path, cfg: Any, model: nn.Module, resume: bool) -> None:
     """Before any training: a checkpoint to resume must match this run; one of an
     unfinished run (a closed session) is never overwritten by a run that does not resume it.
     A finished run's checkpoint, or an unreadable file, is moved aside with the rest of its run

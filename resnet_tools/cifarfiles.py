@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from resnet_lib import CIFAR10, CLASSES, DataError
+from resnet_tools.dataset import CIFAR10, CLASSES
+from resnet_tools.errors import DataError
 from resnet_tools.safeio import RefusedPickle, file_md5, safe_unpickle, symlink_loop
 
 # From the dataset's page (and torchvision.datasets.CIFAR10, which uses the same values).

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import contextlib
 import dataclasses
 import os
@@ -13,19 +12,23 @@ import textwrap
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import torch
 
 import resnet_lib as rl
-from resnet_lib import CLASSES, RECIPES, BudgetError, ConfigError, DataError, TrainConfig
-from resnet_lib import TrainingDiverged
+from resnet_lib import RECIPES, TrainConfig, TrainingDiverged
+from resnet_tools import job
+from resnet_tools.budget import BudgetError
+from resnet_tools.dataset import CLASSES
+from resnet_tools.devices import resolve_device
 from resnet_tools.distributed import RankFailure
+from resnet_tools.errors import ConfigError, DataError
 from resnet_tools.inference import export_safetensors, load_pretrained, predict, read_unlabeled
 from resnet_tools.inference import LAYOUTS, write_submission
 from resnet_tools.inference import load_for_inference_with_config, tta_label
-from resnet_tools.results import merge_seeds, run_name
-from resnet_tools.safeio import atomic_write, check_not_an_input
+from resnet_tools.results import confusion_matrix, merge_seeds, run_name
+from resnet_tools.safeio import atomic_write, check_not_an_input, check_output_file, check_writable, shown_path
 
 
 def field_parser(name: str) -> Any:
@@ -97,27 +100,6 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
             )
 
 
-def list_parameter(value: Any, item: Callable[[Any], Any] = str) -> list:
-    """A notebook's list parameter in every form people pass it: a list; papermill's `-p SEEDS
-    "[0, 1, 2]"` (-p hands over text); `0,1,2` (an environment variable, `-p SEEDS 0,1,2`); or
-    one value. Each element through `item` (int for seeds); ValueError names the value."""
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith(("[", "(")):
-            try:
-                value = ast.literal_eval(text)
-            except (ValueError, SyntaxError):
-                raise ValueError(f"cannot read {value!r} as a list; write it as [0, 1, 2] or 0,1,2") from None
-        else:
-            value = [part.strip().strip("'\"") for part in text.split(",") if part.strip()]
-    elif not isinstance(value, (list, tuple)):
-        value = [value]
-    try:
-        return [item(v) for v in value]
-    except (TypeError, ValueError):
-        raise ValueError(f"cannot read {value!r} as a list of {getattr(item, '__name__', item)}") from None
-
-
 def _seed_list(text: str) -> list[int]:
     """--seeds 0,1,2 -> [0, 1, 2] (distinct non-negative integers)."""
     try:
@@ -130,7 +112,7 @@ def _seed_list(text: str) -> list[int]:
 
 
 def _train_one(cfg: TrainConfig, args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    _, res = rl.train_and_evaluate(
+    _, res = job.train_and_evaluate(
         cfg,
         data_dir=args.data_dir,
         out_dir=out,
@@ -152,15 +134,25 @@ def _train_one(cfg: TrainConfig, args: argparse.Namespace, out: Path) -> dict[st
     return res
 
 
+def _check_out(cfg: TrainConfig, args: argparse.Namespace) -> None:
+    """--out checked as train_and_evaluate checks its out_dir, after the config and the device (a bad
+    one fails without creating the folder), but with the option named: the library cannot name it.
+    The config was checked when from_recipe built it; only the device is left to try first."""
+    resolve_device(cfg.device)
+    check_writable(Path(args.out), "--out")
+
+
 def _cmd_train(args: argparse.Namespace) -> None:
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name != "recipe"}
     if args.seeds is None:
         cfg = TrainConfig.from_recipe(args.recipe, **overrides)
+        _check_out(cfg, args)
         _train_one(cfg, args, Path(args.out))
         return
     if args.seed is not None:
         raise ConfigError("give --seed or --seeds, not both")
     configs = [TrainConfig.from_recipe(args.recipe, **{**overrides, "seed": seed}) for seed in args.seeds]
+    _check_out(configs[0], args)
     runs = {run_name(cfg): _train_one(cfg, args, Path(args.out) / run_name(cfg)) for cfg in configs}
     if None in runs.values():
         return  # a rank other than 0 under torchrun: rank 0 prints the summary
@@ -174,8 +166,9 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
-    rl.resolve_device(args.device)  # before loading anything
+    resolve_device(args.device)  # before loading anything
     check_not_an_input(args.out, {"checkpoint": args.checkpoint, "input": args.input})
+    check_output_file(args.out, "--out")
     model, stats, config = load_for_inference_with_config(args.checkpoint, args.device)
     # Unless told, predict as the run was evaluated (its config's tta), so it matches its reported accuracy.
     tta = bool(config.get("tta", False)) if args.tta is None else args.tta
@@ -184,7 +177,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     write_submission(args.out, ids, labels)
     counts = torch.bincount(labels, minlength=len(CLASSES)).tolist()
     why = "as the run was evaluated" if args.tta is None else "as asked"
-    print(f"{len(labels):,} predictions ({tta_label(tta)}, {why}) -> {args.out}")
+    print(f"{len(labels):,} predictions ({tta_label(tta)}, {why}) -> {shown_path(args.out)}")
     for name, n in zip(CLASSES, counts):
         print(f"  {name:>10} {n:>7,}  {'#' * round(40 * n / max(1, max(counts)))}")
 
@@ -192,10 +185,9 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     """Score a checkpoint or export on labelled data: accuracy, per-class accuracy, and the
     confusion matrix as CSV (rows = true class, columns = predicted)."""
-    from resnet_tools.results import confusion_matrix
-
-    rl.resolve_device(args.device)
+    resolve_device(args.device)
     check_not_an_input(args.out, {"checkpoint": args.checkpoint, "data-dir": args.data_dir})
+    check_output_file(args.out, "--out")
     model, stats, config = load_for_inference_with_config(args.checkpoint, args.device)
     data = rl.load_cifar10(args.data_dir, download=False)
     if tuple(data.classes) != CLASSES:
@@ -210,14 +202,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"{data.label}, {args.split} split: {len(ev.labels):,} images, accuracy {ev.accuracy:.2%} ({tta_label(tta)})")
     for name, row, i in zip(CLASSES, cm, range(len(CLASSES))):
         print(f"  {name:>10} {100 * row[i] / max(1, row.sum()):6.2f}%  of {int(row.sum()):,}")
-    print(f"confusion matrix -> {args.out}")
+    print(f"confusion matrix -> {shown_path(args.out)}")
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
     check_not_an_input(args.out, {"checkpoint": args.checkpoint})
+    check_output_file(args.out, "--out")
     out = export_safetensors(args.checkpoint, args.out)
     model, meta = load_pretrained(out, device="cpu")  # prove it loads back
-    print(f"{meta['config']['model']} ({meta['num_params']:,} params) -> {out}")
+    print(f"{meta['config']['model']} ({meta['num_params']:,} params) -> {shown_path(out)}")
 
 
 def _where_interrupted(args: argparse.Namespace, started: float) -> str:
@@ -371,3 +364,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":  # `python resnet_lib.py ...` and `python -m resnet_tools.cli ...` run here
+    sys.exit(main())

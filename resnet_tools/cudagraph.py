@@ -4,7 +4,7 @@ Why: on a GPU a small model's step (Lite: 78k parameters, batch 128-256) is boun
 launching its few hundred kernels, not by the GPU running them. A CUDA graph records the whole
 step once (forward, loss, backward, optimizer update) and replays it with one launch.
 
-`make_train_step` returns a callable with the contract of `resnet_lib.train_step` (the same
+`make_train_step` returns a callable with the contract of `resnet_tools.step.train_step` (the same
 autocast, loss, zero_grad/backward/optimizer.step/scheduler.step; the detached loss and the
 logits, without a host sync). It replays a graph only where that is sound: CUDA, `cfg.cuda_graph`,
 no torch.compile, no DDP, and plain SGD (the `modern` recipe); anywhere else it is `train_step`.
@@ -24,7 +24,7 @@ How the graphed step keeps training what eager training computes:
   model and optimizer: both update the same tensors in place.
 If recording fails, one line goes to stderr and training continues eagerly from the restored state.
 `capture=False` runs the same static buffers, lr tensors and warm-up/restore without recording a
-graph, so that logic is tested on the CPU. Imports torch only (resnet_lib when a step is built).
+graph, so that logic is tested on the CPU. Imports torch and resnet_tools.step only.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn as nn
+
+from resnet_tools.step import train_step
 
 WARMUP_STEPS = 3  # iterations before capture (PyTorch's CUDA-graph examples use 3)
 Step = Callable[..., tuple[torch.Tensor, torch.Tensor]]
@@ -51,12 +53,10 @@ def make_train_step(
     capture: bool | None = None,
     teacher: nn.Module | None = None,
 ) -> Step:
-    """`step(x, y, scale=1.0) -> (loss, logits)` as `resnet_lib.train_step` takes it. `capture`:
+    """`step(x, y, scale=1.0) -> (loss, logits)` as `resnet_tools.step.train_step` takes it. `capture`:
     None decides from the device and `cfg`; True records a CUDA graph; False runs the graphed
     step's logic eagerly (for tests). `batch_size`: the batches that replay the graph. A
     distillation step (`teacher`) runs eagerly: the recorded graph holds the student alone."""
-    from resnet_lib import train_step  # it imports this module lazily
-
     def eager(x: torch.Tensor, y: torch.Tensor, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         return train_step(model, optimizer, scheduler, x, y, cfg, device, scale, teacher)
 
@@ -143,8 +143,6 @@ class GraphedStep:
     def _body(self) -> tuple[torch.Tensor, torch.Tensor]:
         """train_step on the static buffers, the optimizer reading the lr tensors, the scheduler
         left out (it steps on the host) and autocast's cast cache off (as CUDA graphs need)."""
-        from resnet_lib import train_step
-
         with _lr_tensors(self.optimizer, self.lrs), _no_autocast_cache():
             return train_step(self.model, self.optimizer, _NoScheduler(), *self.static, self.cfg, self.device)
 

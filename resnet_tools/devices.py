@@ -1,5 +1,5 @@
-"""Where a run trains: device names (auto, cpu, cuda[:N], mps), what results call the device, and
-the CPU allocator setting `fit` applies. Imports torch only; resnet_lib re-exports these names.
+"""Where a run trains: device names (auto, cpu, cuda[:N], mps), what results call the device, bf16
+autocast, and the CPU allocator setting `fit` applies. Imports torch and resnet_tools.errors only.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from resnet_tools.errors import ConfigError
+
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -21,8 +23,6 @@ def mps_available() -> bool:
 def resolve_device(name: str = "auto") -> torch.device:
     """'auto' -> cuda if available, then mps, then cpu. Any other name must be a device this
     machine has: ConfigError otherwise, so a run fails before it loads data."""
-    from resnet_lib import ConfigError  # it imports this module
-
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps_available() else "cpu")
     try:
@@ -88,6 +88,11 @@ def has_cxx_compiler() -> bool:
 def numerics(device: torch.device, requested: bool | None) -> str:
     """What results record as the run's arithmetic: "bf16 autocast" or "fp32"."""
     return "bf16 autocast" if bf16_enabled(device.type, requested) else "fp32"
+
+
+def bf16_autocast(device: torch.device, bf16: bool | None) -> torch.autocast:
+    """The autocast context of a run on `device`: bf16 where bf16_enabled says, else a no-op."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16_enabled(device.type, bf16))
 
 
 def device_name(device: torch.device) -> str:

@@ -1,6 +1,6 @@
 """Data-parallel training with PyTorch's own engine (torch.distributed + DistributedDataParallel).
 
-Under `torchrun --nproc_per_node=N resnet_lib.py train ...`, `resnet_lib.train_and_evaluate`
+Under `torchrun --nproc_per_node=N resnet_lib.py train ...`, `resnet_tools.job.train_and_evaluate`
 calls `init_from_env`, which starts the process group from torchrun's environment variables
 (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT): NCCL where the run trains on CUDA
 GPUs (each process on GPU LOCAL_RANK), Gloo on CPUs. `resnet_lib.fit` then trains one model
@@ -20,7 +20,7 @@ no-ops and a run is exactly as before. A checkpoint records the world size; resu
 another number of processes is refused (`check_world_size`). Ranks started with different
 settings or data stop at once, all of them, naming what differs (`check_ranks_agree`); a rank
 that waits longer than RESNET_DDP_TIMEOUT seconds for the others gives up with a one-line
-RankFailure instead of hanging. Imports torch only.
+RankFailure instead of hanging. Imports torch and resnet_tools.errors only.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from resnet_tools.errors import ConfigError, RanksDisagree
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,6 @@ class RankFailure(RuntimeError):
 
 def timeout_seconds() -> float:
     """RESNET_DDP_TIMEOUT in seconds, DEFAULT_TIMEOUT_S where it is not set."""
-    from resnet_lib import ConfigError  # it imports this module lazily
 
     text = os.environ.get(TIMEOUT_ENV, "").strip()
     if not text:
@@ -183,7 +184,6 @@ def rank_device(device: torch.device) -> torch.device:
 
 def check_device(device: torch.device, w: World) -> None:
     """Several processes train on CUDA GPUs (one each: LOCAL_RANK's) or on CPUs."""
-    from resnet_lib import ConfigError  # it imports this module lazily
 
     if not w.distributed:
         return
@@ -197,7 +197,6 @@ def check_device(device: torch.device, w: World) -> None:
 
 
 def check_batch_size(batch_size: int, w: World) -> None:
-    from resnet_lib import ConfigError  # it imports this module lazily
 
     if batch_size % w.size:
         raise ConfigError(
@@ -207,7 +206,6 @@ def check_batch_size(batch_size: int, w: World) -> None:
 
 
 def check_sync_bn(sync_bn: bool, device: torch.device, w: World) -> None:
-    from resnet_lib import ConfigError
 
     if sync_bn and w.distributed and device.type != "cuda":
         raise ConfigError("sync_bn=True needs CUDA GPUs (PyTorch's SyncBatchNorm); on CPUs use sync_bn=False")
@@ -289,36 +287,6 @@ def global_train_stats(loss_mean: float, hits: int, seen: int, device: torch.dev
     return loss_sum / n, hit_sum / n, int(n)
 
 
-def evaluate_sharded(
-    model: torch.nn.Module,
-    xy: tuple[torch.Tensor, torch.Tensor],
-    stats: tuple[tuple[float, ...], tuple[float, ...]],
-    tta: bool = False,
-    bf16: bool | None = None,
-) -> Any:
-    """resnet_lib.evaluate's loss and accuracy over (uint8 images, labels), sharded: each rank
-    computes the logits of its contiguous slice; loss sums and correct counts are all-reduced.
-    An EvalResult whose logits, predictions and labels are empty (they stay on their ranks)."""
-    import torch.nn.functional as F
-
-    from resnet_lib import CLASSES, EvalResult, logits_of
-
-    x, y = xy
-    w = world()
-    a, b = share(len(y), w.rank, w.size)
-    device = next(model.parameters()).device
-    totals = torch.zeros(2, dtype=torch.float64, device=device)
-    if b > a:
-        logits = logits_of(model, x[a:b], stats, tta=tta, bf16=bf16)
-        totals[0] = F.cross_entropy(logits, y[a:b], reduction="sum").item()
-        totals[1] = (logits.argmax(1) == y[a:b]).sum().item()
-    loss_sum, correct = all_reduce_sum(totals).tolist()
-    n = len(y)
-    empty = torch.zeros(0, dtype=torch.int64)
-    loss, acc = (loss_sum / n, correct / n) if n else (float("nan"), float("nan"))
-    return EvalResult(loss, acc, torch.zeros(0, len(CLASSES)), empty, empty)
-
-
 def gather_objects(obj: Any) -> list[Any]:
     """[obj of rank 0, obj of rank 1, ...]; [obj] without a process group."""
     w = world()
@@ -364,7 +332,6 @@ def check_ranks_agree(settings: dict[str, Any], w: World) -> None:
     RanksDisagree on every rank at once (all of them see all settings), naming the fields and the
     ranks. Ranks started with different options would otherwise train apart (each its own
     learning rate, rank 0's recorded) or wait forever in a step the others never take."""
-    from resnet_lib import RanksDisagree  # it imports this module lazily
 
     if not w.distributed:
         return
@@ -385,7 +352,6 @@ def check_ranks_agree(settings: dict[str, Any], w: World) -> None:
 def check_world_size(saved: dict[str, Any], w: World, path: Any) -> None:
     """Refuse to resume a checkpoint written by another number of processes: the global batches
     are the same, but their split over ranks (and so BatchNorm statistics and the RNG) is not."""
-    from resnet_lib import ConfigError
 
     was = int(saved.get("world_size", 1))
     if was != w.size:

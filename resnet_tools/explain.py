@@ -26,7 +26,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from resnet_lib import CLASSES, normalize
+from resnet_lib import normalize
+from resnet_tools.dataset import CLASSES
+from resnet_tools.figures import PALETTE, _pyplot, _show_image
 
 N_BINS = 15  # confidence bins of the ECE and the reliability diagram (the common choice since Guo et al.)
 
@@ -148,8 +150,6 @@ def plot_reliability_diagram(calibrations: dict[str, Calibration], cols: int = 3
     """One panel per run (the dict's keys label them): test accuracy against mean confidence in
     each confidence bin, before and after temperature scaling; the diagonal is perfect
     calibration, below it is over-confidence. Bins holding under 0.1% of the images are not drawn."""
-    from resnet_tools.figures import PALETTE, _pyplot
-
     n = max(1, len(calibrations))
     cols = min(cols, n)
     rows = math.ceil(n / cols)
@@ -231,8 +231,6 @@ def plot_grad_cam(
     """Per group (e.g. "correct", "misclassified": (uint8 images, Grad-CAM maps, titles)), a row
     of images and under it the same images with their maps laid over them (red = most evidence
     for the class explained)."""
-    from resnet_tools.figures import _pyplot, _show_image
-
     cols = max([1, *(len(images) for images, _, _ in groups.values())])
     rows = 2 * max(1, len(groups))
     plt, style = _pyplot()

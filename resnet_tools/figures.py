@@ -13,7 +13,8 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from resnet_lib import CIFAR10, CIFAR10_MEAN, CLASSES, EvalResult, TrainConfig, augment, cutout
+from resnet_lib import CIFAR10_MEAN, EvalResult, TrainConfig, augment, cutout
+from resnet_tools.dataset import CIFAR10, CLASSES
 from resnet_tools.results import WRITTEN_KEY, class_counts, stamp
 from resnet_tools.safeio import atomic_write
 

@@ -2,7 +2,7 @@
 
 The layout of the public CIFAR-10 JPEG copy, of CINIC-10 and of Kaggle-style exports.
 The images are decoded once with Pillow (in worker processes for large sets) into the
-arrays `resnet_lib.read_batch` returns, uint8 (N, 3, 32, 32), and cached as one
+arrays `resnet_tools.cifarfiles.read_batch` returns, uint8 (N, 3, 32, 32), and cached as one
 uncompressed .npz keyed by a fingerprint of the content of every file, so a later load
 reads one file instead of decoding tens of thousands of small ones::
 
@@ -52,7 +52,8 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError, features
 from tqdm.auto import tqdm
 
-from resnet_lib import CIFAR10, CLASSES, DataError
+from resnet_tools.dataset import CIFAR10, CLASSES
+from resnet_tools.errors import DataError
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -77,7 +78,7 @@ _NAMED = 3  # files named in the "not loaded" warning; the count says how many m
 
 
 class ImageFolderData(NamedTuple):
-    """An image-folder dataset in memory, in the layout of `resnet_lib.read_batch`."""
+    """An image-folder dataset in memory, in the layout of `resnet_tools.cifarfiles.read_batch`."""
 
     train_x: np.ndarray  # uint8 (N, 3, 32, 32), C-contiguous, channel-major like the official batches
     train_y: np.ndarray  # int64 (N,), index into classes
@@ -452,7 +453,7 @@ def load_image_folder(
 
 
 def load_as_cifar10(root: str | Path) -> CIFAR10:
-    """`load_image_folder(root)` as resnet_lib's CIFAR10 (what load_cifar10 returns for an image
+    """`load_image_folder(root)` as a CIFAR10 (resnet_tools.dataset; what load_cifar10 returns for an image
     folder); DataError unless it has ten classes, as the seed's models have ten outputs. Ten other
     names are accepted (CINIC-style exports, a renamed folder): `classes` is the folder's sorted names,
     and a warning says which differ from CIFAR-10's and which label each folder gets."""

@@ -1,7 +1,9 @@
-"""Inference on new images and shareable weights: predict, submission files, safetensors."""
+"""Inference on new images and shareable weights: models rebuilt from checkpoints, predict, submission
+files, safetensors."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -14,15 +16,49 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from resnet_lib import ARCHS, CIFAR10_MEAN, CIFAR10_STD, DataError, ResNet, build_model, count_params
-from resnet_lib import logits_of, resolve_device
-from resnet_tools.checkpoints import check_weights_and_stats, load_checkpoint
+from resnet_lib import ARCHS, CIFAR10_MEAN, CIFAR10_STD, ResNet, TrainConfig, build_model, logits_of
+from resnet_tools.budget import count_params
+from resnet_tools.checkpoints import RESUME_FREE, check_config_matches, check_weights_and_stats, load_checkpoint_dict
+from resnet_tools.devices import resolve_device
+from resnet_tools.errors import DataError
 from resnet_tools.safeio import RefusedPickle, atomic_write, check_not_an_input, is_safetensors, safe_loads
 
 
 # How flat (N, 3072) rows are ordered: channel-major (1024 R, 1024 G, 1024 B, as in CIFAR-10's
 # batch files) or pixel-major (R, G, B of each pixel, as many competition files).
 LAYOUTS = ("nchw", "nhwc")
+
+
+def load_checkpoint(
+    path: str | Path, device: str = "auto", expect: TrainConfig | dict[str, Any] | None = None
+) -> tuple[ResNet, dict[str, Any]]:
+    """Rebuild the model stored in a checkpoint; return (model in eval mode, checkpoint dict).
+
+    `expect`: the config this checkpoint must have been trained with, as a TrainConfig
+    (fields that only change speed are ignored) or a dict of fields, e.g.
+    {"model": "improved"}; a mismatch raises ValueError saying which model or fields differ.
+    """
+    saved = load_checkpoint_dict(path)
+    cfg = saved["config"]
+    if expect is not None:
+        expected = dataclasses.asdict(expect) if isinstance(expect, TrainConfig) else dict(expect)
+        expected = {k: v for k, v in expected.items() if not (isinstance(expect, TrainConfig) and k in RESUME_FREE)}
+        check_config_matches(saved, expected, Path(path), "expected", "load the checkpoint of that run instead")
+    name = cfg.get("model")
+    if name not in ARCHS:
+        raise ValueError(f"{path}: unknown model {name!r} in checkpoint; valid: {', '.join(ARCHS)}")
+    model = build_model(name, allow_over_budget=bool(cfg.get("allow_over_budget")))
+    if saved.get("num_params") != count_params(model):
+        raise ValueError(
+            f"{path}: holds {saved.get('num_params')} parameters, model {name!r} has {count_params(model)}"
+        )
+    try:
+        model.load_state_dict(saved["model_state"])
+    except RuntimeError as e:
+        raise ValueError(f"{path}: its tensors do not match model {name!r} ({str(e).splitlines()[0]})") from None
+    check_weights_and_stats(path, model, saved["stats"])
+    model.to(resolve_device(device)).eval()
+    return model, saved
 
 
 def _check_layout(layout: str | None) -> None:
@@ -133,14 +169,15 @@ def load_pretrained(path: str | Path, device: str = "auto") -> tuple[ResNet, dic
     do not match the architecture its metadata names, whose metadata is incomplete, or whose
     weights or normalization statistics are not finite (check_weights_and_stats)."""
     from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
+    from safetensors.torch import load
 
     path = Path(path)
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        # From bytes read here, not safetensors' own open: it refuses a path whose name is not UTF-8.
+        blob = path.read_bytes()
+        state = load(blob)  # checks the header before the metadata is read from it below
+        meta = json.loads(blob[8 : 8 + int.from_bytes(blob[:8], "little")]).get("__metadata__") or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError, AttributeError) as e:
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise ValueError(f"{path}: not a readable safetensors file ({first})") from None
     if meta.get("format") != EXPORT_FORMAT:

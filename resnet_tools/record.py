@@ -13,7 +13,8 @@ import re
 from pathlib import Path
 from typing import Iterable
 
-from resnet_lib import CIFAR10, TrainConfig
+from resnet_lib import TrainConfig
+from resnet_tools.dataset import CIFAR10
 from resnet_tools.results import FULL_TEST, FULL_TRAIN, NOTEBOOK_RUNS
 
 # Data whose full-size runs are the record (CIFAR10.label, as the loaders set it).

@@ -6,22 +6,28 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import torch
 
-from resnet_lib import ARCHS, CIFAR10, CIFAR10_MEAN, CIFAR10_STD, CLASSES, OPTIMIZERS, RECIPES, EvalResult, TrainConfig
-from resnet_lib import channel_stats
+from resnet_lib import ARCHS, CIFAR10_MEAN, CIFAR10_STD, OPTIMIZERS, RECIPES, EvalResult, TrainConfig
+from resnet_tools import distributed as ddp
+from resnet_tools.budget import count_params
 from resnet_tools.checkpoints import load_checkpoint_dict
+from resnet_tools.dataset import CIFAR10, CLASSES, channel_stats
+from resnet_tools.devices import device_name, numerics
+from resnet_tools.report import latex, markdown
+from resnet_tools.report.latex import tex_escape
 from resnet_tools.safeio import atomic_write
 
 # The official CIFAR-10 split sizes (https://www.cs.toronto.edu/~kriz/cifar.html).
 FULL_TRAIN, FULL_TEST = 50_000, 10_000
-# What every results.json written by resnet_lib.train_and_evaluate holds.
+# What every results.json written by resnet_tools.job.train_and_evaluate holds.
 REQUIRED_KEYS = ("config", "num_params", "history", "final", "data", "device", "wall_seconds")
 
 
@@ -54,10 +60,6 @@ def run_record(
     history, the final model's numbers, which data it used (data.label; see data_label), the
     device and the time it took. Test numbers are for reporting only; any choice (best epoch,
     early stopping, tuning) uses the validation numbers."""
-    from resnet_lib import count_params
-    from resnet_tools import distributed as ddp
-    from resnet_tools.devices import device_name, numerics
-
     val_acc = [a for a in history["val_acc"] if not math.isnan(a)]
     device_label = device_name(device)
     return {
@@ -136,21 +138,115 @@ def run_label(c: dict[str, Any]) -> str:
     return f"{c['model'].capitalize()}, {c['recipe']} recipe, {optimizer_label(c)}"
 
 
-def load_results(results_dir: str | Path) -> dict[str, dict[str, Any]]:
+def read_record(path: Path) -> dict[str, Any]:
+    """One results.json with REQUIRED_KEYS, or ResultsError naming it (unreadable, not one of ours)."""
+    try:
+        res = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # ValueError: bad JSON or bad UTF-8
+        raise ResultsError(
+            f"{path}: unreadable results file ({e}); rerun that notebook or delete the folder"
+        ) from None
+    missing = [k for k in REQUIRED_KEYS if k not in res] if isinstance(res, dict) else list(REQUIRED_KEYS)
+    if missing:
+        raise ResultsError(f"{path}: not a resnet_lib results file: missing {', '.join(missing)}")
+    return res
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_nan(v: Any) -> bool:
+    return isinstance(v, float) and math.isnan(v)
+
+
+# What each kind of field must hold to be rendered (None and NaN mean "not measured" where allowed).
+_KINDS = {
+    "accuracy": (lambda v: _number(v) and 0 <= v <= 1, "an accuracy in [0, 1]"),
+    "accuracy or none": (lambda v: v is None or _is_nan(v) or (_number(v) and 0 <= v <= 1), "an accuracy in [0, 1]"),
+    "count": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a non-negative whole number"),
+    "amount": (lambda v: _number(v) and v >= 0, "a non-negative finite number"),
+    "amount or none": (lambda v: v is None or (_number(v) and v >= 0), "a non-negative finite number"),
+    "text": (lambda v: isinstance(v, str), "text"),
+}
+# (field, kind, required): what the README, the paper and the notebooks' tables read from a results file.
+RECORD_FIELDS = (
+    ("num_params", "count", True), ("wall_seconds", "amount", True), ("train_seconds", "amount", False),
+    ("device", "text", True), ("finished", "text", False), ("finished_at", "amount", False),
+    ("config.model", "text", True), ("config.recipe", "text", True), ("config.optimizer", "text", True),
+    ("config.schedule", "text", True), ("config.lr", "amount", True), ("config.seed", "count", False),
+    ("config.epochs", "count", False), ("final.train_acc", "accuracy", True), ("final.test_acc", "accuracy", True),
+    ("final.val_acc", "accuracy or none", False), ("data.n_train", "count", False), ("data.n_val", "count", False),
+    ("data.n_test", "count", True), ("data.label", "text", False), ("data.root", "text", False),
+)
+HISTORY_FIELDS = (
+    ("epoch", "count"), ("train_acc", "accuracy or none"), ("val_acc", "accuracy or none"),
+    ("test_acc", "accuracy or none"), ("images_per_sec", "amount or none"), ("seconds", "amount or none"),
+)
+
+
+def check_record(res: dict[str, Any]) -> list[str]:
+    """What in a results record cannot be rendered, as "field: problem" (empty: it can): accuracies
+    outside [0, 1], negative or non-finite counts and times, missing fields the renderers need."""
+    problems = [f"{name}: not a mapping" for name in ("config", "final", "data", "history")
+                if not isinstance(res.get(name), dict)]
+    if problems:
+        return problems
+    # A distilled run's name holds its teacher's temperature and mix (group_name): numbers then.
+    required = {"config.distill_temperature", "config.distill_alpha"} if res["config"].get("teacher") else set()
+    for name, kind, needed in RECORD_FIELDS + tuple((f, "amount", True) for f in sorted(required)):
+        where, _, key = name.rpartition(".")
+        holder = res[where] if where else res
+        if key not in holder:
+            problems += [f"{name}: missing"] if needed else []
+        elif not _KINDS[kind][0](holder[key]):
+            problems.append(f"{name}: {holder[key]!r} is not {_KINDS[kind][1]}")
+    return problems + _history_problems(res["history"])
+
+
+def _history_problems(history: dict[str, Any]) -> list[str]:
+    """check_record's part for the per-epoch history: lists of valid values, one per epoch."""
+    problems = []
+    epochs = history.get("epoch", [])
+    for key, kind in HISTORY_FIELDS:
+        values = history.get(key, [])
+        if not isinstance(values, list):
+            problems.append(f"history.{key}: {values!r} is not a list")
+            continue
+        bad = [v for v in values if not _KINDS[kind][0](v)]
+        if bad:
+            problems.append(f"history.{key}: {bad[0]!r} is not {_KINDS[kind][1]}")
+        elif key != "epoch" and values and isinstance(epochs, list) and len(values) != len(epochs):
+            problems.append(f"history.{key}: {len(values)} values for {len(epochs)} epochs")
+    return problems
+
+
+def warn(message: str) -> None:
+    """One line on stderr: what was left out, and why (no traceback: nothing failed)."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def load_results(results_dir: str | Path, warn: Callable[[str], None] = warn) -> dict[str, dict[str, Any]]:
     """{run name: results.json} for every `results_dir/<run>/results.json`, in a fixed order
-    (model, recipe, optimizer, then name). Raises ResultsError for a broken file."""
+    (model, recipe, optimizer, then name). Raises ResultsError for a file that is unreadable or not
+    ours; a file with values no table can show (check_record), or a second copy of a run already
+    read (same configuration and seed), is left out with a `warn` line naming it and why."""
     runs: dict[str, dict[str, Any]] = {}
+    seen: dict[str, str] = {}  # run_name(config) -> the folder it was read from
     for path in sorted(Path(results_dir).glob("*/results.json")):
-        try:
-            res = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ResultsError(
-                f"{path}: unreadable results file ({e}); rerun that notebook or delete the folder"
-            ) from None
-        missing = [k for k in REQUIRED_KEYS if k not in res] if isinstance(res, dict) else list(REQUIRED_KEYS)
-        if missing:
-            raise ResultsError(f"{path}: not a resnet_lib results file: missing {', '.join(missing)}")
-        runs[path.parent.name] = res
+        res, folder = read_record(path), path.parent.name
+        problems = check_record(res)
+        if problems:
+            warn(f"{path}: left out of every table: {'; '.join(problems)}")
+            continue
+        name = run_name(res["config"])
+        if name in seen:
+            warn(f"{path}: left out: the same run ({name}) as {seen[name]}/results.json; delete one of the folders")
+            continue
+        if folder != name:
+            warn(f"{path}: its folder is not named for its run ({name}); reported as {group_name(res['config'])}")
+        seen[name] = folder
+        runs[folder] = res
 
     def key(item: tuple[str, dict[str, Any]]) -> tuple[Any, ...]:
         c = item[1]["config"]
@@ -310,6 +406,8 @@ class Verdict(NamedTuple):
     diff: float  # mean accuracy of A minus B, in points
     holds: bool  # the difference holds up against seed noise (and, where paired, McNemar's test)
     text: str  # a sentence fragment saying so, e.g. "2.10 points, more than twice its standard error"
+    counts: tuple[int, int] = (0, 0)  # runs (seeds) of A and of B
+    two_se: float = math.nan  # twice the difference's standard error, points (NaN under two seeds each)
 
 
 def difference_verdict(a: dict[str, Any], b: dict[str, Any], key: str = "test_acc") -> Verdict:
@@ -329,6 +427,7 @@ def difference_verdict(a: dict[str, Any], b: dict[str, Any], key: str = "test_ac
             False,
             f"{abs(diff):.2f} points, from {len(va)} and {len(vb)} run(s): too few seeds "
             "to tell it from seed-to-seed noise",
+            (len(va), len(vb)),
         )
     se = 100 * math.sqrt(np.var(va, ddof=1) / len(va) + np.var(vb, ddof=1) / len(vb))
     holds = abs(diff) > 2 * se
@@ -336,7 +435,12 @@ def difference_verdict(a: dict[str, Any], b: dict[str, Any], key: str = "test_ac
         f"{abs(diff):.2f} points over {len(va)} and {len(vb)} seeds, "
         f"{'more' if holds else 'less'} than twice its standard error ({2 * se:.2f})"
     )
-    return Verdict(diff, holds, text)
+    return Verdict(diff, holds, text, (len(va), len(vb)), 2 * se)
+
+
+def _all_images(d: dict[str, Any]) -> bool:
+    """The data record counts the official split's 50,000 + 10,000 images."""
+    return d.get("n_test") == FULL_TEST and d.get("n_train", 0) + d.get("n_val", 0) == FULL_TRAIN
 
 
 def data_label(d: dict[str, Any]) -> str:
@@ -345,9 +449,26 @@ def data_label(d: dict[str, Any]) -> str:
     if d.get("label"):
         return str(d["label"])
     if d.get("official"):
-        full = d.get("n_test") == FULL_TEST and d.get("n_train", 0) + d.get("n_val", 0) == FULL_TRAIN
-        return "CIFAR-10 (official)" if full else "subset of CIFAR-10 (official)"
+        return "CIFAR-10 (official)" if _all_images(d) else "subset of CIFAR-10 (official)"
     return f"non-official CIFAR-10 files: {Path(str(d.get('root', ''))).name or 'unknown'}"
+
+
+# The shared real subset (../shared/data/cifar10-mini/README.md): real CIFAR-10 training
+# images; its test_batch is held-out *training* images, not the official test set.
+MINI_NAME = "cifar10-mini"
+
+
+def data_kind(d: dict[str, Any]) -> str:
+    """'full' (the official 50,000 + 10,000), 'jpeg' (the full JPEG copy), 'official-subset',
+    'mini' or 'other', from the run's data label (data_label) and sizes."""
+    label = data_label(d)
+    if label == "CIFAR-10 (official)":
+        return "full" if _all_images(d) else "official-subset"
+    if label == "CIFAR-10 (JPEG copy)":
+        return "jpeg" if _all_images(d) else "other"
+    if label.startswith("subset of CIFAR-10 (official)"):
+        return "official-subset"
+    return "mini" if Path(str(d.get("root", ""))).name == MINI_NAME else "other"
 
 
 def saved_results(results_dir: str | Path, cfg: TrainConfig, data: CIFAR10) -> dict[str, Any] | None:
@@ -447,25 +568,6 @@ def for_display(table: Any) -> Any:
     return table.astype(object).where(table.notna(), "—")
 
 
-_TEX_SPECIALS = {
-    "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
-}
-
-
-def tex_escape(text: Any) -> str:
-    """Plain text with LaTeX's special characters escaped (tables here and the report)."""
-    return "".join(_TEX_SPECIALS.get(ch, ch) for ch in str(text))
-
-
 def _format_cell(v: Any, latex: bool) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "--" if latex else "–"
@@ -489,19 +591,17 @@ def write_table(table: Any, stem: str | Path) -> tuple[Path, Path, Path]:
     cols = list(table.columns)
     numeric = [table[c].dtype.kind in "iuf" for c in cols]
     body = [[_format_cell(v, latex=False) for v in row] for row in table.itertuples(index=False)]
-    md = ["| " + " | ".join(cols) + " |", "|" + "|".join("---:" if n else ":---" for n in numeric) + "|"]
-    md += ["| " + " | ".join(row) + " |" for row in body]
+    md = markdown.table(cols, ["---:" if n else ":---" for n in numeric], body)
     atomic_write(paths[1], "w", lambda f: f.write("\n".join(md) + "\n"))
-    tex = [
-        f"% written by resnet_tools.results.write_table at {stamp()}; needs \\usepackage{{booktabs}}",
-        "\\begin{tabular}{" + "".join("r" if n else "l" for n in numeric) + "}",
-        "\\toprule",
-        " & ".join(_format_cell(c, latex=True) for c in cols) + " \\\\",
-        "\\midrule",
-    ]
-    tex += [" & ".join(_format_cell(v, latex=True) for v in row) + " \\\\" for row in table.itertuples(index=False)]
-    tex += ["\\bottomrule", "\\end{tabular}"]
-    atomic_write(paths[2], "w", lambda f: f.write("\n".join(tex) + "\n"))
+    tex = (
+        f"% written by resnet_tools.results.write_table at {stamp()}; needs \\usepackage{{booktabs}}\n"
+        + latex.tabular(
+            "".join("r" if n else "l" for n in numeric),
+            [_format_cell(c, latex=True) for c in cols],
+            [[_format_cell(v, latex=True) for v in row] for row in table.itertuples(index=False)],
+        )
+    )
+    atomic_write(paths[2], "w", lambda f: f.write(tex))
     return paths
 
 

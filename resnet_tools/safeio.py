@@ -14,6 +14,7 @@ import json
 import math
 import os
 import pickle
+import sys
 import tempfile
 import threading
 import time
@@ -78,7 +79,10 @@ def atomic_write(path: Path, mode: str, write: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_orphaned_temps(path)
-    fd, tmp = tempfile.mkstemp(prefix=f"{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f"{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise _naming(e, path) from None
     try:
         with os.fdopen(fd, mode) as f:
             write(f)
@@ -86,8 +90,11 @@ def atomic_write(path: Path, mode: str, write: Any) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        with contextlib.suppress(OSError):  # a folder made read-only: the write's error is the one to report
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise _naming(e, path) from None
         raise
     try:  # make the rename itself durable (not possible on every OS/filesystem)
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -97,6 +104,13 @@ def atomic_write(path: Path, mode: str, write: Any) -> None:
             os.close(dir_fd)
     except OSError:
         pass
+
+
+def _naming(e: OSError, path: Path) -> OSError:
+    """The same error (its class and errno) naming the file being written, not its temporary file."""
+    if e.errno is None:
+        return e
+    return OSError(e.errno, e.strerror or os.strerror(e.errno), str(path))
 
 
 def atomic_save(obj: Any, path: Path) -> None:
@@ -128,7 +142,8 @@ def remove_orphaned_temps(path: Path) -> None:
         try:
             os.kill(int(pid_text), 0)
         except ProcessLookupError:
-            tmp.unlink(missing_ok=True)  # its writer is gone: the file can never be completed
+            with contextlib.suppress(OSError):  # unremovable (read-only folder): the save itself says why
+                tmp.unlink(missing_ok=True)  # its writer is gone: the file can never be completed
         except (PermissionError, OverflowError):
             pass  # alive under another user, or not a pid at all
 
@@ -162,24 +177,77 @@ def symlink_loop(path: str | Path) -> Path | None:
     return None
 
 
-def check_writable(folder: Path) -> None:
-    """Fail now, not after 40 epochs, if results cannot be written to `folder`."""
-    folder = Path(folder)
+def shown_path(path: str | Path) -> str:
+    """A path as text that prints anywhere: bytes that are not UTF-8 (os.fsdecode keeps them as
+    surrogates, which no UTF-8 stream can write) as \\xNN escapes."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+
+
+def _not_utf8(path: Path) -> str | None:
+    """Why `path` cannot name a run's output folder, if its name is not valid UTF-8 (TensorBoard's
+    event writer encodes the path as UTF-8 and fails with an error naming no file)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return "its name is not valid UTF-8 (TensorBoard cannot write there); rename it or choose another folder"
+    return None
+
+
+def _why_not_a_folder(folder: Path) -> str | None:
+    """Why `folder` cannot be (created as) a folder: a symlink loop, a dangling symlink, or a file
+    at it or above it; None if nothing stands in the way."""
     loop = symlink_loop(folder)
     if loop is not None:
-        raise OSError(
-            f"cannot write to {folder}: {loop} is a symlink loop (a link that leads back to itself); "
-            "remove or fix the link, or choose another output folder"
-        )
+        return (f"{loop} is a symlink loop (a link that leads back to itself); remove or fix the link, or choose "
+                "another output folder")
+    for p in reversed((folder, *folder.parents)):
+        if p.is_symlink() and not p.exists():  # mkdir would say only "File exists"
+            return (f"{p} is a symlink to {os.readlink(p)}, which does not exist; create that folder, remove the "
+                    "link, or choose another output folder")
     blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
     if blocker is not None:
-        raise OSError(f"cannot write to {folder}: {blocker} is a file, not a folder; choose another output folder")
+        return f"{blocker} is a file, not a folder; choose another output folder"
+    return None
+
+
+def check_writable(folder: Path, option: str = "") -> None:
+    """Fail now, not after 40 epochs, if results cannot be written to `folder`. `option` (such as
+    "--out") is named in the message: the setting to change."""
+    folder = Path(folder)
+    subject = f"{option} {shown_path(folder)}" if option else shown_path(folder)
+    why = _not_utf8(folder) or _why_not_a_folder(folder)
+    if why is not None:
+        raise OSError(f"cannot write to {subject}: {why}")
+    why = _cannot_write_in(folder)
+    if why is not None:
+        raise OSError(f"cannot write to {subject} ({why}); choose another output folder")
+
+
+def check_output_file(path: str | Path, option: str = "") -> None:
+    """Fail before the work, not after it, if the file `path` cannot be written: it is a folder, or
+    its folder cannot be made or written (check_writable's reasons). A dangling symlink at `path` is
+    fine: the atomic writer replaces the link itself, as it would a file."""
+    path = Path(path)
+    subject = f"{option} {shown_path(path)}" if option else shown_path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot write to {subject}: it is a folder; give the file's name")
+    why = _why_not_a_folder(path.parent)
+    if why is not None:
+        raise OSError(f"cannot write to {subject}: {why}")
+    why = _cannot_write_in(path.parent)
+    if why is not None:
+        raise OSError(f"cannot write to {subject}: its folder is not writable ({why})")
+
+
+def _cannot_write_in(folder: Path) -> str | None:
+    """Why a file cannot be written in `folder` (made if missing), tried with a temporary file; None if it can."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as e:
-        raise OSError(f"cannot write to {folder} ({e.strerror or e}); choose another output folder") from None
+        return str(e.strerror or e)
+    return None
 
 
 def state_sha256(obj: Any) -> str:
@@ -324,14 +392,27 @@ def run_lock(folder: Path) -> Iterator[Path]:
     beat.start()
     try:
         yield lock
-    finally:
-        stop.set()
-        beat.join()
-        try:
-            if lock.read_text() == me:
-                lock.unlink()
-        except FileNotFoundError:
-            pass
+    except BaseException:
+        _release(lock, me, stop, beat, quiet=True)  # the run's own error (a failed save) is the one to report
+        raise
+    _release(lock, me, stop, beat, quiet=False)
+
+
+def _release(lock: Path, me: str, stop: threading.Event, beat: threading.Thread, quiet: bool) -> None:
+    """Stop the heartbeat and remove our lock. A lock that cannot be removed (its folder made
+    read-only) is left for the next run to take over (its pid is gone); said in one line unless
+    `quiet` (the run failed: its error must not be hidden behind the lock's)."""
+    stop.set()
+    beat.join()
+    try:
+        if lock.read_text() == me:
+            lock.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        if not quiet:
+            print(f"note: could not remove the lock file {shown_path(lock)} ({e.strerror or e}); the next run "
+                  "into this folder takes it over", file=sys.stderr)
 
 
 def check_not_an_input(out: str | Path, inputs: dict[str, str | Path]) -> None:

@@ -29,6 +29,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import resnet_lib as rl  # noqa: E402
+from resnet_tools.dataset import CIFAR10  # noqa: E402
 from resnet_tools.inference import load_for_inference_with_config  # noqa: E402
 from resnet_tools.results import mcnemar  # noqa: E402
 from resnet_tools.safeio import write_json  # noqa: E402
@@ -55,7 +56,7 @@ def translate_logits(model: torch.nn.Module, x_u8: torch.Tensor, stats: Any, bat
     return sum(w * rl.logits_of(model, v, stats, batch_size=batch_size, bf16=False) for w, v in translate_views(x_u8))
 
 
-def screen(run_dir: Path, data: rl.CIFAR10, device: str = "cpu") -> dict[str, Any]:
+def screen(run_dir: Path, data: CIFAR10, device: str = "cpu") -> dict[str, Any]:
     """The run's results record, re-evaluated with translate TTA (see the module docstring)."""
     res = json.loads((run_dir / "results.json").read_text())
     model, stats, cfg_dict = load_for_inference_with_config(run_dir / "checkpoint.pt", device)

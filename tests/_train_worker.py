@@ -31,6 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import resnet_lib as rl  # noqa: E402
+from resnet_tools import checkpoints  # noqa: E402
 
 # Three short epochs on the 200-image synthetic set: 180 training images (20 held out),
 # 6 steps of 32 per epoch; cutout on, so resuming must restore the data RNG exactly.
@@ -110,7 +111,7 @@ def checkpoint_of(epoch: int) -> dict:
         model = rl.build_model("lite", seed=0)
     state = {k: torch.full_like(v, epoch) for k, v in model.state_dict().items()}
     return {
-        "format": rl.CHECKPOINT_FORMAT, "epoch": epoch, "config": dataclasses.asdict(cfg),
+        "format": checkpoints.CHECKPOINT_FORMAT, "epoch": epoch, "config": dataclasses.asdict(cfg),
         "num_params": rl.count_params(model), "stats": {"mean": [0.5] * 3, "std": [0.25] * 3},
         "model_state": state, "payload": torch.full((PAYLOAD_FLOATS,), float(epoch)),
     }

@@ -17,6 +17,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import resnet_lib as rl  # noqa: E402
+from resnet_tools import cifarfiles  # noqa: E402
 
 # Ten clearly different colours, one per class: a toy set that a model separates in a
 # few epochs, even through random crops and flips.
@@ -42,7 +43,7 @@ def write_batch(path: Path, data: np.ndarray, labels, batch_label: str = "synthe
 def write_cifar(root: Path, per_batch: int = 40, n_test: int = 100, seed: int = 0, noise: float = 30.0) -> Path:
     """Write data_batch_1..5, test_batch and batches.meta under root/cifar-10-batches-py."""
     rng = np.random.default_rng(seed)
-    folder = Path(root) / rl.CIFAR10_FOLDER
+    folder = Path(root) / cifarfiles.CIFAR10_FOLDER
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(1, 6):
         labels = rng.integers(0, 10, per_batch)

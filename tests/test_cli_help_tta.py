@@ -10,6 +10,7 @@ import sys
 import pytest
 
 import resnet_lib as rl
+from resnet_tools import inference
 from conftest import ROOT, tiny_config
 from resnet_tools import cli
 
@@ -70,7 +71,7 @@ def checkpoints(cifar, tmp_path):
         ck = tmp_path / f"tta_{tta}.pt"
         rl.fit(rl.build_model("lite", seed=0), cifar, tiny_config(epochs=1, tta=tta), checkpoint=ck, progress=False)
         out[tta] = ck
-        out[(tta, "safetensors")] = rl.export_safetensors(ck, tmp_path / f"tta_{tta}.safetensors")
+        out[(tta, "safetensors")] = inference.export_safetensors(ck, tmp_path / f"tta_{tta}.safetensors")
     return out
 
 

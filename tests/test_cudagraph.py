@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import resnet_lib as rl
+from resnet_tools.step import train_step
 from conftest import fit_interrupted, tiny_config
 from resnet_tools import cudagraph
 from resnet_tools.cudagraph import GraphedStep, make_train_step
@@ -47,7 +48,7 @@ def setup(cfg, device="cpu", total_steps=len(SIZES)):
 def run_eager(cfg, data, device="cpu"):
     model, optimizer, scheduler = setup(cfg, device)
     dev = torch.device(device)
-    losses = [rl.train_step(model, optimizer, scheduler, x, y, cfg, dev)[0].item() for x, y in data]
+    losses = [train_step(model, optimizer, scheduler, x, y, cfg, dev)[0].item() for x, y in data]
     return losses, model, optimizer
 
 
@@ -118,8 +119,8 @@ def test_static_path_trains_as_eager_train_step():
     fresh_model.load_state_dict(model.state_dict())
     fresh_opt.load_state_dict(optimizer.state_dict())
     x, y = data[0]
-    a = rl.train_step(fresh_model, fresh_opt, _NoOp(), x, y, cfg, torch.device("cpu"))[0]
-    b = rl.train_step(eager_model, eager_opt, _NoOp(), x, y, cfg, torch.device("cpu"))[0]
+    a = train_step(fresh_model, fresh_opt, _NoOp(), x, y, cfg, torch.device("cpu"))[0]
+    b = train_step(eager_model, eager_opt, _NoOp(), x, y, cfg, torch.device("cpu"))[0]
     assert a.item() == pytest.approx(b.item(), rel=1e-5)
 
 
@@ -135,7 +136,7 @@ def test_warm_up_leaves_parameters_buffers_and_optimizer_state_untouched(trained
     data = batches()
     if trained_before:
         for x, y in data[:2]:
-            rl.train_step(model, optimizer, scheduler, x, y, cfg, torch.device("cpu"))
+            train_step(model, optimizer, scheduler, x, y, cfg, torch.device("cpu"))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     state_before = [t.clone() for t in optimizer_tensors(optimizer)]
     lr_before = optimizer.param_groups[0]["lr"]
@@ -215,14 +216,16 @@ def test_saved_results_ignore_cuda_graph(cifar, tmp_path):
     assert saved_results(tmp_path, dataclasses.replace(cfg, cuda_graph=False), cifar) is not None
 
 
-def test_module_imports_torch_only():
+def test_module_imports_torch_and_the_step_only():
     import ast
     import inspect
 
     tree = ast.parse(inspect.getsource(cudagraph))
     top = {a.name.split(".")[0] for n in tree.body if isinstance(n, ast.Import) for a in n.names}
     top |= {n.module.split(".")[0] for n in tree.body if isinstance(n, ast.ImportFrom)}
-    assert top <= {"__future__", "contextlib", "sys", "time", "typing", "torch"}
+    assert top <= {"__future__", "contextlib", "sys", "time", "typing", "torch", "resnet_tools"}
+    ours = {n.module for n in tree.body if isinstance(n, ast.ImportFrom) and n.module.startswith("resnet_tools")}
+    assert ours == {"resnet_tools.step"}  # a leaf, as tests/test_floors.py checks: never resnet_lib
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import resnet_lib as rl
+from resnet_tools import dataset, errors
 from conftest import write_cifar
 from resnet_tools import cifarfiles
 from resnet_tools.safeio import file_md5
@@ -26,13 +27,13 @@ def test_loads_official_layout_as_uint8_tensors(cifar_dir):
     assert data.test_x.shape == (100, 3, 32, 32) and data.test_y.dtype == torch.int64
     assert not data.official
     # channel-major rows: the first 1024 bytes of a row are the red plane
-    raw = pickle.load(open(cifar_dir / rl.CIFAR10_FOLDER / "data_batch_1", "rb"))
+    raw = pickle.load(open(cifar_dir / cifarfiles.CIFAR10_FOLDER / "data_batch_1", "rb"))
     assert np.array_equal(data.train_x[0, 0].numpy().ravel(), raw["data"][0, :1024])
     assert data.train_y[:40].tolist() == raw["labels"]
 
 
 def test_official_md5_means_no_warning(cifar_dir, monkeypatch):
-    folder = cifar_dir / rl.CIFAR10_FOLDER
+    folder = cifar_dir / cifarfiles.CIFAR10_FOLDER
     monkeypatch.setattr(
         cifarfiles, "CIFAR10_TRAIN_MD5", {f"data_batch_{i}": file_md5(folder / f"data_batch_{i}") for i in range(1, 6)}
     )
@@ -50,26 +51,26 @@ class Evil:
 
 def test_restricted_unpickler_refuses_code_and_runs_nothing(cifar_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    path = cifar_dir / rl.CIFAR10_FOLDER / "data_batch_3"
+    path = cifar_dir / cifarfiles.CIFAR10_FOLDER / "data_batch_3"
     with open(path, "wb") as f:
         pickle.dump({"data": Evil(), "labels": [0]}, f)
-    with pytest.raises(rl.DataError, match=r"data_batch_3.*'posix.system' is not allowed"):
+    with pytest.raises(errors.DataError, match=r"data_batch_3.*'posix.system' is not allowed"):
         rl.load_cifar10(cifar_dir, download=False)
     assert not (tmp_path / "pwned").exists()
 
 
 def test_truncated_file_names_the_file(cifar_dir):
-    path = cifar_dir / rl.CIFAR10_FOLDER / "test_batch"
+    path = cifar_dir / cifarfiles.CIFAR10_FOLDER / "test_batch"
     path.write_bytes(path.read_bytes()[:5000])
-    with pytest.raises(rl.DataError, match=r"test_batch: truncated or corrupt"):
+    with pytest.raises(errors.DataError, match=r"test_batch: truncated or corrupt"):
         rl.load_cifar10(cifar_dir, download=False)
 
 
 def test_missing_data_without_download_says_where_and_how(tmp_path):
-    with pytest.raises(rl.DataError) as e:
+    with pytest.raises(errors.DataError) as e:
         rl.load_cifar10(tmp_path, download=False)
     msg = str(e.value)
-    assert str(tmp_path / rl.CIFAR10_FOLDER) in msg and "--data-dir" in msg and "DATA_DIR" in msg
+    assert str(tmp_path / cifarfiles.CIFAR10_FOLDER) in msg and "--data-dir" in msg and "DATA_DIR" in msg
 
 
 def test_offline_download_fails_clearly(tmp_path, monkeypatch):
@@ -79,7 +80,7 @@ def test_offline_download_fails_clearly(tmp_path, monkeypatch):
         raise OSError("[Errno -3] Temporary failure in name resolution")
 
     monkeypatch.setattr(tvu, "download_and_extract_archive", offline)
-    with pytest.raises(rl.DataError, match=r"(?s)could not download CIFAR-10 .*name resolution.*--data-dir") as e:
+    with pytest.raises(errors.DataError, match=r"(?s)could not download CIFAR-10 .*name resolution.*--data-dir") as e:
         rl.load_cifar10(tmp_path, download=True)
     assert e.value.__cause__ is None and e.value.__suppress_context__  # one message, no chained traceback
 
@@ -96,7 +97,7 @@ def test_download_uses_official_url_and_md5(tmp_path, monkeypatch):
     monkeypatch.setattr(tvu, "download_and_extract_archive", fake)
     with pytest.warns(UserWarning):
         data = rl.load_cifar10(tmp_path, download=True)
-    assert calls == [(rl.CIFAR10_URL, "c58f30108f718f92721af3b95e74349a")]
+    assert calls == [(cifarfiles.CIFAR10_URL, "c58f30108f718f92721af3b95e74349a")]
     assert len(data.train_y) == 200
 
 
@@ -109,7 +110,7 @@ def test_data_dir_environment_variable(cifar_dir, monkeypatch):
 
 def test_channel_stats_match_numpy():
     x = torch.randint(0, 256, (50, 3, 8, 8), dtype=torch.uint8)
-    mean, std = rl.channel_stats(x, chunk=7)
+    mean, std = dataset.channel_stats(x, chunk=7)
     ref = x.numpy().astype(np.float64) / 255
     assert np.allclose(mean, ref.mean(axis=(0, 2, 3)))
     assert np.allclose(std, ref.std(axis=(0, 2, 3)))

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 
 import resnet_lib as rl
+from resnet_tools import job, results
+from resnet_tools.step import train_step
 from resnet_tools.cudagraph import GraphedStep, make_train_step
 from resnet_tools.distill import agreement, distillation_loss
 from tests.conftest import tiny_config, write_cifar
@@ -56,7 +58,7 @@ def test_a_training_step_leaves_the_teacher_as_it_was():
     opt = torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
-    loss, logits = rl.train_step(student, opt, sched, x, y, cfg, torch.device("cpu"), teacher=teacher)
+    loss, logits = train_step(student, opt, sched, x, y, cfg, torch.device("cpu"), teacher=teacher)
     assert torch.isfinite(loss) and logits.shape == (16, 10)
     assert not teacher.training and all(p.grad is None for p in teacher.parameters())
     assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())  # BatchNorm statistics too
@@ -83,10 +85,10 @@ def test_config_checks_the_distillation_fields():
     with pytest.raises(rl.ConfigError, match="distill_temperature"):
         tiny_config(teacher="t.pt", distill_temperature=0.0)
     cfg = rl.TrainConfig.from_recipe("distill", teacher="t.pt")
-    assert rl.group_name(cfg) == "lite-distill"
+    assert results.group_name(cfg) == "lite-distill"
     other_t = rl.TrainConfig.from_recipe("distill", teacher="t.pt", distill_temperature=2)
-    assert rl.group_name(other_t) == "lite-distill-t2-a0.9"
-    assert rl.group_name(tiny_config(teacher="t.pt")) == "lite-modern-kd-t4-a0.9"
+    assert results.group_name(other_t) == "lite-distill-t2-a0.9"
+    assert results.group_name(tiny_config(teacher="t.pt")) == "lite-modern-kd-t4-a0.9"
 
 
 def test_agreement_counts_equal_predictions():
@@ -100,9 +102,9 @@ def test_agreement_counts_equal_predictions():
 def test_a_distilled_run_records_its_teacher(cifar, tmp_path):
     """A teacher trained on the same data; the student keeps Lite's parameter count, and results.json
     names the teacher (file hash, its own accuracy) and the student's agreement with it on the test set."""
-    rl.train_and_evaluate(tiny_config(epochs=2), data=cifar, out_dir=tmp_path / "teacher", progress=False)
+    job.train_and_evaluate(tiny_config(epochs=2), data=cifar, out_dir=tmp_path / "teacher", progress=False)
     teacher = tmp_path / "teacher" / "best.pt"
-    _, res = rl.train_and_evaluate(
+    _, res = job.train_and_evaluate(
         rl.TrainConfig.from_recipe("distill", teacher=str(teacher), epochs=1, batch_size=32, warmup_epochs=0.5,
                                    device="cpu", bf16=False),
         data=cifar, out_dir=tmp_path / "student", progress=False,
@@ -117,11 +119,11 @@ def test_a_distilled_run_records_its_teacher(cifar, tmp_path):
 
 def test_a_teacher_of_other_data_or_a_missing_file_is_refused(cifar, tmp_path):
     other = rl.load_cifar10(write_cifar(tmp_path / "other", seed=5, noise=60.0), download=False)
-    rl.train_and_evaluate(tiny_config(epochs=1), data=other, out_dir=tmp_path / "t", progress=False)
+    job.train_and_evaluate(tiny_config(epochs=1), data=other, out_dir=tmp_path / "t", progress=False)
     with pytest.raises(rl.ConfigError, match="other data"):
-        rl.train_and_evaluate(tiny_config(teacher=str(tmp_path / "t" / "checkpoint.pt")), data=cifar, progress=False)
+        job.train_and_evaluate(tiny_config(teacher=str(tmp_path / "t" / "checkpoint.pt")), data=cifar, progress=False)
     with pytest.raises(rl.ConfigError, match="no such"):
-        rl.train_and_evaluate(tiny_config(teacher=str(tmp_path / "none.pt")), data=cifar, progress=False)
+        job.train_and_evaluate(tiny_config(teacher=str(tmp_path / "none.pt")), data=cifar, progress=False)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(rl.ConfigError, match="teacher"):
-        rl.train_and_evaluate(tiny_config(teacher=str(tmp_path / "junk.pt")), data=cifar, progress=False)
+        job.train_and_evaluate(tiny_config(teacher=str(tmp_path / "junk.pt")), data=cifar, progress=False)

@@ -26,6 +26,7 @@ import torch
 from conftest import ROOT, tiny_config, write_cifar
 
 import resnet_lib as rl
+from resnet_tools import cli, errors, job
 from _ddp_worker import fit_no_batchnorm
 from resnet_tools import distributed as ddp
 
@@ -252,7 +253,7 @@ def test_two_processes_write_one_result_and_match_one_process(two_process_run, d
     torch.set_num_threads(1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        _, one = rl.train_and_evaluate(
+        _, one = job.train_and_evaluate(
             rl.TrainConfig.from_recipe("modern", **CONFIG),
             data_dir=data_dir,
             out_dir=tmp_path / "one",
@@ -306,7 +307,7 @@ def test_resuming_with_another_world_size_is_refused(two_process_run, data_dir, 
     shutil.copy(two_process_run / "checkpoint.pt", out / "checkpoint.pt")  # written by 2 processes
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert rl.main(cli_args(data_dir, out, "--resume")) == 2
+        assert cli.main(cli_args(data_dir, out, "--resume")) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "written by a run with 2 process(es) and this run has 1" in err, err
 
@@ -420,7 +421,7 @@ def test_rank_settings_and_their_disagreement_message(monkeypatch):
         {**mine, "seed": 1},
     ]
     monkeypatch.setattr(ddp, "gather_objects", lambda obj: [obj, *others])
-    with pytest.raises(rl.RanksDisagree) as caught:
+    with pytest.raises(errors.RanksDisagree) as caught:
         ddp.check_ranks_agree(mine, ddp.World(0, 6, "gloo"))
     assert str(caught.value) == (
         "ranks disagree: rank 1 has lr=0.9, epochs=3, rank 0 lr=0.05, epochs=2; "

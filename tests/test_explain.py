@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import resnet_lib as rl
+from resnet_tools import figures
 from resnet_tools import explain
 
 pytest.importorskip("torchmetrics")
@@ -86,7 +87,7 @@ def test_calibration_and_grad_cam_figures(tmp_path):
     assert list(table["run"]) == ["a", "b"] and table["temperature"].iloc[0] > 1
     fig = explain.plot_reliability_diagram(cals)
     assert len([ax for ax in fig.axes if ax.get_legend()]) == 2
-    rl.save_figure(fig, "reliability", tmp_path)
+    figures.save_figure(fig, "reliability", tmp_path)
     pick = explain.pick_examples(logits.argmax(1), labels, n=3)
     assert len(pick["correct"]) == 3 and len(pick["misclassified"]) == 3
     assert all(logits.argmax(1)[i] != labels[i] for i in pick["misclassified"])
@@ -99,5 +100,5 @@ def test_calibration_and_grad_cam_figures(tmp_path):
     groups["none here"] = (torch.zeros(0, 3, 32, 32, dtype=torch.uint8), torch.zeros(0, 32, 32), [])
     fig = explain.plot_grad_cam(groups)
     assert [ax.get_ylabel() for ax in fig.axes[::3][:4]] == ["correct", "Grad-CAM", "misclassified", "Grad-CAM"]
-    pdf, png = rl.save_figure(fig, "gradcam", tmp_path)
+    pdf, png = figures.save_figure(fig, "gradcam", tmp_path)
     assert png.stat().st_size > 1000

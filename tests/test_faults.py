@@ -6,7 +6,7 @@ device-refusal case is skipped on a machine that has that device.
 
 Every group of cases is a module-level list that its test is parametrized over;
 FAULT_CASES and BAD_INPUT_CASES below collect them, and tests/fault_counts.py prints
-their sizes (the counts quoted in the README's "Reliability" section).
+their sizes (the counts quoted in docs/development.md, "Reliability").
 """
 
 from __future__ import annotations
@@ -35,11 +35,13 @@ import pytest
 import torch
 
 import resnet_lib as rl
+from resnet_tools import budget, checkpoints, cifarfiles, errors, inference, job
+from resnet_tools.cli import main
 from conftest import ROOT, synthetic_images, tiny_config, write_cifar
 from resnet_tools import devices
 
 WORKER = Path(__file__).with_name("_train_worker.py")
-FOLDER = rl.CIFAR10_FOLDER
+FOLDER = cifarfiles.CIFAR10_FOLDER
 
 
 def one_error(excinfo: pytest.ExceptionInfo) -> str:
@@ -145,7 +147,7 @@ def assert_complete(path: Path) -> int:
     """The checkpoint loads and is entirely one save (every tensor holds its epoch); returns the epoch."""
     from _train_worker import PAYLOAD_FLOATS
 
-    saved = rl.load_checkpoint_dict(path)
+    saved = checkpoints.load_checkpoint_dict(path)
     epoch = saved["epoch"]
     assert saved["payload"].shape == (PAYLOAD_FLOATS,) and bool((saved["payload"] == epoch).all())
     assert all(bool((t == epoch).all()) for t in saved["model_state"].values())
@@ -164,9 +166,9 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, wo
     part = workers("train", data_dir, tmp_path / "part.pt", tmp_path / "part.json",
                    "--pause-epoch", epoch, "--pause-step", step)
     part.wait_for("PAUSED")
-    assert rl.load_checkpoint_dict(tmp_path / "part.pt")["epoch"] == epoch - 1  # the kill lands mid-epoch
+    assert checkpoints.load_checkpoint_dict(tmp_path / "part.pt")["epoch"] == epoch - 1  # the kill lands mid-epoch
     assert part.sigkill() == -signal.SIGKILL
-    assert rl.load_checkpoint_dict(tmp_path / "part.pt")["epoch"] == epoch - 1
+    assert checkpoints.load_checkpoint_dict(tmp_path / "part.pt")["epoch"] == epoch - 1
     assert not temps(tmp_path / "part.pt") and not (tmp_path / "part.json").exists()
 
     resumed = workers("train", data_dir, tmp_path / "part.pt", tmp_path / "part.json", "--resume")
@@ -194,7 +196,7 @@ def test_sigkill_inside_a_save_keeps_the_previous_checkpoint_whole(tmp_path, wor
     assert assert_complete(path) == 2  # the previous save, entire
     if where == "mid-write":
         with pytest.raises(ValueError, match="truncated or corrupt checkpoint"):
-            rl.load_checkpoint_dict(tmp)  # what a non-atomic save would have left at `path`
+            checkpoints.load_checkpoint_dict(tmp)  # what a non-atomic save would have left at `path`
     assert temps(path) == [tmp]  # SIGKILL leaves no chance to clean up ...
     from _train_worker import checkpoint_of
 
@@ -236,7 +238,7 @@ def test_disk_full_during_a_save_keeps_the_last_checkpoint(cifar, tmp_path, monk
         m.setattr(torch, "save", disk_full_on_second_save)
         with pytest.raises(OSError, match="No space left"):
             rl.fit(rl.build_model("lite", seed=0), cifar, cfg, checkpoint=ck, progress=False)
-    assert rl.load_checkpoint_dict(ck)["epoch"] == 1 and temps(ck) == []
+    assert checkpoints.load_checkpoint_dict(ck)["epoch"] == 1 and temps(ck) == []
     history = rl.fit(rl.build_model("lite", seed=0), cifar, cfg, checkpoint=ck, resume=True, progress=False)
     assert history["epoch"] == [1, 2]  # space freed: the run continues from epoch 1
 
@@ -356,7 +358,7 @@ def test_bad_data_folder_gives_one_clear_error(cifar_dir, case, monkeypatch):
 
     monkeypatch.setattr(tvu, "download_and_extract_archive", must_not_run("the download"))
     case.mutate(cifar_dir)
-    with pytest.raises(rl.DataError, match=case.message) as e:
+    with pytest.raises(errors.DataError, match=case.message) as e:
         rl.load_cifar10(cifar_dir, download=case.download)
     assert "Traceback" not in one_error(e)
 
@@ -385,7 +387,7 @@ BAD_DATA_DIRS = [data_dir_is_archive_file, data_dir_is_binary_version]
 @pytest.mark.parametrize("make", BAD_DATA_DIRS)
 def test_wrong_kind_of_data_folder_says_what_to_do(tmp_path, make):
     path, message = make(tmp_path)
-    with pytest.raises(rl.DataError, match=message) as e:
+    with pytest.raises(errors.DataError, match=message) as e:
         rl.load_cifar10(path, download=False)
     one_error(e)
 
@@ -428,10 +430,10 @@ def test_damaged_batch_files_either_load_or_raise_data_error(tmp_path, protocol)
     for name, damage in CORRUPTIONS:
         path.write_bytes(damage(blob))
         try:
-            x, y = rl.read_batch(path)
+            x, y = cifarfiles.read_batch(path)
             outcomes.append("loaded")
             assert x.shape[1:] == (3, 32, 32) and x.dtype == np.uint8 and 0 <= y.min() and y.max() <= 9, name
-        except rl.DataError as e:
+        except errors.DataError as e:
             outcomes.append("refused")
             assert str(e).startswith(f"{path}: "), name
     truncated = [o for (name, _), o in zip(CORRUPTIONS, outcomes) if name.startswith("truncate")]
@@ -507,7 +509,7 @@ def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path, monkeypatch, pla
     if placement.startswith("batch file"):
         load = place_in_batch(tmp_path / "cifar", payload, protocol=int(placement[-2]))
         with pytest.raises(
-            rl.DataError, match=r"data_batch_2: refused: global '.*' is not allowed.*nothing in it was run"
+            errors.DataError, match=r"data_batch_2: refused: global '.*' is not allowed.*nothing in it was run"
         ) as e:
             load()
     elif placement == "checkpoint given to resume":
@@ -515,14 +517,14 @@ def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path, monkeypatch, pla
         monkeypatch.setattr(rl, "fit", must_not_run("fit"))
         monkeypatch.setattr(rl, "load_cifar10", must_not_run("load_cifar10"))
         with pytest.raises(ValueError, match=rf"{ck.name}: refused to load: .*nothing in it was run") as e:
-            rl.train_and_evaluate(tiny_config(), out_dir=ck.parent, resume=True, progress=False)
+            job.train_and_evaluate(tiny_config(), out_dir=ck.parent, resume=True, progress=False)
     else:
         how = "zip" if "zip" in placement or "FORCE" in placement else "legacy" if "legacy" in placement else "raw"
         if "FORCE" in placement:
             monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
         ck = place_in_checkpoint(tmp_path / "out", payload, how)
         with pytest.raises(ValueError, match=rf"{ck.name}: refused to load: .*nothing in it was run") as e:
-            rl.load_checkpoint(ck, device="cpu")
+            inference.load_checkpoint(ck, device="cpu")
     func = kind.split(".")[1]  # the message names what it refused: posix.system, subprocess.call, exec, eval
     assert re.search(rf"(global '\S+\.{func}' is not allowed|asks for (\S+\.)?{func},)", one_error(e)), str(e.value)
     assert not marker.exists()
@@ -551,7 +553,7 @@ def checkpoint(tmp_path_factory) -> tuple[Path, dict[str, Any]]:
         data = rl.load_cifar10(write_cifar(root / "cifar"), download=False)
     ck = root / "checkpoint.pt"
     rl.fit(rl.build_model("lite", seed=0), data, tiny_config(epochs=1), checkpoint=ck, progress=False)
-    return ck, rl.load_checkpoint_dict(ck)
+    return ck, checkpoints.load_checkpoint_dict(ck)
 
 
 def variant(saved: dict[str, Any], **changes: Any) -> dict[str, Any]:
@@ -647,7 +649,7 @@ def test_bad_checkpoint_gives_one_clear_error(checkpoint, tmp_path, name, write,
     path = tmp_path / "classmate.pt"
     write(path, checkpoint[1])
     with pytest.raises(ValueError, match=message) as e:
-        rl.load_checkpoint(path, device="cpu")
+        inference.load_checkpoint(path, device="cpu")
     assert one_error(e).startswith(str(path))
 
 
@@ -656,7 +658,7 @@ def test_checkpoint_has_checksums_and_one_without_them_still_loads(checkpoint, t
     assert set(saved["sha256"]) == {"model_state", "optimizer"}
     old = tmp_path / "written-before-checksums.pt"
     torch.save(variant(saved, sha256=None), old)
-    model, _ = rl.load_checkpoint(old, device="cpu")
+    model, _ = inference.load_checkpoint(old, device="cpu")
     assert torch.equal(model.fc.weight, saved["model_state"]["fc.weight"])
 
 
@@ -667,7 +669,7 @@ def test_weights_only_checkpoint_cannot_be_resumed(checkpoint, tmp_path, no_trai
     with pytest.raises(
         ValueError, match=r"cannot be resumed: it has no optimizer, scheduler \(a weights-only checkpoint\)"
     ):
-        rl.train_and_evaluate(tiny_config(epochs=1), out_dir=out, resume=True)
+        job.train_and_evaluate(tiny_config(epochs=1), out_dir=out, resume=True)
 
 
 def put_checkpoint(saved: dict[str, Any], out: Path, **config: Any) -> Path:
@@ -700,20 +702,20 @@ def test_checkpoint_of_another_model_or_config_says_which(checkpoint, tmp_path, 
         monkeypatch.setattr(rl, "load_cifar10", must_not_run("load_cifar10"))
         cfg = tiny_config(**{"epochs": 1, **given})
         with pytest.raises(ValueError, match=message) as e:
-            rl.train_and_evaluate(cfg, out_dir=out, resume=True)
+            job.train_and_evaluate(cfg, out_dir=out, resume=True)
         assert (out / "checkpoint.pt").read_bytes() == before
     else:
         with pytest.raises(ValueError, match=message) as e:
-            rl.load_checkpoint(ck, device="cpu", expect=tiny_config(**{"epochs": 1, **given}))
+            inference.load_checkpoint(ck, device="cpu", expect=tiny_config(**{"epochs": 1, **given}))
     assert one_error(e).startswith(str(ck if name.endswith("evaluate") else tmp_path / "out" / "checkpoint.pt"))
 
 
 def test_evaluating_with_the_right_expectation_loads(checkpoint):
-    model, saved = rl.load_checkpoint(
+    model, saved = inference.load_checkpoint(
         checkpoint[0], device="cpu", expect=tiny_config(epochs=1, device="cuda", tta=True)
     )
     assert rl.count_params(model) == 78_042 and saved["epoch"] == 1  # speed-only fields may differ
-    model, _ = rl.load_checkpoint(checkpoint[0], device="cpu", expect={"model": "lite"})
+    model, _ = inference.load_checkpoint(checkpoint[0], device="cpu", expect={"model": "lite"})
 
 
 def test_an_unfinished_run_is_not_overwritten_without_resume(checkpoint, tmp_path, monkeypatch):
@@ -722,7 +724,7 @@ def test_an_unfinished_run_is_not_overwritten_without_resume(checkpoint, tmp_pat
     before = ck.read_bytes()
     monkeypatch.setattr(rl, "load_cifar10", must_not_run("load_cifar10"))
     with pytest.raises(ValueError, match=r"holds an unfinished run \(epoch 1 of 3\); continue it with --resume") as e:
-        rl.train_and_evaluate(tiny_config(epochs=3), out_dir=out)
+        job.train_and_evaluate(tiny_config(epochs=3), out_dir=out)
     assert "RESUME=True" in one_error(e) and "make run RESUME=1" in str(e.value)
     assert ck.read_bytes() == before
     # A finished run may be replaced by a new one (rerunning a notebook): it gets to training.
@@ -736,7 +738,7 @@ def test_an_unfinished_run_is_not_overwritten_without_resume(checkpoint, tmp_pat
 
     monkeypatch.setattr(rl, "load_cifar10", reached)
     with pytest.raises(Reached):
-        rl.train_and_evaluate(tiny_config(epochs=1), out_dir=out)
+        job.train_and_evaluate(tiny_config(epochs=1), out_dir=out)
 
 
 # ---------------------------------------------------------------------------------------
@@ -781,7 +783,7 @@ def test_invalid_parameters_are_rejected_before_training(overrides, message, tmp
     for k, v in overrides.items():
         setattr(cfg, k, v)
     with pytest.raises(rl.ConfigError, match=message):
-        rl.train_and_evaluate(cfg, out_dir=tmp_path / "out")
+        job.train_and_evaluate(cfg, out_dir=tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -789,13 +791,13 @@ def test_over_budget_is_allowed_only_when_asked(monkeypatch):
     monkeypatch.setitem(rl.ARCHS, "wide", WIDE)
     cfg = rl.TrainConfig.from_recipe("modern", model="wide", allow_over_budget=True)
     assert rl.count_params(rl.build_model(cfg.model, allow_over_budget=True)) > rl.PARAM_BUDGET
-    with pytest.raises(rl.BudgetError, match=r"over the 5,000,000 budget"):
+    with pytest.raises(budget.BudgetError, match=r"over the 5,000,000 budget"):
         rl.build_model("wide")
 
 
 def run_main(argv: list[str], capsys) -> tuple[int, str]:
     try:
-        code = rl.main(argv)
+        code = main(argv)
     except SystemExit as e:  # argparse's own errors
         code = e.code
     return code, capsys.readouterr().err
@@ -869,9 +871,12 @@ NOTEBOOK = ROOT / "notebooks" / "02_train_lite.ipynb"
 A_FILE = "<a file>"  # replaced by the path of a regular file: a folder that cannot be created
 NOTEBOOK_CASES = [
     ({"MODEL": "vgg"}, "ConfigError", r"model='vgg' is not valid; choose one of: lite, improved"),
-    ({"LR": "fast"}, "ConfigError", r"lr='fast' must be a finite, non-negative number"),
+    ({"LR": "fast"}, "ValueError", r"^LR='fast' is not a number"),  # its annotation (Optional[float]) says so
     ({"RESULTS_DIR": A_FILE}, "OSError", r"cannot write to .*: .*results is a file, not a folder"),
     ({"FIGURES_DIR": A_FILE}, "OSError", r"cannot write to .*: .*figures is a file, not a folder"),
+    # resnet_tools.notebook.list_parameter: the parameter named, its forms listed; a seed twice would train twice
+    ({"SEEDS": "0;touch X"}, "ValueError", r"^SEEDS='0;touch X' is not a list of integers: write 0,1,2 or"),
+    ({"SEEDS": [0, 0]}, "ValueError", r"^SEEDS=\[0, 0\] repeats 0: give each once"),
 ]
 
 
@@ -937,7 +942,7 @@ def test_unwritable_folder_fails_before_training(tmp_path, capsys, monkeypatch, 
     folder, message = make(tmp_path, monkeypatch) if make is permission_denied else make(tmp_path)
     if use == "train_and_evaluate out_dir":
         with pytest.raises(OSError, match=message) as e:
-            rl.train_and_evaluate(tiny_config(), out_dir=folder)
+            job.train_and_evaluate(tiny_config(), out_dir=folder)
         one_error(e)
     elif use == "CLI --out":
         code, err = run_main(["train", "--out", str(folder), "--quiet", "--no-download", "--data-dir",
@@ -972,13 +977,13 @@ def test_divergence_after_a_good_epoch_keeps_that_checkpoint(cifar, tmp_path):
         rl.TrainingDiverged, match=rf"loss became NaN or infinite at epoch 2, step 1/{steps}; lower the learning rate"
     ):
         rl.fit(model, cifar, cfg, checkpoint=ck, progress=False)
-    saved = rl.load_checkpoint_dict(ck)
+    saved = checkpoints.load_checkpoint_dict(ck)
     assert saved["epoch"] == 1 and saved["history"]["epoch"] == [1]
     assert all(torch.isfinite(t).all() for t in saved["model_state"].values() if t.is_floating_point())
-    good, _ = rl.load_checkpoint(ck, device="cpu")
+    good, _ = inference.load_checkpoint(ck, device="cpu")
     assert np.isfinite(rl.evaluate(good, cifar).loss)
     with pytest.raises(ValueError, match=r"unfinished run \(epoch 1 of 3\)"):
-        rl.train_and_evaluate(cfg, data=cifar, out_dir=ck.parent, progress=False)
+        job.train_and_evaluate(cfg, data=cifar, out_dir=ck.parent, progress=False)
 
 
 def test_huge_learning_rate_stops_the_cli_with_a_clear_message(cifar_dir, tmp_path, capsys):
@@ -1009,7 +1014,7 @@ def test_sigterm_during_cli_training_stops_as_cleanly_as_ctrl_c(tmp_path):
     assert proc.returncode == 143 and "Traceback" not in err, err
     assert f"terminated. {out / 'checkpoint.pt'} holds the last completed epoch; rerun with --resume" in err
     assert not (out / ".lock").exists()
-    assert rl.load_checkpoint(out / "checkpoint.pt", device="cpu")[1]["epoch"] >= 1
+    assert inference.load_checkpoint(out / "checkpoint.pt", device="cpu")[1]["epoch"] >= 1
 
 
 # Ctrl-C after the first epoch's checkpoint, or before any checkpoint was written.
@@ -1059,11 +1064,11 @@ def test_resume_on_other_data_is_refused_naming_both(checkpoint, tmp_path, name,
     with pytest.warns(UserWarning, match="not the official"):
         other = rl.load_cifar10(write_cifar(tmp_path / "other", **given), download=False)
     if message is None:
-        _, res = rl.train_and_evaluate(tiny_config(epochs=2), data=other, out_dir=out, resume=True, progress=False)
-        assert res["history"]["epoch"] == [1, 2] and rl.load_checkpoint_dict(ck)["data"]["root"] == other.root
+        _, res = job.train_and_evaluate(tiny_config(epochs=2), data=other, out_dir=out, resume=True, progress=False)
+        assert res["history"]["epoch"] == [1, 2] and checkpoints.load_checkpoint_dict(ck)["data"]["root"] == other.root
         return
     with pytest.raises(ValueError, match=message) as e:
-        rl.train_and_evaluate(tiny_config(epochs=2), data=other, out_dir=out, resume=True, progress=False)
+        job.train_and_evaluate(tiny_config(epochs=2), data=other, out_dir=out, resume=True, progress=False)
     assert one_error(e).startswith(f"{ck} was trained on other data") and "use another output folder" in str(e.value)
     assert ck.read_bytes() == before
 
@@ -1128,7 +1133,7 @@ def test_a_second_run_in_the_same_folder_fails_at_once(tmp_path, capsys, monkeyp
 
     monkeypatch.setattr(rl, "load_cifar10", reached)
     with pytest.raises(Reached):
-        rl.train_and_evaluate(tiny_config(), out_dir=out)
+        job.train_and_evaluate(tiny_config(), out_dir=out)
     assert not (out / ".lock").exists() and not list(out.glob(".lock*"))  # released, even on an error
 
 
@@ -1146,7 +1151,7 @@ def test_lock_heartbeat_keeps_a_long_run_fresh(tmp_path, monkeypatch):
 
 
 def test_finished_run_removes_its_lock(cifar, tmp_path):
-    rl.train_and_evaluate(tiny_config(epochs=1), data=cifar, out_dir=tmp_path / "out", progress=False)
+    job.train_and_evaluate(tiny_config(epochs=1), data=cifar, out_dir=tmp_path / "out", progress=False)
     left = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert ".lock" not in left and {"checkpoint.pt", "results.json"} <= set(left)
 
@@ -1217,7 +1222,7 @@ def test_output_that_is_an_input_is_refused(checkpoint, tmp_path, capsys, comman
     message = rf"the output {re.escape(str(out))} is the same file as the {which} {re.escape(str(target))}"
     if command == "export (library)":
         with pytest.raises(ValueError, match=message):
-            rl.export_safetensors(ck, out)
+            inference.export_safetensors(ck, out)
     else:
         extra = ["--input", str(x)] if command == "predict" else []
         code, err = run_main([command, "--checkpoint", str(ck), *extra, "--out", str(out)], capsys)
@@ -1247,27 +1252,27 @@ def test_submission_ids_that_would_break_the_csv(tmp_path, ids, refusal):
     path.write_text("ID,Labels\nprevious,1\n")
     labels = torch.arange(len(ids)) % 10
     if refusal is None:
-        rl.write_submission(path, ids, labels)
+        inference.write_submission(path, ids, labels)
         with open(path, newline="") as f:
             rows = list(csv.reader(f))
         assert rows == [["ID", "Labels"]] + [[str(i), str(c)] for i, c in zip(ids, labels.tolist())]
         assert "\r" not in path.read_text()
     else:
         with pytest.raises(ValueError, match=refusal):
-            rl.write_submission(path, ids, labels)
+            inference.write_submission(path, ids, labels)
         assert path.read_text() == "ID,Labels\nprevious,1\n"
 
 
 def test_submission_warns_on_duplicate_and_missing_ids(tmp_path):
     path = tmp_path / "sub.csv"
     with pytest.warns(UserWarning) as caught:
-        rl.write_submission(path, [1, 2, 2, None, float("nan"), 3, 1], torch.zeros(7, dtype=torch.long))
+        inference.write_submission(path, [1, 2, 2, None, float("nan"), 3, 1], torch.zeros(7, dtype=torch.long))
     messages = [str(w.message) for w in caught]
     assert any("2 empty id(s), first at row 4" in m for m in messages), messages
     assert any("2 duplicate id(s) ('1', '2')" in m for m in messages), messages
     assert path.read_text().splitlines()[4:6] == [",0", ",0"]
     with pytest.raises(ValueError, match=r"3 ids for 2 labels"):
-        rl.write_submission(path, [1, 2, 3], torch.zeros(2))
+        inference.write_submission(path, [1, 2, 3], torch.zeros(2))
 
 
 def test_cli_predict_refuses_a_formula_id_and_writes_nothing(checkpoint, tmp_path, capsys):
@@ -1319,24 +1324,24 @@ def test_real_disk_full_keeps_every_previous_file_whole(cifar, small_disk):
     cfg = tiny_config(epochs=2)
     with pytest.raises(OSError, match="No space left"):  # the second epoch's save does not fit
         rl.fit(rl.build_model("lite", seed=0), cifar, cfg, checkpoint=ck, progress=False)
-    assert rl.load_checkpoint_dict(ck)["epoch"] == 1 and temps(ck) == []
+    assert checkpoints.load_checkpoint_dict(ck)["epoch"] == 1 and temps(ck) == []
     resize("8m")  # space freed: the run continues from epoch 1
     history = rl.fit(rl.build_model("lite", seed=0), cifar, cfg, checkpoint=ck, resume=True, progress=False)
     assert history["epoch"] == [1, 2]
-    model, saved = rl.load_checkpoint(ck, device="cpu")
-    exported = rl.export_safetensors(ck, disk / "m.safetensors")
-    sub = rl.write_submission(disk / "sub.csv", list(range(5000)), torch.zeros(5000, dtype=torch.long))
+    model, saved = inference.load_checkpoint(ck, device="cpu")
+    exported = inference.export_safetensors(ck, disk / "m.safetensors")
+    sub = inference.write_submission(disk / "sub.csv", list(range(5000)), torch.zeros(5000, dtype=torch.long))
     before = {p: p.read_bytes() for p in (ck, exported, sub)}
     fill(disk)
     with pytest.raises(OSError, match="No space left"):
-        rl.export_safetensors(ck, exported)
+        inference.export_safetensors(ck, exported)
     with pytest.raises(OSError, match="No space left"):
-        rl.write_submission(sub, [f"image-{i}" for i in range(5000)], torch.ones(5000, dtype=torch.long))
+        inference.write_submission(sub, [f"image-{i}" for i in range(5000)], torch.ones(5000, dtype=torch.long))
     with pytest.raises(OSError, match="No space left"):
         rl.fit(model, cifar, tiny_config(epochs=1), checkpoint=ck, progress=False)
     assert {p: p.read_bytes() for p in (ck, exported, sub)} == before
     assert not list(disk.glob("*.tmp"))
-    rl.load_pretrained(exported, device="cpu")
+    inference.load_pretrained(exported, device="cpu")
 
 
 # ---------------------------------------------------------------------------------------
@@ -1388,7 +1393,7 @@ def exported(checkpoint, tmp_path_factory) -> tuple[dict, dict]:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    path = rl.export_safetensors(checkpoint[0], tmp_path_factory.mktemp("export") / "m.safetensors")
+    path = inference.export_safetensors(checkpoint[0], tmp_path_factory.mktemp("export") / "m.safetensors")
     with safe_open(str(path), framework="pt") as f:
         return load_file(str(path)), dict(f.metadata())
 
@@ -1402,7 +1407,7 @@ def test_bad_export_is_refused_naming_what(exported, tmp_path, capsys, name, cha
     path = tmp_path / "m.safetensors"
     save_file(state, str(path), metadata=meta)
     with pytest.raises(ValueError, match=message) as e:
-        rl.load_pretrained(path, device="cpu")
+        inference.load_pretrained(path, device="cpu")
     assert one_error(e).startswith(f"{path}: ")
     np.save(tmp_path / "x.npy", np.zeros((3, 32, 32, 3), np.uint8))
     code, err = run_main(["predict", "--checkpoint", str(path), "--input", str(tmp_path / "x.npy"), "--out",
@@ -1426,7 +1431,7 @@ def test_checkpoint_with_non_finite_weights_or_bad_stats_is_refused(checkpoint, 
                     **({"stats": stats} if stats else {}))
     torch.save(saved, tmp_path / "ck.pt")
     with pytest.raises(ValueError, match=message) as e:
-        rl.load_checkpoint(tmp_path / "ck.pt", device="cpu")
+        inference.load_checkpoint(tmp_path / "ck.pt", device="cpu")
     assert one_error(e).startswith(str(tmp_path / "ck.pt"))
 
 
@@ -1436,12 +1441,12 @@ def test_predict_refuses_non_finite_outputs():
         model.fc.bias[2] = float("inf")
         model.fc.bias[3] = float("-inf")  # inf - inf: NaN logits
     with pytest.raises(ValueError, match=r"NaN or infinite outputs for 4 of 4 images \(first: image 0\)"):
-        rl.predict(model, torch.zeros(4, 3, 32, 32, dtype=torch.uint8))
+        inference.predict(model, torch.zeros(4, 3, 32, 32, dtype=torch.uint8))
 
 
 def test_exports_and_checkpoints_are_recognised_by_content_not_name(checkpoint, tmp_path, capsys):
     wrong = tmp_path / "model.pt"  # an export under a checkpoint's name
-    rl.export_safetensors(checkpoint[0], tmp_path / "m.safetensors").rename(wrong)
+    inference.export_safetensors(checkpoint[0], tmp_path / "m.safetensors").rename(wrong)
     ck_as_st = tmp_path / "ck.safetensors"  # a checkpoint under an export's name
     ck_as_st.write_bytes(checkpoint[0].read_bytes())
     np.save(tmp_path / "x.npy", np.zeros((3, 32, 32, 3), np.uint8))
@@ -1457,7 +1462,7 @@ def test_exports_and_checkpoints_are_recognised_by_content_not_name(checkpoint, 
     for content in (blob[: len(blob) // 2], (10**12).to_bytes(8, "little") + blob[8:200]):
         damaged.write_bytes(content)
         with pytest.raises(ValueError, match=rf"^{re.escape(str(damaged))}: not a readable safetensors file \("):
-            rl.load_for_inference(damaged, device="cpu")
+            inference.load_for_inference(damaged, device="cpu")
 
 
 def _npy_claiming(shape: tuple, payload: bytes) -> Callable[[Path], None]:
@@ -1500,8 +1505,8 @@ BAD_PREDICT_INPUTS = [
 def test_bad_prediction_input_gives_one_clear_error(tmp_path, name, filename, write, message):
     path = tmp_path / filename
     write(path)
-    with pytest.raises(rl.DataError, match=message) as e:
-        rl.read_unlabeled(path)
+    with pytest.raises(errors.DataError, match=message) as e:
+        inference.read_unlabeled(path)
     assert one_error(e).startswith(f"{path}: ")
 
 
@@ -1524,27 +1529,28 @@ def test_symlink_loop_is_named_as_a_loop(tmp_path, capsys, monkeypatch, where):
     monkeypatch.setattr(tvu, "download_and_extract_archive", must_not_run("the download"))
     if where == "data folder":
         loop = _loop(tmp_path / "data")
-        with pytest.raises(rl.DataError, match=rf"^{re.escape(str(loop))} is a symlink loop .*not CIFAR-10 data") as e:
+        message = rf"^{re.escape(str(loop))} is a symlink loop .*not CIFAR-10 data"
+        with pytest.raises(errors.DataError, match=message) as e:
             rl.load_cifar10(loop, download=True)
         one_error(e)
     elif where == "a batch file":
         root = write_cifar(tmp_path / "cifar")
         batch_path(root, "data_batch_3").unlink()
         loop = _loop(batch_path(root, "data_batch_3"))
-        with pytest.raises(rl.DataError, match=rf"^{re.escape(str(loop))} is a symlink loop"):
+        with pytest.raises(errors.DataError, match=rf"^{re.escape(str(loop))} is a symlink loop"):
             rl.load_cifar10(root, download=True)
     elif where == "output folder":
         loop = _loop(tmp_path / "results")
         monkeypatch.setattr(rl, "load_cifar10", must_not_run("load_cifar10"))
         with pytest.raises(OSError, match=rf"cannot write to .*: {re.escape(str(loop))} is a symlink loop") as e:
-            rl.train_and_evaluate(tiny_config(), out_dir=loop)
+            job.train_and_evaluate(tiny_config(), out_dir=loop)
         one_error(e)
     else:
         loop = _loop(tmp_path / "results")
         monkeypatch.setattr(rl, "load_cifar10", must_not_run("load_cifar10"))
         code, err = run_main(["train", "--out", str(loop / "run"), "--quiet", "--device", "cpu", "--no-download"],
                              capsys)
-        assert code == 2 and err == (f"error: cannot write to {loop / 'run'}: {loop} is a symlink loop (a link "
+        assert code == 2 and err == (f"error: cannot write to --out {loop / 'run'}: {loop} is a symlink loop (a link "
                                      "that leads back to itself); remove or fix the link, or choose another "
                                      "output folder\n")
 

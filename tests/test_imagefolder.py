@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 import resnet_lib as rl
+from resnet_tools import errors
 from resnet_tools import imagefolder as imf
 
 # Deliberately not in sorted order, so the tests see the loader sort them.
@@ -95,7 +96,7 @@ def test_parallel_decode_matches_in_process_and_reports_bad_files(png_root, tmp_
     assert np.array_equal(serial.train_x, parallel.train_x) and np.array_equal(serial.test_x, parallel.test_x)
     bad = root / "test" / "cat" / "x.png"
     bad.write_bytes(b"not an image at all")
-    with pytest.raises(rl.DataError, match=r"x\.png: cannot read the image") as e:
+    with pytest.raises(errors.DataError, match=r"x\.png: cannot read the image") as e:
         load(root, cache_dir=tmp_path / "c3", workers=2)
     assert str(bad) in str(e.value) and e.value.__cause__ is None  # one line, no remote traceback chained
 
@@ -233,12 +234,12 @@ def test_missing_split_and_no_class_folders(png_root, tmp_path):
     root, _ = png_root
     empty = tmp_path / "empty"
     (empty / "train").mkdir(parents=True)
-    with pytest.raises(rl.DataError, match=r"test: folder missing.*train/<class>/\*\.jpg\|png") as e:
+    with pytest.raises(errors.DataError, match=r"test: folder missing.*train/<class>/\*\.jpg\|png") as e:
         load(empty)
     assert str(empty / "test") in str(e.value)
     (empty / "test").mkdir()
     (empty / "train" / "loose.png").write_bytes(b"")
-    with pytest.raises(rl.DataError, match=r"train: no class folders"):
+    with pytest.raises(errors.DataError, match=r"train: no class folders"):
         load(empty)
 
 
@@ -249,7 +250,7 @@ def test_empty_class_folder_names_it_and_the_accepted_suffixes(png_root):
         p.unlink()
     (folder / "readme.txt").write_text("")
     (folder / "img.bmp").write_bytes(b"BM")
-    with pytest.raises(rl.DataError) as e:
+    with pytest.raises(errors.DataError) as e:
         load(root)
     msg = str(e.value)
     assert msg.startswith(str(folder)) and "no image files" in msg and ".png, .jpg, .jpeg" in msg and "\n" not in msg
@@ -259,7 +260,7 @@ def test_train_and_test_with_different_classes(png_root):
     root, _ = png_root
     (root / "test" / "ape").rename(root / "test" / "eel")
     (root / "test" / "fox").mkdir()
-    with pytest.raises(rl.DataError, match=r"different classes: only in train/: ape; only in test/: eel, fox"):
+    with pytest.raises(errors.DataError, match=r"different classes: only in train/: ape; only in test/: eel, fox"):
         load(root)
 
 
@@ -273,7 +274,7 @@ def test_unreadable_image_names_the_file_and_the_reason(png_root, content, reaso
     if content == "truncated":
         content = bad.read_bytes()[:200]
     bad.write_bytes(content)
-    with pytest.raises(rl.DataError, match=rf"cannot read the image .*({reason})") as e:
+    with pytest.raises(errors.DataError, match=rf"cannot read the image .*({reason})") as e:
         load(root)
     assert str(e.value).startswith(f"{bad}: ")
 
@@ -282,7 +283,7 @@ def test_wrong_size_names_the_file_and_the_size(png_root):
     root, _ = png_root
     bad = root / "test" / "cat" / "y.png"
     Image.new("RGB", (31, 32)).save(bad)
-    with pytest.raises(rl.DataError, match=r"y\.png: image is 31x32 pixels, expected 32x32") as e:
+    with pytest.raises(errors.DataError, match=r"y\.png: image is 31x32 pixels, expected 32x32") as e:
         load(root)
     assert str(bad) in str(e.value)
 
@@ -292,12 +293,12 @@ def test_symlink_loop_and_broken_link_are_named(png_root):
     loop = root / "train" / "zebra"
     loop.symlink_to(loop)
     assert imf.is_image_folder(root)  # so the loader, not a fallback, reports the problem
-    with pytest.raises(rl.DataError, match=r"zebra: cannot follow the link \(Too many levels of symbolic links\)"):
+    with pytest.raises(errors.DataError, match=r"zebra: cannot follow the link \(Too many levels of symbolic links\)"):
         load(root)
     loop.unlink()
     broken = root / "train" / "cat" / "gone.png"
     broken.symlink_to(root / "nowhere.png")
-    with pytest.raises(rl.DataError, match=r"gone\.png: cannot read the file \(No such file or directory\)"):
+    with pytest.raises(errors.DataError, match=r"gone\.png: cannot read the file \(No such file or directory\)"):
         load(root)
 
 
@@ -370,5 +371,5 @@ def test_load_cifar10_refuses_an_image_folder_without_ten_classes(tmp_path):
         for name in ("cat", "dog"):
             (tmp_path / split / name).mkdir(parents=True)
             Image.new("RGB", (32, 32)).save(tmp_path / split / name / "a.png")
-    with pytest.raises(rl.DataError, match=r"2 class folders \(cat, dog\); the models need exactly 10"):
+    with pytest.raises(errors.DataError, match=r"2 class folders \(cat, dog\); the models need exactly 10"):
         rl.load_cifar10(tmp_path, download=False)

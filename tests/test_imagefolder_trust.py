@@ -14,6 +14,7 @@ import pytest
 from PIL import Image, ImageOps, features
 
 import resnet_lib as rl
+from resnet_tools import errors
 from resnet_tools import imagefolder as imf
 
 
@@ -100,7 +101,7 @@ def test_a_file_replaced_after_hashing_is_an_error_not_a_cache(tmp_path, monkeyp
 
     monkeypatch.setattr(imf, "_decode_all", replace_then_decode)
     monkeypatch.setattr(imf, "_PARALLEL_MIN", 1)  # workers=2: the check also holds for the process pool
-    with pytest.raises(rl.DataError, match=r"1\.png: the file changed while the folder was being loaded") as e:
+    with pytest.raises(errors.DataError, match=r"1\.png: the file changed while the folder was being loaded") as e:
         load(root, cache_dir=tmp_path / "cache", workers=workers)
     assert str(victim) in str(e.value) and "\n" not in str(e.value)
     assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").glob("*.npz"))  # nothing cached
@@ -206,10 +207,10 @@ def test_32bit_and_float_images_are_scaled_or_refused(tmp_path):
     expected = np.repeat((samples >> 8).astype(np.uint8)[None], 3, axis=0)
     assert np.array_equal(quiet_load(tmp_path / "i").train_x[0], expected)
     Image.fromarray(samples * 2**15, "I").save(path, format="TIFF")
-    with pytest.raises(rl.DataError, match=r"i\.png: 32-bit image \(mode I\) with values outside 0-65535"):
+    with pytest.raises(errors.DataError, match=r"i\.png: 32-bit image \(mode I\) with values outside 0-65535"):
         load(tmp_path / "i")
     Image.fromarray(samples.astype(np.float32) / 65535, "F").save(path, format="TIFF")
-    with pytest.raises(rl.DataError, match=r"i\.png: floating-point image \(mode F\) has no 0-255 scale") as e:
+    with pytest.raises(errors.DataError, match=r"i\.png: floating-point image \(mode F\) has no 0-255 scale") as e:
         load(tmp_path / "i")
     assert str(e.value).startswith(str(path))
 
@@ -285,7 +286,7 @@ def test_a_class_folder_with_images_only_in_a_subfolder_says_so(tmp_path):
     cat = root / "test" / "cat"
     (cat / "cat").mkdir()
     (cat / "0.png").rename(cat / "cat" / "0.png")  # unzipped one level too deep
-    with pytest.raises(rl.DataError, match=r"cat: no image files .*; it holds only cat/0\.png$") as e:
+    with pytest.raises(errors.DataError, match=r"cat: no image files .*; it holds only cat/0\.png$") as e:
         load(root)
     assert str(e.value).startswith(str(cat))
 

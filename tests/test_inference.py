@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import resnet_lib as rl
+from resnet_tools import errors, inference
 from conftest import ROOT, tiny_config
 from resnet_tools.inference import read_unlabeled, stats_of
 
@@ -32,28 +33,29 @@ def trained(tmp_path_factory):
 def test_predict_accepts_every_layout_and_matches_evaluate(trained):
     model, data, _ = trained
     x = data.test_x
-    labels, probs = rl.predict(model, x, stats=data.stats)
+    labels, probs = inference.predict(model, x, stats=data.stats)
     assert labels.shape == (100,) and probs.shape == (100, 10)
     assert torch.allclose(probs.sum(1), torch.ones(100), atol=1e-5)
     assert torch.equal(labels, rl.evaluate(model, data).predictions)
     nhwc = x.permute(0, 2, 3, 1).numpy()
-    assert torch.equal(rl.predict(model, nhwc, stats=data.stats)[0], labels)
-    assert torch.equal(rl.predict(model, x.reshape(100, -1).numpy(), stats=data.stats, layout="nchw")[0], labels)
-    tta_labels, _ = rl.predict(model, x, stats=data.stats, tta=True)
+    assert torch.equal(inference.predict(model, nhwc, stats=data.stats)[0], labels)
+    flat = x.reshape(100, -1).numpy()
+    assert torch.equal(inference.predict(model, flat, stats=data.stats, layout="nchw")[0], labels)
+    tta_labels, _ = inference.predict(model, x, stats=data.stats, tta=True)
     assert torch.equal(tta_labels, rl.evaluate(model, data, tta=True).predictions)
     assert (labels == data.test_y).float().mean() >= 0.7  # it learned the toy set (chance: 0.1)
     with pytest.raises(ValueError, match="uint8"):
-        rl.predict(model, x.float())
+        inference.predict(model, x.float())
     with pytest.raises(ValueError, match=r"\(N, 32, 32, 3\)"):
-        rl.predict(model, torch.zeros(2, 3, 16, 16, dtype=torch.uint8))
+        inference.predict(model, torch.zeros(2, 3, 16, 16, dtype=torch.uint8))
 
 
 def test_export_round_trip_same_logits(trained, tmp_path):
     model, data, ck = trained
-    out = rl.export_safetensors(ck, tmp_path / "m.safetensors")
-    loaded, meta = rl.load_pretrained(out, device="cpu")
+    out = inference.export_safetensors(ck, tmp_path / "m.safetensors")
+    loaded, meta = inference.load_pretrained(out, device="cpu")
     assert meta["num_params"] == 78_042 and meta["config"]["model"] == "lite"
-    ref, _ = rl.load_checkpoint(ck, device="cpu")
+    ref, _ = inference.load_checkpoint(ck, device="cpu")
     stats = stats_of(meta)
     assert torch.equal(rl.logits_of(loaded, data.test_x, stats), rl.logits_of(ref, data.test_x, stats))
     assert stats == data.stats
@@ -63,7 +65,7 @@ def test_load_pretrained_refuses_a_mismatch(trained, tmp_path):
     from safetensors.torch import load_file, save_file
 
     _, _, ck = trained
-    out = rl.export_safetensors(ck, tmp_path / "m.safetensors")
+    out = inference.export_safetensors(ck, tmp_path / "m.safetensors")
     state = load_file(str(out))
     from safetensors import safe_open
 
@@ -72,14 +74,14 @@ def test_load_pretrained_refuses_a_mismatch(trained, tmp_path):
     liar = dict(meta, config=meta["config"].replace('"lite"', '"improved"'))
     save_file(state, str(tmp_path / "liar.safetensors"), metadata=liar)
     with pytest.raises(ValueError, match=r"holds 78,042 parameters .* model 'improved' has 4,903,242; refusing"):
-        rl.load_pretrained(tmp_path / "liar.safetensors")
+        inference.load_pretrained(tmp_path / "liar.safetensors")
     state["fc.weight"] = torch.zeros(64, 10)  # same count, wrong shape
     save_file(state, str(tmp_path / "bad.safetensors"), metadata=meta)
     with pytest.raises(ValueError, match="tensors do not match model 'lite'"):
-        rl.load_pretrained(tmp_path / "bad.safetensors")
+        inference.load_pretrained(tmp_path / "bad.safetensors")
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(ValueError, match="not a readable safetensors file"):
-        rl.load_pretrained(tmp_path / "junk.safetensors")
+        inference.load_pretrained(tmp_path / "junk.safetensors")
 
 
 def run_cli(*args):
@@ -106,7 +108,7 @@ def test_cli_predict_from_pickle_and_npy_and_export(trained, tmp_path):
     assert proc.returncode == 0, proc.stderr
     lines = (tmp_path / "sub.csv").read_text().splitlines()
     assert lines[0] == "ID,Labels" and len(lines) == 31
-    expected, _ = rl.predict(model, images, stats=data.stats, tta=True)  # as the run (modern recipe) was evaluated
+    expected, _ = inference.predict(model, images, stats=data.stats, tta=True)  # as the run (modern) was evaluated
     assert [line.split(",") for line in lines[1:]] == [[str(1000 + i), str(int(c))] for i, c in enumerate(expected)]
     assert "30 predictions (flip TTA, as the run was evaluated)" in proc.stdout and "airplane" in proc.stdout
 
@@ -164,7 +166,7 @@ def test_cli_predicts_png_and_jpeg_files_a_folder_and_the_image_folder_layout(tr
                    "--device", "cpu", "--no-tta")
     assert proc.returncode == 0, proc.stderr
     rows = [line.split(",") for line in (tmp_path / "sub.csv").read_text().splitlines()[1:]]
-    expected, _ = rl.predict(model, images, stats=data.stats)
+    expected, _ = inference.predict(model, images, stats=data.stats)
     by_name = {f"test/{rl.CLASSES[i % 2]}/{i}.png": str(int(c)) for i, c in enumerate(expected)}
     assert dict(rows) == by_name  # every file, named by its path under the folder
 
@@ -175,10 +177,10 @@ def test_cli_predicts_png_and_jpeg_files_a_folder_and_the_image_folder_layout(tr
     distance = [(x[0].float() - data.test_x[i].float()).abs().mean() for i in range(6)]
     assert ids == ["one.jpg"] and min(distance) == distance[1]  # JPEG: lossy, still nearest its own picture
     (tmp_path / "empty").mkdir()
-    with pytest.raises(rl.DataError, match="no .png, .jpg or .jpeg images"):
+    with pytest.raises(errors.DataError, match="no .png, .jpg or .jpeg images"):
         read_unlabeled(tmp_path / "empty")
     (tmp_path / "bad.png").write_bytes(b"not a png")
-    with pytest.raises(rl.DataError, match="cannot read the image"):
+    with pytest.raises(errors.DataError, match="cannot read the image"):
         read_unlabeled(tmp_path / "bad.png")
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import resnet_lib as rl
+from resnet_tools import budget
 from seed_tables import IMPROVED, LITE
 
 
@@ -84,11 +85,11 @@ def test_seeded_builds_are_identical_and_leave_global_rng_alone():
 
 
 def test_budget_guard():
-    with pytest.raises(rl.BudgetError, match="5,000,000 budget"):
+    with pytest.raises(budget.BudgetError, match="5,000,000 budget"):
         rl.ResNet((64, 128, 256, 640), (1, 1, 1, 1))
     big = rl.ResNet((64, 128, 256, 640), (1, 1, 1, 1), allow_over_budget=True)
     assert rl.count_params(big) > rl.PARAM_BUDGET
-    with pytest.raises(rl.BudgetError):
+    with pytest.raises(budget.BudgetError):
         rl.check_budget(big)
     assert rl.check_budget(rl.improved()) == 4_903_242
 

@@ -1,4 +1,4 @@
-"""The notebooks' shared setup cell (Colab, any working folder, parameters from the environment), where
+"""The notebooks' shared setup cell (Colab, the installed project, parameters from the environment), where
 smoke runs write (never into tracked files), and resuming a killed notebook run. Synthetic data only."""
 
 from __future__ import annotations
@@ -21,12 +21,14 @@ import pytest
 import torch
 
 from conftest import ROOT, write_cifar
+from resnet_tools import notebook
+from resnet_tools.notebook import from_env
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 RUNNER = ROOT / "scripts" / "run_notebooks.py"
 SMOKE_DIR = ROOT / "runs" / "smoke"
 PLACEHOLDER = "https://github.com/OWNER/compact-resnets-cifar10"
-FOLDER_VARS = ("DATA_DIR", "RESULTS_DIR", "FIGURES_DIR", "REPO_DIR", "JPY_SESSION_NAME")
+FOLDER_VARS = ("DATA_DIR", "RESULTS_DIR", "FIGURES_DIR")
 
 
 def setup_source(path: Path = NOTEBOOKS[0]) -> str:
@@ -50,7 +52,6 @@ def setup_sandbox(tmp_path, monkeypatch):
     """Run the setup cell in this process without leaking its cwd, sys.path or environment changes."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))
-    monkeypatch.setattr(os, "getppid", lambda: 2**22 + 12345)  # no such process: no launcher notebooks
     with mock.patch.dict(os.environ):
         for name in FOLDER_VARS:
             os.environ.pop(name, None)
@@ -64,48 +65,28 @@ def run_setup(source: str, **namespace) -> dict:
 
 
 # ------------------------------------------------------------------ the setup cell
-def test_setup_cell_is_identical_in_all_five_notebooks():
+def test_setup_cell_is_short_identical_and_followed_by_the_parameters():
     first = setup_source()
-    for path in NOTEBOOKS[1:]:
-        assert setup_source(path) == first, f"{path.name}: its first code cell differs from {NOTEBOOKS[0].name}'s"
-    assert all(len(line) < 120 for line in first.splitlines())
+    assert len(first.splitlines()) <= 15 and all(len(line) < 120 for line in first.splitlines())
+    for path in NOTEBOOKS:
+        cells = nbformat.read(path, as_version=4).cells
+        code = [i for i, c in enumerate(cells) if c.cell_type == "code"]
+        assert cells[code[0]].source == first, f"{path.name}: its first code cell differs from {NOTEBOOKS[0].name}'s"
+        assert code[1] == code[0] + 1 and "parameters" in cells[code[1]].metadata.get("tags", []), path.name
 
 
-def test_setup_cell_finds_the_repository_or_says_the_three_ways(setup_sandbox, monkeypatch):
-    source = setup_source()
-    with pytest.raises(FileNotFoundError) as e:
-        run_setup(source)  # cwd: a folder outside the repository, nothing else to go by
-    message = str(e.value)
-    assert "\n" not in message and "--cwd" in message and "REPO_DIR" in message and "run_notebooks.py" in message
-
-    monkeypatch.setenv("REPO_DIR", str(setup_sandbox))
-    with pytest.raises(FileNotFoundError, match=r"REPO_DIR=.* holds no resnet_lib.py"):
-        run_setup(source)
-    monkeypatch.setenv("REPO_DIR", str(ROOT / "notebooks"))  # a folder inside the repository will do
-    assert run_setup(source)["ROOT"] == ROOT
-    monkeypatch.delenv("REPO_DIR")
-
-    # JupyterLab and VS Code name the open notebook; papermill, nbconvert and nbval are the kernel's parent.
-    notebook = ROOT / "notebooks" / "02_train_lite.ipynb"
-    monkeypatch.setenv("JPY_SESSION_NAME", str(notebook))
-    assert run_setup(source)["ROOT"] == ROOT
-    monkeypatch.delenv("JPY_SESSION_NAME")
-    assert run_setup(source, __vsc_ipynb_file__=str(notebook))["ROOT"] == ROOT
-    launcher = subprocess.Popen([sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)",
-                                 "notebooks/02_train_lite.ipynb"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        assert launcher.stdout.readline() == "up\n"  # its command line is the notebook's, not pytest's, from now
-        monkeypatch.setattr(os, "getppid", lambda: launcher.pid)
-        assert run_setup(source)["ROOT"] == ROOT
-    finally:
-        launcher.kill()
-        launcher.wait()
-        launcher.stdout.close()
+def test_setup_cell_imports_the_installed_project_from_any_folder(tmp_path):
+    """The project is installed (make setup: pip install -e .): the cell runs in a folder outside the
+    repository, with no PYTHONPATH, and finds the repository's resnet_lib and folders."""
+    probe = setup_source() + "\nprint(ROOT, rl.__file__, from_env('X_PARAM', 1))\n"
+    env = {k: v for k, v in clean_env(X_PARAM="[2]").items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, f"is the project installed (make setup)? {proc.stderr[-2000:]}"
+    assert proc.stdout.split() == [str(ROOT), str(ROOT / "resnet_lib.py"), "[2]"]
 
 
-def test_from_env_reads_literals_strings_and_flags(setup_sandbox, monkeypatch):
-    monkeypatch.setenv("REPO_DIR", str(ROOT))
-    from_env = run_setup(setup_source())["from_env"]
+def test_from_env_reads_literals_strings_and_flags(monkeypatch):
     for text, default, expected in [(None, 40, 40), ("", None, None), ("2", None, 2), ("0.05", None, 0.05),
                                     ("['seed']", ["seed", "modern"], ["seed"]), ("cpu", None, "cpu"),
                                     ("None", "lite", None), ("1", False, True), ("no", True, False),
@@ -128,46 +109,47 @@ def fake_colab(mounted: list[str]) -> dict[str, types.ModuleType]:
     return {"google": google, "google.colab": colab}
 
 
-def test_colab_branch_refuses_the_placeholder_clones_without_prompt_and_shares_drive(setup_sandbox, monkeypatch):
+def test_colab_branch_refuses_the_placeholder_clones_without_prompt_installs_and_shares_drive(setup_sandbox,
+                                                                                            monkeypatch):
     content = setup_sandbox / "content"  # stands for Colab's /content
-    source = setup_source().replace('"/content', f'"{content}')
-    clones, mounted = [], []
+    source = setup_source().replace('"/content/', f'"{content}/')
+    monkeypatch.setattr(notebook, "DRIVE_FOLDER", content / "drive" / "MyDrive" / "compact-resnets")
+    commands, mounted = [], []
 
     def fake_run(cmd, **kwargs):
+        commands.append((cmd, kwargs))
         if cmd[:2] == ["git", "clone"]:
-            clones.append((cmd, kwargs))
-            if "missing-repo" in cmd[-2]:  # what git says with prompts disabled
-                return subprocess.CompletedProcess(cmd, 128, "", "Cloning into 'x'...\nfatal: could not read Username "
-                                                   "for 'https://github.com': terminal prompts disabled\n")
+            if "missing-repo" in cmd[-2]:  # git's exit status with prompts disabled
+                return subprocess.CompletedProcess(cmd, 128)
             Path(cmd[-1]).mkdir(parents=True)
-            for name in ("resnet_lib.py", "requirements.txt"):
-                (Path(cmd[-1]) / name).write_text((ROOT / name).read_text())
-            return subprocess.CompletedProcess(cmd, 0, "", "")
-        raise AssertionError(f"unexpected command {cmd}")  # no pip install: everything is installed here
+            return subprocess.CompletedProcess(cmd, 0)
+        assert cmd[1:5] == ["-m", "pip", "install", "-q"], f"unexpected command {cmd}"  # nothing else is missing
+        return subprocess.CompletedProcess(cmd, 0)
 
     monkeypatch.setattr(subprocess, "run", fake_run)
     with mock.patch.dict(sys.modules, fake_colab(mounted)):
-        with pytest.raises(ValueError) as e:
+        with pytest.raises(RuntimeError, match="set REPO_URL in this cell's form field"):
             run_setup(source)
-        assert str(e.value).startswith("REPO_URL still says OWNER: set it in this cell's form field") and \
-            "\n" not in str(e.value)
-        assert not clones and not mounted
+        assert not commands and not mounted  # the placeholder is refused before anything runs
 
-        with pytest.raises(RuntimeError, match=r"git clone https://github.com/x/missing-repo failed \(fatal: could "
-                                               r"not read Username .*terminal prompts disabled\): check REPO_URL"):
+        with pytest.raises(RuntimeError, match=r"cannot clone https://github.com/x/missing-repo: set REPO_URL"):
             run_setup(source.replace(PLACEHOLDER, "https://github.com/x/missing-repo"))
+        assert [cmd[:2] for cmd, _ in commands] == [["git", "clone"]]
 
         os.environ["RESULTS_DIR"] = "/already/chosen"  # a folder set by the user wins over Drive's
         url = "https://github.com/someone/compact-resnets-cifar10.git"
         ns = run_setup(source.replace(PLACEHOLDER, url).replace("USE_DRIVE = False  #", "USE_DRIVE = True  #"))
-    cmd, kwargs = clones[-1]
     clone = content / "compact-resnets-cifar10"
-    assert cmd == ["git", "clone", "--depth", "1", url, str(clone)] and kwargs["env"]["GIT_TERMINAL_PROMPT"] == "0"
+    (git, git_kwargs), = [(cmd, kw) for cmd, kw in commands[1:] if cmd[0] == "git"]
+    pip = next(cmd for cmd, _ in commands if "-e" in cmd)
+    assert git == ["git", "clone", "--depth", "1", url, str(clone)] and git_kwargs["env"]["GIT_TERMINAL_PROMPT"] == "0"
+    assert pip == [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", str(clone)]
+    assert sys.path[0] == str(clone)  # this kernel imports the clone without a restart
     assert mounted == [str(content / "drive")]
     shared = content / "drive" / "MyDrive" / "compact-resnets"
     assert os.environ["DATA_DIR"] == str(shared / "data") and os.environ["FIGURES_DIR"] == str(shared / "figures")
     assert os.environ["RESULTS_DIR"] == "/already/chosen"
-    assert ns["IN_COLAB"] and ns["ROOT"] == clone and Path.cwd() == clone
+    assert ns["ROOT"] == ROOT and Path.cwd() == ROOT  # (here the clone stands in; the package is this checkout)
 
 
 # ------------------------------------------------------------------ papermill from anywhere, smoke outputs

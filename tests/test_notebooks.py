@@ -18,8 +18,11 @@ import pytest
 import torch
 
 import resnet_lib as rl
+from resnet_tools.figures import plot_class_balance, save_figure
+from resnet_tools.results import confused_pairs, confusion_matrix, per_class_accuracy, results_table, run_name
+from resnet_tools.results import write_table
 from conftest import ROOT, write_cifar
-from resnet_tools.cli import list_parameter
+from resnet_tools.notebook import list_parameter
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 RUNNER = ROOT / "scripts" / "run_notebooks.py"
@@ -121,7 +124,7 @@ def test_runner_smoke_end_to_end_writes_every_figure_and_result(tmp_path):
     results = Path(env["RESULTS_DIR"])
     for run in RUNS:
         res = json.loads((results / run / "results.json").read_text())
-        assert rl.run_name(res["config"]) == run and res["config"]["epochs"] == 1
+        assert run_name(res["config"]) == run and res["config"]["epochs"] == 1
         assert (results / run / "checkpoint.pt").stat().st_size > 0
     for ext in ("csv", "md", "tex"):
         assert (results / f"results_table.{ext}").stat().st_size > 0
@@ -150,7 +153,7 @@ def test_runner_smoke_end_to_end_writes_every_figure_and_result(tmp_path):
 
 @pytest.mark.parametrize("seeds", ["[0, 1]", "0,1"])
 def test_papermill_list_parameters_as_the_readme_types_them(tmp_path, seeds):
-    """`papermill ... -p SEEDS "[0, 1, 2]"` (the README's form; -p passes text) and `-p SEEDS 0,1`."""
+    """`papermill ... -p SEEDS "[0, 1, 2]"` (docs/usage.md's form; -p passes text) and `-p SEEDS 0,1`."""
     env = smoke_env(tmp_path)
     notebook = ROOT / "notebooks" / "02_train_lite.ipynb"
     cmd = [sys.executable, "-m", "papermill", str(notebook), str(tmp_path / "out.ipynb"),
@@ -204,9 +207,9 @@ def test_save_figure_writes_vector_pdf_with_embedded_truetype_fonts_and_png(tmp_
     import matplotlib
 
     matplotlib.use("Agg")
-    fig = rl.plot_class_balance(rl.CIFAR10(torch.zeros(20, 3, 32, 32, dtype=torch.uint8), torch.arange(20) % 10,
+    fig = plot_class_balance(rl.CIFAR10(torch.zeros(20, 3, 32, 32, dtype=torch.uint8), torch.arange(20) % 10,
                                            torch.zeros(10, 3, 32, 32, dtype=torch.uint8), torch.arange(10)))
-    pdf, png = rl.save_figure(fig, "balance", tmp_path / "figs")
+    pdf, png = save_figure(fig, "balance", tmp_path / "figs")
     raw = pdf.read_bytes()
     assert b"/FontFile2" in raw and b"/Type3" not in raw  # TrueType (fonttype 42) embedded
     from PIL import Image
@@ -215,18 +218,18 @@ def test_save_figure_writes_vector_pdf_with_embedded_truetype_fonts_and_png(tmp_
         dpi = im.info["dpi"]
     assert round(dpi[0]) == 200
     with pytest.raises(ValueError, match="bare file name"):
-        rl.save_figure(fig, "balance.pdf", tmp_path)
+        save_figure(fig, "balance.pdf", tmp_path)
 
 
 def test_confusion_matrix_per_class_accuracy_and_confused_pairs():
     labels = torch.tensor([0, 0, 0, 0, 1, 1, 2, 2, 3, 3])
     preds = torch.tensor([0, 0, 1, 1, 1, 0, 2, 3, 3, 2])
-    cm = rl.confusion_matrix(labels, preds, num_classes=4)
+    cm = confusion_matrix(labels, preds, num_classes=4)
     assert cm.tolist() == [[2, 2, 0, 0], [1, 1, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1]]
     ev = rl.EvalResult(0.0, 0.5, torch.zeros(10, 4), preds, labels)
     classes = ("a", "b", "c", "d")
-    assert rl.per_class_accuracy({"run": ev}, classes)["run"].tolist() == [50.0, 50.0, 50.0, 50.0]
-    pairs = rl.confused_pairs({"run": ev}, k=2, classes=classes)
+    assert per_class_accuracy({"run": ev}, classes)["run"].tolist() == [50.0, 50.0, 50.0, 50.0]
+    pairs = confused_pairs({"run": ev}, k=2, classes=classes)
     assert pairs[["class A", "class B", "A predicted as B", "B predicted as A", "confusions"]].values.tolist() == [
         ["a", "b", 2, 1, 3], ["c", "d", 1, 1, 2]]
 
@@ -236,7 +239,7 @@ def test_results_table_and_write_table_formats(tmp_path):
     res = {"config": dataclasses.asdict(cfg), "num_params": 4_903_242, "history": {"epoch": [1, 2]},
            "final": {"train_acc": 0.5, "val_acc": None, "test_acc": 0.25, "tta": False},
            "data": {"official": False, "n_train": 100, "n_test": 50}, "device": "cpu", "wall_seconds": 90.0}
-    table = rl.results_table([res])
+    table = results_table([res])
     row = table.iloc[0]
     assert (row["run"], row["optimizer"], row["test acc (%)"], row["epochs"]) == (
         "improved-seed-adam",
@@ -245,7 +248,7 @@ def test_results_table_and_write_table_formats(tmp_path):
         2,
     )
     assert row["test acc reported by the seed (%)"] == 91.52 and "val acc (%)" not in table  # no validation split
-    csv_path, md_path, tex_path = rl.write_table(table, tmp_path / "t")
+    csv_path, md_path, tex_path = write_table(table, tmp_path / "t")
     md = md_path.read_text().splitlines()
     assert (
         md[0].startswith("| run | model |")

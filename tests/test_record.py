@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,10 +11,8 @@ import torch
 import resnet_lib as rl
 from conftest import ROOT
 from resnet_tools.record import not_record_tag, output_dirs
-
-sys.path.insert(0, str(ROOT / "scripts"))
-import make_report_inputs as mri  # noqa: E402
-import update_readme_results as urr  # noqa: E402
+from resnet_tools.report import paper
+from resnet_tools.report import readme as readme_section
 
 
 def sized(n_train: int, n_test: int, label: str, root: str = "/data/cifar") -> rl.CIFAR10:
@@ -67,13 +64,18 @@ def test_folders_given_are_obeyed(tmp_path):
 # ------------------------------------------------------------------ the committed record
 def test_committed_readme_section_is_rebuilt_from_the_record_byte_for_byte():
     readme = (ROOT / "README.md").read_text()
-    block = urr.render_block(ROOT / "results", ROOT / "figures", ROOT)
-    assert urr.replace_block(readme, block) == readme, "run: python scripts/update_readme_results.py"
+    block = readme_section.render_block(ROOT / "results", ROOT / "figures", ROOT)
+    assert readme_section.replace_block(readme, block) == readme, "run: python scripts/update_readme_results.py"
+
+
+def test_committed_results_page_is_rebuilt_from_the_record_byte_for_byte():
+    committed = (ROOT / readme_section.DOC).read_text()
+    assert readme_section.render_doc(ROOT / "results") == committed, "run: python scripts/update_readme_results.py"
 
 
 def test_committed_paper_inputs_are_rebuilt_from_the_record_byte_for_byte(tmp_path):
     committed = ROOT / "report" / "generated"
-    mri.write_inputs(ROOT / "results", ROOT / "figures", tmp_path, tex_dir=ROOT / "report")
+    paper.write_inputs(ROOT / "results", ROOT / "figures", tmp_path, tex_dir=ROOT / "report")
     rebuilt = sorted(p.name for p in tmp_path.glob("*.tex"))
     assert rebuilt == sorted(p.name for p in committed.glob("*.tex"))
     for name in rebuilt:

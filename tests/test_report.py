@@ -1,4 +1,4 @@
-"""The report generators (scripts/make_report_inputs.py, scripts/update_readme_results.py) on
+"""The report generators (resnet_tools.report: the paper's fragments and the README's section) on
 synthetic results files that the tests write: what the paper and the README say for no runs,
 partial runs on a subset, and full CIFAR-10 runs. No LaTeX here: `make report` compiles."""
 
@@ -8,7 +8,6 @@ import dataclasses
 import json
 import os
 import re
-import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -18,11 +17,11 @@ import torch
 
 from conftest import ROOT, tiny_config
 
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import make_report_inputs as mri  # noqa: E402
-import resnet_lib as rl  # noqa: E402
-import update_readme_results as urr  # noqa: E402
+import resnet_lib as rl
+from resnet_tools import job, results
+from resnet_tools.report import facts, latex, paper, words
+from resnet_tools.report import readme as readme_section
+from resnet_tools.results import confused_pairs, per_class_accuracy, run_name, write_table
 
 RUNS = ("lite-seed-sgd", "lite-modern", "improved-seed-sgd", "improved-seed-adam", "improved-modern", "lite-distill")
 MINI = {"root": "/somewhere/cifar10-mini", "official": False, "n_train": 3663, "n_val": 407, "n_test": 1015}
@@ -39,7 +38,7 @@ def fake_result(
     wall: float = 30.0,
     train_subset: int = 0,
 ) -> dict:
-    """A results.json as resnet_lib.train_and_evaluate writes it, with chosen numbers."""
+    """A results.json as resnet_tools.job.train_and_evaluate writes it, with chosen numbers."""
     model, recipe, *opt = name.split("-")
     cfg = rl.TrainConfig.from_recipe(
         recipe, model=model, epochs=epochs, train_subset=train_subset, **({"optimizer": opt[0]} if opt else {}),
@@ -87,7 +86,7 @@ def fake_result(
 def no_committed_experiments(tmp_path_factory, monkeypatch):
     """The generators also read report/experiments/ (the seed-recipe readings); these tests give
     them an empty one unless they write their own, so only their own runs show up."""
-    monkeypatch.setattr(mri, "EXPERIMENTS", tmp_path_factory.mktemp("no-experiments"))
+    monkeypatch.setattr(facts, "EXPERIMENTS", tmp_path_factory.mktemp("no-experiments"))
 
 
 def write_runs(results: Path, runs: dict[str, dict]) -> Path:
@@ -105,7 +104,7 @@ def generate(tmp_path: Path, runs: dict[str, dict] | None = None, figures: list[
     for name in figures:
         (fig_dir / name).write_bytes(b"\x89PNG placeholder for a path test")
     out = tmp_path / "report" / "generated"
-    return mri.write_inputs(results, fig_dir, out), out
+    return paper.write_inputs(results, fig_dir, out), out
 
 
 def read(out: Path, name: str) -> str:
@@ -113,7 +112,7 @@ def read(out: Path, name: str) -> str:
 
 
 def test_expected_runs_are_the_notebooks_six():
-    assert list(mri.expected_runs()) == list(RUNS)
+    assert list(facts.expected_runs()) == list(RUNS)
 
 
 def test_no_results_builds_every_fragment_and_says_so(tmp_path):
@@ -147,7 +146,7 @@ def test_subset_runs_are_labelled_and_not_compared_with_the_seed(tmp_path):
     assert "neither confirmed nor refuted" in read(out, "seed_discussion.tex")
     assert "recipe moves" not in read(out, "seed_discussion.tex")  # no Lite seed run, no Improved modern run
     lim = read(out, "limitations.tex")
-    assert "far shorter" in lim and "Not measured in this build: " + mri.tt_list(["lite-seed-sgd"]) in lim
+    assert "far shorter" in lim and "Not measured in this build: " + latex.tt_list(["lite-seed-sgd"]) in lim
 
 
 def test_full_runs_are_compared_with_the_seed_and_selected_by_validation(tmp_path):
@@ -160,10 +159,10 @@ def test_full_runs_are_compared_with_the_seed_and_selected_by_validation(tmp_pat
     manifest, out = generate(tmp_path, runs)
     assert manifest["full_cifar10_runs"] == list(runs)
     seed = read(out, "seed_comparison.tex")
-    claims = mri.seed_claims()
-    assert f"& {mri.signed(80.00 - claims['lite-seed-sgd'][1])} &" in seed  # ours minus the seed's claim
-    assert f"& {mri.signed(90.12 - claims['improved-seed-sgd'][1])} &" in seed
-    assert mri.signed(-2.5) == "$-$2.50" and mri.signed(0.125) == "+0.12"
+    claims = facts.seed_claims()
+    assert f"& {latex.signed(80.00 - claims['lite-seed-sgd'][1])} &" in seed  # ours minus the seed's claim
+    assert f"& {latex.signed(90.12 - claims['improved-seed-sgd'][1])} &" in seed
+    assert latex.signed(-2.5) == "$-$2.50" and latex.signed(0.125) == "+0.12"
     assert "improved-seed-sgd" in read(out, "abstract.tex") and "90.12" in read(out, "abstract.tex")
     assert "full CIFAR-10, 45,000/5,000/10,000 train/val/test images, official test set" in read(
         out, "results_table.tex"
@@ -249,7 +248,7 @@ def test_figure_older_than_its_results_is_flagged(tmp_path):
     manifest, out = generate(tmp_path, {})
     assert manifest["figures_older_than_results"] == {"lite_training_curves": ["lite-modern"]}
     curves = read(out, "fig_curves.tex").split("\\end{figure*}")
-    assert "Warning: drawn before the current results of " + mri.tt_list(["lite-modern"]) in curves[0]
+    assert "Warning: drawn before the current results of " + latex.tt_list(["lite-modern"]) in curves[0]
     assert "Warning" not in curves[1] and "Warning" not in read(out, "fig_data.tex")
 
 
@@ -257,8 +256,8 @@ def test_figure_path_latex_cannot_include_is_an_error(tmp_path):
     fig_dir = tmp_path / "figs#1"
     fig_dir.mkdir()
     (fig_dir / "samples_per_class.png").write_bytes(b"png")
-    with pytest.raises(mri.ResultsError, match="LaTeX cannot include"):
-        mri.write_inputs(tmp_path / "results", fig_dir, tmp_path / "report" / "generated")
+    with pytest.raises(results.ResultsError, match="LaTeX cannot include"):
+        paper.write_inputs(tmp_path / "results", fig_dir, tmp_path / "report" / "generated")
 
 
 def write_per_class(results: Path, runs: list[str]) -> None:
@@ -270,8 +269,8 @@ def write_per_class(results: Path, runs: list[str]) -> None:
         preds[labels == 3] = 5  # every cat predicted as dog
         preds[torch.nonzero(labels == 1).flatten()[: 2 + i]] = 9  # some automobiles as trucks
         evals[name] = rl.EvalResult(0.0, (preds == labels).float().mean().item(), torch.zeros(100, 10), preds, labels)
-    rl.write_table(rl.per_class_accuracy(evals).reset_index(), results / "per_class_accuracy")
-    rl.write_table(rl.confused_pairs(evals, k=5), results / "confused_pairs")
+    write_table(per_class_accuracy(evals).reset_index(), results / "per_class_accuracy")
+    write_table(confused_pairs(evals, k=5), results / "confused_pairs")
 
 
 def test_per_class_analysis_from_notebook_05_files(tmp_path):
@@ -295,13 +294,13 @@ def test_per_class_analysis_from_notebook_05_files(tmp_path):
     later = {**runs["improved-modern"], "finished": f"{datetime.now(timezone.utc) + timedelta(minutes=1):%Y-%m-%dT%H:%M:%S%z}"}
     write_runs(tmp_path / "results", {"improved-modern": later})  # finished after the CSV was written
     _, out = generate(tmp_path, {})
-    assert "older than the results of " + mri.tt_list(["improved-modern"]) in read(out, "per_class.tex")
+    assert "older than the results of " + latex.tt_list(["improved-modern"]) in read(out, "per_class.tex")
 
 
 def test_per_class_file_with_another_layout_fails_loudly(tmp_path):
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "per_class_accuracy.csv").write_text("klass,lite-modern\nairplane,1.0\n")
-    with pytest.raises(mri.ResultsError, match="'class' column"):
+    with pytest.raises(results.ResultsError, match="'class' column"):
         generate(tmp_path)
 
 
@@ -310,13 +309,13 @@ def test_broken_results_file_is_an_error_naming_it(tmp_path, capsys):
     bad.mkdir(parents=True)
     (bad / "results.json").write_text('{"config": ')
     assert (
-        mri.main(["--results", str(tmp_path / "results"), "--figures", str(tmp_path), "--out", str(tmp_path / "o")])
+        paper.main(["--results", str(tmp_path / "results"), "--figures", str(tmp_path), "--out", str(tmp_path / "o")])
         == 2
     )
     assert "lite-modern/results.json: unreadable" in capsys.readouterr().err
     (bad / "results.json").write_text('{"config": {}}')
-    with pytest.raises(mri.ResultsError, match="missing num_params"):
-        mri.load_runs(tmp_path / "results")
+    with pytest.raises(results.ResultsError, match="missing num_params"):
+        facts.load_runs(tmp_path / "results")
 
 
 def test_latex_specials_are_escaped(tmp_path):
@@ -340,7 +339,7 @@ def test_report_source_types_no_results(tmp_path):
 def test_results_written_by_train_and_evaluate_are_read(tmp_path, cifar):
     """The contract with the library: a real (tiny) results.json, not just the fake one."""
     cfg = tiny_config(epochs=1, channels_last=False)  # channels_last is slow on small CPU batches
-    rl.train_and_evaluate(cfg, data=cifar, out_dir=tmp_path / "results" / rl.run_name(cfg), progress=False)
+    job.train_and_evaluate(cfg, data=cifar, out_dir=tmp_path / "results" / run_name(cfg), progress=False)
     manifest, out = generate(tmp_path)
     assert manifest["runs"] == ["lite-modern"]
     assert "non-official folder 'cifar'" in read(out, "results_table.tex")
@@ -361,7 +360,7 @@ def test_readme_block_replaced_between_markers(tmp_path):
     readme.write_text(README)
     readme.chmod(0o644)
     assert (
-        urr.main(
+        readme_section.main(
             ["--readme", str(readme), "--results", str(tmp_path / "results"), "--figures", str(tmp_path / "figures")]
         )
         == 0
@@ -370,13 +369,17 @@ def test_readme_block_replaced_between_markers(tmp_path):
     assert text.startswith("# Project\n\nIntro.\n\n## Results\n\n<!-- results:start -->\n")
     assert text.endswith("<!-- results:end -->\n\n## Next\n") and "stale" not in text
     assert "| `lite-modern` | SGD + Nesterov momentum | 78,042 |" in text and "45.67 †" in text
-    assert text.count("*not measured*") == (len(RUNS) - 1) + 3  # results table, and seed table rows
+    assert text.count("*not measured*") == len(RUNS) - 1  # the results table's rows
     assert "No run here used the full CIFAR-10" in text and "`make run`" in text
+    assert "[docs/results.md](docs/results.md)" in text
+    doc = (tmp_path / "docs" / "results.md").read_text()  # beside the README: the rest of the results
+    assert doc.count("*not measured*") == 3 and "**Targets**" in doc and "Targets" not in text  # the seed rows'
+    assert "| `lite-modern` | SGD" not in doc  # one place per fact: the results table is the README's
     assert "![Lite ResNet: loss, accuracy and learning rate per epoch](figures/lite_training_curves.png)" in text
-    assert mri.REGENERATE in text
+    assert facts.REGENERATE in text
     assert readme.stat().st_mode & 0o777 == 0o644
     # Idempotent: a second run changes nothing.
-    urr.main(["--readme", str(readme), "--results", str(tmp_path / "results"), "--figures", str(tmp_path / "figures")])
+    readme_section.main(["--readme", str(readme), "--results", str(tmp_path / "results"), "--figures", str(tmp_path / "figures")])
     assert readme.read_text() == text
 
 
@@ -385,12 +388,12 @@ def test_readme_skips_a_figure_drawn_before_its_results(tmp_path):
     (tmp_path / "figures").mkdir()
     stamped_png(tmp_path / "figures" / "improved_training_curves.png", "2025-12-31T00:00:00+0000")
     stamped_png(tmp_path / "figures" / "confusion_matrix_improved-modern.png", None)  # unstamped: not judged
-    block = urr.render_block(tmp_path / "results", tmp_path / "figures", tmp_path)
+    block = readme_section.render_block(tmp_path / "results", tmp_path / "figures", tmp_path)
     assert "(figures/confusion_matrix_improved-modern.png)" in block and "improved_training_curves" not in block
 
 
 def test_readme_without_results_shows_no_numbers(tmp_path):
-    block = urr.render_block(tmp_path / "none", tmp_path / "none", tmp_path)
+    block = readme_section.render_block(tmp_path / "none", tmp_path / "none", tmp_path)
     assert "No training run has produced results yet" in block
     assert not re.search(r"\d+\.\d+ ?%", block)
 
@@ -404,8 +407,8 @@ def test_readme_without_results_shows_no_numbers(tmp_path):
     ],
 )
 def test_readme_markers_must_be_there_once_and_in_order(tmp_path, text, problem):
-    with pytest.raises(urr.MarkerError, match=problem):
-        urr.replace_block(text, "block")
+    with pytest.raises(readme_section.MarkerError, match=problem):
+        readme_section.replace_block(text, "block")
 
 
 def test_seeds_give_mean_and_std_and_only_a_clear_difference_is_a_finding(tmp_path):
@@ -416,14 +419,14 @@ def test_seeds_give_mean_and_std_and_only_a_clear_difference_is_a_finding(tmp_pa
         for name, acc in (("lite-seed-sgd", t_old), ("lite-modern", t_new)):
             res = fake_result(name, acc, acc - 0.01, FULL, epochs=40)
             res["config"]["seed"] = seed
-            runs[rl.run_name(res["config"])] = res
+            runs[run_name(res["config"])] = res
     _, out = generate(tmp_path, runs)
     table = read(out, "results_table.tex")
     assert "83.20 $\\pm$ 0.20" in table and "70.50 $\\pm$ 0.50" in table
     assert "lite-modern-seed1" not in table  # seeds merge into their configuration's row
     sentences = read(out, "seed_discussion.tex") + read(out, "abstract.tex") + read(out, "limitations.tex")
     assert "3 and 3 seeds, more than twice its standard error" in sentences and "holds up" in sentences
-    block = urr.render_block(tmp_path / "results", tmp_path / "figures", tmp_path)
+    block = readme_section.render_block(tmp_path / "results", tmp_path / "figures", tmp_path)
     assert "| 83.20 ± 0.20 † | 3 |" in block and "| `lite-seed-sgd` |" in block
 
 
@@ -442,11 +445,16 @@ def test_one_seed_each_is_not_called_a_finding(tmp_path):
 def test_paper_shows_two_confusion_matrices_and_the_rest_in_the_appendix(tmp_path):
     runs = {n: fake_result(n, 0.8 - 0.01 * i, 0.79 - 0.01 * i, FULL, epochs=40) for i, n in enumerate(RUNS)}
     _, out = generate(tmp_path, runs, figures=[f"confusion_matrix_{n}.png" for n in RUNS])
-    main, appendix = read(out, "fig_confusion.tex"), read(out, "appendix_confusion.tex")
+    main = read(out, "fig_confusion.tex")
     key = ["lite-seed-sgd", "improved-seed-sgd"]  # each model's best run by validation accuracy
-    assert all(f"confusion_matrix_{n}" in main for n in key) and main.count("\\includegraphics") == 2
-    assert appendix.count("\\includegraphics") == len(RUNS) - 2 and not any(f"confusion_matrix_{n}." in appendix for n in key)
-    assert "Runs as in Table~\\ref{tab:results}" in main and "Produced by" not in main  # said once, in the table
+    assert not (out / "appendix_confusion.tex").exists() and main.count("\\begin{figure*}") == 1
+    grid = main.split("\\begin{figure*}")[1].split("\\end{figure*}")[0]  # every matrix on one page
+    assert grid.count("\\includegraphics") == len(RUNS) and "0.32\\textwidth" in grid  # six: three to a row
+    assert [grid.index(f"confusion_matrix_{n}.") for n in key] < [grid.index("confusion_matrix_lite-modern.")] * 2
+    assert "One run per configuration, its first seed (seed 0)." in grid and "Produced by" not in main
+    _, out4 = generate(tmp_path / "four", dict(list(runs.items())[:4]),
+                       figures=[f"confusion_matrix_{n}.png" for n in RUNS[:4]])
+    assert read(out4, "fig_confusion.tex").count("0.46\\textwidth") == 4  # up to four: two to a row
     mixed = {**runs, "lite-modern": fake_result("lite-modern", 0.6, 0.6, MINI, epochs=2)}
     _, out = generate(tmp_path / "mixed", mixed, figures=["per_class_accuracy.png"])
     assert "do not compare like for like" in read(out, "fig_confusion.tex")  # per-class figure: mixed data
@@ -463,13 +471,51 @@ def test_seed_readings_table_from_the_experiments_index(tmp_path, monkeypatch):
              "readings": [{"name": "literal", "what": "SGD 0.01, constant", "file": "literal.json"},
                           {"name": "kuangliu", "what": "cosine T_max 200", "note": "not measured: no time"}]}
     (tmp_path / "index.json").write_text(json.dumps(index))
-    monkeypatch.setattr(mri, "EXPERIMENTS", tmp_path)
-    rows = mri.reading_rows(mri.seed_readings()[0])
-    assert rows[0] == ["literal", "SGD 0.01, constant", "92.67", "70.00", "73.50", f"{13.55 + 9.87:.2f}"]
-    assert rows[1][-1] == "not measured: no time" and rows[1][2] == "--"
-    assert "tab:readings" in mri.seed_readings_tex() and "JPEG copy" in mri.seed_readings_tex()
-    block = urr.render_block(tmp_path / "none", tmp_path / "figures", tmp_path)
-    assert "| literal | SGD 0.01, constant | 92.67 | 70.00 | 73.50 | 23.42 |" in block
+    monkeypatch.setattr(facts, "EXPERIMENTS", tmp_path)
+    rows = words.reading_rows(facts.seed_readings()[0])
+    assert rows[0] == ["literal", "SGD 0.01, constant", "1 (0)", "92.67", "70.00", "73.50", f"{13.55 + 9.87:.2f}"]
+    assert rows[1][-1] == "not measured: no time" and rows[1][2:4] == ["0", "--"]
+    assert "tab:readings" in paper.seed_readings_tex() and "JPEG copy" in paper.seed_readings_tex()
+    block = readme_section.render_doc(tmp_path / "none")
+    assert "| literal | SGD 0.01, constant | 1 (0) | 92.67 | 70.00 | 73.50 | 23.42 |" in block
+
+
+def test_a_reading_over_several_seeds_gives_mean_std_and_its_distance_from_the_mean(tmp_path, monkeypatch):
+    """A reading with "files" (one results file per seed) is merged like the other multi-seed rows:
+    mean +- std and n; its distance to the seed's Lite row (79.12 / 79.87) comes from the means, its
+    best test epoch is each seed's best averaged, and the closest Lite reading is named from it."""
+    for seed, (train, test, best) in enumerate([(0.80, 0.78, 0.79), (0.81, 0.76, 0.77), (0.82, 0.77, 0.78)]):
+        res = fake_result("lite-seed-sgd", test, test - 0.01, FULL, epochs=40)
+        res["config"]["seed"], res["final"]["train_acc"] = seed, train
+        res["history"]["test_acc"][5] = best
+        (tmp_path / f"crop{seed}.json").write_text(json.dumps(res))
+    far = fake_result("lite-seed-sgd", 0.70, 0.69, FULL, epochs=40)
+    far["final"]["train_acc"] = 0.9267
+    (tmp_path / "literal.json").write_text(json.dumps(far))
+    index = {"data": "JPEG copy.", "readings": [
+        {"name": "literal", "what": "SGD 0.01", "file": "literal.json"},
+        {"name": "crop + flip", "what": "--crop --flip", "files": [f"crop{s}.json" for s in range(3)]},
+        {"name": "planned", "what": "x", "files": ["absent0.json", "absent1.json"], "note": "not measured yet"}]}
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    monkeypatch.setattr(facts, "EXPERIMENTS", tmp_path)
+    readings = facts.seed_readings()[0]
+    fit = facts.reading_fit(readings[1])
+    assert facts.n_seeds(readings[1].res) == 3 and len(readings[1].members) == 3
+    assert (fit.train, fit.test, fit.best_test) == pytest.approx((81.0, 77.0, 78.0))
+    assert fit.distance == pytest.approx(abs(81.0 - 79.12) + abs(77.0 - 79.87))
+    rows = words.reading_rows(readings)
+    assert rows[1][2:] == ["3 (0, 1, 2)", "81.00 ± 1.00", "77.00 ± 1.00", "78.00", "4.75"]
+    assert rows[2][2] == "0" and rows[2][-1] == "not measured yet"
+    assert facts.closest_reading(readings) is readings[1]
+    assert facts.closest_reading(readings, model="improved") is None
+    closest = "Closest to the seed's Lite row (79.12% train, 79.87% test): crop + flip, 4.75 points away"
+    assert words.closest_text(readings).startswith(closest) and "mean of 3 seeds" in words.closest_text(readings)
+    tex_table = paper.seed_readings_tex()
+    assert "81.00 $\\pm$ 1.00" in tex_table and "Closest to the seed's Lite row" in tex_table
+    doc = readme_section.render_doc(tmp_path / "none")
+    assert "| crop + flip | --crop --flip | 3 (0, 1, 2) | 81.00 ± 1.00 | 77.00 ± 1.00 | 78.00 | 4.75 |" in doc
+    block = readme_section.render_block(tmp_path / "none", tmp_path / "figures", tmp_path)
+    assert closest in block and closest not in doc  # the README names it; the page has the table
 
 
 def test_an_improved_reading_is_measured_against_the_seeds_improved_row(tmp_path, monkeypatch):
@@ -480,10 +526,10 @@ def test_an_improved_reading_is_measured_against_the_seeds_improved_row(tmp_path
     (tmp_path / "adam.json").write_text(json.dumps(res))
     index = {"data": "JPEG copy.", "readings": [{"name": "adam", "what": "Adam, crop", "file": "adam.json"}]}
     (tmp_path / "index.json").write_text(json.dumps(index))
-    monkeypatch.setattr(mri, "EXPERIMENTS", tmp_path)
-    row = mri.reading_rows(mri.seed_readings()[0])[0]
-    assert row[2:4] == ["97.00", "90.00"] and row[-1] == f"{1.42 + 1.52:.2f}"
-    assert "Improved Adam 98.42\\% train, 91.52\\% test" in mri.seed_readings_tex()
+    monkeypatch.setattr(facts, "EXPERIMENTS", tmp_path)
+    row = words.reading_rows(facts.seed_readings()[0])[0]
+    assert row[3:5] == ["97.00", "90.00"] and row[-1] == f"{1.42 + 1.52:.2f}"
+    assert "Improved Adam 98.42\\% train, 91.52\\% test" in paper.seed_readings_tex()
 
 
 def test_ablation_table_compares_variants_with_the_baseline_on_validation(tmp_path, monkeypatch):
@@ -508,29 +554,29 @@ def test_ablation_table_compares_variants_with_the_baseline_on_validation(tmp_pa
                           {"name": "EMA", "what": "an EMA of the weights", "note": "not measured: no time"},
                           {"name": "80 epochs", "what": "--epochs 80", "files": ["long.json"], "diagnostic": True}]}
     (tmp_path / "ablation.json").write_text(json.dumps(index))
-    monkeypatch.setattr(mri, "EXPERIMENTS", tmp_path)
-    base, variants, data = mri.ablation()
-    rows = mri.ablation_rows(base, variants)
+    monkeypatch.setattr(facts, "EXPERIMENTS", tmp_path)
+    base, variants, data = facts.ablation()
+    rows = words.ablation_rows(base, variants)
     assert rows[0][:7] == ["modern", "as is", "3 (0, 1, 2)", "79.88 ± 0.18", "83.20 ± 0.20", "82.70 ± 0.20", ""]
-    assert rows[1][2:7] == ["1 (0)", "81.05", "84.50", "84.00", "+1.30"] and "too few seeds" in rows[1][7]
-    assert rows[2][6] == "+3.90" and rows[2][7].startswith("exceeds the noise")
+    assert rows[1][2:] == ["1 (0)", "81.05", "84.50", "84.00", "+1.30", "too few seeds (1 vs 3)"]
+    assert rows[2][6:] == ["+3.90", "exceeds the noise (2 SE 0.31)"]  # short cells: Δ has its own column
     assert rows[3][2] == "0" and rows[3][-1] == "not measured: no time"
-    assert rows[4][6] == "+1.80" and rows[4][7].startswith("diagnostic, not a candidate: 1.80 points")
-    summary = mri.ablation_summary(base, variants)
+    assert rows[4][6:] == ["+1.80", "diagnostic, no candidate; too few seeds (1 vs 3)"]
+    summary = words.ablation_summary(base, variants)
     assert summary.startswith("Against the baseline's mean, wd 1e-4: training +1.17, validation +1.30 points; lr 0.2:")
     assert "helped" not in summary and summary.endswith("Variants with one seed are a screening, not a finding.")
     assert "Outside the budget (diagnostics, no candidates): 80 epochs: training" in summary
     low = variants[0]._replace(res={**variants[0].res, "final": {**variants[0].res["final"], "val_acc": 0.829}})
-    assert "(0.40 points): none of these changes helped here." in mri.ablation_summary(base, [low])
+    assert "(0.40 points): none of these changes helped here." in words.ablation_summary(base, [low])
     # a diagnostic above the noise (80 epochs: +1.80) is no candidate, so the verdict on the candidates stands
-    assert "(0.40 points): none of these changes helped here." in mri.ablation_summary(base, [low, variants[3]])
+    assert "(0.40 points): none of these changes helped here." in words.ablation_summary(base, [low, variants[3]])
     # a variant that re-evaluates the baseline's own models (scripts/screen_tta.py) changed no training
     tta = low._replace(name="translate TTA", res={**low.res, "evaluation": "flip + translate TTA"})
-    assert "translate TTA (evaluation only): validation -0.30 points." in mri.ablation_summary(base, [tta])
-    tex_table = mri.ablation_tex()
+    assert "translate TTA (evaluation only): validation -0.30 points." in words.ablation_summary(base, [tta])
+    tex_table = paper.ablation_tex()
     assert "tab:ablation" in tex_table and "83.20 $\\pm$ 0.20" in tex_table and "JPEG copy" in tex_table
     assert "-{}-weight-decay 1e-4" in tex_table  # not an en dash
-    block = urr.render_block(tmp_path / "none", tmp_path / "figures", tmp_path)
+    block = readme_section.render_doc(tmp_path / "none")
     assert "| modern | as is | 3 (0, 1, 2) | 79.88 ± 0.18 | 83.20 ± 0.20 | 82.70 ± 0.20 |  | baseline |" in block
 
 
@@ -544,8 +590,8 @@ def test_training_curves_show_each_configurations_first_seed():
     for k in (1, 2):
         runs[f"lite-modern-seed{k}"] = fake_result("lite-modern", 0.8, 0.8, FULL)
         runs[f"lite-modern-seed{k}"]["config"]["seed"] = k
-    assert sorted(mri.figure_runs("lite_training_curves", runs)) == ["lite-modern", "lite-seed-sgd"]
-    assert mri.figure_runs("improved_training_curves", runs) == []
+    assert sorted(facts.figure_runs("lite_training_curves", runs)) == ["lite-modern", "lite-seed-sgd"]
+    assert facts.figure_runs("improved_training_curves", runs) == []
 
 
 def test_targets_say_by_how_much_they_are_missed_and_from_how_many_seeds():
@@ -554,12 +600,12 @@ def test_targets_say_by_how_much_they_are_missed_and_from_how_many_seeds():
             for k, acc in enumerate((0.827, 0.829, 0.828))}
     for k, name in enumerate(runs):
         runs[name]["config"]["seed"] = k
-    rows = mri.target_rows(mri.results.merge_seeds(runs))
+    rows = words.target_rows(results.merge_seeds(runs))
     assert rows[0] == ["lite-modern", ">= 85.0", "82.80 ± 0.10 (n=3)", "missed by 2.20 points"]
     assert rows[1][2:] == ["not measured", "not measured on the full-size JPEG copy for 40 epochs"]
-    one = mri.target_rows(mri.results.merge_seeds({"lite-modern": runs["lite-modern"]}))[0]
+    one = words.target_rows(results.merge_seeds({"lite-modern": runs["lite-modern"]}))[0]
     assert one[3] == "missed by 2.30 points (from 1 seed; the target asks for 3)"
-    mini = mri.target_rows(mri.results.merge_seeds({"lite-modern": fake_result("lite-modern", 0.9, 0.9, MINI)}))[0]
+    mini = words.target_rows(results.merge_seeds({"lite-modern": fake_result("lite-modern", 0.9, 0.9, MINI)}))[0]
     assert mini[2] == "not measured"
 
 
@@ -584,3 +630,17 @@ def test_figures_and_tables_carry_when_they_were_written(tmp_path):
     assert pdf.read_bytes() == pdf_bytes  # the PDF stays reproducible: the stamp is in the PNG only
     stamped_png(tmp_path / "old.png", None)
     assert written_at(tmp_path / "old.png") is None and written_at(tmp_path / "absent.csv") is None
+
+
+def test_a_curves_figure_says_it_shows_each_configurations_first_seed_not_the_tables_mean(tmp_path):
+    """The training curves draw one run per configuration (its first seed): the caption says which
+    seed, and that the results table averages more, rather than "Runs as in Table 2"."""
+    runs = {"lite-seed-sgd": fake_result("lite-seed-sgd", 0.7, 0.7, FULL, epochs=40)}
+    for k in range(3):
+        runs[f"lite-modern-seed{k}"] = fake_result("lite-modern", 0.8, 0.8, FULL, epochs=40)
+        runs[f"lite-modern-seed{k}"]["config"]["seed"] = k
+    _, out = generate(tmp_path, runs, figures=["lite_training_curves.png"])
+    caption = read(out, "fig_curves.tex").split("\\caption{")[1]
+    said = "One run per configuration, its first seed (seed 0); Table~\\ref{tab:results} gives the mean of 3 seeds"
+    assert caption.split(". ")[1].startswith(said + " for \\texttt{lite-\\allowbreak{}modern}")
+    assert "40 epochs." in caption and "Runs as in Table" not in caption

@@ -11,6 +11,7 @@ import pytest
 from conftest import tiny_config
 
 import resnet_lib as rl
+from resnet_tools import cli, job
 from resnet_tools import results
 
 
@@ -92,22 +93,22 @@ def test_cli_seeds_trains_each_seed_into_its_run_folder(cifar_dir, tmp_path, cap
     args = ["train", "--data-dir", str(cifar_dir), "--out", str(out), "--seeds", "0,3", "--epochs", "1",
             "--batch-size", "64", "--device", "cpu", "--quiet", "--no-download"]
     with pytest.warns(UserWarning, match="not the official CIFAR-10"):
-        assert rl.main(args) == 0
+        assert cli.main(args) == 0
     assert sorted(p.name for p in out.iterdir()) == ["lite-modern", "lite-modern-seed3"]
-    runs = rl.load_results(out)
+    runs = results.load_results(out)
     assert [r["config"]["seed"] for r in runs.values()] == [0, 3]
     assert all(len(r["final"]["test_predictions"]) == r["data"]["n_test"] for r in runs.values())
     printed = capsys.readouterr().out
     assert "lite-modern, 2 seeds: test acc" in printed and "+-" in printed
     with pytest.raises(SystemExit):  # argparse: not a list of distinct seeds
-        rl.main(["train", "--seeds", "1,1"])
-    assert rl.main(args + ["--seed", "1"]) == 2  # --seed and --seeds together
+        cli.main(["train", "--seeds", "1,1"])
+    assert cli.main(args + ["--seed", "1"]) == 2  # --seed and --seeds together
 
 
 def test_summary_table_one_row_per_group():
     runs = {"lite-modern": fake_run(test=0.80), "lite-modern-seed1": fake_run(seed=1, test=0.84),
             "lite-seed-sgd": fake_run("seed", test=0.7)}
-    table = rl.summary_table(runs)
+    table = results.summary_table(runs)
     assert table["run"].tolist() == ["lite-modern", "lite-seed-sgd"] and table["seeds"].tolist() == [2, 1]
     assert table.loc[0, "test acc (%)"] == 82.0 and table.loc[0, "test std"] == pytest.approx(2.83, abs=0.01)
     assert math.isnan(table.loc[1, "test std"]) and table.loc[0, "data"] == "CIFAR-10 (JPEG copy)"
@@ -130,7 +131,7 @@ def test_notebook_seeds_parameter_trains_every_seed_and_summarises(tmp_path):
                            str(tmp_path / "out.ipynb"), "--cwd", str(ROOT), "--no-progress-bar"],
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    runs = rl.load_results(tmp_path / "results")
+    runs = results.load_results(tmp_path / "results")
     assert list(runs) == ["lite-modern", "lite-modern-seed1"]
     assert [r["config"]["seed"] for r in runs.values()] == [0, 1]
     cells = json.loads((tmp_path / "out.ipynb").read_text())["cells"]
@@ -142,7 +143,7 @@ def test_notebook_seeds_parameter_trains_every_seed_and_summarises(tmp_path):
 
 def test_missing_runs_names_the_notebook_that_makes_each():
     runs = {"lite-modern": fake_run(), "lite-modern-seed1": fake_run(seed=1)}
-    missing = rl.missing_runs(runs)
+    missing = results.missing_runs(runs)
     assert "lite-modern" not in missing and missing["lite-seed-sgd"] == "02_train_lite"
     assert (
         missing["improved-modern"] == "03_train_improved"
@@ -170,7 +171,7 @@ def test_saved_results_are_reused_on_the_same_images_only(cifar, tmp_path):
     from resnet_tools.results import run_name, saved_results
 
     cfg = tiny_config(epochs=1)
-    rl.train_and_evaluate(cfg, cifar, out_dir=tmp_path / run_name(cfg), progress=False)
+    job.train_and_evaluate(cfg, cifar, out_dir=tmp_path / run_name(cfg), progress=False)
     assert saved_results(tmp_path, cfg, cifar) is not None
     shifted = dataclasses.replace(cifar, train_y=(cifar.train_y + 1) % 10)  # labels shifted, as in the attack
     inverted = dataclasses.replace(cifar, test_x=255 - cifar.test_x)

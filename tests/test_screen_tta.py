@@ -13,6 +13,7 @@ from conftest import ROOT, tiny_config, write_cifar
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import resnet_lib as rl  # noqa: E402
+from resnet_tools import job  # noqa: E402
 import screen_tta  # noqa: E402
 
 
@@ -42,7 +43,7 @@ def finished_run(tmp_path: Path) -> tuple[Path, Path]:
     out = tmp_path / "run"
     with pytest.warns(UserWarning, match="not the official CIFAR-10"):
         cfg = tiny_config(epochs=1, tta=True, val_size=40)
-        rl.train_and_evaluate(cfg, data_dir=data_dir, out_dir=out, download=False, progress=False)
+        job.train_and_evaluate(cfg, data_dir=data_dir, out_dir=out, download=False, progress=False)
     return data_dir, out
 
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import resnet_lib as rl
+from resnet_tools import budget, inference, job, results
 from conftest import ROOT, fit_interrupted, tiny_config
 
 
@@ -68,7 +69,7 @@ def test_checkpoint_is_unwrapped_and_loads_with_weights_only(cifar, tmp_path):
     assert not any(k.startswith(("_orig_mod.", "module.")) for k in saved["model_state"])
     assert saved["config"]["model"] == "lite" and saved["num_params"] == 78_042
     assert not list(tmp_path.glob("*.tmp"))  # atomic write leaves no temporary file
-    loaded, _ = rl.load_checkpoint(tmp_path / "c.pt", device="cpu")
+    loaded, _ = inference.load_checkpoint(tmp_path / "c.pt", device="cpu")
     assert torch.allclose(rl.evaluate(loaded, cifar).logits, rl.evaluate(model, cifar).logits, atol=1e-5)
 
 
@@ -104,13 +105,13 @@ def test_wall_time_of_a_resumed_run_counts_its_earlier_sessions(cifar, tmp_path,
     assert 0 < state["elapsed_seconds"] < 600
     state["elapsed_seconds"] = 1000.0  # as if the first session had taken 1,000 s
     torch.save(state, out / "checkpoint.pt")
-    _, res = rl.train_and_evaluate(cfg, data=cifar, out_dir=out, resume=True, progress=False)
+    _, res = job.train_and_evaluate(cfg, data=cifar, out_dir=out, resume=True, progress=False)
     assert 1000 < res["wall_seconds"] < 1600
     assert torch.load(out / "checkpoint.pt", weights_only=True)["elapsed_seconds"] > 1000
     del state["elapsed_seconds"]  # epoch 1 again, from before the field: its training time stands in
     torch.save(state, out / "checkpoint.pt")
     (out / "results.json").unlink()
-    _, res = rl.train_and_evaluate(cfg, data=cifar, out_dir=out, resume=True, progress=False)
+    _, res = job.train_and_evaluate(cfg, data=cifar, out_dir=out, resume=True, progress=False)
     assert state["history"]["seconds"][0] < res["wall_seconds"] < 600
 
 
@@ -122,7 +123,7 @@ def test_nan_loss_stops_with_epoch_and_step(cifar, tmp_path):
 
 def test_fit_enforces_the_budget(cifar):
     big = rl.ResNet((64, 128, 256, 640), (1, 1, 1, 1), allow_over_budget=True)
-    with pytest.raises(rl.BudgetError):
+    with pytest.raises(budget.BudgetError):
         fit_quiet(big, cifar, tiny_config(epochs=1))
 
 
@@ -277,7 +278,7 @@ def test_fit_keeps_freed_memory_on_the_cpu(cifar, monkeypatch):
 
 
 def test_seed_kuangliu_preset_is_the_measured_reading():
-    """The best-supported reading of the seed recipe (README, "Which reading of the seed's recipe"):
+    """The best-supported reading of the seed recipe (docs/models-and-recipes.md, "Which reading of the seed's recipe"):
     kuangliu/pytorch-cifar's main.py for 40 epochs without augmentation; Adam gets its usual 0.001."""
     cfg = rl.TrainConfig.from_recipe("seed-kuangliu", model="lite")
     assert (cfg.optimizer, cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay) == ("sgd", 0.1, 0.9, False, 5e-4)
@@ -293,7 +294,7 @@ def test_seed_kuangliu_preset_is_the_measured_reading():
     last = rl.lr_factor(40 * spe - 1, 40 * spe, 0, cfg.schedule, round(cfg.schedule_epochs * spe))
     assert 0.90 < last < 0.91  # the lr stays near its peak: a run that ends at a high learning rate
     assert rl.TrainConfig.from_recipe("seed-kuangliu", optimizer="adam").lr == 1e-3
-    assert rl.run_name(cfg) == "lite-seed-kuangliu-sgd"
+    assert results.run_name(cfg) == "lite-seed-kuangliu-sgd"
 
 
 def test_a_run_shorter_than_its_warm_up_is_warned_about(cifar):
@@ -318,28 +319,28 @@ def test_fit_keeps_the_best_validation_epoch_beside_the_last(cifar, tmp_path):
 
 
 def test_init_from_starts_a_new_run_from_trained_weights_and_records_it(cifar, tmp_path):
-    rl.train_and_evaluate(tiny_config(epochs=2), data=cifar, out_dir=tmp_path / "a", progress=False)
+    job.train_and_evaluate(tiny_config(epochs=2), data=cifar, out_dir=tmp_path / "a", progress=False)
     source = tmp_path / "a" / "checkpoint.pt"
-    model, res = rl.train_and_evaluate(
+    model, res = job.train_and_evaluate(
         tiny_config(epochs=1, lr=1e-9, warmup_epochs=0, init_from=str(source)),  # ~no update: the weights stay
         data=cifar, out_dir=tmp_path / "b", progress=False,
     )
     first = json.loads((tmp_path / "a" / "results.json").read_text())
     assert res["init_from"]["path"] == str(source) and res["init_from"]["epochs"] == 2
-    assert rl.group_name(res["config"]) == "lite-modern-ft"  # not averaged with from-scratch seeds
+    assert results.group_name(res["config"]) == "lite-modern-ft"  # not averaged with from-scratch seeds
     assert res["init_from"]["val_acc"] == pytest.approx(first["final"]["val_acc"])
     assert res["final"]["val_acc"] >= first["final"]["val_acc"] - 0.05  # far above a random init's chance
     with pytest.raises(rl.ConfigError, match="no such checkpoint"):
-        rl.train_and_evaluate(tiny_config(init_from=str(tmp_path / "none.pt")), data=cifar, progress=False)
+        job.train_and_evaluate(tiny_config(init_from=str(tmp_path / "none.pt")), data=cifar, progress=False)
     with pytest.raises(ValueError, match="improved"):
-        rl.train_and_evaluate(tiny_config(model="improved", init_from=str(source)), data=cifar, progress=False)
+        job.train_and_evaluate(tiny_config(model="improved", init_from=str(source)), data=cifar, progress=False)
 
 
 def test_resuming_a_finished_run_changes_nothing_and_says_so(cifar, tmp_path, capsys):
     out = tmp_path / "run"
-    _, first = rl.train_and_evaluate(tiny_config(epochs=1), data=cifar, out_dir=out, progress=False)
+    _, first = job.train_and_evaluate(tiny_config(epochs=1), data=cifar, out_dir=out, progress=False)
     before = (out / "results.json").read_bytes()
-    model, again = rl.train_and_evaluate(tiny_config(epochs=1), data=cifar, out_dir=out, resume=True, progress=False)
+    model, again = job.train_and_evaluate(tiny_config(epochs=1), data=cifar, out_dir=out, resume=True, progress=False)
     assert (out / "results.json").read_bytes() == before and again == json.loads(before)
     assert "this run is finished (1 epochs)" in capsys.readouterr().err
     tta = first["final"]["tta"]
