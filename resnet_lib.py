@@ -533,9 +533,10 @@ RECIPES: dict[str, dict[str, Any]] = {
                  warmup_epochs=0.0, label_smoothing=0.0, crop=False, flip=False, cutout=0, epochs=40,
                  batch_size=128, tta=False),
     # Of the first three readings of the seed's recipe, the one closest to its Lite row (the README's
-    # results name the closest of all measured readings, from report/experiments/): kuangliu/pytorch-cifar's main.py, the usual starting point of such course
-    # projects (lr 0.1, momentum 0.9, weight decay 5e-4, CosineAnnealingLR(T_max=200)) run for 40
-    # epochs, so the lr stays near 0.1, without its augmentation, as the report says.
+    # results name the closest of all measured readings, from report/experiments/): kuangliu/pytorch-cifar's
+    # main.py, the usual starting point of such course projects (lr 0.1, momentum 0.9, weight decay 5e-4,
+    # CosineAnnealingLR(T_max=200)) run for 40 epochs, so the lr stays near 0.1, without its augmentation,
+    # as the report says.
     "seed-kuangliu": dict(optimizer="sgd", lr=0.1, momentum=0.9, nesterov=False, weight_decay=5e-4,
                           schedule="cosine", schedule_epochs=200.0, warmup_epochs=0.0, label_smoothing=0.0,
                           crop=False, flip=False, cutout=0, epochs=40, batch_size=128, tta=False),

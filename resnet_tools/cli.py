@@ -243,11 +243,8 @@ class _HelpFormatter(argparse.HelpFormatter):
         return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="resnet_lib.py", description=rl.__doc__.split("\n")[0], formatter_class=_HelpFormatter
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+def _add_train(sub: Any) -> None:
+    """The train command: its run options, then every TrainConfig field as an option."""
     train = sub.add_parser(
         "train",
         formatter_class=_HelpFormatter,
@@ -285,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     _add_config_options(train)
     train.set_defaults(run=_cmd_train)
 
+
+def _add_predict(sub: Any) -> None:
+    """The predict command: label unlabeled images into a submission CSV."""
     pred = sub.add_parser(
         "predict", formatter_class=_HelpFormatter, help="label unlabeled images; write a submission CSV (ID,Labels)"
     )
@@ -308,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     _add_inference_options(pred)
     pred.set_defaults(run=_cmd_predict)
 
+
+def _add_evaluate(sub: Any) -> None:
+    """The evaluate command: score a checkpoint or export on labelled data."""
     ev = sub.add_parser(
         "evaluate", formatter_class=_HelpFormatter, help="score a checkpoint or export on labelled data"
     )
@@ -322,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     _add_inference_options(ev)
     ev.set_defaults(run=_cmd_evaluate)
 
+
+def _add_export(sub: Any) -> None:
+    """The export command: a checkpoint's weights and config as .safetensors."""
     exp = sub.add_parser(
         "export", formatter_class=_HelpFormatter, help="write a checkpoint's weights and config as .safetensors"
     )
@@ -331,7 +337,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     exp.set_defaults(run=_cmd_export)
 
-    args = parser.parse_args(argv)
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line: one subcommand each for train, predict, evaluate and export (in --help's order)."""
+    parser = argparse.ArgumentParser(
+        prog="resnet_lib.py", description=rl.__doc__.split("\n")[0], formatter_class=_HelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_train, _add_predict, _add_evaluate, _add_export):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     started = time.time()
     try:
         with _sigterm_as_interrupt():
