@@ -36,7 +36,7 @@ import math
 import os
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
 
@@ -360,75 +360,96 @@ def _finite_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-_CHOICES = {"model": ARCHS, "optimizer": OPTIMIZERS, "schedule": SCHEDULES}  # str fields with fixed values
 # Beside checkpoint.pt (the last epoch), fit keeps the epoch with the best validation accuracy.
 BEST_CHECKPOINT = "best.pt"
 MAX_WARMUP_EPOCHS = 1_000_000  # beyond any run; larger values overflow the step count
 
 
+def _opt(default: Any, help: str, choices: tuple[str, ...] | dict[str, Any] | None = None) -> Any:
+    """A TrainConfig field: its default, its help (the CLI's --help) and, for a str field with fixed
+    values, its choices (checked by validate, offered by the CLI), declared in one place. ARCHS is
+    passed itself, not copied, so an architecture a user adds to it is a valid model."""
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run. Fields map one-to-one to notebook
-    parameters (upper-cased there: `epochs` -> EPOCHS) and to CLI options (--epochs)."""
+    parameters (upper-cased there: `epochs` -> EPOCHS) and to CLI options (--epochs).
+    Each field's help and choices are in its metadata (`_opt`); a field's --help starts with its choices."""
 
-    model: str = "lite"  # lite | improved
-    recipe: str = "custom"  # which preset this came from (informational)
-    optimizer: str = "sgd"  # sgd | adam | adamw
-    lr: float = 0.1  # peak learning rate
-    momentum: float = 0.9  # SGD only
-    nesterov: bool = True  # SGD only
-    weight_decay: float = 5e-4  # L2 penalty on all parameters (decoupled for adamw)
-    schedule: str = "onecycle"  # constant | cosine | onecycle (linear warm-up, linear decay)
-    warmup_epochs: float = 0.0  # linear warm-up from 0, for cosine and onecycle too
-    # Length of the cosine or linear decay in epochs; 0 = the run's length. A longer horizon is
-    # stopped early: kuangliu/pytorch-cifar's CosineAnnealingLR(T_max=200) run for 40 epochs.
-    schedule_epochs: float = 0.0
-    label_smoothing: float = 0.0  # cross-entropy label smoothing, 0 = off
-    crop: bool = True  # random 32x32 crop of the image zero-padded by 4 pixels
-    flip: bool = True  # random horizontal flip
-    cutout: int = 0  # side of the cutout square in pixels, 0 = off
-    epochs: int = 40  # passes over the training images
-    batch_size: int = 128  # images per optimizer step
-    seed: int = 0  # initial weights, data order, augmentation and the validation split
-    device: str = "auto"  # auto = cuda, then mps, then cpu
-    # bf16 autocast (weights, BatchNorm and the loss stay fp32); None = auto: on for CUDA and for
-    # a CPU with native bf16 (AMX, AVX512-BF16), off elsewhere. True or False is obeyed everywhere.
-    bf16: bool | None = None
-    channels_last: bool = True  # NHWC memory layout (faster convolutions on GPUs)
-    # torch.compile the training step; None = auto: on for CPU runs of 2,000 steps or more (where it
-    # pays back its compile time; eager if it fails), off elsewhere. True or False is obeyed.
-    compile: bool | None = None
-    cuda_graph: bool = True  # replay the training step as a CUDA graph (CUDA only, eager elsewhere)
-    tta: bool = False  # flip test-time augmentation in the final evaluation
-    train_subset: int = 0  # train on a seeded random subset of this many images, 0 = all
-    # Validation images held out of the training set (seeded): < 1 is a fraction, >= 1 a
-    # count, 0 none. 0.1 is 5,000 of the official 50,000. Model selection uses these,
-    # never the test set, which is only evaluated for reporting.
-    val_size: float = 0.1
-    allow_over_budget: bool = False  # allow a model over the 5,000,000-parameter budget
-    # Under torchrun with several processes: synchronise BatchNorm statistics across GPUs
-    # (SyncBatchNorm; CUDA only). Off: each GPU normalizes by its share of the batch.
-    sync_bn: bool = False
-    # Start from this checkpoint's trained weights instead of a random init (fine-tuning, or training
-    # longer with a fresh schedule); "" = random init. The optimizer and schedule start anew.
-    init_from: str = ""
-    # Knowledge distillation: train against this teacher's softened outputs as well as the labels;
-    # a checkpoint (.pt) or a safetensors export of any model built here; "" = none.
-    teacher: str = ""
-    distill_temperature: float = 4.0  # softens both distributions (Hinton et al., 2015); teacher only
-    distill_alpha: float = 0.9  # weight of the soft (teacher) loss; 1 - alpha weighs the labels' loss
+    model: str = _opt("lite", "", choices=ARCHS)
+    recipe: str = _opt("custom", "which preset this came from (informational)")
+    optimizer: str = _opt("sgd", "", choices=OPTIMIZERS)
+    lr: float = _opt(0.1, "peak learning rate")
+    momentum: float = _opt(0.9, "SGD only")
+    nesterov: bool = _opt(True, "SGD only")
+    weight_decay: float = _opt(5e-4, "L2 penalty on all parameters (decoupled for adamw)")
+    schedule: str = _opt("onecycle", "(linear warm-up, linear decay)", choices=SCHEDULES)
+    warmup_epochs: float = _opt(0.0, "linear warm-up from 0, for cosine and onecycle too")
+    schedule_epochs: float = _opt(
+        0.0,
+        "Length of the cosine or linear decay in epochs; 0 = the run's length. A longer horizon is stopped early: "
+        "kuangliu/pytorch-cifar's CosineAnnealingLR(T_max=200) run for 40 epochs.",
+    )
+    label_smoothing: float = _opt(0.0, "cross-entropy label smoothing, 0 = off")
+    crop: bool = _opt(True, "random 32x32 crop of the image zero-padded by 4 pixels")
+    flip: bool = _opt(True, "random horizontal flip")
+    cutout: int = _opt(0, "side of the cutout square in pixels, 0 = off")
+    epochs: int = _opt(40, "passes over the training images")
+    batch_size: int = _opt(128, "images per optimizer step")
+    seed: int = _opt(0, "initial weights, data order, augmentation and the validation split")
+    device: str = _opt("auto", "auto = cuda, then mps, then cpu")  # or cuda:N, so no fixed choices
+    bf16: bool | None = _opt(
+        None,
+        "bf16 autocast (weights, BatchNorm and the loss stay fp32); None = auto: on for CUDA and for a CPU with "
+        "native bf16 (AMX, AVX512-BF16), off elsewhere. True or False is obeyed everywhere.",
+    )
+    channels_last: bool = _opt(True, "NHWC memory layout (faster convolutions on GPUs)")
+    compile: bool | None = _opt(
+        None,
+        "torch.compile the training step; None = auto: on for CPU runs of 2,000 steps or more (where it pays back "
+        "its compile time; eager if it fails), off elsewhere. True or False is obeyed.",
+    )
+    cuda_graph: bool = _opt(True, "replay the training step as a CUDA graph (CUDA only, eager elsewhere)")
+    tta: bool = _opt(False, "flip test-time augmentation in the final evaluation")
+    train_subset: int = _opt(0, "train on a seeded random subset of this many images, 0 = all")
+    val_size: float = _opt(
+        0.1,
+        "Validation images held out of the training set (seeded): < 1 is a fraction, >= 1 a count, 0 none. 0.1 "
+        "is 5,000 of the official 50,000. Model selection uses these, never the test set, which is only evaluated "
+        "for reporting.",
+    )
+    allow_over_budget: bool = _opt(False, "allow a model over the 5,000,000-parameter budget")
+    sync_bn: bool = _opt(
+        False,
+        "Under torchrun with several processes: synchronise BatchNorm statistics across GPUs (SyncBatchNorm; "
+        "CUDA only). Off: each GPU normalizes by its share of the batch.",
+    )
+    init_from: str = _opt(
+        "",
+        "Start from this checkpoint's trained weights instead of a random init (fine-tuning, or training longer "
+        'with a fresh schedule); "" = random init. The optimizer and schedule start anew.',
+    )
+    teacher: str = _opt(
+        "",
+        "Knowledge distillation: train against this teacher's softened outputs as well as the labels; a "
+        'checkpoint (.pt) or a safetensors export of any model built here; "" = none.',
+    )
+    distill_temperature: float = _opt(4.0, "softens both distributions (Hinton et al., 2015); teacher only")
+    distill_alpha: float = _opt(0.9, "weight of the soft (teacher) loss; 1 - alpha weighs the labels' loss")
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
         """Raise ConfigError naming the first field out of range. Every field is checked by its
-        declared type (bool; int >= 0, or > 0 for _POSITIVE; float finite and >= 0; str from
-        _CHOICES), then the limits below."""
+        declared type (bool; int >= 0, or > 0 for _POSITIVE; float finite and >= 0; str from its
+        metadata's choices), then the limits below."""
         for f in dataclasses.fields(self):
-            name, v = f.name, getattr(self, f.name)
-            if name in _CHOICES and v not in _CHOICES[name]:
-                raise ConfigError(f"{name}={v!r} is not valid; choose one of: {', '.join(_CHOICES[name])}")
+            name, v, choices = f.name, getattr(self, f.name), f.metadata.get("choices")
+            if choices and v not in choices:
+                raise ConfigError(f"{name}={v!r} is not valid; choose one of: {', '.join(choices)}")
             if f.type == "bool" and not isinstance(v, bool):
                 raise ConfigError(f"{name}={v!r} must be True or False")
             if f.type == "bool | None" and not (v is None or isinstance(v, bool)):
@@ -512,9 +533,10 @@ RECIPES: dict[str, dict[str, Any]] = {
                  warmup_epochs=0.0, label_smoothing=0.0, crop=False, flip=False, cutout=0, epochs=40,
                  batch_size=128, tta=False),
     # Of the first three readings of the seed's recipe, the one closest to its Lite row (the README's
-    # results name the closest of all measured readings, from report/experiments/): kuangliu/pytorch-cifar's main.py, the usual starting point of such course
-    # projects (lr 0.1, momentum 0.9, weight decay 5e-4, CosineAnnealingLR(T_max=200)) run for 40
-    # epochs, so the lr stays near 0.1, without its augmentation, as the report says.
+    # results name the closest of all measured readings, from report/experiments/): kuangliu/pytorch-cifar's
+    # main.py, the usual starting point of such course projects (lr 0.1, momentum 0.9, weight decay 5e-4,
+    # CosineAnnealingLR(T_max=200)) run for 40 epochs, so the lr stays near 0.1, without its augmentation,
+    # as the report says.
     "seed-kuangliu": dict(optimizer="sgd", lr=0.1, momentum=0.9, nesterov=False, weight_decay=5e-4,
                           schedule="cosine", schedule_epochs=200.0, warmup_epochs=0.0, label_smoothing=0.0,
                           crop=False, flip=False, cutout=0, epochs=40, batch_size=128, tta=False),
@@ -606,10 +628,13 @@ def training_images(data: CIFAR10, cfg: TrainConfig) -> tuple[torch.Tensor, torc
     return split_train_val(data, cfg)[0]
 
 
-def _prepare(data: CIFAR10, cfg: TrainConfig, device: torch.device, world_size: int = 1) -> _Prepared:
-    """The run's training images on `device`; with several processes (DDP) they stay in host
-    memory and each epoch a rank's device receives only its share (1 / world_size of them)."""
-    x, y = training_images(data, cfg)
+def _prepare(
+    data: CIFAR10, cfg: TrainConfig, device: torch.device, world_size: int = 1,
+    train_xy: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> _Prepared:
+    """The run's training images (`train_xy`, else training_images) on `device`; with several processes
+    (DDP) they stay in host memory and each epoch a rank's device receives only its share (1 / world_size)."""
+    x, y = train_xy if train_xy is not None else training_images(data, cfg)
     mean, std = data.stats  # normalization from the training set (see CIFAR10.stats)
     sharded = world_size > 1
     return _Prepared(
@@ -798,13 +823,15 @@ def evaluate_sharded(
     return EvalResult(loss, acc, torch.zeros(0, len(CLASSES)), empty, empty)
 
 
-def _training_step(
+def make_step(
     model: nn.Module, optimizer: Any, scheduler: Any, cfg: TrainConfig, device: torch.device, batch: int,
-    teacher: nn.Module | None, steps: int,
+    teacher: nn.Module | None = None, steps: int = 0,
 ) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
-    """fit's training step (resnet_tools.cudagraph.make_train_step), through torch.compile where
-    compile_enabled says. An automatic compile (cfg.compile None) that fails, e.g. without a C++
-    compiler, warns and trains eagerly from the failed step on; one asked for fails as torch says."""
+    """fit's training step, `step(x, y, scale=1.0) -> (loss, logits)`: resnet_tools.cudagraph.make_train_step
+    (a CUDA graph where cfg allows one) through torch.compile where compile_enabled says for a run of
+    `steps` steps. An automatic compile (cfg.compile None) that fails, e.g. without a C++ compiler, warns
+    and trains eagerly from the failed step on; one asked for fails as torch says. The benchmark builds
+    its steps here too (bench/methods.py), so it times the step fit takes."""
     def make(compiled: bool) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
         # dynamic=False: the smaller last batch of an epoch gets its own static graph instead
         # of turning the batch size symbolic for every later step (automatic dynamic shapes).
@@ -859,11 +886,78 @@ def fit(
     its share; the history holds global numbers on every rank; only rank 0 writes the checkpoint
     and calls `on_epoch`.
     """
+    # 1. Set up once: the config, the device (and process group), the split, optimizer and schedule.
+    run = _fit_setup(model, data, cfg, Path(checkpoint) if checkpoint is not None else None, resume)
+    # 2. Restore: continue from the checkpoint's epoch, weights, optimizer, schedule and data order.
+    if resume and run.checkpoint is not None and run.checkpoint.exists():
+        _restore(run, data)
+    step_fn = _fit_step(run, teacher)
+    bar = progress_bar(
+        total=run.total_steps,
+        initial=run.start_epoch * run.steps_per_epoch,
+        disable=not progress or not run.world.main,
+        desc=f"{cfg.model}/{cfg.recipe}",
+        unit="step",
+        dynamic_ncols=True,
+    )
+    try:
+        for epoch in range(run.start_epoch, cfg.epochs):
+            trained = _train_epoch(run, step_fn, epoch, bar)  # 3. one epoch of training steps
+            _end_of_epoch(run, data, epoch, trained, bar, on_epoch)  # 4. evaluate, checkpoint, report
+    finally:
+        bar.close()
+    return run.history
+
+
+@dataclass
+class _FitRun:
+    """What fit sets up once per run and its steps share: the device and this process's place in
+    the process group, the training images and the validation split, optimizer, schedule, data
+    generator, the history, and where a resumed run starts."""
+
+    model: nn.Module
+    cfg: TrainConfig
+    device: torch.device
+    world: Any  # resnet_tools.distributed.World
+    checkpoint: Path | None
+    prepared: _Prepared
+    val_xy: tuple[torch.Tensor, torch.Tensor]
+    batch_sizes: list[int]  # the global batches of an epoch
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    gen: torch.Generator  # the data order and augmentation; its state is checkpointed
+    history: dict[str, list[float]]
+    started: float  # time.perf_counter() at the start of this session
+    start_epoch: int = 0
+    elapsed_before: float = 0.0  # seconds of the sessions before a resume
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.batch_sizes)
+
+    @property
+    def total_steps(self) -> int:
+        return self.cfg.epochs * self.steps_per_epoch
+
+
+class _Trained(NamedTuple):
+    """One epoch's training numbers (global under DDP)."""
+
+    lr: float  # at the epoch's start
+    loss: float
+    accuracy: float  # running, on the augmented batches
+    images: int
+    seconds: float  # first step to the device sync after the last; evaluation excluded
+
+
+def _fit_setup(model: nn.Module, data: CIFAR10, cfg: TrainConfig, checkpoint: Path | None, resume: bool) -> _FitRun:
+    """Check the config and the model's budget, choose the device (a rank's GPU under DDP, after the
+    ranks agree), put the model and the training images there, split off the validation images
+    (once), and build the optimizer and the schedule."""
     cfg.validate()
     check_budget(model, cfg.allow_over_budget)
     device = resolve_device(cfg.device)
     world = ddp.world()
-    checkpoint = Path(checkpoint) if checkpoint is not None else None
     if world.distributed:
         device = ddp.setup_rank(device, cfg.batch_size, cfg.sync_bn, cfg.seed, world)
         # Before the first collective that ranks started differently would take apart (and hang in).
@@ -876,11 +970,18 @@ def fit(
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    prepared = _prepare(data, cfg, device, world.size)
-    stats = data.stats
-    val_xy = split_train_val(data, cfg)[1]
+    train_xy, val_xy = split_train_val(data, cfg)
+    prepared = _prepare(data, cfg, device, world.size, train_xy)
     batch_sizes = ddp.global_batch_sizes(len(prepared.train_y), cfg.batch_size, world.size)
-    steps_per_epoch = len(batch_sizes)
+    optimizer, scheduler = _optimizer_and_schedule(model, cfg, len(batch_sizes))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
+    return _FitRun(model, cfg, device, world, checkpoint, prepared, val_xy, batch_sizes, optimizer, scheduler, gen,
+                   history, started=time.perf_counter())
+
+
+def _optimizer_and_schedule(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int) -> tuple[Any, Any]:
+    """cfg's optimizer and its learning-rate schedule, stepped once per training step (lr_factor)."""
     total_steps = cfg.epochs * steps_per_epoch
     warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
     horizon_steps = round(cfg.schedule_epochs * steps_per_epoch)
@@ -888,102 +989,114 @@ def fit(
         warnings.warn(
             f"warmup_epochs={cfg.warmup_epochs:g} is not shorter than the run (epochs={cfg.epochs}): the peak "
             f"lr {cfg.lr:g} is never reached and the schedule never decays; set --warmup-epochs below {cfg.epochs}",
-            stacklevel=2,
+            stacklevel=4,  # fit's caller
         )
-
     optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, total_steps, warmup_steps, cfg.schedule, horizon_steps)
     )
-    gen = torch.Generator().manual_seed(cfg.seed)
-    history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
-    start_epoch, elapsed_before, started = 0, 0.0, time.perf_counter()
-    if resume and checkpoint is not None and checkpoint.exists():
-        saved = checkpoints.load_checkpoint_dict(checkpoint)
-        checkpoints.check_resumable(saved, cfg, model, checkpoint, data)
-        ddp.check_world_size(saved, world, checkpoint)
-        model.load_state_dict(saved["model_state"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        gen.set_state(saved["rng"]["data"])
-        history = {k: list(v) for k, v in saved["history"].items()}
-        start_epoch, elapsed_before = int(saved["epoch"]), checkpoints.elapsed_seconds(saved)
+    return optimizer, scheduler
 
-    train_model = ddp.wrap(model, device, cfg.sync_bn) if world.distributed else model
-    if teacher is not None:  # frozen, in eval mode, with the student's device and memory layout
-        teacher.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
+
+def _restore(run: _FitRun, data: CIFAR10) -> None:
+    """Continue from run.checkpoint (checked against this run's config, model, data and processes)."""
+    saved = checkpoints.load_checkpoint_dict(run.checkpoint)
+    checkpoints.check_resumable(saved, run.cfg, run.model, run.checkpoint, data)
+    ddp.check_world_size(saved, run.world, run.checkpoint)
+    run.model.load_state_dict(saved["model_state"])
+    run.optimizer.load_state_dict(saved["optimizer"])
+    run.scheduler.load_state_dict(saved["scheduler"])
+    run.gen.set_state(saved["rng"]["data"])
+    run.history = {k: list(v) for k, v in saved["history"].items()}
+    run.start_epoch, run.elapsed_before = int(saved["epoch"]), checkpoints.elapsed_seconds(saved)
+
+
+def _fit_step(run: _FitRun, teacher: nn.Module | None) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+    """The run's training step (make_step) on the model, wrapped in DDP under a process group;
+    a teacher frozen, in eval mode, with the student's device and memory layout."""
+    cfg = run.cfg
+    train_model = ddp.wrap(run.model, run.device, cfg.sync_bn) if run.world.distributed else run.model
+    if teacher is not None:
+        teacher.to(run.device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
         teacher.eval().requires_grad_(False)
-    step_fn = _training_step(train_model, optimizer, scheduler, cfg, device, cfg.batch_size // world.size, teacher,
-                             total_steps)
-    bar = progress_bar(
-        total=total_steps,
-        initial=start_epoch * steps_per_epoch,
-        disable=not progress or not world.main,
-        desc=f"{cfg.model}/{cfg.recipe}",
-        unit="step",
-        dynamic_ncols=True,
+    return make_step(train_model, run.optimizer, run.scheduler, cfg, run.device, cfg.batch_size // run.world.size,
+                     teacher, run.total_steps)
+
+
+def _train_epoch(run: _FitRun, step_fn: Callable[..., Any], epoch: int, bar: Any) -> _Trained:
+    """One epoch of training steps; stops with TrainingDiverged at a non-finite loss."""
+    world, device, steps_per_epoch = run.world, run.device, run.steps_per_epoch
+    run.model.train()
+    t0 = time.perf_counter()
+    # Per-step statistics are written into device buffers (3 small kernels a step,
+    # no host sync) and reduced every 20 steps and at the end of the epoch: on a
+    # GPU a small model's step is bound by kernel launches.
+    losses = torch.zeros(steps_per_epoch, device=device)  # mean loss of each step
+    sizes: list[int] = []
+    hits = torch.zeros(len(run.prepared.train_y), device=device, dtype=torch.bool)  # argmax == label
+    checked = seen = 0
+    lr_now = run.optimizer.param_groups[0]["lr"]
+    for step, (x, y) in enumerate(_batches(run.prepared, run.cfg, run.gen, world.rank, world.size)):
+        # DDP averages the ranks' gradients: a rank's share of an uneven last batch is weighted by its size.
+        scale = len(y) * world.size / run.batch_sizes[step] if world.distributed else 1.0
+        loss, logits = step_fn(x, y, scale)
+        losses[step] = loss
+        torch.eq(logits.argmax(1), y, out=hits[seen : seen + len(y)])
+        seen += len(y)
+        sizes.append(len(y))
+        bar.update(1)
+        if step % 20 == 19 or step == steps_per_epoch - 1:
+            window = losses[checked : step + 1]
+            window = ddp.all_reduce_sum(window.clone()) if world.distributed else window  # all ranks stop
+            _raise_if_diverged(window, checked, epoch, steps_per_epoch)
+            checked = step + 1
+            bar.set_postfix(epoch=f"{epoch + 1}/{run.cfg.epochs}", loss=f"{_mean_loss(losses, sizes):.3f}")
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - t0
+    train_loss, train_acc = _mean_loss(losses, sizes), hits[:seen].sum().item() / seen
+    if world.distributed:
+        train_loss, train_acc, seen = ddp.global_train_stats(train_loss, hits[:seen].sum().item(), seen, device)
+        ddp.broadcast_buffers(run.model)  # evaluate (and save) rank 0's BatchNorm statistics everywhere
+    return _Trained(lr_now, train_loss, train_acc, seen, seconds)
+
+
+def _end_of_epoch(
+    run: _FitRun, data: CIFAR10, epoch: int, trained: _Trained, bar: Any,
+    on_epoch: Callable[[dict[str, list[float]]], None] | None,
+) -> None:
+    """Evaluate the validation and test splits, add the epoch to the history, save the checkpoint
+    (and the best one) on rank 0, call on_epoch there; the other ranks wait for it."""
+    val, ev = evaluate_splits(run.model, run.val_xy, data, data.stats, tta=False, bf16=run.cfg.bf16)
+    record = epoch_record(epoch + 1, trained.lr, trained.loss, trained.accuracy, val, ev, trained.seconds,
+                          trained.images)
+    for key in HISTORY_KEYS:
+        run.history[key].append(record[key])
+    bar.set_postfix(
+        epoch=f"{epoch + 1}/{run.cfg.epochs}",
+        loss=f"{run.history['train_loss'][-1]:.3f}",
+        **{"val_acc" if val else "test_acc": f"{(val or ev).accuracy:.2%} (no TTA)"},
     )
-    try:
-        for epoch in range(start_epoch, cfg.epochs):
-            model.train()
-            t0 = time.perf_counter()
-            # Per-step statistics are written into device buffers (3 small kernels a step,
-            # no host sync) and reduced every 20 steps and at the end of the epoch: on a
-            # GPU a small model's step is bound by kernel launches.
-            losses = torch.zeros(steps_per_epoch, device=device)  # mean loss of each step
-            sizes: list[int] = []
-            hits = torch.zeros(len(prepared.train_y), device=device, dtype=torch.bool)  # argmax == label
-            checked = seen = 0
-            lr_now = optimizer.param_groups[0]["lr"]
-            for step, (x, y) in enumerate(_batches(prepared, cfg, gen, world.rank, world.size)):
-                # DDP averages the ranks' gradients: a rank's share of an uneven last batch is weighted by its size.
-                scale = len(y) * world.size / batch_sizes[step] if world.distributed else 1.0
-                loss, logits = step_fn(x, y, scale)
-                losses[step] = loss
-                torch.eq(logits.argmax(1), y, out=hits[seen : seen + len(y)])
-                seen += len(y)
-                sizes.append(len(y))
-                bar.update(1)
-                if step % 20 == 19 or step == steps_per_epoch - 1:
-                    window = losses[checked : step + 1]
-                    window = ddp.all_reduce_sum(window.clone()) if world.distributed else window  # all ranks stop
-                    _raise_if_diverged(window, checked, epoch, steps_per_epoch)
-                    checked = step + 1
-                    bar.set_postfix(epoch=f"{epoch + 1}/{cfg.epochs}", loss=f"{_mean_loss(losses, sizes):.3f}")
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            seconds = time.perf_counter() - t0
-            train_loss, train_acc = _mean_loss(losses, sizes), hits[:seen].sum().item() / seen
-            if world.distributed:
-                train_loss, train_acc, seen = ddp.global_train_stats(
-                    train_loss, hits[:seen].sum().item(), seen, device
-                )
-                ddp.broadcast_buffers(model)  # evaluate (and save) rank 0's BatchNorm statistics everywhere
-            val, ev = evaluate_splits(model, val_xy, data, stats, tta=False, bf16=cfg.bf16)
-            record = epoch_record(epoch + 1, lr_now, train_loss, train_acc, val, ev, seconds, seen)
-            for key in HISTORY_KEYS:
-                history[key].append(record[key])
-            bar.set_postfix(
-                epoch=f"{epoch + 1}/{cfg.epochs}",
-                loss=f"{history['train_loss'][-1]:.3f}",
-                **{"val_acc" if val else "test_acc": f"{(val or ev).accuracy:.2%} (no TTA)"},
-            )
-            if checkpoint is not None and world.main:
-                state = checkpoints.checkpoint_state(
-                    epoch + 1, cfg, model, optimizer, scheduler, gen, stats, history, data.fingerprint
-                )
-                state["elapsed_seconds"] = elapsed_before + time.perf_counter() - started  # over all resumes
-                if world.distributed:
-                    state["world_size"] = world.size  # a resume must use as many processes
-                atomic_save(state, checkpoint)
-                if _is_best(history["val_acc"]):  # chosen on validation only; none without a validation split
-                    atomic_save(state, checkpoint.with_name(BEST_CHECKPOINT))
-            if on_epoch is not None and world.main:
-                on_epoch(history)
-            ddp.barrier()  # other ranks wait for rank 0's checkpoint
-    finally:
-        bar.close()
-    return history
+    if run.checkpoint is not None and run.world.main:
+        _save_checkpoint(run, data, epoch)
+    if on_epoch is not None and run.world.main:
+        on_epoch(run.history)
+    ddp.barrier()  # other ranks wait for rank 0's checkpoint
+
+
+def _save_checkpoint(run: _FitRun, data: CIFAR10, epoch: int) -> None:
+    """The checkpoint after `epoch` (atomically), and BEST_CHECKPOINT beside it when the epoch has the
+    best validation accuracy so far."""
+    state = checkpoints.checkpoint_state(
+        epoch + 1, run.cfg, run.model, run.optimizer, run.scheduler, run.gen, data.stats, run.history,
+        data.fingerprint,
+    )
+    state["elapsed_seconds"] = run.elapsed_before + time.perf_counter() - run.started  # over all resumes
+    if run.world.distributed:
+        state["world_size"] = run.world.size  # a resume must use as many processes
+    atomic_save(state, run.checkpoint)
+    if _is_best(run.history["val_acc"]):  # chosen on validation only; none without a validation split
+        atomic_save(state, run.checkpoint.with_name(BEST_CHECKPOINT))
 
 
 def _is_best(val_accs: list[float]) -> bool:

@@ -22,7 +22,6 @@ are in the header: bf16 is only fast where the processor has native bf16 instruc
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import statistics
 import sys
@@ -32,8 +31,11 @@ from typing import Any
 
 import torch
 
-import bench  # bench/bench.py: the methods, synthetic data and environment shared with it
-import resnet_lib as rl
+# bench/methods.py goes first: it puts the repository on sys.path. The benchmark's ways of training and its
+# report's environment and files (bench/reporting.py), shared with bench/bench.py.
+from methods import Method, ceiling_method, config_for, paired_ratio, pipeline_method, synthetic_cifar
+import resnet_lib as rl  # noqa: E402
+from reporting import environment, write_outputs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # (label, bf16, compile): fp32 eager first, the baseline every ratio is taken against.
@@ -67,16 +69,16 @@ def chosen_variants(option: str) -> tuple[tuple[str, bool, bool], ...]:
 
 
 def variant_methods(name: str, device: torch.device, steps: int, data: rl.CIFAR10,
-                    variants: tuple[tuple[str, bool, bool], ...]) -> list[bench.Method]:
+                    variants: tuple[tuple[str, bool, bool], ...]) -> list[Method]:
     """A fresh model per variant (compiled variants compile their own), serving its fit epoch
     and its step, as the throughput section shares one model between pipeline and ceiling."""
     methods = []
     for label, bf16, compiled in variants:
         # warmup_epochs=0: a one-epoch fit would warn that its warm-up never ends; the lr's value costs nothing
-        cfg = bench.config_for("modern", name, device, bf16=bf16, compile=compiled, seed=0, warmup_epochs=0.0)
+        cfg = config_for("modern", name, device, bf16=bf16, compile=compiled, seed=0, warmup_epochs=0.0)
         model = rl.build_model(name, seed=0)
-        fit_epoch = bench.pipeline_method(model, data, cfg)
-        step = bench.ceiling_method(model, data, cfg, device, steps)
+        fit_epoch = pipeline_method(model, data, cfg)
+        step = ceiling_method(model, data, cfg, device, steps)
         fit_epoch.name, step.name = f"{label}, fit epoch", f"{label}, step"
         methods += [fit_epoch, step]
     return methods
@@ -84,7 +86,7 @@ def variant_methods(name: str, device: torch.device, steps: int, data: rl.CIFAR1
 
 def measure(name: str, device: torch.device, steps: int, windows: int,
             variants: tuple[tuple[str, bool, bool], ...]) -> dict[str, Any]:
-    data = bench.synthetic_cifar(steps * rl.RECIPES["modern"]["batch_size"], n_test=32)
+    data = synthetic_cifar(steps * rl.RECIPES["modern"]["batch_size"], n_test=32)
     methods = variant_methods(name, device, steps, data, variants)
     images = len(data.train_y)
     for r in range(1 + windows):  # round 0: warm-up (compile)
@@ -98,7 +100,7 @@ def measure(name: str, device: torch.device, steps: int, windows: int,
     return summarize(methods, steps, images, variants)
 
 
-def summarize(methods: list[bench.Method], steps: int, images: int,
+def summarize(methods: list[Method], steps: int, images: int,
               variants: tuple[tuple[str, bool, bool], ...]) -> dict[str, Any]:
     by_name = {m.name: m for m in methods}
     out: dict[str, Any] = {"steps_per_window": steps, "images_per_window": images, "variants": {}}
@@ -112,7 +114,7 @@ def summarize(methods: list[bench.Method], steps: int, images: int,
                 "images_per_sec": images / statistics.median(m.seconds),
                 "window_seconds": m.seconds,
                 "warmup_window_seconds": m.warmup_seconds[0],  # compile's cold start included
-                "speedup_over_fp32_eager": bench.paired_ratio(m.seconds, base.seconds),
+                "speedup_over_fp32_eager": paired_ratio(m.seconds, base.seconds),
             }
         # A record run through fit: its first window's excess (compile's cold start: the fit epoch runs
         # first in every round, so it compiles the model its step then shares), plus RUN_STEPS steps.
@@ -157,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "bench/numerics.py",
         "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": " ".join(["python", "bench/numerics.py", *(argv if argv is not None else sys.argv[1:])]),
-        **bench.environment(device, torch.get_num_threads()),
+        **environment(device, torch.get_num_threads()),
         "settings": {"recipe": "modern", "batch_size": rl.RECIPES["modern"]["batch_size"], "windows": args.windows,
                      "variants": [dict(zip(("label", "bf16", "compile"), v)) for v in variants],
                      "data": "synthetic uniform uint8 images (pixel values do not change any step's cost)"},
@@ -173,9 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"numerics-{device.type}.json"
     for name in models:
         report["models"][name] = measure(name, device, args.steps or DEFAULT_STEPS[name], args.windows, variants)
-        bench.write_outputs(report, table(report["models"], header), out)
+        write_outputs(report, table(report["models"], header), out)
     markdown = table(report["models"], header)
-    bench.write_outputs(report, markdown, out)
+    write_outputs(report, markdown, out)
     print("\n" + markdown + f"\n\nbench: wrote {out} and {out.with_suffix('.md')}", flush=True)
     return 0
 

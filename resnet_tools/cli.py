@@ -3,26 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import contextlib
 import dataclasses
-import functools
-import inspect
-import io
 import os
 import signal
 import sys
 import textwrap
 import threading
 import time
-import tokenize
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 
 import resnet_lib as rl
-from resnet_lib import ARCHS, OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig, TrainingDiverged
+from resnet_lib import RECIPES, TrainConfig, TrainingDiverged
 from resnet_tools import job
 from resnet_tools.budget import BudgetError
 from resnet_tools.dataset import CLASSES
@@ -53,35 +48,12 @@ def field_parser(name: str) -> Any:
     return {"int": int, "float": float}.get(typ, str)
 
 
-@functools.cache
-def config_field_comments() -> dict[str, str]:
-    """Each TrainConfig field's comment in resnet_lib's source: the `# ...` at the end of its
-    line, else the comment lines right above it (joined). Fields without one are absent."""
-    try:
-        source = textwrap.dedent(inspect.getsource(TrainConfig))
-    except (OSError, TypeError):  # no source (a frozen or compiled-only install): help shows the defaults only
-        return {}
-    comments: dict[int, str] = {}  # line number -> comment text
-    code_lines: set[int] = set()  # lines holding code, not just a comment
-    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-        if tok.type == tokenize.COMMENT:
-            comments[tok.start[0]] = tok.string.lstrip("#").strip()
-        elif tok.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER):
-            code_lines.update(range(tok.start[0], tok.end[0] + 1))
-    out: dict[str, str] = {}
-    for node in ast.parse(source).body[0].body:
-        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
-            continue
-        text = comments.get(node.end_lineno or node.lineno, "")
-        if not text:  # a block of comment-only lines directly above the field
-            above, line = [], node.lineno - 1
-            while line in comments and line not in code_lines:
-                above.insert(0, comments[line])
-                line -= 1
-            text = " ".join(above)
-        if text:
-            out[node.target.id] = text
-    return out
+def config_field_help(name: str) -> str:
+    """A TrainConfig field's help from its metadata (resnet_lib._opt): its choices (a | b | c) and then
+    its help text."""
+    f = {f.name: f for f in dataclasses.fields(TrainConfig)}[name]
+    choices = " | ".join(f.metadata.get("choices") or ())
+    return " ".join(part for part in (choices, f.metadata.get("help", "")) if part)
 
 
 def _shown(value: Any) -> str:
@@ -91,7 +63,7 @@ def _shown(value: Any) -> str:
 
 
 def config_option_help(name: str) -> str:
-    """--help text of a TrainConfig option: its comment in TrainConfig, then its default: the
+    """--help text of a TrainConfig option: its help in TrainConfig, then its default: the
     recipes' values where the recipes set it, else TrainConfig's."""
     default = {f.name: f.default for f in dataclasses.fields(TrainConfig)}[name]
     per_recipe = {}
@@ -104,13 +76,13 @@ def config_option_help(name: str) -> str:
         shown = f"{next(iter(per_recipe.values()))} in every recipe"
     else:
         shown = ", ".join(f"{recipe} {v}" for recipe, v in per_recipe.items())
-    text = f"{config_field_comments().get(name, name.replace('_', ' '))} (default: {shown})"
+    text = f"{config_field_help(name) or name.replace('_', ' ')} (default: {shown})"
     return text.replace("%", "%%")  # argparse formats help strings with %
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    """One option per TrainConfig field (default None = the recipe's value), with help from the
-    field's comment and its defaults."""
+    """One option per TrainConfig field (default None = the recipe's value), with the choices and help
+    of the field's metadata and its defaults."""
     group = parser.add_argument_group("training options (TrainConfig fields; each overrides the recipe)")
     for f in dataclasses.fields(TrainConfig):
         if f.name == "recipe":
@@ -120,7 +92,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         if f.type in ("bool", bool, "bool | None"):
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=helptext)
         else:
-            choices = {"model": tuple(ARCHS), "optimizer": OPTIMIZERS, "schedule": SCHEDULES}.get(f.name)
+            choices = tuple(f.metadata["choices"]) if f.metadata.get("choices") else None
             metavar = {"int": "N", "float": "X"}.get(str(f.type), "NAME") if choices is None else None
             metavar = "PATH" if f.name in ("init_from", "teacher") else metavar
             group.add_argument(
@@ -164,8 +136,8 @@ def _train_one(cfg: TrainConfig, args: argparse.Namespace, out: Path) -> dict[st
 
 def _check_out(cfg: TrainConfig, args: argparse.Namespace) -> None:
     """--out checked as train_and_evaluate checks its out_dir, after the config and the device (a bad
-    one fails without creating the folder), but with the option named: the library cannot name it."""
-    cfg.validate()
+    one fails without creating the folder), but with the option named: the library cannot name it.
+    The config was checked when from_recipe built it; only the device is left to try first."""
     resolve_device(cfg.device)
     check_writable(Path(args.out), "--out")
 
@@ -271,11 +243,8 @@ class _HelpFormatter(argparse.HelpFormatter):
         return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="resnet_lib.py", description=rl.__doc__.split("\n")[0], formatter_class=_HelpFormatter
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+def _add_train(sub: Any) -> None:
+    """The train command: its run options, then every TrainConfig field as an option."""
     train = sub.add_parser(
         "train",
         formatter_class=_HelpFormatter,
@@ -313,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     _add_config_options(train)
     train.set_defaults(run=_cmd_train)
 
+
+def _add_predict(sub: Any) -> None:
+    """The predict command: label unlabeled images into a submission CSV."""
     pred = sub.add_parser(
         "predict", formatter_class=_HelpFormatter, help="label unlabeled images; write a submission CSV (ID,Labels)"
     )
@@ -336,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     _add_inference_options(pred)
     pred.set_defaults(run=_cmd_predict)
 
+
+def _add_evaluate(sub: Any) -> None:
+    """The evaluate command: score a checkpoint or export on labelled data."""
     ev = sub.add_parser(
         "evaluate", formatter_class=_HelpFormatter, help="score a checkpoint or export on labelled data"
     )
@@ -350,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     _add_inference_options(ev)
     ev.set_defaults(run=_cmd_evaluate)
 
+
+def _add_export(sub: Any) -> None:
+    """The export command: a checkpoint's weights and config as .safetensors."""
     exp = sub.add_parser(
         "export", formatter_class=_HelpFormatter, help="write a checkpoint's weights and config as .safetensors"
     )
@@ -359,7 +337,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     exp.set_defaults(run=_cmd_export)
 
-    args = parser.parse_args(argv)
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line: one subcommand each for train, predict, evaluate and export (in --help's order)."""
+    parser = argparse.ArgumentParser(
+        prog="resnet_lib.py", description=rl.__doc__.split("\n")[0], formatter_class=_HelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_train, _add_predict, _add_evaluate, _add_export):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     started = time.time()
     try:
         with _sigterm_as_interrupt():

@@ -68,7 +68,7 @@ def train_and_evaluate(
         started = ddp.init_from_env(device) if ddp.env_world_size() > 1 else False
         together = False  # every rank got here at once: the closing barrier is safe
         try:
-            result = _train_and_evaluate(cfg, data, data_dir, out_dir, download, resume, progress)
+            result = _train_and_evaluate(cfg, device, data, data_dir, out_dir, download, resume, progress)
             together = True
             return result
         except RanksDisagree:
@@ -86,6 +86,7 @@ def train_and_evaluate(
 
 def _train_and_evaluate(
     cfg: TrainConfig,
+    device: torch.device,  # resolve_device(cfg.device), chosen once by train_and_evaluate
     data: CIFAR10 | None,
     data_dir: str | Path | None,
     out_dir: str | Path | None,
@@ -98,7 +99,7 @@ def _train_and_evaluate(
     # the batch split across ranks, the model's budget, and what an existing checkpoint allows.
     if ddp.world().distributed:
         # First, before any rank can stop alone (a checkpoint check, its data) and leave the others waiting.
-        ddp.check_ranks_agree(ddp.run_settings(cfg, resolve_device(cfg.device), resume=resume), ddp.world())
+        ddp.check_ranks_agree(ddp.run_settings(cfg, device, resume=resume), ddp.world())
         ddp.check_batch_size(cfg.batch_size, ddp.world())
     out = Path(out_dir) if out_dir is not None else None
     checkpoint = out / "checkpoint.pt" if out is not None else None
@@ -109,14 +110,13 @@ def _train_and_evaluate(
     if finished is not None:  # nothing to resume: a second final evaluation would rewrite its wall time
         print(f"{out}: this run is finished ({cfg.epochs} epochs); its results.json is kept as it is", file=sys.stderr)
         model.load_state_dict(checkpoints.load_checkpoint_dict(checkpoint)["model_state"])
-        return model.to(resolve_device(cfg.device)), finished
+        return model.to(device), finished
     source = None
     if cfg.init_from and not (resume and checkpoint is not None and checkpoint.exists()):
         source = _init_weights_from(model, cfg)
     if data is None:
         data = rl.load_cifar10(data_dir, download=download)
     teacher, teacher_record = _load_teacher(cfg, data) if cfg.teacher else (None, None)
-    device = resolve_device(cfg.device)
     world = ddp.world()
     # history.csv and TensorBoard scalars in out_dir after every epoch (resnet_tools.runlog), rank 0 only.
     fresh = not (resume and checkpoint is not None and checkpoint.exists())

@@ -21,11 +21,13 @@ from resnet_tools import devices
 BENCH = ROOT / "bench" / "bench.py"
 
 
-def load_bench():
+def load_bench(module: str = "bench"):
+    """bench/bench.py, or (after it, which puts bench/ on sys.path) its module beside it: methods,
+    sections or reporting."""
     spec = importlib.util.spec_from_file_location("bench_under_test", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench if module == "bench" else importlib.import_module(module)
 
 
 def test_quick_benchmark_writes_every_section(tmp_path: Path):
@@ -73,7 +75,7 @@ def test_quick_benchmark_writes_every_section(tmp_path: Path):
 
 
 def test_options_section_turns_bf16_on_only_for_the_speed_runs(cifar: rl.CIFAR10, monkeypatch):
-    bench = load_bench()
+    sections = load_bench("sections")
     seen = []
     real_fit = rl.fit
 
@@ -82,7 +84,7 @@ def test_options_section_turns_bf16_on_only_for_the_speed_runs(cifar: rl.CIFAR10
         return real_fit(model, data, cfg, **kw)
 
     monkeypatch.setattr(rl, "fit", spy)
-    result = bench.speed_options_accuracy(cifar, ["lite"], bench.torch.device("cpu"), epochs=1, seeds=1,
+    result = sections.speed_options_accuracy(cifar, ["lite"], sections.torch.device("cpu"), epochs=1, seeds=1,
                                           compile_on=False, speed_overrides={"batch_size": 64})
     assert seen == [(128, False, False), (64, True, True)]  # bf16 obeyed on the CPU: plain fp32, speed bf16
     assert result["variants"]["speed"]["batch_size"] == 64

@@ -1,4 +1,4 @@
-"""The CLI's help (generated from TrainConfig's comments and defaults) and its TTA labels/defaults."""
+"""The CLI's help (generated from TrainConfig's field metadata and defaults) and its TTA labels/defaults."""
 
 from __future__ import annotations
 
@@ -35,21 +35,22 @@ def options_without_help(text):
     return bare
 
 
-def test_every_train_option_has_help_from_trainconfig_comments_and_defaults():
+def test_every_train_option_has_help_from_trainconfig_metadata_and_defaults():
     text = help_text("train")
     assert options_without_help(text) == []
     flat = " ".join(text.split())
     fields = [f.name for f in dataclasses.fields(rl.TrainConfig)]
-    comments = cli.config_field_comments()
-    assert set(comments) == set(fields)  # every field carries a comment
+    comments = {name: cli.config_field_help(name) for name in fields}
+    assert all(comments.values())  # every field carries help
     for name in fields:
         if name == "recipe":
             continue
         assert "--" + name.replace("_", "-") in text
         assert " ".join(cli.config_option_help(name).replace("%%", "%").split()) in flat, name
     assert comments["lr"] == "peak learning rate"
+    assert comments["schedule"] == "constant | cosine | onecycle (linear warm-up, linear decay)"  # choices first
     assert comments["val_size"].startswith("Validation images held out of the training set (seeded)")
-    assert comments["val_size"].endswith("only evaluated for reporting.")  # the whole comment block above it
+    assert comments["val_size"].endswith("only evaluated for reporting.")  # the whole help text
     assert "peak learning rate (default: seed 0.01, seed-kuangliu 0.1, modern 0.1, distill 0.1)" in flat
     assert (
         "(default: 40 in every recipe)" in flat

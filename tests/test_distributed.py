@@ -313,14 +313,12 @@ def test_resuming_with_another_world_size_is_refused(two_process_run, data_dir, 
 
 
 def test_benchmark_scaling_row_says_when_there_are_not_two_gpus():
-    import importlib.util
+    from test_bench import load_bench
 
-    spec = importlib.util.spec_from_file_location("bench_under_test", ROOT / "bench" / "bench.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    result = bench.scaling(bench.parse_args(["--device", "cpu"]), torch.device("cpu"), "lite", 128)
+    bench, sections, reporting = load_bench(), load_bench("sections"), load_bench("reporting")
+    result = sections.scaling(bench.parse_args(["--device", "cpu"]), torch.device("cpu"), "lite", 128)
     assert result == {"gpus": 0, "skipped": "no GPU present"}
-    assert bench.scaling_text(result).startswith("Scaling (DDP, torchrun): no GPU present; no scaling row")
+    assert reporting.scaling_text(result).startswith("Scaling (DDP, torchrun): no GPU present; no scaling row")
     row = {
         "gpus": 4,
         "model": "lite",
@@ -329,7 +327,7 @@ def test_benchmark_scaling_row_says_when_there_are_not_two_gpus():
         "speedup": 3.6,
         "efficiency": 0.9,
     }
-    assert "| lite | 1,000 | 3,600 | 3.60x | 90% |" in bench.scaling_text(row)
+    assert "| lite | 1,000 | 3,600 | 3.60x | 90% |" in reporting.scaling_text(row)
 
 
 def error_line(output: str) -> str:

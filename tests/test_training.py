@@ -345,3 +345,26 @@ def test_resuming_a_finished_run_changes_nothing_and_says_so(cifar, tmp_path, ca
     assert "this run is finished (1 epochs)" in capsys.readouterr().err
     tta = first["final"]["tta"]
     assert rl.evaluate(model, cifar, tta=tta, bf16=False).accuracy == pytest.approx(first["final"]["test_acc"])
+
+
+def test_fit_checks_the_config_and_splits_once_per_run(cifar, tmp_path, monkeypatch):
+    # The device, the config's check and the validation split are set up once per run, not per epoch
+    # or per step (issue 27, point 4); a resumed run too.
+    cfg = tiny_config(epochs=3)
+    ck = tmp_path / "c.pt"
+    fit_interrupted(monkeypatch, rl.build_model("lite", seed=0), cifar, cfg, ck)
+    calls = {"validate": 0, "resolve_device": 0, "split_train_val": 0}
+
+    def counted(name, real):
+        def wrapper(*a, **k):
+            calls[name] += name != "validate" or a[0] is cfg  # not the checkpoint's config, read back
+            return real(*a, **k)
+
+        return wrapper
+
+    monkeypatch.setattr(rl.TrainConfig, "validate", counted("validate", rl.TrainConfig.validate))
+    for name in ("resolve_device", "split_train_val"):
+        monkeypatch.setattr(rl, name, counted(name, getattr(rl, name)))
+    history = fit_quiet(rl.build_model("lite", seed=0), cifar, cfg, checkpoint=ck, resume=True)
+    assert history["epoch"] == [1, 2, 3]
+    assert calls == {"validate": 1, "resolve_device": 1, "split_train_val": 1}
