@@ -14,7 +14,8 @@ The project has three floors, and imports only point down (tests/test_floors.py 
   - below this file, leaves of `resnet_tools/` that import no module above them: `errors`, `budget`
     (the parameter budget), `dataset` (the CIFAR10 container), `safeio` (safe files), `devices`,
     `progress`, `runlog` (history.csv), `cifarfiles` and `imagefolder` (reading data), `checkpoints`
-    (the format), `step`, `distill` and `cudagraph` (the training step), `distributed` (DDP);
+    (the format), `step`, `distill` and `cudagraph` (the training step), `distributed` (DDP), `renamed`
+    (old recipe names);
   - this file, which imports only those;
   - above it, the tools that use it: `job` (`train_and_evaluate`: data, model, fit, results.json),
     `inference` (predict, safetensors), `results` (run names, tables), `figures`, `explain`,
@@ -51,6 +52,7 @@ from resnet_tools.dataset import CIFAR10, CLASSES
 from resnet_tools.devices import DEVICES, bf16_autocast, compile_enabled, keep_freed_memory, resolve_device
 from resnet_tools.errors import ConfigError
 from resnet_tools.progress import progress_bar
+from resnet_tools.renamed import current_recipe
 from resnet_tools.runlog import HISTORY_KEYS, epoch_record
 from resnet_tools.safeio import atomic_save, check_writable
 
@@ -511,6 +513,7 @@ class TrainConfig:
         a GPU (where the graphed step, `cuda_graph`, keeps batch 128 from being bound by kernel
         launches). A larger GPU batch, tried before (batch 256, lr 0.4), cost the Improved model
         about 5 points on real held-out images; bench/README.md, "The modern recipe's batch size"."""
+        recipe = current_recipe(recipe)  # an old name (seed) reads as its new one (report)
         if recipe not in RECIPES:
             raise ConfigError(f"unknown recipe {recipe!r}; valid choices: {', '.join(RECIPES)}")
         known = {f.name for f in dataclasses.fields(cls)}
@@ -519,7 +522,8 @@ class TrainConfig:
             raise ConfigError(f"unknown TrainConfig field(s) {unknown}; valid fields: {', '.join(sorted(known))}")
         values = {**RECIPES[recipe], "recipe": recipe}
         values.update({k: v for k, v in overrides.items() if v is not None})
-        if recipe.startswith("seed") and values.get("optimizer") in ("adam", "adamw") and overrides.get("lr") is None:
+        adam = values.get("optimizer") in ("adam", "adamw")
+        if recipe.startswith("report") and adam and overrides.get("lr") is None:
             values["lr"] = 1e-3  # the usual Adam default; the report does not give its rates
         return cls(**values)
 
@@ -529,17 +533,17 @@ RECIPES: dict[str, dict[str, Any]] = {
     # What the seed report describes, read literally: 40 epochs, no augmentation, a constant
     # learning rate, SGD + momentum (or Adam). It gives no learning rate, batch size or weight
     # decay; these are the course-standard values (SGD 0.01 / Adam 0.001, batch 128).
-    "seed": dict(optimizer="sgd", lr=0.01, momentum=0.9, nesterov=False, weight_decay=0.0, schedule="constant",
-                 warmup_epochs=0.0, label_smoothing=0.0, crop=False, flip=False, cutout=0, epochs=40,
-                 batch_size=128, tta=False),
+    "report": dict(optimizer="sgd", lr=0.01, momentum=0.9, nesterov=False, weight_decay=0.0, schedule="constant",
+                   warmup_epochs=0.0, label_smoothing=0.0, crop=False, flip=False, cutout=0, epochs=40,
+                   batch_size=128, tta=False),
     # Of the first three readings of the seed's recipe, the one closest to its Lite row (the README's
     # results name the closest of all measured readings, from report/experiments/): kuangliu/pytorch-cifar's
     # main.py, the usual starting point of such course projects (lr 0.1, momentum 0.9, weight decay 5e-4,
     # CosineAnnealingLR(T_max=200)) run for 40 epochs, so the lr stays near 0.1, without its augmentation,
     # as the report says.
-    "seed-kuangliu": dict(optimizer="sgd", lr=0.1, momentum=0.9, nesterov=False, weight_decay=5e-4,
-                          schedule="cosine", schedule_epochs=200.0, warmup_epochs=0.0, label_smoothing=0.0,
-                          crop=False, flip=False, cutout=0, epochs=40, batch_size=128, tta=False),
+    "report-kuangliu": dict(optimizer="sgd", lr=0.1, momentum=0.9, nesterov=False, weight_decay=5e-4,
+                            schedule="cosine", schedule_epochs=200.0, warmup_epochs=0.0, label_smoothing=0.0,
+                            crop=False, flip=False, cutout=0, epochs=40, batch_size=128, tta=False),
     # The best 40-epoch recipe we can justify: crop + flip augmentation, Nesterov SGD with a
     # one-cycle schedule (linear warm-up, linear decay to zero), weight decay 5e-4 and label
     # smoothing 0.1 (as in the fast-CIFAR literature, e.g. Page's DAWNBench ResNet and airbench),

@@ -1,7 +1,7 @@
 """The checkpoint format: what `resnet_lib.fit` writes after every epoch (`checkpoint_state`), the
 safe loader of the dict (`load_checkpoint_dict`), and the checks that a checkpoint fits the run or
 model that uses it. Rebuilding a model from one is resnet_tools.inference.load_checkpoint's.
-Imports torch and the leaves resnet_tools.budget, dataset and safeio only."""
+Imports torch and the leaves resnet_tools.budget, dataset, renamed and safeio only."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import torch.nn as nn
 
 from resnet_tools.budget import count_params
 from resnet_tools.dataset import CIFAR10
+from resnet_tools.renamed import with_current_recipe
 from resnet_tools.safeio import is_safetensors, state_sha256
 
 # What `fit` writes into every checkpoint (format 1); resuming also needs _RESUME_KEYS.
@@ -198,6 +199,8 @@ def load_checkpoint_dict(path: str | Path) -> dict[str, Any]:
     if not isinstance(saved["config"], dict) or not isinstance(saved["model_state"], dict):
         raise ValueError(f"{path}: 'config' and 'model_state' must be dicts; not a resnet_lib checkpoint")
     verify_checksums(saved, path)
+    # A run started under an old recipe name (seed) resumes, and loads, as the new one (report).
+    saved["config"] = with_current_recipe(saved["config"])
     return saved
 
 

@@ -27,7 +27,8 @@ from resnet_tools.errors import ConfigError, DataError
 from resnet_tools.inference import export_safetensors, load_pretrained, predict, read_unlabeled
 from resnet_tools.inference import LAYOUTS, write_submission
 from resnet_tools.inference import load_for_inference_with_config, tta_label
-from resnet_tools.results import confusion_matrix, merge_seeds, run_name
+from resnet_tools.renamed import RECIPE_ALIASES, current_recipe
+from resnet_tools.results import confusion_matrix, merge_seeds, run_dir, run_name
 from resnet_tools.safeio import atomic_write, check_not_an_input, check_output_file, check_writable, shown_path
 
 
@@ -100,6 +101,14 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
             )
 
 
+def _recipe_name(text: str) -> str:
+    """--recipe's value under its current name; an old one (seed) is still taken, with a note on stderr,
+    so commands written before the rename keep working (and resume their runs)."""
+    if text in RECIPE_ALIASES:
+        print(f"note: recipe {text!r} is now called {current_recipe(text)!r}; training as that", file=sys.stderr)
+    return current_recipe(text)
+
+
 def _seed_list(text: str) -> list[int]:
     """--seeds 0,1,2 -> [0, 1, 2] (distinct non-negative integers)."""
     try:
@@ -153,7 +162,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         raise ConfigError("give --seed or --seeds, not both")
     configs = [TrainConfig.from_recipe(args.recipe, **{**overrides, "seed": seed}) for seed in args.seeds]
     _check_out(configs[0], args)
-    runs = {run_name(cfg): _train_one(cfg, args, Path(args.out) / run_name(cfg)) for cfg in configs}
+    runs = {run_name(cfg): _train_one(cfg, args, run_dir(args.out, cfg)) for cfg in configs}
     if None in runs.values():
         return  # a rank other than 0 under torchrun: rank 0 prints the summary
     for group, m in merge_seeds(runs).items():
@@ -237,7 +246,7 @@ def _add_inference_options(p: argparse.ArgumentParser) -> None:
 
 
 class _HelpFormatter(argparse.HelpFormatter):
-    """argparse's formatter, wrapping help text without breaking names at hyphens (seed-kuangliu)."""
+    """argparse's formatter, wrapping help text without breaking names at hyphens (report-kuangliu)."""
 
     def _split_lines(self, text: str, width: int) -> list[str]:
         return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
@@ -252,10 +261,11 @@ def _add_train(sub: Any) -> None:
     )
     train.add_argument(
         "--recipe",
+        type=_recipe_name,
         choices=tuple(RECIPES),
         default="modern",
-        help="the preset the training options start from: seed = the seed report's setup, modern = the best "
-        "40-epoch recipe (default: modern)",
+        help="the preset the training options start from: report = the seed report's setup (old name: seed), "
+        "modern = the best 40-epoch recipe (default: modern)",
     )
     train.add_argument(
         "--data-dir",
@@ -274,7 +284,7 @@ def _add_train(sub: Any) -> None:
         type=_seed_list,
         default=None,
         metavar="0,1,2",
-        help="train once per seed (mean +- std at the end); run names get -seed<k> for k > 0",
+        help="train once per seed (mean +- std at the end); run names get -s<k> for k > 0",
     )
     train.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if it exists")

@@ -21,6 +21,7 @@ from resnet_tools.budget import count_params
 from resnet_tools.checkpoints import RESUME_FREE, check_config_matches, check_weights_and_stats, load_checkpoint_dict
 from resnet_tools.devices import resolve_device
 from resnet_tools.errors import DataError
+from resnet_tools.renamed import with_current_recipe
 from resnet_tools.safeio import RefusedPickle, atomic_write, check_not_an_input, is_safetensors, safe_loads
 
 
@@ -185,7 +186,7 @@ def load_pretrained(path: str | Path, device: str = "auto") -> tuple[ResNet, dic
             f"{path}: metadata format {meta.get('format')!r}, expected {EXPORT_FORMAT!r} "
             "(export it with resnet_lib.py export)"
         )
-    config = _meta_json(path, meta, "config")
+    config = with_current_recipe(_meta_json(path, meta, "config"))  # an export of an old run: today's names
     stats = _meta_json(path, meta, "stats")
     name = config.get("model")
     if name not in ARCHS:

@@ -29,6 +29,7 @@ from resnet_tools.devices import resolve_device
 from resnet_tools.distill import agreement
 from resnet_tools.errors import ConfigError, RanksDisagree
 from resnet_tools.inference import load_checkpoint, load_for_inference_with_config
+from resnet_tools.renamed import with_current_recipe
 from resnet_tools.results import run_record
 from resnet_tools.runlog import EpochLog
 from resnet_tools.safeio import check_writable, run_lock, write_json
@@ -156,6 +157,7 @@ def _finished_run(out: Path, cfg: TrainConfig) -> dict[str, Any] | None:
     model, recipe and seed (the checkpoint beside it was already checked to match cfg)."""
     try:
         res = json.loads((out / "results.json").read_text())
+        res["config"] = with_current_recipe(res["config"])  # a run started as recipe seed is a report run
         c, epochs = res["config"], res["history"]["epoch"]
     except (OSError, ValueError, KeyError, TypeError):
         return None  # none, or unreadable: the resume evaluates and writes it anew

@@ -25,7 +25,7 @@ DRIVE_FOLDER = Path("/content/drive/MyDrive/compact-resnets")
 
 def from_env(name: str, default: Any) -> Any:
     """A parameter's default, or the environment variable `name` if set: a Python literal (2, 0.1, None,
-    ['seed']), else a string; 1/0, true/false or yes/no for flags."""
+    ['report']), else a string; 1/0, true/false or yes/no for flags."""
     text = os.environ.get(name, "").strip()
     if not text:
         return default
@@ -79,7 +79,7 @@ def _strict_int(value: Any) -> int:
 
 # What each list element is called in messages, and an example of the forms a list takes.
 _LIST_FORMS = {int: ("integers", "0,1,2 or [0, 1, 2] or one integer such as 0"),
-               str: ("names", "seed,modern or ['seed', 'modern'] or one name such as modern")}
+               str: ("names", "report,modern or ['report', 'modern'] or one name such as modern")}
 
 
 def list_parameter(value: Any, item: Callable[[Any], Any] = str, name: str | None = None) -> list:

@@ -22,6 +22,7 @@ from resnet_tools.checkpoints import load_checkpoint_dict
 from resnet_tools.dataset import CIFAR10, CLASSES, channel_stats
 from resnet_tools.devices import device_name, numerics
 from resnet_tools.report import latex, markdown
+from resnet_tools.renamed import FORMER_SEED_SUFFIX, RECIPE_ALIASES, with_current_recipe
 from resnet_tools.report.latex import tex_escape
 from resnet_tools.safeio import atomic_write
 
@@ -38,9 +39,9 @@ class ResultsError(ValueError):
 # The seed report's results table: (training accuracy, test accuracy) in %, keyed by
 # (model, recipe, optimizer). Shown beside our numbers, labelled "reported by the seed".
 SEED_REPORTED: dict[tuple[str, str, str], tuple[float, float]] = {
-    ("lite", "seed", "sgd"): (79.12, 79.87),
-    ("improved", "seed", "sgd"): (94.65, 89.68),
-    ("improved", "seed", "adam"): (98.42, 91.52),
+    ("lite", "report", "sgd"): (79.12, 79.87),
+    ("improved", "report", "sgd"): (94.65, 89.68),
+    ("improved", "report", "adam"): (98.42, 91.52),
 }
 
 
@@ -100,13 +101,13 @@ def run_record(
 
 def group_name(cfg: TrainConfig | dict[str, Any]) -> str:
     """A configuration's name, seed left out: model-recipe, plus the optimizer for the seed
-    recipe (its comparison) or where it differs from the recipe's, and "-ft" for a run started from
+    report's recipes (its comparison) or where it differs from the recipe's, and "-ft" for a run started from
     trained weights (init_from), and the teacher's temperature and mix where they are not the
     recipe's (distillation). Runs that differ only in
     their seed form one group, one row of a results table (mean +- std over the seeds)."""
-    c = cfg if isinstance(cfg, dict) else dataclasses.asdict(cfg)
+    c = with_current_recipe(cfg if isinstance(cfg, dict) else dataclasses.asdict(cfg))  # recipe seed: report
     name = f"{c['model']}-{c['recipe']}"
-    if c["recipe"].startswith("seed") or c["optimizer"] != RECIPES.get(c["recipe"], {}).get("optimizer"):
+    if c["recipe"].startswith("report") or c["optimizer"] != RECIPES.get(c["recipe"], {}).get("optimizer"):
         name += f"-{c['optimizer']}"
     if c.get("init_from"):  # started from trained weights: never averaged with runs from a random init
         name += "-ft"
@@ -121,10 +122,28 @@ def group_name(cfg: TrainConfig | dict[str, Any]) -> str:
 
 
 def run_name(cfg: TrainConfig | dict[str, Any]) -> str:
-    """Folder name of a run under the results folder: its group name, plus -seed<k> for seeds
-    other than 0 (lite-modern, lite-modern-seed1, ...)."""
+    """Folder name of a run under the results folder: its group name, plus -s<k> for seeds
+    other than 0 (lite-modern, lite-modern-s1, ...)."""
     c = cfg if isinstance(cfg, dict) else dataclasses.asdict(cfg)
-    return group_name(c) + (f"-seed{c['seed']}" if c.get("seed", 0) else "")
+    return group_name(c) + (f"-s{c['seed']}" if c.get("seed", 0) else "")
+
+
+def former_run_name(cfg: TrainConfig | dict[str, Any]) -> str:
+    """The folder name the run had before the rename (renamed.py): the old recipe name and
+    -seed<k> (lite-seed-sgd-seed1 for lite-report-sgd-s1), which folders written before keep."""
+    c = with_current_recipe(cfg if isinstance(cfg, dict) else dataclasses.asdict(cfg))
+    name, now = group_name(c), f"{c['model']}-{c['recipe']}"
+    old = {new: old for old, new in RECIPE_ALIASES.items()}.get(c["recipe"])
+    if old is not None:
+        name = f"{c['model']}-{old}" + name[len(now):]
+    return name + (f"{FORMER_SEED_SUFFIX}{c['seed']}" if c.get("seed", 0) else "")
+
+
+def run_dir(results_dir: str | Path, cfg: TrainConfig | dict[str, Any]) -> Path:
+    """Where a run's files are: results_dir/run_name, or its folder of before the rename where only
+    that one exists, so a run started then still resumes (and is reused) where its checkpoint is."""
+    now, before = Path(results_dir) / run_name(cfg), Path(results_dir) / former_run_name(cfg)
+    return before if before.is_dir() and not now.exists() else now
 
 
 def optimizer_label(c: dict[str, Any]) -> str:
@@ -149,6 +168,7 @@ def read_record(path: Path) -> dict[str, Any]:
     missing = [k for k in REQUIRED_KEYS if k not in res] if isinstance(res, dict) else list(REQUIRED_KEYS)
     if missing:
         raise ResultsError(f"{path}: not a resnet_lib results file: missing {', '.join(missing)}")
+    res["config"] = with_current_recipe(res["config"])  # a run of recipe seed renders as report
     return res
 
 
@@ -243,7 +263,7 @@ def load_results(results_dir: str | Path, warn: Callable[[str], None] = warn) ->
         if name in seen:
             warn(f"{path}: left out: the same run ({name}) as {seen[name]}/results.json; delete one of the folders")
             continue
-        if folder != name:
+        if folder not in (name, former_run_name(res["config"])):  # a folder named before the rename is its own
             warn(f"{path}: its folder is not named for its run ({name}); reported as {group_name(res['config'])}")
         seen[name] = folder
         runs[folder] = res
@@ -257,13 +277,13 @@ def load_results(results_dir: str | Path, warn: Callable[[str], None] = warn) ->
 
 
 # The configurations the notebooks train by default, in the report's order, and which notebook
-# makes each: each model with the seed recipe (SGD; Improved also Adam) and the modern recipe, and
+# makes each: each model with the report recipe (SGD; Improved also Adam) and the modern recipe, and
 # the Lite model distilled from the Improved one.
 NOTEBOOK_RUNS: tuple[tuple[str, dict[str, str], str], ...] = (
-    ("seed", dict(model="lite", optimizer="sgd"), "02_train_lite"),
+    ("report", dict(model="lite", optimizer="sgd"), "02_train_lite"),
     ("modern", dict(model="lite"), "02_train_lite"),
-    ("seed", dict(model="improved", optimizer="sgd"), "04_optimizer_comparison"),
-    ("seed", dict(model="improved", optimizer="adam"), "04_optimizer_comparison"),
+    ("report", dict(model="improved", optimizer="sgd"), "04_optimizer_comparison"),
+    ("report", dict(model="improved", optimizer="adam"), "04_optimizer_comparison"),
     ("modern", dict(model="improved"), "03_train_improved"),
     # The teacher is the best improved-modern run; any file stands in for it in the group's name.
     ("distill", dict(model="lite", teacher="improved-modern/checkpoint.pt"), "06_distillation"),
@@ -474,10 +494,11 @@ def data_kind(d: dict[str, Any]) -> str:
 def saved_results(results_dir: str | Path, cfg: TrainConfig, data: CIFAR10) -> dict[str, Any] | None:
     """The results of an earlier run of exactly `cfg` on the same data (results.json and
     checkpoint.pt present), or None. Fields that change only speed may differ."""
-    folder = Path(results_dir) / run_name(cfg)
+    folder = run_dir(results_dir, cfg)
     if not (folder / "results.json").is_file() or not (folder / "checkpoint.pt").is_file():
         return None
     res = json.loads((folder / "results.json").read_text())
+    res["config"] = with_current_recipe(res.get("config", {}))  # recorded as recipe seed: the same report run
     speed_only = {"device", "compile", "cuda_graph", "channels_last"}
     same_cfg = {k: v for k, v in res.get("config", {}).items() if k not in speed_only} == {
         k: v for k, v in dataclasses.asdict(cfg).items() if k not in speed_only
@@ -513,7 +534,7 @@ def results_table(results: list[dict[str, Any]]) -> Any:
 
     rows = []
     for r in results:
-        c, fin, d = r["config"], r["final"], r.get("data", {})
+        c, fin, d = with_current_recipe(r["config"]), r["final"], r.get("data", {})
         reported = SEED_REPORTED.get((c["model"], c["recipe"], c["optimizer"]), (math.nan, math.nan))
         val = fin.get("val_acc")
         rows.append(

@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path, help="run folders holding results.json and checkpoint.pt")
     ap.add_argument("--data-dir", required=True, help="the data the runs trained on")
-    ap.add_argument("--out", type=Path, required=True, help="folder for ablation-tta-translate-seedN.json")
+    ap.add_argument("--out", type=Path, required=True, help="folder for ablation-tta-translate-sN.json")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
     data = rl.load_cifar10(args.data_dir, download=False)
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
         rec = screen(run, data, args.device)
         seed = rec["config"].get("seed", 0)
         m = rec["val_mcnemar_vs_run"]
-        path = args.out / f"ablation-tta-translate-seed{seed}.json"
+        path = args.out / f"ablation-tta-translate-s{seed}.json"
         write_json(rec, path)
         print(
             f"{run}: val {100 * rec['final']['val_acc']:.2f}% (its own TTA only right on {m['only_a']}, "

@@ -38,6 +38,7 @@ LEAVES = {
     "resnet_tools.step",
     "resnet_tools.cudagraph",
     "resnet_tools.distributed",
+    "resnet_tools.renamed",  # old recipe names: checkpoints maps the configs it loads
     "resnet_tools.notebook",  # the notebooks' first cell imports it before resnet_lib (Colab installs first)
     "resnet_tools.report",  # the report package's __init__: a docstring
     "resnet_tools.report.latex",  # LaTeX escaping and tables: text in, text out

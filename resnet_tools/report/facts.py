@@ -166,10 +166,10 @@ def comparable_to_seed(res: dict[str, Any]) -> bool:
     """All 60,000 CIFAR-10 images (official files, or the JPEG copy: a different data version,
     marked as such) and the seed's epoch count: the only runs whose numbers may stand beside
     the seed report's."""
-    return data_kind(res["data"]) in ("full", "jpeg") and epochs_of(res) == RECIPES["seed"]["epochs"]
+    return data_kind(res["data"]) in ("full", "jpeg") and epochs_of(res) == RECIPES["report"]["epochs"]
 
 
-# The seed-recipe reading experiments (issue: which reading of the report's recipe reproduces
+# The reading experiments of the seed report's recipe (issue: which reading of the report's recipe reproduces
 # its numbers): their results.json files and an index saying what each run is, committed in
 # report/experiments/ (small JSON, no checkpoints).
 EXPERIMENTS = ROOT / "report" / "experiments"
@@ -290,7 +290,7 @@ def seed_row_of(res: dict[str, Any]) -> tuple[float, float] | None:
     """(train %, test %) of the seed report's row for the run's model and optimizer (a reading of
     the Improved model's SGD run is measured against the seed's Improved SGD row); None if it has none."""
     c = res["config"]
-    return seed_claims().get(run_name(dict(model=c["model"], recipe="seed", optimizer=c["optimizer"])))
+    return seed_claims().get(run_name(dict(model=c["model"], recipe="report", optimizer=c["optimizer"])))
 
 
 def test_halfwidth(acc: float, n: int) -> float:
@@ -364,7 +364,7 @@ def figure_runs(name: str, runs: dict[str, dict[str, Any]]) -> list[str]:
     for model in ARCHS:
         if name == f"{model}_training_curves":
             # Notebook 02 trains (and plots) both Lite recipes; notebook 03 only the modern
-            # Improved run: the Improved seed-recipe runs belong to notebook 04's figure. One
+            # Improved run: the Improved report-recipe runs belong to notebook 04's figure. One
             # curve per configuration: its first seed's run.
             first = {}
             for n, r in runs.items():
@@ -374,7 +374,7 @@ def figure_runs(name: str, runs: dict[str, dict[str, Any]]) -> list[str]:
             return [
                 n
                 for n in first.values()
-                if runs[n]["config"]["model"] == model and (model == "lite" or runs[n]["config"]["recipe"] != "seed")
+                if runs[n]["config"]["model"] == model and (model == "lite" or runs[n]["config"]["recipe"] != "report")
             ]
     if name == "optimizer_comparison":
         return [n for n in expected_runs() if n.startswith("improved-") and n in runs]

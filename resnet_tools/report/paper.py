@@ -68,7 +68,7 @@ def ablation_tex(folder: Path | None = None) -> str:
 def seed_readings_tex(folder: Path | None = None) -> str:
     readings, data = facts.seed_readings(folder)
     if not readings:
-        return "No reading of the seed recipe has been measured in this build.\n"
+        return "No reading of the seed report's recipe has been measured in this build.\n"
     # CLI options: "--" would print as an en dash; "<" in OT1 text prints as an inverted "!"
     rows = [[tex(c).replace("--", "-{}-").replace("<", "$<$") for c in row] for row in words.reading_rows(readings)]
     body = tabular(
@@ -192,12 +192,12 @@ RECIPE_FIELDS = [  # (TrainConfig field, row label)
 ]
 
 def recipes_table_tex() -> str:
-    """The two recipes as resnet_lib.RECIPES defines them (Adam's rate for the seed recipe
+    """The two recipes as resnet_lib.RECIPES defines them (Adam's rate for the report recipe
     as TrainConfig.from_recipe sets it)."""
-    seed_sgd = TrainConfig.from_recipe("seed", device="cpu")
-    seed_adam = TrainConfig.from_recipe("seed", optimizer="adam", device="cpu")
-    reading = TrainConfig.from_recipe("seed-kuangliu", device="cpu")
-    reading_adam = TrainConfig.from_recipe("seed-kuangliu", optimizer="adam", device="cpu")
+    seed_sgd = TrainConfig.from_recipe("report", device="cpu")
+    seed_adam = TrainConfig.from_recipe("report", optimizer="adam", device="cpu")
+    reading = TrainConfig.from_recipe("report-kuangliu", device="cpu")
+    reading_adam = TrainConfig.from_recipe("report-kuangliu", optimizer="adam", device="cpu")
     modern = TrainConfig.from_recipe("modern", device="cpu")
     rows = []
     for f, label in RECIPE_FIELDS:
@@ -210,12 +210,12 @@ def recipes_table_tex() -> str:
             k = f"{fmt_value(reading.lr)} / {fmt_value(reading_adam.lr)}"
         m = optimizer_label(dataclasses.asdict(modern)) if f == "optimizer" else fmt_value(getattr(modern, f))
         rows.append([tex(label), tex(s), tex(k), tex(m)])
-    body = tabular("@{}llll@{}", ["", "\\texttt{seed}", "\\texttt{seed-kuangliu}", "\\texttt{modern}"], rows)
+    body = tabular("@{}llll@{}", ["", "\\texttt{report}", "\\texttt{report-kuangliu}", "\\texttt{modern}"], rows)
     return table_env(
         body,
         "The training recipes as the code defines them (\\texttt{RECIPES}). The seed report "
-        "states neither learning rates nor batch size nor weight decay; \\texttt{seed} fills "
-        "them with common course defaults, \\texttt{seed-kuangliu} is kuangliu/pytorch-cifar's recipe without its "
+        "states neither learning rates nor batch size nor weight decay; \\texttt{report} fills "
+        "them with common course defaults, \\texttt{report-kuangliu} is kuangliu/pytorch-cifar's recipe without its "
         "augmentation, one reading of the seed's recipe (Table~\\ref{tab:readings}). Every recipe is the same on a "
         "CPU and a GPU.",
         "tab:recipes",
@@ -262,7 +262,7 @@ def results_table_tex(runs: dict[str, dict[str, Any]]) -> str:
 
 
 def optimizer_tex(runs: dict[str, dict[str, Any]]) -> str:
-    """The Improved model under one budget: seed recipe with SGD, with Adam, and modern."""
+    """The Improved model under one budget: report recipe with SGD, with Adam, and modern."""
     names = [n for n in expected_runs() if n.startswith("improved-")]
     rows, present = [], [n for n in names if n in runs]
     for name in names:
@@ -301,7 +301,7 @@ def optimizer_tex(runs: dict[str, dict[str, Any]]) -> str:
 
 
 def sgd_against_adam_tex(runs: dict[str, dict[str, Any]], sgd_name: str, adam_name: str) -> str:
-    """The seed recipe's SGD and Adam runs of the Improved model compared, beside the seed's claim."""
+    """The report recipe's SGD and Adam runs of the Improved model compared, beside the seed's claim."""
     sgd, adam = runs.get(sgd_name), runs.get(adam_name)
     if sgd and adam:
         vs, va = selection_accuracy(sgd), selection_accuracy(adam)
@@ -324,7 +324,7 @@ def sgd_against_adam_tex(runs: dict[str, dict[str, Any]], sgd_name: str, adam_na
             f"The seed report put Adam {seed_diff:.2f} points ahead (its claim, not our run).\n"
         )
     return (
-        "\nThe SGD-against-Adam comparison needs both seed-recipe runs of the Improved model; "
+        "\nThe SGD-against-Adam comparison needs both report-recipe runs of the Improved model; "
         f"{'neither has' if not (sgd or adam) else 'one has not'} been run in this build.\n"
     )
 
@@ -371,7 +371,7 @@ def seed_comparison_tex(runs: dict[str, dict[str, Any]]) -> str:
         "The seed report's numbers (its claims, copied from its results table) beside our repetitions of "
         "the same runs, and the same model with the \\texttt{modern} recipe (accuracy in \\%; "
         "$^\\dagger$ flip TTA). $\\Delta$ is shown only for runs on all 60,000 CIFAR-10 images with the seed's "
-        f"{RECIPES['seed']['epochs']} epochs; n/c: not comparable; $^\\ddagger$ on the JPEG copy of CIFAR-10, a "
+        f"{RECIPES['report']['epochs']} epochs; n/c: not comparable; $^\\ddagger$ on the JPEG copy of CIFAR-10, a "
         "different data version from the seed's (JPEG-compressed pixels). Our runs: "
         + provenance_brief(present)
         + " "
@@ -395,7 +395,7 @@ def seed_discussion_tex(runs: dict[str, dict[str, Any]]) -> str:
     if not sentences:
         sentences.append(
             "None of this build's runs repeats a seed run on the full CIFAR-10 for "
-            f"{RECIPES['seed']['epochs']} epochs, so the seed's figures can be neither confirmed nor "
+            f"{RECIPES['report']['epochs']} epochs, so the seed's figures can be neither confirmed nor "
             "refuted here; Table~\\ref{tab:seed} shows them beside our numbers only for orientation."
         )
     sentences += recipe_gain_sentences(runs)
@@ -403,11 +403,11 @@ def seed_discussion_tex(runs: dict[str, dict[str, Any]]) -> str:
 
 
 def recipe_gain_sentences(runs: dict[str, dict[str, Any]]) -> list[str]:
-    """Per model, modern recipe against the seed recipe (SGD), where both ran on the same
+    """Per model, modern recipe against the report recipe (SGD), where both ran on the same
     data for the same epochs: validation and test differences."""
     out = []
     for model in ARCHS:
-        old = runs.get(run_name(TrainConfig.from_recipe("seed", model=model)))
+        old = runs.get(run_name(TrainConfig.from_recipe("report", model=model)))
         new = runs.get(run_name(TrainConfig.from_recipe("modern", model=model)))
         if not (old and new) or data_brief(old["data"]) != data_brief(new["data"]) or epochs_of(old) != epochs_of(new):
             continue
@@ -509,11 +509,11 @@ def limitations_tex(runs: dict[str, dict[str, Any]]) -> str:
             "No run used the full CIFAR-10, so this build measures no CIFAR-10 test accuracy; "
             "its numbers show that the pipeline learns, nothing more."
         )
-    short = sorted({epochs_of(r) for r in runs.values() if epochs_of(r) < RECIPES["seed"]["epochs"]})
+    short = sorted({epochs_of(r) for r in runs.values() if epochs_of(r) < RECIPES["report"]["epochs"]})
     if short:
         items.append(
             f"Runs of {'/'.join(map(str, short))} epoch{'s' if short != [1] else ''} are far shorter than the "
-            f"{RECIPES['seed']['epochs']} the recipes and the seed use."
+            f"{RECIPES['report']['epochs']} the recipes and the seed use."
         )
     subset = [n for n, r in runs.items() if r["config"].get("train_subset")]
     if subset:
@@ -529,7 +529,7 @@ def limitations_tex(runs: dict[str, dict[str, Any]]) -> str:
             "differences between configurations, is not measured, and no difference is called a finding."
         )
     items += [
-        "The seed report gives no learning rates, batch size or weight decay; the \\texttt{seed} recipe fills "
+        "The seed report gives no learning rates, batch size or weight decay; the \\texttt{report} recipe fills "
         "them with common defaults, so it repeats the seed's setup only as far as the report describes it.",
         "We hold out a validation split of the training images for model selection, so our models train on "
         "fewer images than the seed's, which (as far as its report says) used all of them.",
@@ -587,7 +587,7 @@ def numbers_tex(runs: dict[str, dict[str, Any]]) -> str:
         macro("ResNetEighteenParams", f"{count_params(resnet18):,}"),
         macro("LiteWidths", "/".join(map(str, ARCHS["lite"][0]))),
         macro("ImprovedWidths", "/".join(map(str, ARCHS["improved"][0]))),
-        macro("SeedEpochs", str(RECIPES["seed"]["epochs"])),
+        macro("SeedEpochs", str(RECIPES["report"]["epochs"])),
         macro("ModernBatch", str(RECIPES["modern"]["batch_size"])),
         macro("SeedLiteSGDTest", f"{claims[names[0]][1]:.2f}\\%"),
         macro("SeedImprovedSGDTest", f"{claims[names[2]][1]:.2f}\\%"),

@@ -118,7 +118,7 @@ def results_table_md(runs: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def seed_md(runs: dict[str, dict[str, Any]]) -> list[str]:
-    epochs = RECIPES["seed"]["epochs"]
+    epochs = RECIPES["report"]["epochs"]
     lines = [
         f"**The seed report's claims** (copied from its results table: its numbers after {epochs} epochs on "
         "CIFAR-10, not runs of ours), beside our repetitions of the same runs. Δ only where our run used "
@@ -174,7 +174,7 @@ def ablation_md() -> list[str]:
 
 
 def seed_readings_md() -> list[str]:
-    """The readings of the seed recipe against the seed's Lite row (report/experiments/)."""
+    """The readings of the seed report's recipe against the seed's Lite row (report/experiments/)."""
     readings, data = facts.seed_readings()
     if not readings:
         return []
