@@ -51,7 +51,7 @@ def test_every_train_option_has_help_from_trainconfig_metadata_and_defaults():
     assert comments["schedule"] == "constant | cosine | onecycle (linear warm-up, linear decay)"  # choices first
     assert comments["val_size"].startswith("Validation images held out of the training set (seeded)")
     assert comments["val_size"].endswith("only evaluated for reporting.")  # the whole help text
-    assert "peak learning rate (default: seed 0.01, seed-kuangliu 0.1, modern 0.1, distill 0.1)" in flat
+    assert "peak learning rate (default: report 0.01, report-kuangliu 0.1, modern 0.1, distill 0.1)" in flat
     assert (
         "(default: 40 in every recipe)" in flat
         and "True or False is obeyed everywhere. (default: auto)" in flat

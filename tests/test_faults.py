@@ -808,7 +808,7 @@ def run_main(argv: list[str], capsys) -> tuple[int, str]:
 INVALID_CLI = [
     (["--model", "vgg"], [r"invalid choice: 'vgg'", r"lite", r"improved"]),
     (["--optimizer", "rmsprop"], [r"invalid choice: 'rmsprop'", r"sgd", r"adamw"]),
-    (["--recipe", "fancy"], [r"invalid choice: 'fancy'", r"seed", r"modern"]),
+    (["--recipe", "fancy"], [r"invalid choice: 'fancy'", r"report", r"modern"]),
     (["--schedule", "step"], [r"invalid choice: 'step'", r"onecycle"]),
     (["--epochs", "0"], [r"^error: epochs=0 must be a positive integer$"]),
     (["--epochs", "-5"], [r"^error: epochs=-5 must be a positive integer$"]),

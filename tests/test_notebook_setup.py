@@ -88,7 +88,7 @@ def test_setup_cell_imports_the_installed_project_from_any_folder(tmp_path):
 
 def test_from_env_reads_literals_strings_and_flags(monkeypatch):
     for text, default, expected in [(None, 40, 40), ("", None, None), ("2", None, 2), ("0.05", None, 0.05),
-                                    ("['seed']", ["seed", "modern"], ["seed"]), ("cpu", None, "cpu"),
+                                    ("['report']", ["report", "modern"], ["report"]), ("cpu", None, "cpu"),
                                     ("None", "lite", None), ("1", False, True), ("no", True, False),
                                     ("TRUE", False, True), (str(ROOT), None, str(ROOT))]:
         if text is None:

@@ -27,7 +27,7 @@ from resnet_tools.notebook import list_parameter
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 RUNNER = ROOT / "scripts" / "run_notebooks.py"
 CHECKED = "nbval-check-output"
-RUNS = ["lite-seed-sgd", "lite-modern", "improved-modern", "improved-seed-sgd", "improved-seed-adam"]
+RUNS = ["lite-report-sgd", "lite-modern", "improved-modern", "improved-report-sgd", "improved-report-adam"]
 FIGURES = ["class_balance", "samples_per_class", "augmentation_preview", "lite_training_curves",
            "improved_training_curves", "optimizer_comparison", "per_class_accuracy", "reliability_diagram",
            *[f"confusion_matrix_{r}" for r in RUNS], *[f"misclassified_{r}" for r in RUNS], "distillation"]
@@ -137,10 +137,10 @@ def test_runner_smoke_end_to_end_writes_every_figure_and_result(tmp_path):
     with open(results / "results_table.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["run"] for r in rows] == [
-        "lite-seed-sgd",
+        "lite-report-sgd",
         "lite-modern",
-        "improved-seed-sgd",
-        "improved-seed-adam",
+        "improved-report-sgd",
+        "improved-report-adam",
         "improved-modern",
     ]
     assert [r["test acc reported by the seed (%)"] for r in rows] == ["79.87", "", "89.68", "91.52", ""]
@@ -176,7 +176,7 @@ def test_list_parameter_reads_every_form():
     forms = ("[0, 1, 2]", "0,1,2", (0, 1, 2), [0, 1, 2])
     assert all(list_parameter(form, int) == [0, 1, 2] for form in forms)
     assert list_parameter(3, int) == [3] and list_parameter("modern") == ["modern"]
-    assert list_parameter("['seed', 'modern']") == list_parameter("seed, modern") == ["seed", "modern"]
+    assert list_parameter("['report', 'modern']") == list_parameter("report, modern") == ["report", "modern"]
     with pytest.raises(ValueError, match="as a list"):
         list_parameter("[0, 1", int)
     with pytest.raises(ValueError, match="list of int"):
@@ -235,14 +235,14 @@ def test_confusion_matrix_per_class_accuracy_and_confused_pairs():
 
 
 def test_results_table_and_write_table_formats(tmp_path):
-    cfg = rl.TrainConfig.from_recipe("seed", model="improved", optimizer="adam")
+    cfg = rl.TrainConfig.from_recipe("report", model="improved", optimizer="adam")
     res = {"config": dataclasses.asdict(cfg), "num_params": 4_903_242, "history": {"epoch": [1, 2]},
            "final": {"train_acc": 0.5, "val_acc": None, "test_acc": 0.25, "tta": False},
            "data": {"official": False, "n_train": 100, "n_test": 50}, "device": "cpu", "wall_seconds": 90.0}
     table = results_table([res])
     row = table.iloc[0]
     assert (row["run"], row["optimizer"], row["test acc (%)"], row["epochs"]) == (
-        "improved-seed-adam",
+        "improved-report-adam",
         "Adam",
         25.0,
         2,
@@ -256,5 +256,5 @@ def test_results_table_and_write_table_formats(tmp_path):
         and "non-official CIFAR-10 files: unknown, 100 train / 50 test" in md[2]
     )
     tex = tex_path.read_text()
-    assert "\\toprule" in tex and "test acc (\\%)" in tex and "improved-seed-adam" in tex and "4,903,242" in tex
-    assert csv_path.read_text().splitlines()[1].startswith("improved-seed-adam,Improved,seed,Adam,4903242,50.0,25.0")
+    assert "\\toprule" in tex and "test acc (\\%)" in tex and "improved-report-adam" in tex and "4,903,242" in tex
+    assert csv_path.read_text().splitlines()[1].startswith("improved-report-adam,Improved,report,Adam,4903242,50.0,25.0")

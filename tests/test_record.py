@@ -23,7 +23,7 @@ def sized(n_train: int, n_test: int, label: str, root: str = "/data/cifar") -> r
 
 
 FULL_JPEG = sized(50_000, 10_000, "CIFAR-10 (JPEG copy)")
-NOTEBOOK_04 = [rl.TrainConfig.from_recipe("seed", model="improved", optimizer=o, seed=s) for o in ("sgd", "adam")
+NOTEBOOK_04 = [rl.TrainConfig.from_recipe("report", model="improved", optimizer=o, seed=s) for o in ("sgd", "adam")
                for s in (0, 1)] + [rl.TrainConfig.from_recipe("modern", model="improved", device="cpu", bf16=True)]
 
 

@@ -23,7 +23,7 @@ from resnet_tools.report import facts, latex, paper, words
 from resnet_tools.report import readme as readme_section
 from resnet_tools.results import confused_pairs, per_class_accuracy, run_name, write_table
 
-RUNS = ("lite-seed-sgd", "lite-modern", "improved-seed-sgd", "improved-seed-adam", "improved-modern", "lite-distill")
+RUNS = ("lite-report-sgd", "lite-modern", "improved-report-sgd", "improved-report-adam", "improved-modern", "lite-distill")
 MINI = {"root": "/somewhere/cifar10-mini", "official": False, "n_train": 3663, "n_val": 407, "n_test": 1015}
 FULL = {"root": "/data", "official": True, "n_train": 45_000, "n_val": 5_000, "n_test": 10_000}
 
@@ -84,7 +84,7 @@ def fake_result(
 
 @pytest.fixture(autouse=True)
 def no_committed_experiments(tmp_path_factory, monkeypatch):
-    """The generators also read report/experiments/ (the seed-recipe readings); these tests give
+    """The generators also read report/experiments/ (the readings of the seed report's recipe); these tests give
     them an empty one unless they write their own, so only their own runs show up."""
     monkeypatch.setattr(facts, "EXPERIMENTS", tmp_path_factory.mktemp("no-experiments"))
 
@@ -129,11 +129,11 @@ def test_no_results_builds_every_fragment_and_says_so(tmp_path):
 def test_subset_runs_are_labelled_and_not_compared_with_the_seed(tmp_path):
     runs = {
         "lite-modern": fake_result("lite-modern", 0.4567, 0.44, MINI, wall=95.0),
-        "improved-seed-sgd": fake_result("improved-seed-sgd", 0.3012, 0.31, MINI, wall=30.0),
+        "improved-report-sgd": fake_result("improved-report-sgd", 0.3012, 0.31, MINI, wall=30.0),
     }
     manifest, out = generate(tmp_path, runs)
     table = read(out, "results_table.tex")
-    assert manifest["runs"] == ["lite-modern", "improved-seed-sgd"] and manifest["full_cifar10_runs"] == []
+    assert manifest["runs"] == ["lite-modern", "improved-report-sgd"] and manifest["full_cifar10_runs"] == []
     assert "45.67$^\\dagger$" in table  # modern recipe: flip TTA is marked
     assert "30.12 &" in table and table.count("not measured") == len(RUNS) - 2
     # What produced it: data, sizes, caveat, epochs, device, wall time.
@@ -146,24 +146,24 @@ def test_subset_runs_are_labelled_and_not_compared_with_the_seed(tmp_path):
     assert "neither confirmed nor refuted" in read(out, "seed_discussion.tex")
     assert "recipe moves" not in read(out, "seed_discussion.tex")  # no Lite seed run, no Improved modern run
     lim = read(out, "limitations.tex")
-    assert "far shorter" in lim and "Not measured in this build: " + latex.tt_list(["lite-seed-sgd"]) in lim
+    assert "far shorter" in lim and "Not measured in this build: " + latex.tt_list(["lite-report-sgd"]) in lim
 
 
 def test_full_runs_are_compared_with_the_seed_and_selected_by_validation(tmp_path):
     runs = {
-        "lite-seed-sgd": fake_result("lite-seed-sgd", 0.8000, 0.79, FULL, epochs=40, device="NVIDIA H100"),
-        "improved-seed-sgd": fake_result("improved-seed-sgd", 0.9012, 0.90, FULL, epochs=40, device="NVIDIA H100"),
+        "lite-report-sgd": fake_result("lite-report-sgd", 0.8000, 0.79, FULL, epochs=40, device="NVIDIA H100"),
+        "improved-report-sgd": fake_result("improved-report-sgd", 0.9012, 0.90, FULL, epochs=40, device="NVIDIA H100"),
         # The highest test accuracy but not the highest validation accuracy: never "best".
-        "improved-seed-adam": fake_result("improved-seed-adam", 0.9300, 0.88, FULL, epochs=40, device="NVIDIA H100"),
+        "improved-report-adam": fake_result("improved-report-adam", 0.9300, 0.88, FULL, epochs=40, device="NVIDIA H100"),
     }
     manifest, out = generate(tmp_path, runs)
     assert manifest["full_cifar10_runs"] == list(runs)
     seed = read(out, "seed_comparison.tex")
     claims = facts.seed_claims()
-    assert f"& {latex.signed(80.00 - claims['lite-seed-sgd'][1])} &" in seed  # ours minus the seed's claim
-    assert f"& {latex.signed(90.12 - claims['improved-seed-sgd'][1])} &" in seed
+    assert f"& {latex.signed(80.00 - claims['lite-report-sgd'][1])} &" in seed  # ours minus the seed's claim
+    assert f"& {latex.signed(90.12 - claims['improved-report-sgd'][1])} &" in seed
     assert latex.signed(-2.5) == "$-$2.50" and latex.signed(0.125) == "+0.12"
-    assert "improved-seed-sgd" in read(out, "abstract.tex") and "90.12" in read(out, "abstract.tex")
+    assert "improved-report-sgd" in read(out, "abstract.tex") and "90.12" in read(out, "abstract.tex")
     assert "full CIFAR-10, 45,000/5,000/10,000 train/val/test images, official test set" in read(
         out, "results_table.tex"
     )
@@ -178,9 +178,9 @@ def test_full_runs_are_compared_with_the_seed_and_selected_by_validation(tmp_pat
 
 def test_modern_against_seed_recipe_on_the_same_data(tmp_path):
     runs = {
-        "lite-seed-sgd": fake_result("lite-seed-sgd", 0.60, 0.58, MINI, epochs=3),
+        "lite-report-sgd": fake_result("lite-report-sgd", 0.60, 0.58, MINI, epochs=3),
         "lite-modern": fake_result("lite-modern", 0.7525, 0.74, MINI, epochs=3),
-        "improved-seed-sgd": fake_result("improved-seed-sgd", 0.5, 0.5, MINI, epochs=3),
+        "improved-report-sgd": fake_result("improved-report-sgd", 0.5, 0.5, MINI, epochs=3),
         "improved-modern": fake_result("improved-modern", 0.6, 0.6, FULL, epochs=3),
     }  # other data: no sentence
     _, out = generate(tmp_path, runs)
@@ -201,7 +201,7 @@ def test_architecture_tables_come_from_the_code(tmp_path):
     assert f"\\newcommand{{\\LiteParams}}{{{rl.count_params(rl.lite()):,}}}" in numbers
     assert f"\\newcommand{{\\ParamBudget}}{{{rl.PARAM_BUDGET:,}}}" in numbers
     recipes = read(out, "recipes_table.tex")
-    assert f"peak learning rate & {rl.RECIPES['seed']['lr']:g} / 0.001 & {rl.RECIPES['modern']['lr']:g}" in recipes
+    assert f"peak learning rate & {rl.RECIPES['report']['lr']:g} / 0.001 & {rl.RECIPES['modern']['lr']:g}" in recipes
 
 
 def test_figures_are_included_only_when_present(tmp_path):
@@ -416,25 +416,25 @@ def test_seeds_give_mean_and_std_and_only_a_clear_difference_is_a_finding(tmp_pa
     modern-vs-seed sentence calls a difference a finding only where it clears twice its SE."""
     runs = {}
     for seed, (t_old, t_new) in enumerate(((0.700, 0.830), (0.705, 0.832), (0.710, 0.834))):
-        for name, acc in (("lite-seed-sgd", t_old), ("lite-modern", t_new)):
+        for name, acc in (("lite-report-sgd", t_old), ("lite-modern", t_new)):
             res = fake_result(name, acc, acc - 0.01, FULL, epochs=40)
             res["config"]["seed"] = seed
             runs[run_name(res["config"])] = res
     _, out = generate(tmp_path, runs)
     table = read(out, "results_table.tex")
     assert "83.20 $\\pm$ 0.20" in table and "70.50 $\\pm$ 0.50" in table
-    assert "lite-modern-seed1" not in table  # seeds merge into their configuration's row
+    assert "lite-modern-s1" not in table  # seeds merge into their configuration's row
     sentences = read(out, "seed_discussion.tex") + read(out, "abstract.tex") + read(out, "limitations.tex")
     assert "3 and 3 seeds, more than twice its standard error" in sentences and "holds up" in sentences
     block = readme_section.render_block(tmp_path / "results", tmp_path / "figures", tmp_path)
-    assert "| 83.20 ± 0.20 † | 3 |" in block and "| `lite-seed-sgd` |" in block
+    assert "| 83.20 ± 0.20 † | 3 |" in block and "| `lite-report-sgd` |" in block
 
 
 def test_one_seed_each_is_not_called_a_finding(tmp_path):
     _, out = generate(
         tmp_path,
         {
-            "lite-seed-sgd": fake_result("lite-seed-sgd", 0.70, 0.69, FULL, epochs=40),
+            "lite-report-sgd": fake_result("lite-report-sgd", 0.70, 0.69, FULL, epochs=40),
             "lite-modern": fake_result("lite-modern", 0.83, 0.82, FULL, epochs=40),
         },
     )
@@ -446,7 +446,7 @@ def test_paper_shows_two_confusion_matrices_and_the_rest_in_the_appendix(tmp_pat
     runs = {n: fake_result(n, 0.8 - 0.01 * i, 0.79 - 0.01 * i, FULL, epochs=40) for i, n in enumerate(RUNS)}
     _, out = generate(tmp_path, runs, figures=[f"confusion_matrix_{n}.png" for n in RUNS])
     main = read(out, "fig_confusion.tex")
-    key = ["lite-seed-sgd", "improved-seed-sgd"]  # each model's best run by validation accuracy
+    key = ["lite-report-sgd", "improved-report-sgd"]  # each model's best run by validation accuracy
     assert not (out / "appendix_confusion.tex").exists() and main.count("\\begin{figure*}") == 1
     grid = main.split("\\begin{figure*}")[1].split("\\end{figure*}")[0]  # every matrix on one page
     assert grid.count("\\includegraphics") == len(RUNS) and "0.32\\textwidth" in grid  # six: three to a row
@@ -463,7 +463,7 @@ def test_paper_shows_two_confusion_matrices_and_the_rest_in_the_appendix(tmp_pat
 def test_seed_readings_table_from_the_experiments_index(tmp_path, monkeypatch):
     """Each reading of the seed recipe against the seed's Lite row (79.12 / 79.87): its final train
     and test accuracy, the best test epoch as a diagnostic, and the distance; unmeasured ones say why."""
-    res = fake_result("lite-seed-sgd", 0.70, 0.69, FULL, epochs=40)
+    res = fake_result("lite-report-sgd", 0.70, 0.69, FULL, epochs=40)
     res["final"]["train_acc"] = 0.9267
     res["history"]["test_acc"][10] = 0.7350  # a better epoch than the last
     (tmp_path / "literal.json").write_text(json.dumps(res))
@@ -485,11 +485,11 @@ def test_a_reading_over_several_seeds_gives_mean_std_and_its_distance_from_the_m
     mean +- std and n; its distance to the seed's Lite row (79.12 / 79.87) comes from the means, its
     best test epoch is each seed's best averaged, and the closest Lite reading is named from it."""
     for seed, (train, test, best) in enumerate([(0.80, 0.78, 0.79), (0.81, 0.76, 0.77), (0.82, 0.77, 0.78)]):
-        res = fake_result("lite-seed-sgd", test, test - 0.01, FULL, epochs=40)
+        res = fake_result("lite-report-sgd", test, test - 0.01, FULL, epochs=40)
         res["config"]["seed"], res["final"]["train_acc"] = seed, train
         res["history"]["test_acc"][5] = best
         (tmp_path / f"crop{seed}.json").write_text(json.dumps(res))
-    far = fake_result("lite-seed-sgd", 0.70, 0.69, FULL, epochs=40)
+    far = fake_result("lite-report-sgd", 0.70, 0.69, FULL, epochs=40)
     far["final"]["train_acc"] = 0.9267
     (tmp_path / "literal.json").write_text(json.dumps(far))
     index = {"data": "JPEG copy.", "readings": [
@@ -521,7 +521,7 @@ def test_a_reading_over_several_seeds_gives_mean_std_and_its_distance_from_the_m
 def test_an_improved_reading_is_measured_against_the_seeds_improved_row(tmp_path, monkeypatch):
     """A reading on the Improved model with Adam is compared with the seed's Improved Adam row
     (98.42 / 91.52), not with its Lite row."""
-    res = fake_result("improved-seed-adam", 0.90, 0.89, FULL, epochs=40)
+    res = fake_result("improved-report-adam", 0.90, 0.89, FULL, epochs=40)
     res["final"]["train_acc"] = 0.9700
     (tmp_path / "adam.json").write_text(json.dumps(res))
     index = {"data": "JPEG copy.", "readings": [{"name": "adam", "what": "Adam, crop", "file": "adam.json"}]}
@@ -585,12 +585,12 @@ def test_training_curves_show_each_configurations_first_seed():
     make the curves figure stale."""
     runs = {
         "lite-modern": fake_result("lite-modern", 0.8, 0.8, FULL),
-        "lite-seed-sgd": fake_result("lite-seed-sgd", 0.7, 0.7, FULL),
+        "lite-report-sgd": fake_result("lite-report-sgd", 0.7, 0.7, FULL),
     }
     for k in (1, 2):
-        runs[f"lite-modern-seed{k}"] = fake_result("lite-modern", 0.8, 0.8, FULL)
-        runs[f"lite-modern-seed{k}"]["config"]["seed"] = k
-    assert sorted(facts.figure_runs("lite_training_curves", runs)) == ["lite-modern", "lite-seed-sgd"]
+        runs[f"lite-modern-s{k}"] = fake_result("lite-modern", 0.8, 0.8, FULL)
+        runs[f"lite-modern-s{k}"]["config"]["seed"] = k
+    assert sorted(facts.figure_runs("lite_training_curves", runs)) == ["lite-modern", "lite-report-sgd"]
     assert facts.figure_runs("improved_training_curves", runs) == []
 
 
@@ -635,10 +635,10 @@ def test_figures_and_tables_carry_when_they_were_written(tmp_path):
 def test_a_curves_figure_says_it_shows_each_configurations_first_seed_not_the_tables_mean(tmp_path):
     """The training curves draw one run per configuration (its first seed): the caption says which
     seed, and that the results table averages more, rather than "Runs as in Table 2"."""
-    runs = {"lite-seed-sgd": fake_result("lite-seed-sgd", 0.7, 0.7, FULL, epochs=40)}
+    runs = {"lite-report-sgd": fake_result("lite-report-sgd", 0.7, 0.7, FULL, epochs=40)}
     for k in range(3):
-        runs[f"lite-modern-seed{k}"] = fake_result("lite-modern", 0.8, 0.8, FULL, epochs=40)
-        runs[f"lite-modern-seed{k}"]["config"]["seed"] = k
+        runs[f"lite-modern-s{k}"] = fake_result("lite-modern", 0.8, 0.8, FULL, epochs=40)
+        runs[f"lite-modern-s{k}"]["config"]["seed"] = k
     _, out = generate(tmp_path, runs, figures=["lite_training_curves.png"])
     caption = read(out, "fig_curves.tex").split("\\caption{")[1]
     said = "One run per configuration, its first seed (seed 0); Table~\\ref{tab:results} gives the mean of 3 seeds"

@@ -63,8 +63,8 @@ def test_a_file_with_impossible_numbers_is_left_out_naming_the_field(tmp_path, c
     bad = target_run(test_acc=0.90)  # would meet the 85% target if its numbers were believed
     where, key = field.split(".") if "." in field else ("", field)
     (bad[where] if where else bad)[key] = value
-    good = fake_result("lite-seed-sgd", 0.7123, 0.70, dict(JPEG), epochs=40)
-    frags, block = build(tmp_path, {"lite-modern": bad, "lite-seed-sgd": good})
+    good = fake_result("lite-report-sgd", 0.7123, 0.70, dict(JPEG), epochs=40)
+    frags, block = build(tmp_path, {"lite-modern": bad, "lite-report-sgd": good})
     err = capsys.readouterr().err
     assert f"lite-modern/results.json: left out of every table: {field}: {value!r}" in err
     assert "Traceback" not in err
@@ -107,7 +107,7 @@ def test_the_committed_record_passes_the_check():
 
 
 def test_an_experiment_file_with_impossible_numbers_is_not_measured(tmp_path, monkeypatch, capsys):
-    res = fake_result("lite-seed-sgd", 0.70, 0.69, FULL, epochs=40)
+    res = fake_result("lite-report-sgd", 0.70, 0.69, FULL, epochs=40)
     res["final"]["train_acc"] = 92.67  # a percentage where a fraction belongs
     (tmp_path / "bad.json").write_text(json.dumps(res))
     index = {"data": "d", "readings": [{"name": "bad", "what": "w", "file": "bad.json"}]}
@@ -160,7 +160,7 @@ def test_results_text_cannot_break_or_mark_up_the_readme(tmp_path, capsys):
 def test_markdown_escaping_leaves_ordinary_text_alone():
     plain = "cpu (x86_64, 2 threads); CIFAR-10 (JPEG copy)"
     assert markdown.md(plain) == plain
-    assert markdown.md("_a_ b_") == "\\_a\\_ b\\_" and markdown.code("lite-modern-seed1") == "`lite-modern-seed1`"
+    assert markdown.md("_a_ b_") == "\\_a\\_ b\\_" and markdown.code("lite-modern-s1") == "`lite-modern-s1`"
 
 
 def test_results_text_becomes_latex_that_typesets(tmp_path):
@@ -198,7 +198,7 @@ def seeds(folders: dict[str, int]) -> dict[str, dict]:
 
 
 def test_a_folder_not_named_for_its_run_is_reported_under_its_group_with_a_warning(tmp_path, capsys):
-    write_runs(tmp_path / "results", seeds({"run": 0, "lite-modern-seed1": 1, "lite-modern-seed2": 2}))
+    write_runs(tmp_path / "results", seeds({"run": 0, "lite-modern-s1": 1, "lite-modern-s2": 2}))
     argv = ["--results", str(tmp_path / "results"), "--figures", str(tmp_path), "--out", str(tmp_path / "o")]
     assert paper.main(argv) == 0
     err = capsys.readouterr().err
@@ -207,7 +207,7 @@ def test_a_folder_not_named_for_its_run_is_reported_under_its_group_with_a_warni
 
 
 def test_a_second_folder_with_the_same_run_is_not_counted_as_another_seed(tmp_path, capsys):
-    write_runs(tmp_path / "results", seeds({"lite-modern": 0, "lite-modern-copy": 0, "lite-modern-seed1": 1}))
+    write_runs(tmp_path / "results", seeds({"lite-modern": 0, "lite-modern-copy": 0, "lite-modern-s1": 1}))
     runs = facts.load_runs(tmp_path / "results")
     assert runs["lite-modern"]["seeds"]["n"] == 2
     err = capsys.readouterr().err

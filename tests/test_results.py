@@ -24,31 +24,31 @@ def fake_run(recipe: str = "modern", seed: int = 0, test: float = 0.8, val: floa
 
 def test_run_names_add_the_seed_and_groups_leave_it_out():
     assert results.run_name(fake_run(seed=0)["config"]) == "lite-modern"
-    assert results.run_name(fake_run(seed=2)["config"]) == "lite-modern-seed2"
+    assert results.run_name(fake_run(seed=2)["config"]) == "lite-modern-s2"
     assert results.group_name(fake_run(seed=2)["config"]) == "lite-modern"
-    assert results.run_name(fake_run("seed", seed=1, optimizer="adam")["config"]) == "lite-seed-adam-seed1"
+    assert results.run_name(fake_run("report", seed=1, optimizer="adam")["config"]) == "lite-report-adam-s1"
 
 
 def test_merge_seeds_gives_mean_std_and_every_value():
-    runs = {"lite-modern": fake_run(test=0.80), "lite-modern-seed1": fake_run(seed=1, test=0.82),
-            "lite-modern-seed2": fake_run(seed=2, test=0.84), "lite-seed-sgd": fake_run("seed", test=0.7)}
+    runs = {"lite-modern": fake_run(test=0.80), "lite-modern-s1": fake_run(seed=1, test=0.82),
+            "lite-modern-s2": fake_run(seed=2, test=0.84), "lite-report-sgd": fake_run("report", test=0.7)}
     merged = results.merge_seeds(runs)
-    assert list(merged) == ["lite-modern", "lite-seed-sgd"]
+    assert list(merged) == ["lite-modern", "lite-report-sgd"]
     m = merged["lite-modern"]
     assert m["seeds"]["n"] == 3 and m["seeds"]["seeds"] == [0, 1, 2]
     assert m["final"]["test_acc"] == pytest.approx(0.82) and m["final_std"]["test_acc"] == pytest.approx(0.02)
     assert m["seeds"]["values"]["test_acc"] == [0.80, 0.82, 0.84] and m["wall_seconds"] == 180.0
-    assert merged["lite-seed-sgd"]["seeds"]["n"] == 1 and math.isnan(merged["lite-seed-sgd"]["final_std"]["test_acc"])
-    assert m["device"] == "cpu" and merged["lite-seed-sgd"]["device"] == "cpu"
-    runs["lite-modern-seed2"]["device"] = "NVIDIA H100 80GB HBM3"  # a seed run elsewhere: both devices named
+    assert merged["lite-report-sgd"]["seeds"]["n"] == 1 and math.isnan(merged["lite-report-sgd"]["final_std"]["test_acc"])
+    assert m["device"] == "cpu" and merged["lite-report-sgd"]["device"] == "cpu"
+    runs["lite-modern-s2"]["device"] = "NVIDIA H100 80GB HBM3"  # a seed run elsewhere: both devices named
     assert results.merge_seeds(runs)["lite-modern"]["device"] == "cpu; NVIDIA H100 80GB HBM3"
 
 
 def test_best_of_each_group_picks_by_validation_never_by_test():
-    runs = {"lite-modern": fake_run(val=0.80, test=0.90), "lite-modern-seed1": fake_run(seed=1, val=0.82, test=0.70),
-            "lite-seed-sgd": fake_run("seed", val=0.70), "lite-seed-sgd-seed1": fake_run("seed", seed=1, val=0.69),
-            "lite-seed-kuangliu": fake_run("seed-kuangliu", val=None)}
-    assert results.best_of_each_group(runs) == {"lite-modern": "lite-modern-seed1", "lite-seed-sgd": "lite-seed-sgd"}
+    runs = {"lite-modern": fake_run(val=0.80, test=0.90), "lite-modern-s1": fake_run(seed=1, val=0.82, test=0.70),
+            "lite-report-sgd": fake_run("report", val=0.70), "lite-report-sgd-s1": fake_run("report", seed=1, val=0.69),
+            "lite-report-kuangliu": fake_run("report-kuangliu", val=None)}
+    assert results.best_of_each_group(runs) == {"lite-modern": "lite-modern-s1", "lite-report-sgd": "lite-report-sgd"}
 
 
 def test_mcnemar_counts_discordant_images_and_gives_the_exact_p():
@@ -74,17 +74,17 @@ def test_stored_test_predictions_round_trip():
 
 
 def test_one_run_each_is_never_a_finding_and_seeds_must_clear_twice_the_se():
-    one = results.merge_seeds({"a": fake_run(test=0.90), "b": fake_run("seed", test=0.70)})
-    v = results.difference_verdict(one["lite-modern"], one["lite-seed-sgd"])
+    one = results.merge_seeds({"a": fake_run(test=0.90), "b": fake_run("report", test=0.70)})
+    v = results.difference_verdict(one["lite-modern"], one["lite-report-sgd"])
     assert v.diff == pytest.approx(20.0) and not v.holds and "too few seeds" in v.text
     spread = {f"m{s}": fake_run(seed=s, test=t) for s, t in enumerate((0.80, 0.82, 0.84))}
-    close = {f"s{s}": fake_run("seed", seed=s, test=t) for s, t in enumerate((0.79, 0.81, 0.83))}
+    close = {f"s{s}": fake_run("report", seed=s, test=t) for s, t in enumerate((0.79, 0.81, 0.83))}
     m = results.merge_seeds({**spread, **close})
-    v = results.difference_verdict(m["lite-modern"], m["lite-seed-sgd"])
+    v = results.difference_verdict(m["lite-modern"], m["lite-report-sgd"])
     assert v.diff == pytest.approx(1.0) and not v.holds and "less than twice its standard error" in v.text
-    far = {f"s{s}": fake_run("seed", seed=s, test=t) for s, t in enumerate((0.70, 0.71, 0.72))}
+    far = {f"s{s}": fake_run("report", seed=s, test=t) for s, t in enumerate((0.70, 0.71, 0.72))}
     m = results.merge_seeds({**spread, **far})
-    v = results.difference_verdict(m["lite-modern"], m["lite-seed-sgd"])
+    v = results.difference_verdict(m["lite-modern"], m["lite-report-sgd"])
     assert v.holds and v.diff == pytest.approx(11.0) and "more than twice" in v.text
 
 
@@ -94,7 +94,7 @@ def test_cli_seeds_trains_each_seed_into_its_run_folder(cifar_dir, tmp_path, cap
             "--batch-size", "64", "--device", "cpu", "--quiet", "--no-download"]
     with pytest.warns(UserWarning, match="not the official CIFAR-10"):
         assert cli.main(args) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["lite-modern", "lite-modern-seed3"]
+    assert sorted(p.name for p in out.iterdir()) == ["lite-modern", "lite-modern-s3"]
     runs = results.load_results(out)
     assert [r["config"]["seed"] for r in runs.values()] == [0, 3]
     assert all(len(r["final"]["test_predictions"]) == r["data"]["n_test"] for r in runs.values())
@@ -106,10 +106,10 @@ def test_cli_seeds_trains_each_seed_into_its_run_folder(cifar_dir, tmp_path, cap
 
 
 def test_summary_table_one_row_per_group():
-    runs = {"lite-modern": fake_run(test=0.80), "lite-modern-seed1": fake_run(seed=1, test=0.84),
-            "lite-seed-sgd": fake_run("seed", test=0.7)}
+    runs = {"lite-modern": fake_run(test=0.80), "lite-modern-s1": fake_run(seed=1, test=0.84),
+            "lite-report-sgd": fake_run("report", test=0.7)}
     table = results.summary_table(runs)
-    assert table["run"].tolist() == ["lite-modern", "lite-seed-sgd"] and table["seeds"].tolist() == [2, 1]
+    assert table["run"].tolist() == ["lite-modern", "lite-report-sgd"] and table["seeds"].tolist() == [2, 1]
     assert table.loc[0, "test acc (%)"] == 82.0 and table.loc[0, "test std"] == pytest.approx(2.83, abs=0.01)
     assert math.isnan(table.loc[1, "test std"]) and table.loc[0, "data"] == "CIFAR-10 (JPEG copy)"
 
@@ -132,22 +132,22 @@ def test_notebook_seeds_parameter_trains_every_seed_and_summarises(tmp_path):
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     runs = results.load_results(tmp_path / "results")
-    assert list(runs) == ["lite-modern", "lite-modern-seed1"]
+    assert list(runs) == ["lite-modern", "lite-modern-s1"]
     assert [r["config"]["seed"] for r in runs.values()] == [0, 1]
     cells = json.loads((tmp_path / "out.ipynb").read_text())["cells"]
     last = [c for c in cells if c["cell_type"] == "code"][-1]
     every, summary = ("".join(o["data"]["text/plain"]) for o in last["outputs"])
-    assert "lite-modern-seed1" in every  # one row per run ...
-    assert "lite-modern" in summary and "seeds" in summary and "lite-modern-seed1" not in summary  # ... then per group
+    assert "lite-modern-s1" in every  # one row per run ...
+    assert "lite-modern" in summary and "seeds" in summary and "lite-modern-s1" not in summary  # ... then per group
 
 
 def test_missing_runs_names_the_notebook_that_makes_each():
-    runs = {"lite-modern": fake_run(), "lite-modern-seed1": fake_run(seed=1)}
+    runs = {"lite-modern": fake_run(), "lite-modern-s1": fake_run(seed=1)}
     missing = results.missing_runs(runs)
-    assert "lite-modern" not in missing and missing["lite-seed-sgd"] == "02_train_lite"
+    assert "lite-modern" not in missing and missing["lite-report-sgd"] == "02_train_lite"
     assert (
         missing["improved-modern"] == "03_train_improved"
-        and missing["improved-seed-adam"] == "04_optimizer_comparison"
+        and missing["improved-report-adam"] == "04_optimizer_comparison"
     )
 
 

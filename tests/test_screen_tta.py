@@ -51,7 +51,7 @@ def test_screen_writes_the_runs_record_with_translate_numbers_and_a_paired_test(
     data_dir, run = finished_run
     with pytest.warns(UserWarning, match="not the official CIFAR-10"):
         screen_tta.main([str(run), "--data-dir", str(data_dir), "--out", str(tmp_path / "exp")])
-    rec = json.loads((tmp_path / "exp" / "ablation-tta-translate-seed0.json").read_text())
+    rec = json.loads((tmp_path / "exp" / "ablation-tta-translate-s0.json").read_text())
     orig = json.loads((run / "results.json").read_text())
     assert rec["config"] == orig["config"] and rec["history"] == orig["history"]
     assert rec["final"]["tta"] == "flip+translate" and "translate" in rec["evaluation"]

@@ -147,18 +147,18 @@ def test_invalid_config_is_rejected_with_choices(overrides, message):
 
 
 def test_recipes():
-    seed = rl.TrainConfig.from_recipe("seed", model="improved")
+    seed = rl.TrainConfig.from_recipe("report", model="improved")
     assert (seed.optimizer, seed.schedule, seed.crop, seed.flip, seed.epochs) == ("sgd", "constant", False, False, 40)
-    adam = rl.TrainConfig.from_recipe("seed", model="improved", optimizer="adam")
+    adam = rl.TrainConfig.from_recipe("report", model="improved", optimizer="adam")
     assert adam.lr == 1e-3
-    assert rl.TrainConfig.from_recipe("seed", optimizer="adam", lr=None).lr == 1e-3  # as the CLI passes it
-    assert rl.TrainConfig.from_recipe("seed", optimizer="adam", lr=0.01).lr == 0.01
+    assert rl.TrainConfig.from_recipe("report", optimizer="adam", lr=None).lr == 1e-3  # as the CLI passes it
+    assert rl.TrainConfig.from_recipe("report", optimizer="adam", lr=0.01).lr == 0.01
     modern = rl.TrainConfig.from_recipe("modern")
     assert modern.crop and modern.flip and modern.nesterov and modern.label_smoothing > 0 and modern.tta
-    with pytest.raises(rl.ConfigError, match="valid choices: seed, seed-kuangliu, modern"):
+    with pytest.raises(rl.ConfigError, match="valid choices: report, report-kuangliu, modern"):
         rl.TrainConfig.from_recipe("fancy")
     with pytest.raises(rl.ConfigError, match="unknown TrainConfig field"):
-        rl.TrainConfig.from_recipe("seed", epoch=3)
+        rl.TrainConfig.from_recipe("report", epoch=3)
 
 
 
@@ -192,10 +192,10 @@ def test_schedule_horizon_longer_than_the_run():
     assert 0.90 < f(last, 40 * spe, 0, "cosine", 200 * spe) < 0.91 and f(last, 40 * spe, 0, "cosine") < 1e-3
     assert f(20 * spe, 40 * spe, 0, "onecycle", 80 * spe) == pytest.approx(0.75)  # linear decay, horizon 80
     assert f(5, 40 * spe, 0, "cosine", 0) == f(5, 40 * spe, 0, "cosine")  # 0 = the run's length
-    cfg = rl.TrainConfig.from_recipe("seed", schedule="cosine", schedule_epochs=200, lr=0.1)
+    cfg = rl.TrainConfig.from_recipe("report", schedule="cosine", schedule_epochs=200, lr=0.1)
     assert cfg.schedule_epochs == 200 and cfg.epochs == 40
     with pytest.raises(rl.ConfigError, match=r"schedule_epochs=20 must be 0 \(the run's length\) or at least"):
-        rl.TrainConfig.from_recipe("seed", schedule="cosine", schedule_epochs=20)
+        rl.TrainConfig.from_recipe("report", schedule="cosine", schedule_epochs=20)
 
 
 def test_fit_follows_the_schedule_horizon(cifar):
@@ -280,7 +280,7 @@ def test_fit_keeps_freed_memory_on_the_cpu(cifar, monkeypatch):
 def test_seed_kuangliu_preset_is_the_measured_reading():
     """The best-supported reading of the seed recipe (docs/models-and-recipes.md, "Which reading of the seed's recipe"):
     kuangliu/pytorch-cifar's main.py for 40 epochs without augmentation; Adam gets its usual 0.001."""
-    cfg = rl.TrainConfig.from_recipe("seed-kuangliu", model="lite")
+    cfg = rl.TrainConfig.from_recipe("report-kuangliu", model="lite")
     assert (cfg.optimizer, cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay) == ("sgd", 0.1, 0.9, False, 5e-4)
     assert (cfg.schedule, cfg.schedule_epochs, cfg.warmup_epochs, cfg.epochs, cfg.batch_size) == (
         "cosine",
@@ -293,8 +293,8 @@ def test_seed_kuangliu_preset_is_the_measured_reading():
     spe = 352  # 45,000 images at batch 128
     last = rl.lr_factor(40 * spe - 1, 40 * spe, 0, cfg.schedule, round(cfg.schedule_epochs * spe))
     assert 0.90 < last < 0.91  # the lr stays near its peak: a run that ends at a high learning rate
-    assert rl.TrainConfig.from_recipe("seed-kuangliu", optimizer="adam").lr == 1e-3
-    assert results.run_name(cfg) == "lite-seed-kuangliu-sgd"
+    assert rl.TrainConfig.from_recipe("report-kuangliu", optimizer="adam").lr == 1e-3
+    assert results.run_name(cfg) == "lite-report-kuangliu-sgd"
 
 
 def test_a_run_shorter_than_its_warm_up_is_warned_about(cifar):
