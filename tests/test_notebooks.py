@@ -257,4 +257,5 @@ def test_results_table_and_write_table_formats(tmp_path):
     )
     tex = tex_path.read_text()
     assert "\\toprule" in tex and "test acc (\\%)" in tex and "improved-report-adam" in tex and "4,903,242" in tex
-    assert csv_path.read_text().splitlines()[1].startswith("improved-report-adam,Improved,report,Adam,4903242,50.0,25.0")
+    row = csv_path.read_text().splitlines()[1]
+    assert row.startswith("improved-report-adam,Improved,report,Adam,4903242,50.0,25.0")

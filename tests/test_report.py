@@ -23,7 +23,8 @@ from resnet_tools.report import facts, latex, paper, words
 from resnet_tools.report import readme as readme_section
 from resnet_tools.results import confused_pairs, per_class_accuracy, run_name, write_table
 
-RUNS = ("lite-report-sgd", "lite-modern", "improved-report-sgd", "improved-report-adam", "improved-modern", "lite-distill")
+RUNS = ("lite-report-sgd", "lite-modern", "improved-report-sgd", "improved-report-adam", "improved-modern",
+        "lite-distill")
 MINI = {"root": "/somewhere/cifar10-mini", "official": False, "n_train": 3663, "n_val": 407, "n_test": 1015}
 FULL = {"root": "/data", "official": True, "n_train": 45_000, "n_val": 5_000, "n_test": 10_000}
 
@@ -154,7 +155,9 @@ def test_full_runs_are_compared_with_the_seed_and_selected_by_validation(tmp_pat
         "lite-report-sgd": fake_result("lite-report-sgd", 0.8000, 0.79, FULL, epochs=40, device="NVIDIA H100"),
         "improved-report-sgd": fake_result("improved-report-sgd", 0.9012, 0.90, FULL, epochs=40, device="NVIDIA H100"),
         # The highest test accuracy but not the highest validation accuracy: never "best".
-        "improved-report-adam": fake_result("improved-report-adam", 0.9300, 0.88, FULL, epochs=40, device="NVIDIA H100"),
+        "improved-report-adam": fake_result(
+            "improved-report-adam", 0.9300, 0.88, FULL, epochs=40, device="NVIDIA H100"
+        ),
     }
     manifest, out = generate(tmp_path, runs)
     assert manifest["full_cifar10_runs"] == list(runs)

@@ -38,7 +38,8 @@ def test_merge_seeds_gives_mean_std_and_every_value():
     assert m["seeds"]["n"] == 3 and m["seeds"]["seeds"] == [0, 1, 2]
     assert m["final"]["test_acc"] == pytest.approx(0.82) and m["final_std"]["test_acc"] == pytest.approx(0.02)
     assert m["seeds"]["values"]["test_acc"] == [0.80, 0.82, 0.84] and m["wall_seconds"] == 180.0
-    assert merged["lite-report-sgd"]["seeds"]["n"] == 1 and math.isnan(merged["lite-report-sgd"]["final_std"]["test_acc"])
+    one = merged["lite-report-sgd"]
+    assert one["seeds"]["n"] == 1 and math.isnan(one["final_std"]["test_acc"])
     assert m["device"] == "cpu" and merged["lite-report-sgd"]["device"] == "cpu"
     runs["lite-modern-s2"]["device"] = "NVIDIA H100 80GB HBM3"  # a seed run elsewhere: both devices named
     assert results.merge_seeds(runs)["lite-modern"]["device"] == "cpu; NVIDIA H100 80GB HBM3"
@@ -46,7 +47,8 @@ def test_merge_seeds_gives_mean_std_and_every_value():
 
 def test_best_of_each_group_picks_by_validation_never_by_test():
     runs = {"lite-modern": fake_run(val=0.80, test=0.90), "lite-modern-s1": fake_run(seed=1, val=0.82, test=0.70),
-            "lite-report-sgd": fake_run("report", val=0.70), "lite-report-sgd-s1": fake_run("report", seed=1, val=0.69),
+            "lite-report-sgd": fake_run("report", val=0.70),
+            "lite-report-sgd-s1": fake_run("report", seed=1, val=0.69),
             "lite-report-kuangliu": fake_run("report-kuangliu", val=None)}
     assert results.best_of_each_group(runs) == {"lite-modern": "lite-modern-s1", "lite-report-sgd": "lite-report-sgd"}
 
