@@ -418,7 +418,7 @@ def recipe_gain_sentences(runs: dict[str, dict[str, Any]]) -> list[str]:
             f"the \\texttt{{modern}} recipe moves {model.capitalize()} from {val}test "
             f"{pct(old['final']['test_acc'])}\\% $\\to$ {pct(new['final']['test_acc'])}\\% "
             f"({signed(100 * (new['final']['test_acc'] - old['final']['test_acc']))} points) against the "
-            f"\\texttt{{seed}} recipe with SGD: {verdict_text(new, old)}."
+            f"\\texttt{{report}} recipe with SGD: {verdict_text(new, old)}."
         )
     return out
 
