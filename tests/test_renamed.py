@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import torch
-from conftest import fit_interrupted
+from conftest import ROOT, fit_interrupted
 
 import resnet_lib as rl
 from resnet_tools import checkpoints, cli, results
 from resnet_tools.renamed import RECIPE_ALIASES
+from resnet_tools.report import readme
 from test_report import FULL, fake_result
 from test_training import fit_quiet
 
@@ -68,3 +70,19 @@ def test_a_checkpoint_of_recipe_seed_resumes_as_report(cifar, tmp_path, monkeypa
     assert checkpoints.load_checkpoint_dict(ck)["config"] == dataclasses.asdict(cfg)
     history = fit_quiet(rl.build_model("lite", seed=0), cifar, cfg, checkpoint=ck, resume=True)
     assert history["epoch"] == [1, 2]
+
+
+def test_the_record_under_its_old_names_renders_as_committed(tmp_path):
+    # The committed record as it was before the rename (lite-seed-sgd, -seed1, recipe seed) gives
+    # docs/results.md byte for byte: old result folders render under the new names.
+    for table in (ROOT / "results").glob("*.*"):  # notebook 05's tables, read as they are
+        shutil.copy(table, tmp_path)
+    for path in (ROOT / "results").glob("*/results.json"):
+        res = json.loads(path.read_text())
+        old = tmp_path / results.former_run_name(res["config"])
+        former = {new: old for old, new in RECIPE_ALIASES.items()}
+        res["config"]["recipe"] = former.get(res["config"]["recipe"], res["config"]["recipe"])
+        old.mkdir()
+        (old / "results.json").write_text(json.dumps(res))
+    assert {"lite-seed-sgd", "lite-modern-seed1"} <= {p.name for p in tmp_path.iterdir()}
+    assert readme.render_doc(tmp_path) == (ROOT / readme.DOC).read_text()
