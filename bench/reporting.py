@@ -166,7 +166,7 @@ def accuracy_text(r: dict[str, Any]) -> str:
         "",
     ]
     lines += [
-        f"- seed recipe: {r['seed_final_test_acc']:.2%} test accuracy after {r['epochs']} epochs, "
+        f"- report recipe (the seed's): {r['seed_final_test_acc']:.2%} test accuracy after {r['epochs']} epochs, "
         f"{r['seed_train_seconds']:.0f} s of training (median epoch {r['median_epoch_seconds']['seed']:.2f} s)",
         f"- modern recipe: {r['modern_final_test_acc']:.2%} after {r['epochs']} epochs "
         f"(median epoch {r['median_epoch_seconds']['modern']:.2f} s)",
