@@ -21,9 +21,7 @@ from resnet_tools.budget import count_params
 from resnet_tools.checkpoints import load_checkpoint_dict
 from resnet_tools.dataset import CIFAR10, CLASSES, channel_stats
 from resnet_tools.devices import device_name, numerics
-from resnet_tools.report import latex, markdown
 from resnet_tools.renamed import FORMER_SEED_SUFFIX, RECIPE_ALIASES, with_current_recipe
-from resnet_tools.report.latex import tex_escape
 from resnet_tools.safeio import atomic_write
 
 # The official CIFAR-10 split sizes (https://www.cs.toronto.edu/~kriz/cifar.html).
@@ -585,45 +583,8 @@ def summary_table(runs: dict[str, dict[str, Any]]) -> Any:
 
 def for_display(table: Any) -> Any:
     """A table as a notebook shows it: missing cells (the std of one seed, a run without a
-    validation split) as "—" rather than NaN. For the eye only; write_table formats its own."""
+    validation split) as "—" rather than NaN. For the eye only; report.tables.write_table formats its own."""
     return table.astype(object).where(table.notna(), "—")
-
-
-def _format_cell(v: Any, latex: bool) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "--" if latex else "–"
-    if isinstance(v, (bool, np.bool_)):
-        return "yes" if v else "no"
-    if isinstance(v, (int, np.integer)):
-        text = f"{int(v):,}"
-    elif isinstance(v, (float, np.floating)):
-        text = f"{float(v):.2f}"
-    else:
-        text = str(v)
-    return tex_escape(text) if latex else text.replace("|", "\\|")
-
-
-def write_table(table: Any, stem: str | Path) -> tuple[Path, Path, Path]:
-    """Write a DataFrame as stem.csv (raw numbers), stem.md and stem.tex (a booktabs
-    `tabular`, for \\input inside the report's own table environment)."""
-    stem = Path(stem)
-    paths = stem.with_suffix(".csv"), stem.with_suffix(".md"), stem.with_suffix(".tex")
-    atomic_write(paths[0], "w", lambda f: table.to_csv(f, index=False))
-    cols = list(table.columns)
-    numeric = [table[c].dtype.kind in "iuf" for c in cols]
-    body = [[_format_cell(v, latex=False) for v in row] for row in table.itertuples(index=False)]
-    md = markdown.table(cols, ["---:" if n else ":---" for n in numeric], body)
-    atomic_write(paths[1], "w", lambda f: f.write("\n".join(md) + "\n"))
-    tex = (
-        f"% written by resnet_tools.results.write_table at {stamp()}; needs \\usepackage{{booktabs}}\n"
-        + latex.tabular(
-            "".join("r" if n else "l" for n in numeric),
-            [_format_cell(c, latex=True) for c in cols],
-            [[_format_cell(v, latex=True) for v in row] for row in table.itertuples(index=False)],
-        )
-    )
-    atomic_write(paths[2], "w", lambda f: f.write(tex))
-    return paths
 
 
 # When an output was written, inside the output itself (a PNG text chunk, a comment in a table's .tex):

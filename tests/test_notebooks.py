@@ -20,7 +20,7 @@ import torch
 import resnet_lib as rl
 from resnet_tools.figures import plot_class_balance, save_figure
 from resnet_tools.results import confused_pairs, confusion_matrix, per_class_accuracy, results_table, run_name
-from resnet_tools.results import write_table
+from resnet_tools.report.tables import write_table
 from conftest import ROOT, write_cifar
 from resnet_tools.notebook import list_parameter
 

@@ -21,7 +21,8 @@ import resnet_lib as rl
 from resnet_tools import job, results
 from resnet_tools.report import facts, latex, paper, words
 from resnet_tools.report import readme as readme_section
-from resnet_tools.results import confused_pairs, per_class_accuracy, run_name, write_table
+from resnet_tools.report.tables import write_table
+from resnet_tools.results import confused_pairs, per_class_accuracy, run_name
 
 RUNS = ("lite-report-sgd", "lite-modern", "improved-report-sgd", "improved-report-adam", "improved-modern",
         "lite-distill")
@@ -616,7 +617,7 @@ def test_figures_and_tables_carry_when_they_were_written(tmp_path):
     """The stamp the staleness checks read is in the files, so a clone (new file times) judges alike."""
     import pandas as pd
     from resnet_tools.figures import _pyplot, save_figure
-    from resnet_tools.results import write_table, written_at
+    from resnet_tools.results import written_at
 
     plt, _ = _pyplot()
     fig = plt.figure()
