@@ -23,7 +23,7 @@ from resnet_tools.report import facts, paper_figures, words
 from resnet_tools.report.facts import (
     FULL_RUN_HINT, REGENERATE, ROOT, PerClass, comparable_to_seed, epochs_of, expected_runs, n_seeds, seed_claims,
 )
-from resnet_tools.report.paper_figures import provenance_brief, provenance_ref
+from resnet_tools.report.paper_figures import one_run_each, provenance_brief, provenance_ref
 from resnet_tools.report.latex import macro, signed, table_env, tabular, tex, tt_list
 from resnet_tools.report.words import (
     JPEG_NOTE, data_brief, data_short, delta_mark, duration, fmt_value, pct, pct_sd, plural, provenance_groups,
@@ -455,7 +455,7 @@ def per_class_tex(runs: dict[str, dict[str, Any]], per_class: PerClass | None) -
     known = {n: runs[n] for n in cols if n in runs}
     caption = (
         "Test accuracy (\\%) per class and run, from notebook 05's re-evaluation of each checkpoint "
-        "(flip TTA where the recipe uses it); bold: best run per class. " + provenance_ref(known, runs)
+        "(flip TTA where the recipe uses it); bold: best run per class. " + one_run_each(known, runs)
     )
     out = table_env(body, caption, "tab:perclass", wide=len(cols) > 5)
     if per_class.stale:

@@ -131,7 +131,7 @@ def optimizer_figure_tex(figs: Figures, runs: dict[str, dict[str, Any]], tex_dir
         figs.get("optimizer_comparison"),
         "Improved model under one budget: training (dashed) and "
         "validation (solid) curves of the three optimizer settings (notebook 04). "
-        + provenance_ref(group, runs)
+        + one_run_each(group, runs)
         + stale_note(figs.newer_than("optimizer_comparison")),
         "fig:optimizer",
         tex_dir,
@@ -195,7 +195,7 @@ def confusion_figures_tex(figs: Figures, runs: dict[str, dict[str, Any]], tex_di
     out += figure_tex(
         figs.get("per_class_accuracy"),
         "Test accuracy per class, one bar per run (notebook 05). "
-        + provenance_ref(runs, runs)
+        + one_run_each(runs, runs)
         + stale_note(figs.newer_than("per_class_accuracy")),
         "fig:perclass",
         tex_dir,
