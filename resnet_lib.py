@@ -5,21 +5,23 @@ The core of the project (`import resnet_lib as rl` in the notebooks), and a comm
     python resnet_lib.py train --model lite --recipe modern --epochs 40 --out results/lite
 
 Read top to bottom:
-  1. models     `RBL` block, `ResNet` builder (architectures as data), `lite()` / `improved()`, `summary`
+  1. models     `RBL` block, `ResNet` builder (architectures as data), `lite()` / `improved()`
   2. data       `CIFAR10` in memory, `load_cifar10` (official files or an image folder)
-  3. pipeline   the whole dataset as uint8 on the training device; batched crop / flip / cutout there
-  4. training   `TrainConfig` and `RECIPES`, `fit` and `evaluate` (a checkpoint every epoch)
+  3. pipeline   the whole dataset as uint8 on the training device; an epoch's batches made there
+  4. training   `TrainConfig` and `RECIPES`, `fit` (evaluated and checkpointed every epoch)
 
 The project has three floors, and imports only point down (tests/test_floors.py checks it):
   - below this file, leaves of `resnet_tools/` that import no module above them: `errors`, `budget`
     (the parameter budget), `dataset` (the CIFAR10 container), `safeio` (safe files), `devices`,
-    `progress`, `runlog` (history.csv), `cifarfiles` and `imagefolder` (reading data), `checkpoints`
-    (the format), `step`, `distill` and `cudagraph` (the training step), `distributed` (DDP), `renamed`
-    (old recipe names);
+    `progress`, `runlog` (history.csv), `cifarfiles` and `imagefolder` (reading data), `augment` (crop,
+    flip, cutout, normalize), `evaluation` (`evaluate`, `logits_of`), `optim` (optimizer, lr schedule),
+    `checkpoints` (the format), `step`, `distill`, `cudagraph` and `compile_step` (the training step),
+    `distributed` (DDP), `renamed` (old recipe names);
   - this file, which imports only those;
   - above it, the tools that use it: `job` (`train_and_evaluate`: data, model, fit, results.json),
-    `inference` (predict, safetensors), `results` (run names, tables), `figures`, `explain`,
-    `record` and `cli`. Notebooks and scripts import them by name (`from resnet_tools import figures`).
+    `layers` (the seed's layer tables, `summary`), `inference` (predict, safetensors), `results` (run
+    names, tables), `figures`, `explain`, `record` and `cli`. Notebooks and scripts import them by name
+    (`from resnet_tools import figures`).
 Importing needs only torch, numpy and tqdm (through resnet_tools.progress), and has no side effects.
 """
 
@@ -36,7 +38,6 @@ import dataclasses
 import math
 import os
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple
@@ -45,12 +46,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from resnet_tools import checkpoints, cifarfiles, cudagraph, imagefolder
+from resnet_tools import checkpoints, cifarfiles, imagefolder
 from resnet_tools import distributed as ddp
+from resnet_tools.augment import affine, augment_draws, crop_flip, cutout_at, scale_shift
 from resnet_tools.budget import PARAM_BUDGET, check_budget, count_params
-from resnet_tools.dataset import CIFAR10, CLASSES
-from resnet_tools.devices import DEVICES, bf16_autocast, compile_enabled, keep_freed_memory, resolve_device
+from resnet_tools.compile_step import make_step
+from resnet_tools.dataset import CIFAR10
+from resnet_tools.devices import DEVICES, keep_freed_memory, resolve_device
+from resnet_tools.evaluation import evaluate_splits
 from resnet_tools.errors import ConfigError
+from resnet_tools.optim import OPTIMIZERS, SCHEDULES, optimizer_and_schedule
 from resnet_tools.progress import progress_bar
 from resnet_tools.renamed import current_recipe
 from resnet_tools.runlog import HISTORY_KEYS, epoch_record
@@ -172,54 +177,6 @@ def build_model(name: str, seed: int | None = None, allow_over_budget: bool = Fa
         return ResNet(*ARCHS[name], allow_over_budget=allow_over_budget)
 
 
-class LayerRow(NamedTuple):
-    name: str  # e.g. "Conv2d-1", numbered like the seed's torchsummary tables
-    output_shape: tuple[int, ...]  # without the batch dimension
-    params: int  # parameters owned directly by this layer (a block owns none itself)
-
-
-def layer_table(model: nn.Module) -> list[LayerRow]:
-    """The seed-style layer table of `model` for one 3x32x32 image, via torchinfo.
-
-    Rows are the leaf layers and the residual blocks in execution order, as in the
-    seed report's tables; containers (nn.Sequential, the ResNet itself) are left out.
-    """
-    import torchinfo  # an extra: imported here so that the module imports without it
-
-    device = next(model.parameters()).device
-    stats = torchinfo.summary(model, input_size=(1, 3, 32, 32), device=device, mode="eval", verbose=0)
-    # torchinfo lists a block before its layers (pre-forward order); the seed's
-    # torchsummary lists it after them (when its forward returns). Emit blocks late.
-    ordered, open_blocks = [], []
-    for info in stats.summary_list:
-        while open_blocks and info.depth <= open_blocks[-1].depth:
-            ordered.append(open_blocks.pop())
-        if isinstance(info.module, RBL):
-            open_blocks.append(info)
-        elif info.is_leaf_layer:
-            ordered.append(info)
-    ordered.extend(reversed(open_blocks))
-    rows = []
-    for info in ordered:
-        own = sum(p.numel() for p in info.module.parameters(recurse=False))
-        rows.append(LayerRow(f"{info.class_name}-{len(rows) + 1}", tuple(info.output_size[1:]), own))
-    return rows
-
-
-def summary(model: nn.Module, file: Any = None) -> list[LayerRow]:
-    """Print the layer table in the seed report's format and return its rows."""
-    rows = layer_table(model)
-    line = "-" * 64
-    out = [line, f"{'Layer (type)':>20}  {'Output Shape':>25} {'Param #':>15}", "=" * 64]
-    for r in rows:
-        shape = "[-1, " + ", ".join(str(s) for s in r.output_shape) + "]"
-        out.append(f"{r.name:>20}  {shape:>25} {r.params:>15,}")
-    total = count_params(model)
-    out += [line, f"Total params: {total:,}", f"Trainable params: {total:,}", "Non-trainable params: 0", line]
-    print("\n".join(out), file=file)
-    return rows
-
-
 # ---------------------------------------------------------------------------------------
 # 2. Data: CIFAR-10 in memory as uint8, from the official files or an image folder
 # ---------------------------------------------------------------------------------------
@@ -253,96 +210,125 @@ def load_cifar10(data_dir: str | Path | None = None, download: bool = True) -> C
 # ---------------------------------------------------------------------------------------
 # 3. Pipeline: whole dataset as uint8 on the training device, batched augmentation there
 # ---------------------------------------------------------------------------------------
-def augment(
-    x: torch.Tensor, generator: torch.Generator, crop: bool = True, flip: bool = True, pad: int = 4
-) -> torch.Tensor:
-    """Random crop (zero padding `pad`) and horizontal flip of a whole uint8 batch (B, C, H, W).
+# The pixel work (crop, flip, cutout, normalization) is resnet_tools.augment's; here a run's split
+# and an epoch's batches.
+class _Prepared(NamedTuple):
+    """The training images on the training device (in host memory where `sharded`), plus the
+    normalization it uses (on the device)."""
 
-    Random draws come from `generator` (a CPU generator, so runs are reproducible on any
-    device and resumable); the pixel work is one gather on x's device.
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+    sharded: bool = False  # DDP: each epoch _batches moves only this rank's images to its device
+
+
+def val_count(n_train: int, val_size: float) -> int:
+    """Number of validation images that `val_size` holds out of `n_train`."""
+    n = round(val_size * n_train) if val_size < 1 else int(val_size)
+    if n >= n_train:
+        raise ConfigError(f"val_size={val_size} leaves no training images out of {n_train}")
+    return n
+
+
+def split_train_val(
+    data: CIFAR10, cfg: TrainConfig
+) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """((train_x, train_y), (val_x, val_y)) for a run: a seeded permutation of the training
+    set, the first `val_size` images for validation, then `train_subset` of the rest (or all)."""
+    x, y = data.train_x, data.train_y
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(cfg.seed))
+    n_val = val_count(len(y), cfg.val_size)
+    val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:]
+    if cfg.train_subset:
+        if cfg.train_subset > len(train_idx):
+            raise ConfigError(
+                f"train_subset={cfg.train_subset} exceeds the {len(train_idx)} training images left after validation"
+            )
+        train_idx = train_idx[: cfg.train_subset]
+    if not cfg.train_subset and n_val == 0:
+        train_idx = torch.arange(len(y))  # all of it, in the original order
+    return (x[train_idx], y[train_idx]), (x[val_idx], y[val_idx])
+
+
+def training_images(data: CIFAR10, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images a run trains on (what is left after the validation split and subset)."""
+    return split_train_val(data, cfg)[0]
+
+
+def _prepare(
+    data: CIFAR10, cfg: TrainConfig, device: torch.device, world_size: int = 1,
+    train_xy: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> _Prepared:
+    """The run's training images (`train_xy`, else training_images) on `device`; with several processes
+    (DDP) they stay in host memory and each epoch a rank's device receives only its share (1 / world_size)."""
+    x, y = train_xy if train_xy is not None else training_images(data, cfg)
+    mean, std = data.stats  # normalization from the training set (see CIFAR10.stats)
+    sharded = world_size > 1
+    return _Prepared(
+        x if sharded else x.to(device),
+        y if sharded else y.to(device),
+        torch.tensor(mean, dtype=torch.float32, device=device),
+        torch.tensor(std, dtype=torch.float32, device=device),
+        sharded,
+    )
+
+
+def _batches(
+    p: _Prepared, cfg: TrainConfig, gen: torch.Generator, rank: int = 0, world_size: int = 1
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of augmented, normalized training batches (the last one may be smaller).
+
+    All of the epoch's random draws (order, crops, flips, cutout centres) are made up front
+    from the CPU generator `gen` and reach the device in one copy: no step waits on a
+    host-to-device transfer, and `gen`'s state after the epoch is the same however far the
+    epoch got. Crop + flip run on chunks of batches: on a GPU 64 batches at a time, a few
+    large kernels instead of about ten small ones per step (a small model's step there is
+    bound by kernel launches); on the CPU one batch at a time, whose pixels stay in cache
+    (larger chunks measured slower per image there).
+
+    With `world_size` > 1 processes (DDP), every rank makes the same draws from the same
+    generator and yields only its contiguous share (batch_size / world_size images) of each
+    global batch (see resnet_tools.distributed.rank_positions); with `p.sharded` (fit under DDP)
+    only those images reach the rank's device, once per epoch.
     """
-    draws = _augment_draws(len(x), generator, crop, flip, pad)
-    dy, dx, mirror = (None if d is None else d.to(x.device) for d in draws)
-    return _crop_flip(x, dy, dx, mirror, pad)
-
-
-def _augment_draws(
-    n: int, generator: torch.Generator, crop: bool, flip: bool, pad: int
-) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    """(dy, dx, mirror) for n images, drawn on the CPU in this order; None where disabled."""
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator) if crop else None
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator) if crop else None
-    mirror = torch.rand(n, generator=generator).lt(0.5) if flip else None
-    return dy, dx, mirror
-
-
-def _crop_flip(
-    x: torch.Tensor, dy: torch.Tensor | None, dx: torch.Tensor | None, mirror: torch.Tensor | None, pad: int = 4
-) -> torch.Tensor:
-    """The window at (dy, dx) of each image zero-padded by `pad`, mirrored where `mirror`.
-
-    Crop and flip are one gather of flat pixel positions per image, shared by its channels
-    (few, large memory accesses: see bench/README.md for how it compares).
-    dy/dx None = no crop, mirror None = no flip.
-    """
-    if dy is None and mirror is None:
-        return x
-    b, c, h, w = x.shape
-    rows = torch.arange(h, device=x.device).expand(b, h)
-    cols = torch.arange(w, device=x.device).expand(b, w)
-    if mirror is not None:  # column j of a mirrored window is column w-1-j of the window
-        cols = torch.where(mirror[:, None], w - 1 - cols, cols)
-    if dy is not None and dx is not None:
-        x = F.pad(x, (pad, pad, pad, pad))
-        rows = rows + dy[:, None]
-        cols = cols + dx[:, None]
-    index = (rows[:, :, None] * x.shape[3] + cols[:, None, :]).view(b, 1, h * w)
-    return x.reshape(b, c, -1).gather(2, index.expand(b, c, h * w)).view(b, c, h, w)
-
-
-def cutout(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
-    """Zero one size x size square per image (centre uniform over the image, clipped at the border).
-
-    Applied after normalization, so zero is the dataset mean.
-    """
-    b, _, h, w = x.shape
-    cy = torch.randint(0, h, (b,), generator=generator).to(x.device)
-    cx = torch.randint(0, w, (b,), generator=generator).to(x.device)
-    return _cutout_at(x, cy, cx, size)
-
-
-def _cutout_at(x: torch.Tensor, cy: torch.Tensor, cx: torch.Tensor, size: int) -> torch.Tensor:
-    """Zero the size x size square centred at (cy, cx) of each image (clipped at the border)."""
-    h, w = x.shape[2:]
-    ys = torch.arange(h, device=x.device)[None, :]
-    xs = torch.arange(w, device=x.device)[None, :]
-    in_y = (ys - cy[:, None]).abs() <= size // 2 - (1 - size % 2) * (ys >= cy[:, None])
-    in_x = (xs - cx[:, None]).abs() <= size // 2 - (1 - size % 2) * (xs >= cx[:, None])
-    mask = in_y[:, :, None] & in_x[:, None, :]
-    return x.masked_fill(mask[:, None], 0.0)
-
-
-def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
-    """uint8 (B, 3, H, W) -> float32 (x/255 - mean) / std, as one multiply-add.
-
-    With `channels_last`, the result is written in that memory format by the same kernel.
-    """
-    return _scale_shift(x, *_affine(mean, std), channels_last=channels_last)
-
-
-def _affine(mean: torch.Tensor, std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scale, shift) of shape (1, C, 1, 1) with x * scale + shift == (x/255 - mean) / std."""
-    return (1.0 / (255.0 * std)).view(1, -1, 1, 1), (-mean / std).view(1, -1, 1, 1)
-
-
-def _scale_shift(
-    x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, channels_last: bool = False
-) -> torch.Tensor:
-    # One kernel: addcmul reads the uint8 pixels directly (type promotion, no float copy)
-    # and writes straight into the requested layout (no separate .contiguous() copy).
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    out = torch.empty(x.shape, dtype=torch.float32, device=x.device, memory_format=fmt)
-    return torch.addcmul(shift, x, scale, out=out)
+    n = len(p.train_y)
+    device = p.mean.device
+    h, w = p.train_x.shape[2:]
+    perm = torch.randperm(n, generator=gen)
+    dy, dx, mirror = augment_draws(n, gen, cfg.crop, cfg.flip, pad=4)
+    cy = torch.randint(0, h, (n,), generator=gen) if cfg.cutout else None
+    cx = torch.randint(0, w, (n,), generator=gen) if cfg.cutout else None
+    absent = torch.zeros(n, dtype=torch.int64)
+    rows = torch.stack([perm] + [absent if d is None else d.long() for d in (dy, dx, mirror, cy, cx)])
+    batch_size = cfg.batch_size
+    if world_size > 1:
+        positions, _ = ddp.rank_positions(n, cfg.batch_size, rank, world_size)
+        rows, n, batch_size = rows[:, positions], len(positions), cfg.batch_size // world_size
+    train_x, train_y = p.train_x, p.train_y
+    if p.sharded:  # this rank's images of the epoch, in the order it takes them, to its device (one copy)
+        train_x, train_y = train_x[rows[0]].to(device), train_y[rows[0]].to(device)
+    perm, dy, dx, mirror, cy, cx = rows.to(device).unbind(0)
+    mirror = mirror.bool()
+    train_y = train_y if p.sharded else train_y[perm]
+    scale, shift = affine(p.mean, p.std)
+    chunk = batch_size * (1 if device.type == "cpu" else 64)
+    for c0 in range(0, n, chunk):
+        part = slice(c0, c0 + chunk)
+        images = crop_flip(
+            train_x[part] if p.sharded else train_x[perm[part]],
+            dy[part] if cfg.crop else None,
+            dx[part] if cfg.crop else None,
+            mirror[part] if cfg.flip else None,
+        )
+        for start in range(c0, min(c0 + chunk, n), batch_size):
+            batch = slice(start, start + batch_size)
+            x = scale_shift(images[start - c0 : start - c0 + batch_size], scale, shift, cfg.channels_last)
+            if cfg.cutout:  # after normalization, so the square is the dataset mean
+                x = cutout_at(x, cy[batch], cx[batch], cfg.cutout)
+                if cfg.channels_last:  # masked_fill returns a contiguous tensor
+                    x = x.contiguous(memory_format=torch.channels_last)
+            yield x, train_y[batch]
 
 
 # ---------------------------------------------------------------------------------------
@@ -352,8 +338,6 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the message names the epoch and step."""
 
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "cosine", "onecycle")
 _POSITIVE = ("epochs", "batch_size")  # int fields that must be above 0 (the others: 0 = off / none)
 
 
@@ -560,310 +544,6 @@ RECIPES: dict[str, dict[str, Any]] = {
 # fmt: on
 
 
-def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str, horizon_steps: int = 0) -> float:
-    """Multiplier of the peak lr at `step` (0-based): linear warm-up, then the schedule, which
-    decays over `horizon_steps` (0 = `total_steps`; a longer horizon ends the run part-way)."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if schedule == "constant":
-        return 1.0
-    progress = (step - warmup_steps) / max(1, (horizon_steps or total_steps) - warmup_steps)
-    if schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-    return max(0.0, 1.0 - progress)  # onecycle: linear decay to zero
-
-
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    params = model.parameters()
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(
-            params,
-            lr=cfg.lr,
-            momentum=cfg.momentum,
-            nesterov=cfg.nesterov and cfg.momentum > 0,
-            weight_decay=cfg.weight_decay,
-        )
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
-class _Prepared(NamedTuple):
-    """The training images on the training device (in host memory where `sharded`), plus the
-    normalization it uses (on the device)."""
-
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    mean: torch.Tensor
-    std: torch.Tensor
-    sharded: bool = False  # DDP: each epoch _batches moves only this rank's images to its device
-
-
-def val_count(n_train: int, val_size: float) -> int:
-    """Number of validation images that `val_size` holds out of `n_train`."""
-    n = round(val_size * n_train) if val_size < 1 else int(val_size)
-    if n >= n_train:
-        raise ConfigError(f"val_size={val_size} leaves no training images out of {n_train}")
-    return n
-
-
-def split_train_val(
-    data: CIFAR10, cfg: TrainConfig
-) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """((train_x, train_y), (val_x, val_y)) for a run: a seeded permutation of the training
-    set, the first `val_size` images for validation, then `train_subset` of the rest (or all)."""
-    x, y = data.train_x, data.train_y
-    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(cfg.seed))
-    n_val = val_count(len(y), cfg.val_size)
-    val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:]
-    if cfg.train_subset:
-        if cfg.train_subset > len(train_idx):
-            raise ConfigError(
-                f"train_subset={cfg.train_subset} exceeds the {len(train_idx)} training images left after validation"
-            )
-        train_idx = train_idx[: cfg.train_subset]
-    if not cfg.train_subset and n_val == 0:
-        train_idx = torch.arange(len(y))  # all of it, in the original order
-    return (x[train_idx], y[train_idx]), (x[val_idx], y[val_idx])
-
-
-def training_images(data: CIFAR10, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """The images a run trains on (what is left after the validation split and subset)."""
-    return split_train_val(data, cfg)[0]
-
-
-def _prepare(
-    data: CIFAR10, cfg: TrainConfig, device: torch.device, world_size: int = 1,
-    train_xy: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> _Prepared:
-    """The run's training images (`train_xy`, else training_images) on `device`; with several processes
-    (DDP) they stay in host memory and each epoch a rank's device receives only its share (1 / world_size)."""
-    x, y = train_xy if train_xy is not None else training_images(data, cfg)
-    mean, std = data.stats  # normalization from the training set (see CIFAR10.stats)
-    sharded = world_size > 1
-    return _Prepared(
-        x if sharded else x.to(device),
-        y if sharded else y.to(device),
-        torch.tensor(mean, dtype=torch.float32, device=device),
-        torch.tensor(std, dtype=torch.float32, device=device),
-        sharded,
-    )
-
-
-def _batches(
-    p: _Prepared, cfg: TrainConfig, gen: torch.Generator, rank: int = 0, world_size: int = 1
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """One epoch of augmented, normalized training batches (the last one may be smaller).
-
-    All of the epoch's random draws (order, crops, flips, cutout centres) are made up front
-    from the CPU generator `gen` and reach the device in one copy: no step waits on a
-    host-to-device transfer, and `gen`'s state after the epoch is the same however far the
-    epoch got. Crop + flip run on chunks of batches: on a GPU 64 batches at a time, a few
-    large kernels instead of about ten small ones per step (a small model's step there is
-    bound by kernel launches); on the CPU one batch at a time, whose pixels stay in cache
-    (larger chunks measured slower per image there).
-
-    With `world_size` > 1 processes (DDP), every rank makes the same draws from the same
-    generator and yields only its contiguous share (batch_size / world_size images) of each
-    global batch (see resnet_tools.distributed.rank_positions); with `p.sharded` (fit under DDP)
-    only those images reach the rank's device, once per epoch.
-    """
-    n = len(p.train_y)
-    device = p.mean.device
-    h, w = p.train_x.shape[2:]
-    perm = torch.randperm(n, generator=gen)
-    dy, dx, mirror = _augment_draws(n, gen, cfg.crop, cfg.flip, pad=4)
-    cy = torch.randint(0, h, (n,), generator=gen) if cfg.cutout else None
-    cx = torch.randint(0, w, (n,), generator=gen) if cfg.cutout else None
-    absent = torch.zeros(n, dtype=torch.int64)
-    rows = torch.stack([perm] + [absent if d is None else d.long() for d in (dy, dx, mirror, cy, cx)])
-    batch_size = cfg.batch_size
-    if world_size > 1:
-        positions, _ = ddp.rank_positions(n, cfg.batch_size, rank, world_size)
-        rows, n, batch_size = rows[:, positions], len(positions), cfg.batch_size // world_size
-    train_x, train_y = p.train_x, p.train_y
-    if p.sharded:  # this rank's images of the epoch, in the order it takes them, to its device (one copy)
-        train_x, train_y = train_x[rows[0]].to(device), train_y[rows[0]].to(device)
-    perm, dy, dx, mirror, cy, cx = rows.to(device).unbind(0)
-    mirror = mirror.bool()
-    train_y = train_y if p.sharded else train_y[perm]
-    scale, shift = _affine(p.mean, p.std)
-    chunk = batch_size * (1 if device.type == "cpu" else 64)
-    for c0 in range(0, n, chunk):
-        part = slice(c0, c0 + chunk)
-        images = _crop_flip(
-            train_x[part] if p.sharded else train_x[perm[part]],
-            dy[part] if cfg.crop else None,
-            dx[part] if cfg.crop else None,
-            mirror[part] if cfg.flip else None,
-        )
-        for start in range(c0, min(c0 + chunk, n), batch_size):
-            batch = slice(start, start + batch_size)
-            x = _scale_shift(images[start - c0 : start - c0 + batch_size], scale, shift, cfg.channels_last)
-            if cfg.cutout:  # after normalization, so the square is the dataset mean
-                x = _cutout_at(x, cy[batch], cx[batch], cfg.cutout)
-                if cfg.channels_last:  # masked_fill returns a contiguous tensor
-                    x = x.contiguous(memory_format=torch.channels_last)
-            yield x, train_y[batch]
-
-
-class EvalResult(NamedTuple):
-    loss: float
-    accuracy: float
-    logits: torch.Tensor  # (N, 10) float32 on the CPU
-    predictions: torch.Tensor  # (N,) int64 on the CPU
-    labels: torch.Tensor  # (N,) int64 on the CPU
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    data: CIFAR10 | tuple[torch.Tensor, torch.Tensor],
-    split: str = "test",
-    tta: bool = False,
-    batch_size: int = 1000,
-    stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
-    bf16: bool | None = None,
-) -> EvalResult:
-    """Loss, accuracy, logits and predictions of `model` on a split ('test' or 'train') of
-    `data`, or on explicit `(images, labels)` (uint8 images, as for the validation split).
-
-    Normalizes with `stats` (mean, std) if given, else with `data.stats`, as training
-    did. With `tta`, logits are averaged over the image and its horizontal mirror. Runs
-    on the model's device; restores its train/eval mode.
-    """
-    if isinstance(data, CIFAR10):
-        if split not in ("test", "train"):
-            raise ValueError(f"split={split!r}; valid choices: test, train")
-        x_all, y_all = (data.test_x, data.test_y) if split == "test" else (data.train_x, data.train_y)
-        stats = stats if stats is not None else data.stats
-    else:
-        x_all, y_all = data
-        if stats is None:
-            raise ValueError("pass stats=(mean, std) when evaluating explicit (images, labels)")
-    logits_t = logits_of(model, x_all, stats, tta=tta, batch_size=batch_size, bf16=bf16)
-    loss = F.cross_entropy(logits_t, y_all).item() if len(y_all) else float("nan")
-    preds = logits_t.argmax(1)
-    acc = (preds == y_all).float().mean().item() if len(y_all) else float("nan")
-    return EvalResult(loss, acc, logits_t, preds, y_all.clone())
-
-
-@torch.no_grad()
-def logits_of(
-    model: nn.Module,
-    x_all: torch.Tensor,
-    stats: tuple[tuple[float, ...], tuple[float, ...]],
-    tta: bool = False,
-    batch_size: int = 1000,
-    bf16: bool | None = None,
-) -> torch.Tensor:
-    """float32 logits (N, 10) on the CPU for uint8 images (N, 3, 32, 32), in eval mode."""
-    param = next(model.parameters())
-    device = param.device
-    mean, std = stats
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=device)
-    std_t = torch.tensor(std, dtype=torch.float32, device=device)
-    channels_last = param.dim() == 4 and param.is_contiguous(memory_format=torch.channels_last)
-    was_training = model.training
-    model.eval()
-    logits = []
-    try:
-        for start in range(0, len(x_all), batch_size):
-            x = normalize(x_all[start : start + batch_size].to(device), mean_t, std_t)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with bf16_autocast(device, bf16):
-                out = model(x).float()
-                if tta:
-                    out = 0.5 * (out + model(x.flip(3)).float())
-            logits.append(out)  # kept on the device: one copy to the CPU at the end, not a sync per batch
-    finally:
-        model.train(was_training)
-    return torch.cat(logits).cpu() if logits else torch.zeros(0, len(CLASSES))
-
-
-def evaluate_splits(
-    model: nn.Module,
-    val_xy: tuple[torch.Tensor, torch.Tensor],
-    data: CIFAR10,
-    stats: tuple[tuple[float, ...], tuple[float, ...]],
-    tta: bool,
-    bf16: bool,
-) -> tuple[EvalResult | None, EvalResult]:
-    """(validation or None without a split, test) results. Under DDP each rank evaluates its
-    slice and the sums are all-reduced (evaluate_sharded)."""
-
-    def run(xy: tuple[torch.Tensor, torch.Tensor]) -> EvalResult:
-        if ddp.world().distributed:
-            return evaluate_sharded(model, xy, stats, tta, bf16)
-        return evaluate(model, xy, tta=tta, stats=stats, bf16=bf16)
-
-    return (run(val_xy) if len(val_xy[1]) else None), run((data.test_x, data.test_y))
-
-
-def evaluate_sharded(
-    model: torch.nn.Module,
-    xy: tuple[torch.Tensor, torch.Tensor],
-    stats: tuple[tuple[float, ...], tuple[float, ...]],
-    tta: bool = False,
-    bf16: bool | None = None,
-) -> Any:
-    """evaluate's loss and accuracy over (uint8 images, labels), sharded: each rank
-    computes the logits of its contiguous slice; loss sums and correct counts are all-reduced.
-    An EvalResult whose logits, predictions and labels are empty (they stay on their ranks)."""
-    x, y = xy
-    w = ddp.world()
-    a, b = ddp.share(len(y), w.rank, w.size)
-    device = next(model.parameters()).device
-    totals = torch.zeros(2, dtype=torch.float64, device=device)
-    if b > a:
-        logits = logits_of(model, x[a:b], stats, tta=tta, bf16=bf16)
-        totals[0] = F.cross_entropy(logits, y[a:b], reduction="sum").item()
-        totals[1] = (logits.argmax(1) == y[a:b]).sum().item()
-    loss_sum, correct = ddp.all_reduce_sum(totals).tolist()
-    n = len(y)
-    empty = torch.zeros(0, dtype=torch.int64)
-    loss, acc = (loss_sum / n, correct / n) if n else (float("nan"), float("nan"))
-    return EvalResult(loss, acc, torch.zeros(0, len(CLASSES)), empty, empty)
-
-
-def make_step(
-    model: nn.Module, optimizer: Any, scheduler: Any, cfg: TrainConfig, device: torch.device, batch: int,
-    teacher: nn.Module | None = None, steps: int = 0,
-) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
-    """fit's training step, `step(x, y, scale=1.0) -> (loss, logits)`: resnet_tools.cudagraph.make_train_step
-    (a CUDA graph where cfg allows one) through torch.compile where compile_enabled says for a run of
-    `steps` steps. An automatic compile (cfg.compile None) that fails, e.g. without a C++ compiler, warns
-    and trains eagerly from the failed step on; one asked for fails as torch says. The benchmark builds
-    its steps here too (bench/methods.py), so it times the step fit takes."""
-    def make(compiled: bool) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
-        # dynamic=False: the smaller last batch of an epoch gets its own static graph instead
-        # of turning the batch size symbolic for every later step (automatic dynamic shapes).
-        step_model = torch.compile(model, dynamic=False) if compiled else model
-        return cudagraph.make_train_step(step_model, optimizer, scheduler, dataclasses.replace(cfg, compile=compiled),
-                               device, batch, teacher=teacher)
-
-    if not compile_enabled(device.type, cfg.compile, steps):
-        return make(False)
-    compiled = make(True)
-    if cfg.compile is not None:
-        return compiled
-    current = [compiled]
-
-    def step(*args: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        try:
-            return current[0](*args)
-        except Exception as e:  # compiling fails before the step changes weights, so it can run again
-            if current[0] is not compiled or not type(e).__module__.startswith(("torch._dynamo", "torch._inductor")):
-                raise
-            warnings.warn(f"torch.compile failed ({type(e).__name__}); training eagerly (--no-compile skips it)",
-                          stacklevel=2)
-            current[0] = make(False)
-            return current[0](*args)
-
-    return step
-
-
 def fit(
     model: nn.Module,
     data: CIFAR10,
@@ -977,29 +657,11 @@ def _fit_setup(model: nn.Module, data: CIFAR10, cfg: TrainConfig, checkpoint: Pa
     train_xy, val_xy = split_train_val(data, cfg)
     prepared = _prepare(data, cfg, device, world.size, train_xy)
     batch_sizes = ddp.global_batch_sizes(len(prepared.train_y), cfg.batch_size, world.size)
-    optimizer, scheduler = _optimizer_and_schedule(model, cfg, len(batch_sizes))
+    optimizer, scheduler = optimizer_and_schedule(model, cfg, len(batch_sizes))
     gen = torch.Generator().manual_seed(cfg.seed)
     history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
     return _FitRun(model, cfg, device, world, checkpoint, prepared, val_xy, batch_sizes, optimizer, scheduler, gen,
                    history, started=time.perf_counter())
-
-
-def _optimizer_and_schedule(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int) -> tuple[Any, Any]:
-    """cfg's optimizer and its learning-rate schedule, stepped once per training step (lr_factor)."""
-    total_steps = cfg.epochs * steps_per_epoch
-    warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
-    horizon_steps = round(cfg.schedule_epochs * steps_per_epoch)
-    if 0 < total_steps <= warmup_steps:  # a 1-epoch `modern` run would never leave its 2-epoch warm-up
-        warnings.warn(
-            f"warmup_epochs={cfg.warmup_epochs:g} is not shorter than the run (epochs={cfg.epochs}): the peak "
-            f"lr {cfg.lr:g} is never reached and the schedule never decays; set --warmup-epochs below {cfg.epochs}",
-            stacklevel=4,  # fit's caller
-        )
-    optimizer = make_optimizer(model, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total_steps, warmup_steps, cfg.schedule, horizon_steps)
-    )
-    return optimizer, scheduler
 
 
 def _restore(run: _FitRun, data: CIFAR10) -> None:

@@ -58,6 +58,8 @@ from methods import FULL_EPOCH_IMAGES, ROOT, SAME_ALLOCATOR_REFERENCE, compile_w
 import resnet_lib as rl  # noqa: E402
 from reporting import check_targets, cpu_busy_fraction, environment  # noqa: E402
 from resnet_tools.cli import field_parser  # noqa: E402
+from resnet_tools.devices import keep_freed_memory, resolve_device  # noqa: E402
+from resnet_tools.errors import ConfigError  # noqa: E402
 from sections import DEFAULT_DATA_DIR, SECTIONS, Run, pipeline_config, profile_step, run_order  # noqa: E402
 from sections import scaling_worker  # noqa: E402
 
@@ -180,10 +182,10 @@ def add_section_options(p: argparse.ArgumentParser) -> None:
 
 
 def resolve_bench_device(name: str) -> torch.device:
-    """rl.resolve_device, limited to what the benchmark measures (cpu, cuda)."""
+    """resolve_device, limited to what the benchmark measures (cpu, cuda)."""
     try:
-        device = rl.resolve_device(name)
-    except rl.ConfigError as e:
+        device = resolve_device(name)
+    except ConfigError as e:
         raise SystemExit(f"error: --device {name}: {e}") from None
     if device.type not in ("cpu", "cuda"):
         raise SystemExit(f"error: --device {name}: only cpu and cuda are benchmarked")
@@ -216,7 +218,7 @@ def fairness_note(device: torch.device, threads: int, workers: tuple[int, ...], 
             "sharing the same cores, as a user of such a repository would run it here); targets compare the "
             "pipeline with the faster of the reference runs. The reference runs eager, as those repositories do."
             + (
-                " fit keeps freed memory in its process (glibc malloc thresholds, rl.keep_freed_memory); each "
+                " fit keeps freed memory in its process (glibc malloc thresholds, keep_freed_memory); each "
                 "reference loop runs in its own process with the default allocator, as those repositories run, and "
                 f"waits while the others run; the '{SAME_ALLOCATOR_REFERENCE}' row is the reference loop in fit's "
                 "process, with fit's allocator settings."
@@ -357,11 +359,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    # fit keeps freed memory in its process on the CPU (rl.keep_freed_memory, glibc only), a
+    # fit keeps freed memory in its process on the CPU (keep_freed_memory, glibc only), a
     # process-wide setting: applied here before anything runs, so that the pipeline and the
     # ceiling run alike from the first window; the reference loops then run in processes
     # of their own, with the default allocator (see `throughput`).
-    allocator_tuned = device.type == "cpu" and rl.keep_freed_memory()
+    allocator_tuned = device.type == "cpu" and keep_freed_memory()
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = sorted(set(models) - set(MODELS))
     if unknown:

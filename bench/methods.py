@@ -1,6 +1,6 @@
 """The benchmark's ways of training (bench/bench.py): synthetic data, the reference loop, fit's
 pipeline and the fixed-batch ceiling, each a `Method` timed one window at a time, and the
-throughput section that interleaves them. Every step is fit's own (`rl.make_step`)."""
+throughput section that interleaves them. Every step is fit's own (`make_step`)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,10 @@ if str(ROOT) not in sys.path:  # run as bench/*.py from any folder
     sys.path.insert(0, str(ROOT))
 
 import resnet_lib as rl  # noqa: E402
+from resnet_tools.augment import augment, normalize  # noqa: E402
+from resnet_tools.compile_step import make_step  # noqa: E402
+from resnet_tools.dataset import CIFAR10  # noqa: E402
+from resnet_tools.optim import make_optimizer  # noqa: E402
 
 FULL_EPOCH_IMAGES = 50_000  # the CIFAR-10 training set
 FULL_TEST_IMAGES = 10_000  # the CIFAR-10 test set (evaluated after every epoch by fit)
@@ -46,11 +50,11 @@ def config_for(recipe: str, model: str, device: torch.device, **overrides: Any) 
 # ---------------------------------------------------------------------------------------
 # Data
 # ---------------------------------------------------------------------------------------
-def synthetic_cifar(n_train: int, n_test: int, seed: int = 0) -> rl.CIFAR10:
+def synthetic_cifar(n_train: int, n_test: int, seed: int = 0) -> CIFAR10:
     """Uniform random uint8 images and labels in CIFAR-10's layout. Pixel values do not
     change the cost of any step (nothing is decoded), so throughput needs no real data."""
     g = torch.Generator().manual_seed(seed)
-    return rl.CIFAR10(
+    return CIFAR10(
         torch.randint(0, 256, (n_train, 3, 32, 32), dtype=torch.uint8, generator=g),
         torch.randint(0, 10, (n_train,), generator=g),
         torch.randint(0, 256, (n_test, 3, 32, 32), dtype=torch.uint8, generator=g),
@@ -80,7 +84,7 @@ class ArrayCIFAR(torch.utils.data.Dataset):
 
 
 def reference_loader(
-    data: rl.CIFAR10, batch_size: int, num_workers: int, total_batches: int
+    data: CIFAR10, batch_size: int, num_workers: int, total_batches: int
 ) -> torch.utils.data.DataLoader:
     """The usual CIFAR training loader (e.g. kuangliu/pytorch-cifar): shuffled, per-sample
     PIL transforms. The sampler runs over as many epochs as `total_batches` needs, so one
@@ -113,20 +117,20 @@ def sync(device: torch.device) -> None:
 
 
 def bench_step(model: nn.Module, cfg: rl.TrainConfig, device: torch.device) -> Callable[..., Any]:
-    """One training step as `rl.fit` takes it, built by fit's own factory (`rl.make_step`: the
+    """One training step as `rl.fit` takes it, built by fit's own factory (`make_step`: the
     compile call, a CUDA graph where fit would replay one; autocast, loss, optimizer, scheduler),
     without fit's per-step bookkeeping. A graphed step has `capture_seconds`. The benchmark's
     configs say compile on or off, so the run length that decides fit's automatic compile is moot."""
-    optimizer = rl.make_optimizer(model, cfg)
+    optimizer = make_optimizer(model, cfg)
     # A LambdaLR like fit's; a constant factor, since the schedule's value costs nothing.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
-    return rl.make_step(model, optimizer, scheduler, cfg, device, cfg.batch_size)
+    return make_step(model, optimizer, scheduler, cfg, device, cfg.batch_size)
 
 
 @contextlib.contextmanager
 def built_steps() -> Iterator[list[Any]]:
-    """The training steps that `rl.fit` builds meanwhile (through rl.make_step, which it calls by
-    its module-level name), to read their warm-up + capture time."""
+    """The training steps that `rl.fit` builds meanwhile, to read their warm-up + capture time: fit
+    calls make_step by resnet_lib's module-level name, so that name is wrapped while this is open."""
     real, steps = rl.make_step, []
 
     def record(*args: Any, **kwargs: Any) -> Any:
@@ -163,7 +167,7 @@ class Method:
         self.capture_seconds: list[float] = []  # CUDA-graph warm-up + capture per window, not in `seconds`
 
 
-def pipeline_method(model: nn.Module, data: rl.CIFAR10, cfg: rl.TrainConfig) -> Method:
+def pipeline_method(model: nn.Module, data: CIFAR10, cfg: rl.TrainConfig) -> Method:
     """One window = one epoch of rl.fit over exactly `steps` batches; fit's own timing
     (first step to the device sync after the last, evaluation excluded), less the CUDA
     graph's warm-up + capture (once per run of fit, so in every window here)."""
@@ -180,14 +184,14 @@ def pipeline_method(model: nn.Module, data: rl.CIFAR10, cfg: rl.TrainConfig) -> 
 
 
 def ceiling_method(
-    model: nn.Module, data: rl.CIFAR10, cfg: rl.TrainConfig, device: torch.device, steps: int
+    model: nn.Module, data: CIFAR10, cfg: rl.TrainConfig, device: torch.device, steps: int
 ) -> Method:
     """The pipeline's model and step on one batch prepared once (augmented, normalized,
     in the pipeline's layout, on the device)."""
     mean, std = (torch.tensor(s, dtype=torch.float32, device=device) for s in data.stats)
     x = data.train_x[: cfg.batch_size].to(device)
-    x = rl.augment(x, torch.Generator().manual_seed(0), crop=cfg.crop, flip=cfg.flip)
-    x = rl.normalize(x, mean, std, channels_last=cfg.channels_last)
+    x = augment(x, torch.Generator().manual_seed(0), crop=cfg.crop, flip=cfg.flip)
+    x = normalize(x, mean, std, channels_last=cfg.channels_last)
     y = data.train_y[: cfg.batch_size].to(device)
     model.to(device)
     if cfg.channels_last:
@@ -212,7 +216,7 @@ def ceiling_method(
 
 def reference_method(
     name: str,
-    data: rl.CIFAR10,
+    data: CIFAR10,
     cfg: rl.TrainConfig,
     device: torch.device,
     steps: int,

@@ -35,6 +35,8 @@ import torch
 # report's environment and files (bench/reporting.py), shared with bench/bench.py.
 from methods import Method, ceiling_method, config_for, paired_ratio, pipeline_method, synthetic_cifar
 import resnet_lib as rl  # noqa: E402
+from resnet_tools.dataset import CIFAR10  # noqa: E402
+from resnet_tools.devices import keep_freed_memory  # noqa: E402
 from reporting import environment, write_outputs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +70,7 @@ def chosen_variants(option: str) -> tuple[tuple[str, bool, bool], ...]:
     return tuple(v for v in VARIANTS if v[0] in names)
 
 
-def variant_methods(name: str, device: torch.device, steps: int, data: rl.CIFAR10,
+def variant_methods(name: str, device: torch.device, steps: int, data: CIFAR10,
                     variants: tuple[tuple[str, bool, bool], ...]) -> list[Method]:
     """A fresh model per variant (compiled variants compile their own), serving its fit epoch
     and its step, as the throughput section shares one model between pipeline and ceiling."""
@@ -150,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if device.type == "cpu":
-        rl.keep_freed_memory()  # fit's allocator setting, process-wide: every variant alike
+        keep_freed_memory()  # fit's allocator setting, process-wide: every variant alike
     variants = chosen_variants(args.variants)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if set(models) - set(DEFAULT_STEPS) or not models:

@@ -25,7 +25,9 @@ from methods import FULL_EPOCH_IMAGES, FULL_TEST_IMAGES, PROJECTED_EPOCHS, ROOT,
 from methods import ceiling_method, compile_wanted, config_for, synthetic_cifar, throughput, timed
 from reporting import accuracy_text, epoch_table, options_text, scaling_text, throughput_table, write_outputs
 from resnet_tools import cifarfiles, job, safeio
+from resnet_tools.dataset import CIFAR10
 from resnet_tools.devices import cpu_native_bf16
+from resnet_tools.evaluation import evaluate
 
 BENCH = Path(__file__).resolve().with_name("bench.py")  # what torchrun starts for each rank of `scaling`
 DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data" / "cifar10-mini"
@@ -53,7 +55,7 @@ def full_epoch(
     steady = statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0]
     evals = []
     for _ in range(3):  # what fit adds after every epoch: the test-split evaluation
-        evals.append(timed(device, lambda: rl.evaluate(model, data, "test", stats=data.stats, bf16=cfg.bf16)))
+        evals.append(timed(device, lambda: evaluate(model, data, "test", stats=data.stats, bf16=cfg.bf16)))
     eval_s = statistics.median(evals)
     warm = seconds[0] - steady
     return {
@@ -74,7 +76,7 @@ def full_epoch(
     }
 
 
-def time_to_accuracy(data: rl.CIFAR10, epochs: int, threads: int) -> dict[str, Any]:
+def time_to_accuracy(data: CIFAR10, epochs: int, threads: int) -> dict[str, Any]:
     """Lite on the CPU: the report recipe's (the seed's) test accuracy after `epochs` epochs, and
     the first epoch at which the modern recipe (same epochs, its own schedule) reaches it. The
     result's seed_* fields name the seed report's recipe, as in the files measured before the rename."""
@@ -159,7 +161,7 @@ def speed_variants(
 
 
 def speed_options_accuracy(
-    data: rl.CIFAR10,
+    data: CIFAR10,
     models: list[str],
     device: torch.device,
     epochs: int,
@@ -201,7 +203,7 @@ def speed_options_accuracy(
 
 
 def train_variant(
-    data: rl.CIFAR10, name: str, device: torch.device, epochs: int, seeds: int, variant: str, kw: dict[str, Any]
+    data: CIFAR10, name: str, device: torch.device, epochs: int, seeds: int, variant: str, kw: dict[str, Any]
 ) -> dict[str, Any]:
     """`seeds` runs of the modern recipe with `kw`: their final test accuracies and training seconds."""
     accs, secs = [], []
@@ -337,7 +339,7 @@ class Run:
     # it is compiled once (in the epoch section when that runs, so its first epoch shows
     # the compile time), and the throughput section's warm-up round only re-checks guards.
     shared: dict[str, nn.Module] = dataclasses.field(default_factory=dict)
-    real: rl.CIFAR10 | None = None  # the CIFAR-10 folder's images, loaded once (accuracy and options)
+    real: CIFAR10 | None = None  # the CIFAR-10 folder's images, loaded once (accuracy and options)
 
     def save(self) -> None:
         write_outputs(self.report, "\n\n".join(self.markdown), self.out)
@@ -379,7 +381,7 @@ def measure(run: Run, section: str, name: str, fn: Callable[[Run, str], dict[str
         return fn(run, name)
 
 
-def real_data(run: Run, section: str, key: str) -> rl.CIFAR10 | None:
+def real_data(run: Run, section: str, key: str) -> CIFAR10 | None:
     """The CIFAR-10 folder's images (loaded once), or None, with the section marked skipped in the report."""
     data_dir = Path(run.args.data_dir) if run.args.data_dir else DEFAULT_DATA_DIR
     if not (data_dir / cifarfiles.CIFAR10_FOLDER).is_dir():

@@ -30,6 +30,7 @@ from resnet_tools.inference import load_for_inference_with_config, tta_label
 from resnet_tools.renamed import RECIPE_ALIASES, current_recipe
 from resnet_tools.results import confusion_matrix, merge_seeds, run_dir, run_name
 from resnet_tools.safeio import atomic_write, check_not_an_input, check_output_file, check_writable, shown_path
+from resnet_tools.evaluation import evaluate
 
 
 def field_parser(name: str) -> Any:
@@ -202,7 +203,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     if tuple(data.classes) != CLASSES:
         raise DataError(f"{args.data_dir}: classes {', '.join(data.classes)} are not CIFAR-10's {', '.join(CLASSES)}")
     tta = bool(config.get("tta", False)) if args.tta is None else args.tta
-    ev = rl.evaluate(model, data, args.split, tta=tta, stats=stats)
+    ev = evaluate(model, data, args.split, tta=tta, stats=stats)
     cm = confusion_matrix(ev.labels, ev.predictions)
     rows = ["true \\ predicted," + ",".join(CLASSES)]
     rows += [f"{name}," + ",".join(str(int(n)) for n in row) for name, row in zip(CLASSES, cm)]

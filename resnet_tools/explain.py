@@ -26,9 +26,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from resnet_lib import normalize
 from resnet_tools.dataset import CLASSES
 from resnet_tools.figures import PALETTE, _pyplot, _show_image
+from resnet_tools.augment import normalize
 
 N_BINS = 15  # confidence bins of the ECE and the reliability diagram (the common choice since Guo et al.)
 

@@ -13,10 +13,12 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from resnet_lib import CIFAR10_MEAN, EvalResult, TrainConfig, augment, cutout
+from resnet_lib import CIFAR10_MEAN, TrainConfig
 from resnet_tools.dataset import CIFAR10, CLASSES
 from resnet_tools.results import WRITTEN_KEY, class_counts, stamp
 from resnet_tools.safeio import atomic_write
+from resnet_tools.augment import augment, cutout
+from resnet_tools.evaluation import EvalResult
 
 # seaborn's "colorblind" palette (distinguishable with the common colour-vision deficiencies).
 PALETTE = (

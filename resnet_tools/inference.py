@@ -16,13 +16,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from resnet_lib import ARCHS, CIFAR10_MEAN, CIFAR10_STD, ResNet, TrainConfig, build_model, logits_of
+from resnet_lib import ARCHS, CIFAR10_MEAN, CIFAR10_STD, ResNet, TrainConfig, build_model
 from resnet_tools.budget import count_params
 from resnet_tools.checkpoints import RESUME_FREE, check_config_matches, check_weights_and_stats, load_checkpoint_dict
 from resnet_tools.devices import resolve_device
 from resnet_tools.errors import DataError
 from resnet_tools.renamed import with_current_recipe
 from resnet_tools.safeio import RefusedPickle, atomic_write, check_not_an_input, is_safetensors, safe_loads
+from resnet_tools.evaluation import logits_of
 
 
 # How flat (N, 3072) rows are ordered: channel-major (1024 R, 1024 G, 1024 B, as in CIFAR-10's

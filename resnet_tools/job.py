@@ -33,6 +33,7 @@ from resnet_tools.renamed import with_current_recipe
 from resnet_tools.results import run_record
 from resnet_tools.runlog import EpochLog
 from resnet_tools.safeio import check_writable, run_lock, write_json
+from resnet_tools.evaluation import evaluate_splits, logits_of
 
 
 def train_and_evaluate(
@@ -136,12 +137,12 @@ def _train_and_evaluate(
     wall = time.perf_counter() - t0
     (train_x, _), val_xy = rl.split_train_val(data, cfg)
     device = ddp.rank_device(device) if world.distributed else device
-    val, test = rl.evaluate_splits(model, val_xy, data, data.stats, tta=cfg.tta, bf16=cfg.bf16)
+    val, test = evaluate_splits(model, val_xy, data, data.stats, tta=cfg.tta, bf16=cfg.bf16)
     results = run_record(cfg, model, history, val, test, data, len(train_x), len(val_xy[1]), device, wall)
     if source is not None or cfg.init_from:  # on a resume the checkpoint already holds those weights
         results["init_from"] = source or {"path": cfg.init_from}
     if teacher is not None:  # which teacher, and how often the student predicts as it does on the test set
-        teacher_test = rl.logits_of(teacher, data.test_x, data.stats, tta=cfg.tta, bf16=cfg.bf16)
+        teacher_test = logits_of(teacher, data.test_x, data.stats, tta=cfg.tta, bf16=cfg.bf16)
         results["teacher"] = {**teacher_record, "test_agreement": agreement(test.predictions, teacher_test)}
     if log is not None:
         log.final(results)

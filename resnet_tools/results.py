@@ -15,14 +15,15 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 import torch
 
-from resnet_lib import ARCHS, CIFAR10_MEAN, CIFAR10_STD, OPTIMIZERS, RECIPES, EvalResult, TrainConfig
+from resnet_lib import ARCHS, CIFAR10_MEAN, CIFAR10_STD, RECIPES, TrainConfig
 from resnet_tools import distributed as ddp
 from resnet_tools.budget import count_params
 from resnet_tools.checkpoints import load_checkpoint_dict
 from resnet_tools.dataset import CIFAR10, CLASSES, channel_stats
 from resnet_tools.devices import device_name, numerics
 from resnet_tools.renamed import FORMER_SEED_SUFFIX, RECIPE_ALIASES, with_current_recipe
-from resnet_tools.safeio import atomic_write
+from resnet_tools.evaluation import EvalResult
+from resnet_tools.optim import OPTIMIZERS
 
 # The official CIFAR-10 split sizes (https://www.cs.toronto.edu/~kriz/cifar.html).
 FULL_TRAIN, FULL_TEST = 50_000, 10_000

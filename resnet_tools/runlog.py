@@ -54,7 +54,7 @@ def epoch_record(
     epoch: int, lr: float, train_loss: float, train_acc: float, val: Any | None, test: Any, seconds: float, images: int
 ) -> dict[str, float]:
     """One epoch's row of fit's history (HISTORY_KEYS) from the epoch's numbers and its validation and
-    test results (resnet_lib.EvalResult: .loss, .accuracy); val_* are NaN without a validation split."""
+    test results (resnet_tools.evaluation.EvalResult: .loss, .accuracy); val_* are NaN without a validation split."""
     return {
         "epoch": epoch,
         "lr": lr,

@@ -33,6 +33,7 @@ from resnet_tools.dataset import CIFAR10  # noqa: E402
 from resnet_tools.inference import load_for_inference_with_config  # noqa: E402
 from resnet_tools.results import mcnemar  # noqa: E402
 from resnet_tools.safeio import write_json  # noqa: E402
+from resnet_tools.evaluation import evaluate, logits_of  # noqa: E402
 
 EVALUATION = "flip + 1-pixel translate TTA (airbench's mirror-translate views), re-evaluated from the checkpoint"
 
@@ -51,9 +52,9 @@ def translate_views(x: torch.Tensor) -> list[tuple[float, torch.Tensor]]:
 
 def translate_logits(model: torch.nn.Module, x_u8: torch.Tensor, stats: Any, batch_size: int = 500) -> torch.Tensor:
     """float32 logits (N, 10) averaged over translate_views of uint8 images (N, 3, 32, 32), each
-    view evaluated as `rl.logits_of` evaluates images (fp32: the runs' recorded numbers came
+    view evaluated as `logits_of` evaluates images (fp32: the runs' recorded numbers came
     from CPUs, where bf16 autocast is off)."""
-    return sum(w * rl.logits_of(model, v, stats, batch_size=batch_size, bf16=False) for w, v in translate_views(x_u8))
+    return sum(w * logits_of(model, v, stats, batch_size=batch_size, bf16=False) for w, v in translate_views(x_u8))
 
 
 def screen(run_dir: Path, data: CIFAR10, device: str = "cpu") -> dict[str, Any]:
@@ -63,7 +64,7 @@ def screen(run_dir: Path, data: CIFAR10, device: str = "cpu") -> dict[str, Any]:
     fields = {f.name for f in dataclasses.fields(rl.TrainConfig)}
     cfg = rl.TrainConfig(**{k: v for k, v in cfg_dict.items() if k in fields})
     _, (val_x, val_y) = rl.split_train_val(data, cfg)
-    own = rl.evaluate(model, (val_x, val_y), tta=cfg.tta, stats=stats)  # as the run evaluated itself
+    own = evaluate(model, (val_x, val_y), tta=cfg.tta, stats=stats)  # as the run evaluated itself
     recorded = res["final"].get("val_acc")
     if recorded is None or abs(own.accuracy - recorded) > 1e-6:
         raise SystemExit(

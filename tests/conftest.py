@@ -17,6 +17,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import resnet_lib as rl  # noqa: E402
+from resnet_tools.dataset import CLASSES  # noqa: E402
 from resnet_tools import cifarfiles  # noqa: E402
 
 # Ten clearly different colours, one per class: a toy set that a model separates in a
@@ -53,7 +54,7 @@ def write_cifar(root: Path, per_batch: int = 40, n_test: int = 100, seed: int = 
     labels = rng.integers(0, 10, n_test)
     write_batch(folder / "test_batch", synthetic_images(labels, rng, noise), labels, "testing batch 1 of 1")
     with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": list(rl.CLASSES), "num_cases_per_batch": per_batch, "num_vis": 3072}, f)
+        pickle.dump({"label_names": list(CLASSES), "num_cases_per_batch": per_batch, "num_vis": 3072}, f)
     return Path(root)
 
 

@@ -1,6 +1,6 @@
 """The seed report's two layer tables (../shared/seed/mini-project-report.md), verbatim.
 
-They are the specification of the models: tests compare every row with resnet_lib.summary.
+They are the specification of the models: tests compare every row with resnet_tools.layers.summary.
 """
 
 LITE = """

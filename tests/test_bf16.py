@@ -13,6 +13,7 @@ from conftest import tiny_config, write_cifar
 import resnet_lib as rl
 from resnet_tools import devices
 from resnet_tools.cli import field_parser, main
+from resnet_tools.evaluation import logits_of
 
 
 @pytest.mark.parametrize(
@@ -59,7 +60,7 @@ def test_evaluation_obeys_bf16_on_the_cpu():
     model = rl.build_model("lite").eval()
     x = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
     stats = ((0.5,) * 3, (0.25,) * 3)
-    fp32, bf16 = (rl.logits_of(model, x, stats, bf16=b) for b in (False, True))
+    fp32, bf16 = (logits_of(model, x, stats, bf16=b) for b in (False, True))
     assert fp32.dtype == bf16.dtype == torch.float32  # logits come back as fp32 either way
     assert not torch.equal(fp32, bf16)  # but bf16 was really used on the CPU
     assert torch.allclose(fp32, bf16, atol=0.1, rtol=0.1)

@@ -15,6 +15,8 @@ from resnet_tools.step import train_step
 from conftest import fit_interrupted, tiny_config
 from resnet_tools import cudagraph
 from resnet_tools.cudagraph import GraphedStep, make_train_step
+from resnet_tools.compile_step import make_step
+from resnet_tools.optim import lr_factor, make_optimizer
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: graphed step checked on a GPU")
 
@@ -40,8 +42,8 @@ def setup(cfg, device="cpu", total_steps=len(SIZES)):
     model = rl.build_model(cfg.model, seed=0).to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer = rl.make_optimizer(model, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: rl.lr_factor(s, total_steps, 2, cfg.schedule))
+    optimizer = make_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, 2, cfg.schedule))
     return model, optimizer, scheduler
 
 
@@ -296,8 +298,8 @@ def test_bench_checks_the_gpu_targets_and_sees_fits_steps(cifar):
     }
     assert not any("GPU" in c["target"] for c in reporting.check_targets(torch.device("cpu"), report))
 
-    factory = rl.make_step  # fit's step factory, which the benchmark builds its own steps with too
+    factory = make_step  # fit's step factory, which the benchmark builds its own steps with too
     with methods.built_steps() as steps:  # what the pipeline and epoch sections read capture times from
         rl.fit(rl.build_model("lite", seed=0), cifar, tiny_config(epochs=1), progress=False)
     assert len(steps) == 1 and methods.capture_seconds(steps) == 0.0  # the CPU's step is eager
-    assert rl.make_step is factory  # put back
+    assert make_step is factory  # put back

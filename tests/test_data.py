@@ -16,6 +16,7 @@ from resnet_tools import dataset, errors
 from conftest import write_cifar
 from resnet_tools import cifarfiles
 from resnet_tools.safeio import file_md5
+from resnet_tools.augment import augment, cutout, normalize
 
 
 def test_loads_official_layout_as_uint8_tensors(cifar_dir):
@@ -119,14 +120,14 @@ def test_channel_stats_match_numpy():
 def test_flip_really_flips_and_crop_is_a_shifted_window():
     x = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
     g = torch.Generator().manual_seed(0)
-    flipped = rl.augment(x, g, crop=False, flip=True)
+    flipped = augment(x, g, crop=False, flip=True)
     same = [torch.equal(a, b) for a, b in zip(flipped, x)]
     mirrored = [torch.equal(a, b.flip(2)) for a, b in zip(flipped, x)]
     assert all(s or m for s, m in zip(same, mirrored))
     assert 10 < sum(mirrored) < 54  # about half
 
     g = torch.Generator().manual_seed(1)
-    cropped = rl.augment(x, g, crop=True, flip=False)
+    cropped = augment(x, g, crop=True, flip=False)
     assert cropped.shape == x.shape and cropped.dtype == torch.uint8
     padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
     for i in range(len(x)):  # every output is some 32x32 window of the zero-padded image
@@ -137,7 +138,7 @@ def test_flip_really_flips_and_crop_is_a_shifted_window():
 
 def test_crop_offsets_cover_the_range_and_stay_in_bounds():
     x = torch.full((2000, 1, 32, 32), 255, dtype=torch.uint8)
-    out = rl.augment(x, torch.Generator().manual_seed(0), crop=True, flip=False)
+    out = augment(x, torch.Generator().manual_seed(0), crop=True, flip=False)
     # zero rows/cols from the padding: at most 4 on any side
     rows_zero = (out[:, 0].amax(dim=2) == 0).sum(1)
     cols_zero = (out[:, 0].amax(dim=1) == 0).sum(1)
@@ -148,14 +149,14 @@ def test_crop_offsets_cover_the_range_and_stay_in_bounds():
 
 def test_augment_is_reproducible_from_the_generator():
     x = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
-    a = rl.augment(x, torch.Generator().manual_seed(5))
-    b = rl.augment(x, torch.Generator().manual_seed(5))
+    a = augment(x, torch.Generator().manual_seed(5))
+    b = augment(x, torch.Generator().manual_seed(5))
     assert torch.equal(a, b)
 
 
 def test_cutout_zeroes_one_square_per_image():
     x = torch.ones(200, 3, 32, 32)
-    out = rl.cutout(x, 8, torch.Generator().manual_seed(0))
+    out = cutout(x, 8, torch.Generator().manual_seed(0))
     zeros = (out[:, 0] == 0).sum(dim=(1, 2))
     assert zeros.max() == 64 and zeros.min() >= 16  # full square inside, clipped at a corner
     assert torch.equal((out == 0).all(1), (out[:, :1] == 0).all(1))  # same square in every channel
@@ -165,4 +166,4 @@ def test_normalize_uses_mean_and_std():
     x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
     mean, std = torch.tensor([0.5, 0.4, 0.3]), torch.tensor([0.2, 0.25, 0.3])
     ref = (x.float() / 255 - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
-    assert torch.allclose(rl.normalize(x, mean, std), ref, atol=1e-5)
+    assert torch.allclose(normalize(x, mean, std), ref, atol=1e-5)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 import resnet_lib as rl
 from resnet_tools import figures
 from resnet_tools import explain
+from resnet_tools.evaluation import logits_of
 
 pytest.importorskip("torchmetrics")
 
@@ -66,7 +67,7 @@ def test_grad_cam_maps_have_the_image_size_and_lie_in_0_1():
     pytest.importorskip("captum")
     model = rl.build_model("lite", seed=0).eval()
     images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    targets = rl.logits_of(model, images, (rl.CIFAR10_MEAN, rl.CIFAR10_STD)).argmax(1)
+    targets = logits_of(model, images, (rl.CIFAR10_MEAN, rl.CIFAR10_STD)).argmax(1)
     maps = explain.grad_cam(model, images, targets, (rl.CIFAR10_MEAN, rl.CIFAR10_STD))
     assert maps.shape == (5, 32, 32) and maps.dtype == torch.float32
     assert maps.min() >= 0 and maps.max() <= 1

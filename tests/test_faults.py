@@ -35,10 +35,12 @@ import pytest
 import torch
 
 import resnet_lib as rl
+from resnet_tools.dataset import CLASSES
 from resnet_tools import budget, checkpoints, cifarfiles, errors, inference, job
 from resnet_tools.cli import main
 from conftest import ROOT, synthetic_images, tiny_config, write_cifar
 from resnet_tools import devices
+from resnet_tools.evaluation import evaluate
 
 WORKER = Path(__file__).with_name("_train_worker.py")
 FOLDER = cifarfiles.CIFAR10_FOLDER
@@ -298,7 +300,7 @@ class BadData(NamedTuple):
     download: bool = False
 
 
-LABELS_AS_NAMES = lambda obj: [rl.CLASSES[i] for i in obj["labels"]]  # noqa: E731
+LABELS_AS_NAMES = lambda obj: [CLASSES[i] for i in obj["labels"]]  # noqa: E731
 # A protocol-5 pickle whose first frame claims 2**64 - 1 bytes: the unpickler raises
 # OverflowError, which used to escape read_batch as a raw traceback.
 HUGE_FRAME = b"\x80\x05\x95" + b"\xff" * 8 + b"}."
@@ -981,7 +983,7 @@ def test_divergence_after_a_good_epoch_keeps_that_checkpoint(cifar, tmp_path):
     assert saved["epoch"] == 1 and saved["history"]["epoch"] == [1]
     assert all(torch.isfinite(t).all() for t in saved["model_state"].values() if t.is_floating_point())
     good, _ = inference.load_checkpoint(ck, device="cpu")
-    assert np.isfinite(rl.evaluate(good, cifar).loss)
+    assert np.isfinite(evaluate(good, cifar).loss)
     with pytest.raises(ValueError, match=r"unfinished run \(epoch 1 of 3\)"):
         job.train_and_evaluate(cfg, data=cifar, out_dir=ck.parent, progress=False)
 

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 import resnet_lib as rl
+from resnet_tools.dataset import CLASSES as CIFAR10_CLASSES
 from resnet_tools import errors
 from resnet_tools import imagefolder as imf
 
@@ -322,7 +323,7 @@ def test_is_image_folder(png_root, tmp_path, cifar_dir):
 
 
 def test_dataset_label_is_cifar_jpeg_copy_only_for_the_exact_case():
-    cifar = rl.CLASSES
+    cifar = CIFAR10_CLASSES
     assert imf.dataset_label(cifar, 50_000, 10_000, {".jpg"}, "x") == "CIFAR-10 (JPEG copy)"
     assert imf.dataset_label(list(cifar), 50_000, 10_000, [".JPEG", ".jpg"], "x") == "CIFAR-10 (JPEG copy)"
     assert imf.dataset_label(cifar, 50_000, 10_000, {".png"}, "cifar10-png") == "image folder: cifar10-png"
@@ -339,11 +340,11 @@ def test_dataset_label_is_cifar_jpeg_copy_only_for_the_exact_case():
 def test_small_cifar_named_jpeg_folder_is_not_labelled_the_jpeg_copy(tmp_path):
     root = tmp_path / "cifar-subset"
     for split in ("train", "test"):
-        for c in rl.CLASSES:
+        for c in CIFAR10_CLASSES:
             (root / split / c).mkdir(parents=True)
             Image.new("RGB", (32, 32), (1, 2, 3)).save(root / split / c / "0.jpg")
     data = load(root)
-    assert data.classes == rl.CLASSES and data.train_y.tolist() == list(range(10))
+    assert data.classes == CIFAR10_CLASSES and data.train_y.tolist() == list(range(10))
     assert data.label == "image folder: cifar-subset"
 
 

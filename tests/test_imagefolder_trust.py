@@ -14,6 +14,7 @@ import pytest
 from PIL import Image, ImageOps, features
 
 import resnet_lib as rl
+from resnet_tools.dataset import CLASSES
 from resnet_tools import errors
 from resnet_tools import imagefolder as imf
 
@@ -314,7 +315,7 @@ def cifar_like(root: Path, names) -> None:
 
 
 def test_renamed_class_folders_are_accepted_with_a_warning_naming_them(tmp_path):
-    names = ["car" if c == "automobile" else c for c in rl.CLASSES]
+    names = ["car" if c == "automobile" else c for c in CLASSES]
     cifar_like(tmp_path / "renamed", names)
     with pytest.warns(UserWarning) as record:
         data = rl.load_cifar10(tmp_path / "renamed", download=False)
@@ -331,8 +332,8 @@ def test_renamed_class_folders_are_accepted_with_a_warning_naming_them(tmp_path)
 
 
 def test_cifar_class_folders_load_without_a_warning(tmp_path):
-    cifar_like(tmp_path / "cifar", rl.CLASSES)
+    cifar_like(tmp_path / "cifar", CLASSES)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         data = rl.load_cifar10(tmp_path / "cifar", download=False)
-    assert data.classes == rl.CLASSES
+    assert data.classes == CLASSES

@@ -12,9 +12,11 @@ import pytest
 import torch
 
 import resnet_lib as rl
+from resnet_tools.dataset import CLASSES
 from resnet_tools import errors, inference
 from conftest import ROOT, tiny_config
 from resnet_tools.inference import read_unlabeled, stats_of
+from resnet_tools.evaluation import evaluate, logits_of
 
 
 @pytest.fixture(scope="module")
@@ -36,13 +38,13 @@ def test_predict_accepts_every_layout_and_matches_evaluate(trained):
     labels, probs = inference.predict(model, x, stats=data.stats)
     assert labels.shape == (100,) and probs.shape == (100, 10)
     assert torch.allclose(probs.sum(1), torch.ones(100), atol=1e-5)
-    assert torch.equal(labels, rl.evaluate(model, data).predictions)
+    assert torch.equal(labels, evaluate(model, data).predictions)
     nhwc = x.permute(0, 2, 3, 1).numpy()
     assert torch.equal(inference.predict(model, nhwc, stats=data.stats)[0], labels)
     flat = x.reshape(100, -1).numpy()
     assert torch.equal(inference.predict(model, flat, stats=data.stats, layout="nchw")[0], labels)
     tta_labels, _ = inference.predict(model, x, stats=data.stats, tta=True)
-    assert torch.equal(tta_labels, rl.evaluate(model, data, tta=True).predictions)
+    assert torch.equal(tta_labels, evaluate(model, data, tta=True).predictions)
     assert (labels == data.test_y).float().mean() >= 0.7  # it learned the toy set (chance: 0.1)
     with pytest.raises(ValueError, match="uint8"):
         inference.predict(model, x.float())
@@ -57,7 +59,7 @@ def test_export_round_trip_same_logits(trained, tmp_path):
     assert meta["num_params"] == 78_042 and meta["config"]["model"] == "lite"
     ref, _ = inference.load_checkpoint(ck, device="cpu")
     stats = stats_of(meta)
-    assert torch.equal(rl.logits_of(loaded, data.test_x, stats), rl.logits_of(ref, data.test_x, stats))
+    assert torch.equal(logits_of(loaded, data.test_x, stats), logits_of(ref, data.test_x, stats))
     assert stats == data.stats
 
 
@@ -156,7 +158,7 @@ def test_cli_predicts_png_and_jpeg_files_a_folder_and_the_image_folder_layout(tr
     images = data.test_x[:6].permute(0, 2, 3, 1).numpy()
     layout = tmp_path / "photos" / "test"  # the image-folder layout: test/<class>/<file>
     for i, img in enumerate(images):
-        folder = layout / rl.CLASSES[i % 2]
+        folder = layout / CLASSES[i % 2]
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(img).save(folder / f"{i}.png")  # lossless: the same pixels as the array
     Image.fromarray(images[0]).resize((96, 96), Image.Resampling.NEAREST).save(tmp_path / "big.png")
@@ -167,7 +169,7 @@ def test_cli_predicts_png_and_jpeg_files_a_folder_and_the_image_folder_layout(tr
     assert proc.returncode == 0, proc.stderr
     rows = [line.split(",") for line in (tmp_path / "sub.csv").read_text().splitlines()[1:]]
     expected, _ = inference.predict(model, images, stats=data.stats)
-    by_name = {f"test/{rl.CLASSES[i % 2]}/{i}.png": str(int(c)) for i, c in enumerate(expected)}
+    by_name = {f"test/{CLASSES[i % 2]}/{i}.png": str(int(c)) for i, c in enumerate(expected)}
     assert dict(rows) == by_name  # every file, named by its path under the folder
 
     x, ids = read_unlabeled(tmp_path / "big.png")  # a larger photo: resized to 32x32
@@ -189,10 +191,10 @@ def test_cli_evaluate_scores_a_checkpoint_and_writes_its_confusion_matrix(traine
     out = tmp_path / "cm.csv"
     proc = run_cli("evaluate", "--checkpoint", ck, "--data-dir", data.root, "--out", out, "--device", "cpu", "--no-tta")
     assert proc.returncode == 0, proc.stderr
-    expected = rl.evaluate(model, data, "test", stats=data.stats)
+    expected = evaluate(model, data, "test", stats=data.stats)
     assert f"accuracy {expected.accuracy:.2%} (no TTA)" in proc.stdout and "100 images" in proc.stdout
     lines = out.read_text().splitlines()
-    assert lines[0] == "true \\ predicted," + ",".join(rl.CLASSES) and len(lines) == 11
+    assert lines[0] == "true \\ predicted," + ",".join(CLASSES) and len(lines) == 11
     counts = np.array([[int(n) for n in line.split(",")[1:]] for line in lines[1:]])
     assert counts.sum() == 100 and np.trace(counts) == round(100 * expected.accuracy)
     assert counts.sum(axis=1).tolist() == np.bincount(data.test_y.numpy(), minlength=10).tolist()

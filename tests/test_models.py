@@ -11,6 +11,7 @@ import torch
 import resnet_lib as rl
 from resnet_tools import budget
 from seed_tables import IMPROVED, LITE
+from resnet_tools.layers import summary
 
 
 def parse_seed(table: str) -> list[tuple[str, tuple[int, ...], int]]:
@@ -27,7 +28,7 @@ def parse_seed(table: str) -> list[tuple[str, tuple[int, ...], int]]:
 def test_summary_matches_seed_table_row_by_row(factory, table, total):
     model = factory()
     buf = io.StringIO()
-    rows = rl.summary(model, file=buf)
+    rows = summary(model, file=buf)
     expected = parse_seed(table)
     got = [(r.name, r.output_shape, r.params) for r in rows]
     assert len(got) == len(expected)
@@ -44,7 +45,7 @@ def test_summary_matches_seed_table_row_by_row(factory, table, total):
 def test_summary_does_not_touch_batchnorm_statistics():
     model = rl.lite().train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    rl.summary(model, file=io.StringIO())
+    summary(model, file=io.StringIO())
     assert model.training
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k

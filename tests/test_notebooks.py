@@ -23,6 +23,7 @@ from resnet_tools.results import confused_pairs, confusion_matrix, per_class_acc
 from resnet_tools.report.tables import write_table
 from conftest import ROOT, write_cifar
 from resnet_tools.notebook import list_parameter
+from resnet_tools.evaluation import EvalResult
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 RUNNER = ROOT / "scripts" / "run_notebooks.py"
@@ -226,7 +227,7 @@ def test_confusion_matrix_per_class_accuracy_and_confused_pairs():
     preds = torch.tensor([0, 0, 1, 1, 1, 0, 2, 3, 3, 2])
     cm = confusion_matrix(labels, preds, num_classes=4)
     assert cm.tolist() == [[2, 2, 0, 0], [1, 1, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1]]
-    ev = rl.EvalResult(0.0, 0.5, torch.zeros(10, 4), preds, labels)
+    ev = EvalResult(0.0, 0.5, torch.zeros(10, 4), preds, labels)
     classes = ("a", "b", "c", "d")
     assert per_class_accuracy({"run": ev}, classes)["run"].tolist() == [50.0, 50.0, 50.0, 50.0]
     pairs = confused_pairs({"run": ev}, k=2, classes=classes)

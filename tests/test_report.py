@@ -23,6 +23,8 @@ from resnet_tools.report import facts, latex, paper, words
 from resnet_tools.report import readme as readme_section
 from resnet_tools.report.tables import write_table
 from resnet_tools.results import confused_pairs, per_class_accuracy, run_name
+from resnet_tools.evaluation import EvalResult
+from resnet_tools.layers import layer_table
 
 RUNS = ("lite-report-sgd", "lite-modern", "improved-report-sgd", "improved-report-adam", "improved-modern",
         "lite-distill")
@@ -198,7 +200,7 @@ def test_architecture_tables_come_from_the_code(tmp_path):
     arch = read(out, "arch_tables.tex")
     for name in ("lite", "improved"):
         model = rl.build_model(name)
-        for row in rl.layer_table(model):
+        for row in layer_table(model):
             assert f"{row.name} & [{', '.join(map(str, row.output_shape))}] & {row.params:,} \\\\" in arch
         assert f"Total &  & {rl.count_params(model):,}" in arch
     numbers = read(out, "numbers.tex")
@@ -272,7 +274,7 @@ def write_per_class(results: Path, runs: list[str]) -> None:
         preds = labels.clone()
         preds[labels == 3] = 5  # every cat predicted as dog
         preds[torch.nonzero(labels == 1).flatten()[: 2 + i]] = 9  # some automobiles as trucks
-        evals[name] = rl.EvalResult(0.0, (preds == labels).float().mean().item(), torch.zeros(100, 10), preds, labels)
+        evals[name] = EvalResult(0.0, (preds == labels).float().mean().item(), torch.zeros(100, 10), preds, labels)
     write_table(per_class_accuracy(evals).reset_index(), results / "per_class_accuracy")
     write_table(confused_pairs(evals, k=5), results / "confused_pairs")
 

@@ -15,6 +15,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import resnet_lib as rl  # noqa: E402
 from resnet_tools import job  # noqa: E402
 import screen_tta  # noqa: E402
+from resnet_tools.evaluation import logits_of  # noqa: E402
 
 
 def test_translate_views_weigh_to_one_and_move_a_pixel_one_step_each_way():
@@ -33,7 +34,7 @@ def test_translate_logits_of_a_constant_image_equal_the_plain_logits():
     model = rl.build_model("lite", seed=0).eval()
     x = torch.full((2, 3, 32, 32), 100, dtype=torch.uint8)
     stats = ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
-    plain = rl.logits_of(model, x, stats, tta=False, bf16=False)
+    plain = logits_of(model, x, stats, tta=False, bf16=False)
     assert torch.allclose(screen_tta.translate_logits(model, x, stats), plain, atol=1e-5)
 
 

@@ -13,6 +13,8 @@ import torch
 import resnet_lib as rl
 from resnet_tools import budget, inference, job, results
 from conftest import ROOT, fit_interrupted, tiny_config
+from resnet_tools.evaluation import evaluate
+from resnet_tools.optim import lr_factor
 
 
 def test_learns_a_separable_toy_set(cifar):
@@ -23,7 +25,7 @@ def test_learns_a_separable_toy_set(cifar):
     assert len(history["epoch"]) == 4
     assert history["train_loss"][-1] < history["train_loss"][0]
     assert history["test_acc"][-1] >= 0.9  # chance is 0.1
-    ev = rl.evaluate(model, cifar, tta=True)
+    ev = evaluate(model, cifar, tta=True)
     assert ev.logits.shape == (100, 10) and ev.predictions.shape == (100,)
     assert ev.accuracy == pytest.approx((ev.predictions == cifar.test_y).float().mean().item())
     assert all(v > 0 for v in history["images_per_sec"])
@@ -70,7 +72,7 @@ def test_checkpoint_is_unwrapped_and_loads_with_weights_only(cifar, tmp_path):
     assert saved["config"]["model"] == "lite" and saved["num_params"] == 78_042
     assert not list(tmp_path.glob("*.tmp"))  # atomic write leaves no temporary file
     loaded, _ = inference.load_checkpoint(tmp_path / "c.pt", device="cpu")
-    assert torch.allclose(rl.evaluate(loaded, cifar).logits, rl.evaluate(model, cifar).logits, atol=1e-5)
+    assert torch.allclose(evaluate(loaded, cifar).logits, evaluate(model, cifar).logits, atol=1e-5)
 
 
 def test_resume_refuses_another_model_or_config(cifar, tmp_path):
@@ -174,7 +176,7 @@ def test_every_recipe_means_the_same_on_every_device(monkeypatch):
 
 
 def test_lr_schedules():
-    f = rl.lr_factor
+    f = lr_factor
     assert [f(s, 10, 0, "constant") for s in (0, 5, 9)] == [1.0, 1.0, 1.0]
     assert f(0, 10, 2, "onecycle") == 0.5 and f(1, 10, 2, "onecycle") == 1.0
     assert f(2, 10, 2, "onecycle") == 1.0 and f(10, 10, 2, "onecycle") == 0.0
@@ -185,7 +187,7 @@ def test_lr_schedules():
 def test_schedule_horizon_longer_than_the_run():
     """kuangliu/pytorch-cifar's CosineAnnealingLR(T_max=200) stopped after 40 epochs: the lr
     never decays far (0.909 of its peak in the last epoch), unlike a cosine over the run."""
-    f, spe = rl.lr_factor, 10  # steps per epoch
+    f, spe = lr_factor, 10  # steps per epoch
     last = 40 * spe - 1
     assert f(last, 40 * spe, 0, "cosine", horizon_steps=200 * spe) == pytest.approx(
         0.5 * (1 + math.cos(math.pi * last / (200 * spe))))
@@ -203,7 +205,7 @@ def test_fit_follows_the_schedule_horizon(cifar):
     cfg = tiny_config(schedule="cosine", warmup_epochs=0.0, epochs=3, schedule_epochs=6, lr=0.1, val_size=0)
     history = rl.fit(rl.build_model("lite", seed=0), cifar, cfg, progress=False)
     spe = math.ceil(len(cifar.train_y) / cfg.batch_size)
-    expected = [0.1 * rl.lr_factor(e * spe, 3 * spe, 0, "cosine", 6 * spe) for e in range(3)]
+    expected = [0.1 * lr_factor(e * spe, 3 * spe, 0, "cosine", 6 * spe) for e in range(3)]
     assert history["lr"] == pytest.approx(expected)
     assert history["lr"][-1] > 0.07  # a cosine over the 3-epoch run would be at 0.025 by now
 
@@ -291,7 +293,7 @@ def test_seed_kuangliu_preset_is_the_measured_reading():
     )
     assert not (cfg.crop or cfg.flip or cfg.cutout or cfg.tta or cfg.label_smoothing)
     spe = 352  # 45,000 images at batch 128
-    last = rl.lr_factor(40 * spe - 1, 40 * spe, 0, cfg.schedule, round(cfg.schedule_epochs * spe))
+    last = lr_factor(40 * spe - 1, 40 * spe, 0, cfg.schedule, round(cfg.schedule_epochs * spe))
     assert 0.90 < last < 0.91  # the lr stays near its peak: a run that ends at a high learning rate
     assert rl.TrainConfig.from_recipe("report-kuangliu", optimizer="adam").lr == 1e-3
     assert results.run_name(cfg) == "lite-report-kuangliu-sgd"
@@ -344,7 +346,7 @@ def test_resuming_a_finished_run_changes_nothing_and_says_so(cifar, tmp_path, ca
     assert (out / "results.json").read_bytes() == before and again == json.loads(before)
     assert "this run is finished (1 epochs)" in capsys.readouterr().err
     tta = first["final"]["tta"]
-    assert rl.evaluate(model, cifar, tta=tta, bf16=False).accuracy == pytest.approx(first["final"]["test_acc"])
+    assert evaluate(model, cifar, tta=tta, bf16=False).accuracy == pytest.approx(first["final"]["test_acc"])
 
 
 def test_fit_checks_the_config_and_splits_once_per_run(cifar, tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from resnet_lib import ARCHS, RECIPES, ResNet, TrainConfig, build_model, layer_table
+from resnet_lib import ARCHS, RECIPES, ResNet, TrainConfig, build_model
 from resnet_tools.budget import PARAM_BUDGET, count_params
 from resnet_tools.dataset import CLASSES
 from resnet_tools.report import facts, paper_figures, words
@@ -31,6 +31,7 @@ from resnet_tools.report.words import (
 from resnet_tools.results import ResultsError, best_run, difference_verdict, optimizer_label, run_name
 from resnet_tools.results import selection_accuracy
 from resnet_tools.safeio import atomic_write, write_json
+from resnet_tools.layers import layer_table
 
 
 def ablation_tex(folder: Path | None = None) -> str:
@@ -145,7 +146,7 @@ def full_status_brief(runs: dict[str, dict[str, Any]]) -> str:
 
 @functools.lru_cache(maxsize=1)
 def arch_tables_tex() -> str:
-    """Both layer tables, generated from the code (resnet_lib.layer_table), side by side
+    """Both layer tables, generated from the code (layer_table), side by side
     (cached: a pure function of the code, and torchinfo takes a while)."""
     blocks = []
     for name in ("lite", "improved"):
