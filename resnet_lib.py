@@ -358,6 +358,24 @@ def _opt(default: Any, help: str, choices: tuple[str, ...] | dict[str, Any] | No
     return field(default=default, metadata={"help": help, "choices": choices})
 
 
+def _arch_params(arch: str) -> int:
+    """Parameters of an architecture in ARCHS, counted on the meta device (no memory, ~ms)."""
+    with torch.device("meta"):
+        return count_params(ResNet(*ARCHS[arch], allow_over_budget=True))
+
+
+def _check_arch_budget(arch: str) -> None:
+    """ConfigError naming the count and the architectures within the budget, so an over-budget model is
+    refused with the config, not when the run builds it."""
+    n = _arch_params(arch)
+    if n > PARAM_BUDGET:
+        within = [a for a in ARCHS if a != arch and _arch_params(a) <= PARAM_BUDGET]
+        raise ConfigError(
+            f"model={arch!r} has {n:,} parameters, over the {PARAM_BUDGET:,} budget; choose one of: "
+            f"{', '.join(within)}, or set allow_over_budget=True"
+        )
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run. Fields map one-to-one to notebook
@@ -476,19 +494,7 @@ class TrainConfig:
                 "recipe 'distill' needs a teacher: set teacher= (--teacher PATH) to a trained run's checkpoint.pt"
             )
         if not self.allow_over_budget:
-            # Count on the meta device (no memory, ~ms), so an over-budget architecture is
-            # refused here, with the parameters, not when the run builds it.
-            def n_params(arch: str) -> int:
-                with torch.device("meta"):
-                    return count_params(ResNet(*ARCHS[arch], allow_over_budget=True))
-
-            n = n_params(self.model)
-            if n > PARAM_BUDGET:
-                within = [a for a in ARCHS if a != self.model and n_params(a) <= PARAM_BUDGET]
-                raise ConfigError(
-                    f"model={self.model!r} has {n:,} parameters, over the {PARAM_BUDGET:,} budget; choose one of: "
-                    f"{', '.join(within)}, or set allow_over_budget=True"
-                )
+            _check_arch_budget(self.model)
 
     @classmethod
     def from_recipe(cls, recipe: str, **overrides: Any) -> "TrainConfig":

@@ -91,12 +91,10 @@ def download_archive(root: Path) -> None:
         ) from None
 
 
-def load_batch_folder(root: Path, download: bool = True) -> CIFAR10:
-    """CIFAR-10 from `root/cifar-10-batches-py/` (or from that folder itself), downloading the
-    official archive (md5-checked) into `root` where every file is missing and `download` is true.
-    A folder whose files differ from the official md5 sums (a subset, say) loads with one
-    warning that says how many images it holds."""
-    expected = {**CIFAR10_TRAIN_MD5, **CIFAR10_TEST_MD5}
+def _batch_folder(root: Path, expected: dict[str, str], download: bool) -> Path:
+    """The folder that holds all of `expected`'s batch files (root/cifar-10-batches-py/, or root itself),
+    after the official archive is downloaded where every file is missing and `download` is true; else
+    DataError naming what is wrong: a symlink loop, a file, some files missing, the binary version."""
     for path in (root, root / CIFAR10_FOLDER, *(root / CIFAR10_FOLDER / name for name in expected)):
         if (loop := symlink_loop(path)) is not None:
             raise DataError(
@@ -134,6 +132,16 @@ def load_batch_folder(root: Path, download: bool = True) -> CIFAR10:
             "or point at an existing copy with --data-dir DIR / DATA_DIR=DIR "
             f"(the folder that contains {CIFAR10_FOLDER}/)."
         )
+    return folder
+
+
+def load_batch_folder(root: Path, download: bool = True) -> CIFAR10:
+    """CIFAR-10 from `root/cifar-10-batches-py/` (or from that folder itself), downloading the
+    official archive (md5-checked) into `root` where every file is missing and `download` is true.
+    A folder whose files differ from the official md5 sums (a subset, say) loads with one
+    warning that says how many images it holds."""
+    expected = {**CIFAR10_TRAIN_MD5, **CIFAR10_TEST_MD5}
+    folder = _batch_folder(root, expected, download)
     official = True
     parts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name, md5 in expected.items():

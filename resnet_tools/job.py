@@ -135,15 +135,7 @@ def _train_and_evaluate(
             log.close()
         raise
     wall = time.perf_counter() - t0
-    (train_x, _), val_xy = rl.split_train_val(data, cfg)
-    device = ddp.rank_device(device) if world.distributed else device
-    val, test = evaluate_splits(model, val_xy, data, data.stats, tta=cfg.tta, bf16=cfg.bf16)
-    results = run_record(cfg, model, history, val, test, data, len(train_x), len(val_xy[1]), device, wall)
-    if source is not None or cfg.init_from:  # on a resume the checkpoint already holds those weights
-        results["init_from"] = source or {"path": cfg.init_from}
-    if teacher is not None:  # which teacher, and how often the student predicts as it does on the test set
-        teacher_test = logits_of(teacher, data.test_x, data.stats, tta=cfg.tta, bf16=cfg.bf16)
-        results["teacher"] = {**teacher_record, "test_agreement": agreement(test.predictions, teacher_test)}
+    results = _final_results(cfg, model, history, data, device, wall, source, teacher, teacher_record)
     if log is not None:
         log.final(results)
         log.close()
@@ -151,6 +143,24 @@ def _train_and_evaluate(
         write_json(results, out / "results.json")
     ddp.barrier()
     return model, results
+
+
+def _final_results(
+    cfg: TrainConfig, model: nn.Module, history: dict[str, list[float]], data: CIFAR10, device: torch.device,
+    wall: float, source: dict[str, Any] | None, teacher: nn.Module | None, teacher_record: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """results.json's record of a trained model: evaluated on the validation and test splits (flip TTA
+    where cfg says), where its initial weights came from, and which teacher it learned from."""
+    (train_x, _), val_xy = rl.split_train_val(data, cfg)
+    device = ddp.rank_device(device) if ddp.world().distributed else device
+    val, test = evaluate_splits(model, val_xy, data, data.stats, tta=cfg.tta, bf16=cfg.bf16)
+    results = run_record(cfg, model, history, val, test, data, len(train_x), len(val_xy[1]), device, wall)
+    if source is not None or cfg.init_from:  # on a resume the checkpoint already holds those weights
+        results["init_from"] = source or {"path": cfg.init_from}
+    if teacher is not None:  # which teacher, and how often the student predicts as it does on the test set
+        teacher_test = logits_of(teacher, data.test_x, data.stats, tta=cfg.tta, bf16=cfg.bf16)
+        results["teacher"] = {**(teacher_record or {}), "test_agreement": agreement(test.predictions, teacher_test)}
+    return results
 
 
 def _finished_run(out: Path, cfg: TrainConfig) -> dict[str, Any] | None:
