@@ -1,4 +1,4 @@
-"""Subprocess worker for tests/test_faults.py: a process the tests can SIGKILL.
+"""Subprocess worker for tests/test_faults_processes.py: a process the tests can SIGKILL.
 
     python tests/_train_worker.py train DATA_DIR CHECKPOINT OUT_JSON [--resume] [--pause-epoch E --pause-step S]
     python tests/_train_worker.py save CHECKPOINT --first N --count K [--pause mid-write|before-rename]

@@ -1,10 +1,10 @@
-"""Print how many faults the fault suite (tests/test_faults.py, tests/test_faults_weak.py) injects
-and how many bad inputs it tries.
+"""Print how many faults the fault suite (tests/test_faults_processes.py, test_faults_files.py,
+test_faults_inputs.py and test_faults_weak.py) injects and how many bad inputs it tries.
 
     python tests/fault_counts.py            # "N faults injected, M bad inputs tried"
     python tests/fault_counts.py --detail   # the same, then one line per group
 
-The numbers come from the suite's own case lists (FAULT_CASES, BAD_INPUT_CASES of both modules),
+The numbers come from the suite's own case lists (FAULT_CASES, BAD_INPUT_CASES of each module),
 the lists its tests are parametrized over, so the counts in docs/development.md cannot drift from the tests.
 """
 
@@ -19,10 +19,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def counts() -> tuple[dict[str, int], dict[str, int]]:
     """({fault group: cases}, {bad-input group: cases})."""
-    import test_faults
+    import test_faults_files
+    import test_faults_inputs
+    import test_faults_processes
     import test_faults_weak  # issue 29's weak cases, in a module of their own
 
-    modules = (test_faults, test_faults_weak)
+    modules = (test_faults_processes, test_faults_files, test_faults_inputs, test_faults_weak)
     return ({k: len(v) for m in modules for k, v in m.FAULT_CASES.items()},
             {k: len(v) for m in modules for k, v in m.BAD_INPUT_CASES.items()})
 

@@ -1,8 +1,8 @@
 """Fault injection, continued (issue 29's weak cases): output paths that cannot be written (dangling
 symlinks, folders where a file is wanted, names that are not UTF-8), a results folder made read-only
 mid-run, and notebook parameters of the wrong form. Each is one line naming the setting to change, no
-traceback, before any work. FAULT_CASES and BAD_INPUT_CASES below join test_faults.py's in
-tests/fault_counts.py's counts.
+traceback, before any work. FAULT_CASES and BAD_INPUT_CASES below join those of the other
+test_faults_*.py modules in tests/fault_counts.py's counts.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from conftest import ROOT, tiny_config, write_cifar
 from resnet_tools import job, safeio
 from resnet_tools.checkpoints import load_checkpoint_dict
 from resnet_tools.notebook import from_env, list_parameter, notebook_parameter, notebook_parameters
-from test_faults import must_not_run, one_error, run_main
+from faults_common import must_not_run, one_error, run_main
 
 
 @pytest.fixture(scope="module", autouse=True)
 def one_torch_thread():
-    """One intra-op thread, as in test_faults.py: two spinning threads slow a 2-core CPU down."""
+    """One intra-op thread, as in faults_common.py: two spinning threads slow a 2-core CPU down."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -314,7 +314,7 @@ def test_a_parameter_of_the_wrong_type_stops_the_configuration_cell_in_one_line(
 
 
 # ---------------------------------------------------------------------------------------
-# For tests/fault_counts.py: joined to test_faults.py's groups
+# For tests/fault_counts.py: joined to the other test_faults_*.py modules' groups
 # ---------------------------------------------------------------------------------------
 FAULT_CASES: dict[str, list] = {
     "a results folder made read-only mid-run; a lock that cannot be removed": [
