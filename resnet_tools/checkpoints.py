@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -143,14 +144,23 @@ def load_checkpoint_dict(path: str | Path) -> dict[str, Any]:
     containers only, so a malicious file cannot run code (TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD
     does not override an explicit weights_only=True). Raises ValueError naming the file
     for anything that is not such a checkpoint; FileNotFoundError if there is no file."""
-    import re  # stdlib; only to name the refused global
-
     path = Path(path)
     if path.is_file() and is_safetensors(path):
         raise ValueError(
             f"{path}: is a safetensors export (weights for inference), not a training checkpoint; load it with "
             "load_pretrained or load_for_inference (predict --checkpoint takes either)"
         )
+    saved = _torch_load(path)
+    _check_layout(saved, path)
+    verify_checksums(saved, path)
+    # A run started under an old recipe name (seed) resumes, and loads, as the new one (report).
+    saved["config"] = with_current_recipe(saved["config"])
+    return saved
+
+
+def _torch_load(path: Path) -> Any:
+    """torch.load(weights_only=True) of `path`, its failures as one ValueError naming the file and what
+    it found (a refused global, an unreadable path, a truncated or corrupt file)."""
     try:
         with open(path, "rb") as f:  # a file object: torch.load reads a *.safetensors path as safetensors
             saved = torch.load(f, map_location="cpu", weights_only=True)
@@ -175,6 +185,11 @@ def load_checkpoint_dict(path: str | Path) -> dict[str, Any]:
             f"{path}: truncated or corrupt checkpoint ({type(e).__name__}: {first}); expected a checkpoint.pt "
             "written by resnet_lib (fit / train)"
         ) from None
+    return saved
+
+
+def _check_layout(saved: Any, path: Path) -> None:
+    """ValueError naming the file unless `saved` is a dict with every key of a checkpoint of this format."""
     if not isinstance(saved, dict):
         raise ValueError(
             f"{path}: holds a {type(saved).__name__}, not a resnet_lib checkpoint "
@@ -198,10 +213,6 @@ def load_checkpoint_dict(path: str | Path) -> dict[str, Any]:
         )
     if not isinstance(saved["config"], dict) or not isinstance(saved["model_state"], dict):
         raise ValueError(f"{path}: 'config' and 'model_state' must be dicts; not a resnet_lib checkpoint")
-    verify_checksums(saved, path)
-    # A run started under an old recipe name (seed) resumes, and loads, as the new one (report).
-    saved["config"] = with_current_recipe(saved["config"])
-    return saved
 
 
 def verify_checksums(saved: dict[str, Any], path: Path) -> None:

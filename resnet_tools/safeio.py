@@ -332,6 +332,37 @@ def _lock_is_stale(lock: Path) -> bool:
     return _lock_age(lock) > LOCK_STALE_S
 
 
+def _refuse_held(folder: Path, lock: Path) -> None:
+    """FolderLocked naming the live owner of `lock` (its pid and host; another machine's last heartbeat)."""
+    import socket  # stdlib; only for the host name
+
+    pid, host = _lock_owner(lock)
+    owner = f"process {pid}" + (f" on {host}" if host else "") if pid is not None else "another process"
+    if host and host != socket.gethostname():
+        age, stale = _lock_age(lock), LOCK_STALE_S
+        owner += f", active {age:.0f} s ago (taken over after {stale:.0f} s without activity)"
+    raise FolderLocked(
+        f"{folder} is in use by {owner} (lock file {lock}): another training run writes there. Wait for "
+        "it to finish or choose another output folder; if no run uses it, delete the lock file"
+    ) from None
+
+
+def _set_stale_aside(lock: Path) -> None:
+    """Move a stale lock aside under a name of our own (atomic: of two processes taking over the same
+    stale lock, one rename wins), putting back a fresh one another taker made meanwhile."""
+    aside = lock.with_name(f"{LOCK_NAME}.stale.{os.getpid()}")
+    try:
+        os.rename(lock, aside)
+    except FileNotFoundError:
+        return
+    if not _lock_is_stale(aside):  # another taker's fresh lock was moved: put it back
+        try:
+            os.link(aside, lock)
+        except FileExistsError:
+            pass
+    aside.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def run_lock(folder: Path) -> Iterator[Path]:
     """Hold `folder/.lock` while the block runs: created with O_EXCL, holding this process's
@@ -351,28 +382,8 @@ def run_lock(folder: Path) -> Iterator[Path]:
             fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             if not _lock_is_stale(lock):
-                pid, host = _lock_owner(lock)
-                owner = f"process {pid}" + (f" on {host}" if host else "") if pid is not None else "another process"
-                if host and host != socket.gethostname():
-                    age, stale = _lock_age(lock), LOCK_STALE_S
-                    owner += f", active {age:.0f} s ago (taken over after {stale:.0f} s without activity)"
-                raise FolderLocked(
-                    f"{folder} is in use by {owner} (lock file {lock}): another training run writes there. Wait for "
-                    "it to finish or choose another output folder; if no run uses it, delete the lock file"
-                ) from None
-            # Stale: move it aside under a name of our own (atomic: of two processes taking over the
-            # same stale lock, one rename wins) and start again.
-            aside = lock.with_name(f"{LOCK_NAME}.stale.{os.getpid()}")
-            try:
-                os.rename(lock, aside)
-            except FileNotFoundError:
-                continue
-            if not _lock_is_stale(aside):  # another taker's fresh lock was moved: put it back
-                try:
-                    os.link(aside, lock)
-                except FileExistsError:
-                    pass
-            aside.unlink(missing_ok=True)
+                _refuse_held(folder, lock)
+            _set_stale_aside(lock)
             continue
         with os.fdopen(fd, "w") as f:
             f.write(me)

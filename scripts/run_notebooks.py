@@ -179,7 +179,8 @@ def strip(paths: list[Path]) -> None:
         print("stripped", path.relative_to(ROOT))
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
+    """The command line: the main job's options (make run passes them), then -p for any other parameter."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n", 2)[2])
@@ -199,6 +200,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="any other notebook parameter, e.g. -p BATCH_SIZE 256")
     ap.add_argument("--quiet", action="store_true", help="do not stream the notebooks' output")
     ap.add_argument("--strip", action="store_true", help="strip the committed notebooks' outputs and exit")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = _parser()
     argv = sys.argv[1:] if argv is None else argv
     args = ap.parse_args(argv)
 
