@@ -209,7 +209,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     rows += [f"{name}," + ",".join(str(int(n)) for n in row) for name, row in zip(CLASSES, cm)]
     text = "\n".join(rows) + "\n"
     atomic_write(Path(args.out), "w", lambda f: f.write(text))
-    print(f"{data.label}, {args.split} split: {len(ev.labels):,} images, accuracy {ev.accuracy:.2%} ({tta_label(tta)})")
+    print(f"{data.label}, {args.split} split: {len(ev.labels):,} images, "
+          f"accuracy {ev.accuracy:.2%} ({tta_label(tta)})")
     for name, row, i in zip(CLASSES, cm, range(len(CLASSES))):
         print(f"  {name:>10} {100 * row[i] / max(1, row.sum()):6.2f}%  of {int(row.sum()):,}")
     print(f"confusion matrix -> {shown_path(args.out)}")
