@@ -102,9 +102,7 @@ def time_to_accuracy(data: CIFAR10, epochs: int, threads: int) -> dict[str, Any]
     # can slow single epochs many-fold (seen here: 2.2 s epochs taking 40 s), and the
     # median ignores such epochs. `disturbed` says when the sums are inflated that way.
     med = {"seed": statistics.median(seed_s), "modern": statistics.median(modern_s)}
-    disturbed = any(
-        sum(h) > 1.25 * len(h) * statistics.median(h) for h in (seed_s, modern_s)
-    )
+    disturbed = any(sum(t) > 1.25 * len(t) * m for t, m in ((seed_s, med["seed"]), (modern_s, med["modern"])))
     result: dict[str, Any] = {
         "model": "lite",
         "device": "cpu",

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import pickle
+import socket
 import sys
 import tempfile
 import threading
@@ -322,8 +323,6 @@ def _lock_is_stale(lock: Path) -> bool:
     """The lock's owner is a process of this machine that is no longer running; or a lock of
     another machine, or one without a pid (a writer killed between creating and writing it),
     that has not been touched for LOCK_STALE_S (without a pid: 5) seconds."""
-    import socket  # stdlib; only for the host name
-
     pid, host = _lock_owner(lock)
     if pid is None:
         return _lock_age(lock) > 5
@@ -334,8 +333,6 @@ def _lock_is_stale(lock: Path) -> bool:
 
 def _refuse_held(folder: Path, lock: Path) -> None:
     """FolderLocked naming the live owner of `lock` (its pid and host; another machine's last heartbeat)."""
-    import socket  # stdlib; only for the host name
-
     pid, host = _lock_owner(lock)
     owner = f"process {pid}" + (f" on {host}" if host else "") if pid is not None else "another process"
     if host and host != socket.gethostname():
@@ -371,8 +368,6 @@ def run_lock(folder: Path) -> Iterator[Path]:
     both writing the same checkpoint. A lock left by a process that died (SIGKILL, a closed
     session) is taken over: at once on this machine (its pid is not running), after LOCK_STALE_S
     seconds without a heartbeat if it was another machine's."""
-    import socket  # stdlib; only for the host name
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / LOCK_NAME
