@@ -172,7 +172,7 @@ def shutdown(finished: bool = True) -> None:
     is no barrier: the other ranks may never reach it. Garbage is collected first, so that no object
     that holds the group (a DDP wrapper left in a reference cycle) is destroyed with its Gloo threads
     during interpreter shutdown: the suspected cause, not confirmed, of a finished rank aborting in
-    this way once more after the barrier (tests/test_distributed.py, 2026-12-07, 1 run in ~25)."""
+    this way once more after the barrier (tests/test_distributed.py in a full suite under load, 2026-12-07)."""
     if dist.is_available() and dist.is_initialized():
         if finished:
             dist.barrier()
