@@ -29,8 +29,7 @@ from resnet_tools.devices import resolve_device
 from resnet_tools.distill import agreement
 from resnet_tools.errors import ConfigError, RanksDisagree
 from resnet_tools.inference import load_checkpoint, load_for_inference_with_config
-from resnet_tools.renamed import with_current_recipe
-from resnet_tools.results import run_record
+from resnet_tools.results import ResultsError, read_record, run_record
 from resnet_tools.runlog import EpochLog
 from resnet_tools.safeio import check_writable, run_lock, write_json
 from resnet_tools.evaluation import evaluate_splits, logits_of
@@ -167,10 +166,9 @@ def _finished_run(out: Path, cfg: TrainConfig) -> dict[str, Any] | None:
     """out/results.json when it records this run finished: all cfg.epochs epochs of the same
     model, recipe and seed (the checkpoint beside it was already checked to match cfg)."""
     try:
-        res = json.loads((out / "results.json").read_text())
-        res["config"] = with_current_recipe(res["config"])  # a run started as recipe seed is a report run
+        res = read_record(out / "results.json")
         c, epochs = res["config"], res["history"]["epoch"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ResultsError, KeyError, TypeError):
         return None  # none, or unreadable: the resume evaluates and writes it anew
     same = all(c.get(k) == getattr(cfg, k) for k in ("model", "recipe", "seed", "epochs"))
     return res if same and isinstance(epochs, list) and len(epochs) == cfg.epochs else None

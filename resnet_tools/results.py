@@ -492,12 +492,12 @@ def data_kind(d: dict[str, Any]) -> str:
 
 def saved_results(results_dir: str | Path, cfg: TrainConfig, data: CIFAR10) -> dict[str, Any] | None:
     """The results of an earlier run of exactly `cfg` on the same data (results.json and
-    checkpoint.pt present), or None. Fields that change only speed may differ."""
+    checkpoint.pt present), or None. Fields that change only speed may differ. A results.json
+    that is unreadable or not ours raises ResultsError (read_record), naming the file."""
     folder = run_dir(results_dir, cfg)
     if not (folder / "results.json").is_file() or not (folder / "checkpoint.pt").is_file():
         return None
-    res = json.loads((folder / "results.json").read_text())
-    res["config"] = with_current_recipe(res.get("config", {}))  # recorded as recipe seed: the same report run
+    res = read_record(folder / "results.json")
     speed_only = {"device", "compile", "cuda_graph", "channels_last"}
     same_cfg = {k: v for k, v in res.get("config", {}).items() if k not in speed_only} == {
         k: v for k, v in dataclasses.asdict(cfg).items() if k not in speed_only

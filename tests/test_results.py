@@ -186,3 +186,18 @@ def test_saved_results_are_reused_on_the_same_images_only(cifar, tmp_path):
     assert saved_results(tmp_path, cfg, cifar) is not None and saved_results(tmp_path, cfg, shifted) is None
     (tmp_path / run_name(cfg) / "checkpoint.pt").write_bytes(b"not a checkpoint")
     assert saved_results(tmp_path, cfg, cifar) is None  # nothing says which images: trained again
+
+
+def test_saved_results_name_a_results_file_they_cannot_read(cifar, tmp_path):
+    """A damaged results.json beside a checkpoint is named in one line (read_record), not a JSON traceback."""
+    from resnet_tools.results import ResultsError, run_name, saved_results
+
+    cfg = tiny_config(epochs=1)
+    job.train_and_evaluate(cfg, cifar, out_dir=tmp_path / run_name(cfg), progress=False)
+    results = tmp_path / run_name(cfg) / "results.json"
+    results.write_text('{"config": ')
+    with pytest.raises(ResultsError, match="results.json: unreadable results file .*delete the folder"):
+        saved_results(tmp_path, cfg, cifar)
+    results.write_text('{"config": {}}')
+    with pytest.raises(ResultsError, match="not a resnet_lib results file: missing num_params"):
+        saved_results(tmp_path, cfg, cifar)
