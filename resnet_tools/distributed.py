@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import gc
+import importlib
 import math
 import os
 import platform
@@ -117,6 +117,13 @@ def init_from_env(device: torch.device) -> bool:
     else:
         backend = "gloo"
     timeout = timeout_seconds()
+    # Import it before the group exists: its functions take `group=group.WORLD` as default arguments,
+    # evaluated at import. Imported later (DDP's constructor imports torch._dynamo, which imports it),
+    # they hold the group for good, so destroy_process_group cannot free it: Gloo's threads outlive
+    # the interpreter, and one still releasing the last collective's tensors takes the GIL during
+    # finalization, which on Python 3.11 aborts the process ("terminate called without an active
+    # exception"), a finished rank failing at exit now and then (tests/test_distributed.py, 2026-12-07).
+    importlib.import_module("torch.distributed.nn.functional")
     try:
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout))
     except dist.DistError as e:  # torch's message says what happened, not what to do
@@ -168,15 +175,12 @@ def rank_failure(e: BaseException) -> RankFailure | None:
 def shutdown(finished: bool = True) -> None:
     """End the process group. After a finished run every rank first waits for the others: rank 0
     hosts the rendezvous store, and tearing it down while another rank is still talking to it
-    can abort that rank ("terminate called without an active exception"). After an error there
-    is no barrier: the other ranks may never reach it. Garbage is collected first, so that no object
-    that holds the group (a DDP wrapper left in a reference cycle) is destroyed with its Gloo threads
-    during interpreter shutdown: the suspected cause, not confirmed, of a finished rank aborting in
-    this way once more after the barrier (tests/test_distributed.py in a full suite under load, 2026-12-07)."""
+    can abort that rank. After an error there is no barrier: the other ranks may never reach it.
+    destroy_process_group frees the group and joins Gloo's threads before the interpreter shuts
+    down, where nothing else holds the group (see init_from_env for what a thread left running does)."""
     if dist.is_available() and dist.is_initialized():
         if finished:
             dist.barrier()
-        gc.collect()
         dist.destroy_process_group()
 
 

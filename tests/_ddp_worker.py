@@ -8,7 +8,8 @@ starts its workers in their own sessions, so the test kills them by pid). With D
 the environment, rank 0 writes the file "paused" there in the forward pass of its K-th training step (1-based, counted over epochs; the earlier steps
 have updated the weights) and waits there to be killed; the other ranks wait in DDP's gradient
 all-reduce of that step. Files, not printed lines: the ranks share one stdout pipe, where two
-lines written at once can merge into one ("10181PID 1 ...").
+lines written at once can merge into one ("10181PID 1 ..."). At exit each rank writes the names of
+its threads to threads-<rank> (threads_at_exit).
 
 Started by hand instead (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set by the test, no torchrun):
 with DDP_START_TOGETHER=N a rank starts training only once pid-0 ... pid-(N-1) exist (every
@@ -19,6 +20,7 @@ sleeps there to be killed (DDP_STALL=sleep, the default) or exits at once (DDP_S
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import sys
@@ -29,6 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import resnet_lib as rl  # noqa: E402
+from resnet_tools import distributed as ddp  # noqa: E402
 from resnet_tools.cli import main  # noqa: E402
 
 PAUSE_SECONDS = 120  # the test kills the processes long before this
@@ -120,17 +123,32 @@ def start_together(n: int) -> None:
         time.sleep(0.05)
 
 
+def threads_at_exit(rank: int) -> None:
+    """Write the names of this process's threads (Linux: /proc) to the file threads-<rank> when the
+    interpreter starts to shut down: Gloo's threads ("gloo_tcp_loop", "pt_gloo_runloop") must be gone."""
+    tasks = Path("/proc/self/task")
+    if not tasks.is_dir():
+        return
+    names = []
+    for task in tasks.iterdir():
+        try:
+            names.append((task / "comm").read_text().strip())
+        except FileNotFoundError:  # a thread that ended since the folder was listed
+            pass
+    signal_file(f"threads-{rank}", "\n".join(sorted(names)))
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)  # two CPU cores are shared with the test process and others
     rank = int(os.environ.get("RANK", "0"))
     signal_file(f"pid-{rank}", str(os.getpid()))
+    atexit.register(threads_at_exit, rank)
     if sys.argv[1] == "no-batchnorm":
-        torch.distributed.init_process_group("gloo")
+        ddp.init_from_env(torch.device("cpu"))  # as train does: Gloo, after what it imports first
         history = fit_no_batchnorm(sys.argv[2])
         if rank == 0:
             Path(sys.argv[3]).write_text(json.dumps(history))
-        torch.distributed.barrier()  # nobody tears down rank 0's store while another rank still uses it
-        torch.distributed.destroy_process_group()
+        ddp.shutdown()
         sys.exit(0)
     if os.environ.get("DDP_STALL_RANK") == str(rank):
         stall_loading(rank)

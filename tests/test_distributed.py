@@ -94,12 +94,19 @@ class Torchrun:
         return "".join(self.lines)
 
     def finish(self) -> str:
+        """The output of a run that must succeed; also checks that no rank still had Gloo's threads
+        when its interpreter shut down (a thread left running there can abort a finished rank)."""
         try:
             rc = self.proc.wait(timeout=TIMEOUT)
+            threads = {p.name: p.read_text().split() for p in sorted(self.signals.glob("threads-*"))}
         finally:
             self.kill()
         self.reader.join(timeout=10)
         assert rc == 0, self.output()
+        if Path("/proc/self/task").is_dir():  # Linux: the workers list their threads from /proc
+            assert sorted(threads) == ["threads-0", "threads-1"], self.output()
+            left = {rank: [t for t in names if "gloo" in t] for rank, names in threads.items()}
+            assert left == {"threads-0": [], "threads-1": []}, left
         return self.output()
 
     def wait_for(self, name: str) -> None:
