@@ -212,7 +212,8 @@ def test_saved_results_ignore_cuda_graph(cifar, tmp_path):
     del config["cuda_graph"]  # a results.json written before the field existed
     data = {"root": str(cifar.root), "label": cifar.label, "n_test": len(cifar.test_y),
             **{k: cifar.fingerprint[k] for k in ("train_sha256", "test_sha256")}}
-    (folder / "results.json").write_text(json.dumps({"config": config, "data": data}))
+    rest = {"num_params": 1, "history": {}, "final": {}, "device": "cpu", "wall_seconds": 1.0}  # read_record's keys
+    (folder / "results.json").write_text(json.dumps({"config": config, "data": data, **rest}))
     (folder / "checkpoint.pt").write_bytes(b"")
     assert saved_results(tmp_path, cfg, cifar) is not None
     assert saved_results(tmp_path, dataclasses.replace(cfg, cuda_graph=False), cifar) is not None
