@@ -116,14 +116,15 @@ def _naming(e: OSError, path: Path) -> OSError:
 
 def atomic_save(obj: Any, path: Path) -> None:
     """torch.save `obj` to `path` atomically (see atomic_write). A failed write (a full disk)
-    raises its OSError: torch's zip writer would report it as a RuntimeError ("unexpected pos")
-    raised while closing the file after the OSError."""
+    raises its OSError, and Ctrl-C or SIGTERM during the write its KeyboardInterrupt (cli.Terminated):
+    torch's zip writer would report either as a RuntimeError ("unexpected pos") raised while closing
+    the file after it, and a stopped run would end in a traceback instead of its resume line."""
 
     def save(f: Any) -> None:
         try:
             torch.save(obj, f)
         except RuntimeError as e:
-            if isinstance(e.__context__, OSError):
+            if isinstance(e.__context__, (OSError, KeyboardInterrupt)):
                 raise e.__context__ from None
             raise
 

@@ -32,7 +32,7 @@ import pytest
 import torch
 
 import resnet_lib as rl
-from resnet_tools import checkpoints, inference, job
+from resnet_tools import checkpoints, cli, inference, job
 from conftest import ROOT, tiny_config, write_cifar
 from resnet_tools.evaluation import evaluate
 from faults_common import run_main
@@ -206,6 +206,39 @@ def test_disk_full_during_a_save_keeps_the_last_checkpoint(cifar, tmp_path, monk
     assert checkpoints.load_checkpoint_dict(ck)["epoch"] == 1 and temps(ck) == []
     history = rl.fit(rl.build_model("lite", seed=0), cifar, cfg, checkpoint=ck, resume=True, progress=False)
     assert history["epoch"] == [1, 2]  # space freed: the run continues from epoch 1
+
+
+STOPS_IN_SAVE = [KeyboardInterrupt, cli.Terminated]
+
+
+@pytest.mark.parametrize("stop", STOPS_IN_SAVE, ids=["ctrl-c", "sigterm"])
+def test_a_stop_while_torch_writes_a_checkpoint_is_that_stop(tmp_path, monkeypatch, stop):
+    """CI, 2026-12-07: SIGTERM arrived while torch.save wrote best.pt; torch's zip writer turned it
+    into RuntimeError("unexpected pos") when closing, and the run ended in a traceback with exit 1
+    instead of its resume line and 143. The signal's exception is what atomic_save raises."""
+    real_save = torch.save
+
+    class StoppedFile:  # the file torch writes to; the signal arrives during its third write
+        def __init__(self, f: Any) -> None:
+            self.f, self.writes = f, 0
+
+        def write(self, data: bytes) -> int:
+            self.writes += 1
+            if self.writes == 3:
+                raise stop()
+            return self.f.write(data)
+
+        def flush(self) -> None:
+            self.f.flush()
+
+    ck = tmp_path / "best.pt"
+    rl.atomic_save({"epoch": 1, "w": torch.zeros(1000)}, ck)
+    monkeypatch.setattr(torch, "save", lambda obj, f, *a, **k: real_save(obj, StoppedFile(f), *a, **k))
+    with pytest.raises(stop) as caught:
+        rl.atomic_save({"epoch": 2, "w": torch.ones(1000)}, ck)
+    assert type(caught.value) is stop and caught.value.__suppress_context__  # not torch's RuntimeError
+    monkeypatch.undo()
+    assert torch.load(ck, weights_only=True)["epoch"] == 1 and temps(ck) == []  # the previous file, whole
 
 
 # ---------------------------------------------------------------------------------------
@@ -477,6 +510,7 @@ FAULT_CASES: dict[str, list] = {
     "a second training process in the same output folder (live or dead lock owner)": LOCKS,
     "Ctrl-C during command-line training (after a checkpoint, before the first)": CTRL_C,
     "SIGTERM during command-line training": [test_sigterm_during_cli_training_stops_as_cleanly_as_ctrl_c],
+    "Ctrl-C or SIGTERM while torch writes a checkpoint": STOPS_IN_SAVE,
     "loss divergence (NaN mid-run, huge learning rate)": [test_divergence_after_a_good_epoch_keeps_that_checkpoint,
                                                           test_huge_learning_rate_stops_the_cli_with_a_clear_message],
 }
