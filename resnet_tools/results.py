@@ -499,10 +499,10 @@ def saved_results(results_dir: str | Path, cfg: TrainConfig, data: CIFAR10) -> d
         return None
     res = read_record(folder / "results.json")
     speed_only = {"device", "compile", "cuda_graph", "channels_last"}
-    same_cfg = {k: v for k, v in res.get("config", {}).items() if k not in speed_only} == {
+    same_cfg = {k: v for k, v in res["config"].items() if k not in speed_only} == {
         k: v for k, v in dataclasses.asdict(cfg).items() if k not in speed_only
     }
-    d = res.get("data", {})
+    d = res["data"]  # read_record checked that config and data are there
     same_data = (
         Path(d.get("root", "")).resolve() == Path(data.root).resolve()
         and data_label(d) == data.label

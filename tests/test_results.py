@@ -193,7 +193,8 @@ def test_saved_results_name_a_results_file_they_cannot_read(cifar, tmp_path):
     from resnet_tools.results import ResultsError, run_name, saved_results
 
     cfg = tiny_config(epochs=1)
-    job.train_and_evaluate(cfg, cifar, out_dir=tmp_path / run_name(cfg), progress=False)
+    (tmp_path / run_name(cfg)).mkdir()
+    (tmp_path / run_name(cfg) / "checkpoint.pt").write_bytes(b"")  # present: the results file is read first
     results = tmp_path / run_name(cfg) / "results.json"
     results.write_text('{"config": ')
     with pytest.raises(ResultsError, match="results.json: unreadable results file .*delete the folder"):
